@@ -1,0 +1,1 @@
+"""Price-feed consumers: every source normalizes to :class:`feeds.tick.PriceTick`."""
