@@ -199,19 +199,26 @@ def bankruptcy_price(contract: Contract, position: Position) -> Decimal | None:
 
 
 def _threshold(contract: Contract, position: Position, a: Decimal, b: Decimal) -> Decimal | None:
-    """Solve ``a·MB(P) = b·MM(P)`` for P, keeping the root that lies in its own bracket."""
+    """Solve ``a·MB(P) = b·MM(P)`` for P, keeping the root that lies in its own bracket.
+
+    When the last cap is finite and the root lies beyond it on the side where the
+    position is *better* off, every covered price is already past the threshold;
+    the root of the last bracket, extended past its cap, is returned so that the
+    position still reads as crossed at every covered price (None would say it
+    never is). A root beyond the cap on the worse side stays None: no covered
+    price reaches it.
+    """
     floor = ZERO
     with localcontext(_SOLVE):
         for bracket in contract.brackets:
             root = _root_in_bracket(contract, position, bracket, a, b)
             if root is not None and b == 0:
-                return +root if root > 0 else None
+                if root <= 0:
+                    return None
+                with localcontext(_RESULT):
+                    return +root
             if root is not None and root > 0:
-                value = (
-                    position.qty * root
-                    if contract.kind is ContractKind.LINEAR
-                    else position.qty * contract.contract_size / root
-                )
+                value = _notional_at(contract, position, root)
                 above_floor = value > floor * (ONE - _BRACKET_TOLERANCE) or floor == 0
                 below_cap = bracket.notional_cap is None or value <= bracket.notional_cap * (
                     ONE + _BRACKET_TOLERANCE
@@ -221,7 +228,30 @@ def _threshold(contract: Contract, position: Position, a: Decimal, b: Decimal) -
                         return +root
             if bracket.notional_cap is not None:
                 floor = bracket.notional_cap
+        last = contract.brackets[-1] if contract.brackets else None
+        # Moving to the worse side lowers the notional for a linear long (price
+        # falls) and an inverse short (price rises): the covered range then lies
+        # on the worse side of any root beyond the last cap.
+        worse_lowers_notional = (contract.kind is ContractKind.LINEAR) == (
+            position.side is Side.LONG
+        )
+        if last is not None and last.notional_cap is not None and worse_lowers_notional:
+            root = _root_in_bracket(contract, position, last, a, b)
+            if (
+                root is not None
+                and root > 0
+                and _notional_at(contract, position, root) > last.notional_cap
+            ):
+                with localcontext(_RESULT):
+                    return +root
     return None
+
+
+def _notional_at(contract: Contract, position: Position, price: Decimal) -> Decimal:
+    """The notional at ``price`` in the current (solving) context."""
+    if contract.kind is ContractKind.LINEAR:
+        return position.qty * price
+    return position.qty * contract.contract_size / price
 
 
 def _root_in_bracket(
