@@ -1,0 +1,143 @@
+"""The MQTT adapter: one persistent session that reads prices and positions and
+drains the Redis outbox to the broker.
+
+The connection follows aiomqtt's reconnection guide: one loop around
+``async with client`` that backs off on :class:`aiomqtt.MqttError`. The
+session is persistent (``clean_session=False`` and a stable client id), so
+QoS 1 messages addressed to the monitor while it was away are delivered when
+it returns. Events leave the outbox only after the broker's PUBACK; an entry
+whose publish did not complete stays pending in Redis and is sent again after
+the reconnect, which is why event ids are deterministic (subscribers
+de-duplicate on them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+
+import aiomqtt
+import structlog
+
+from monitor.config import MqttSettings
+from monitor.metrics import Metrics
+from monitor.store import OutboxEntry, Store
+
+log = structlog.get_logger("liqmon.bus")
+
+OnMessage = Callable[[str, bytes], Awaitable[None]]
+
+
+def make_client(settings: MqttSettings, identifier: str, *, persistent: bool) -> aiomqtt.Client:
+    """An aiomqtt client for the configured broker (TLS and credentials from the settings)."""
+    tls_context = None
+    if settings.tls:
+        tls_context = ssl.create_default_context(cafile=settings.ca_file)
+        if settings.cert_file:
+            tls_context.load_cert_chain(settings.cert_file, settings.key_file)
+    return aiomqtt.Client(
+        settings.host,
+        settings.port,
+        username=settings.username,
+        password=settings.password,
+        identifier=identifier,
+        clean_session=not persistent,
+        tls_context=tls_context,
+        max_inflight_messages=settings.max_inflight,
+        max_queued_outgoing_messages=0,
+        keepalive=30,
+        timeout=10,
+    )
+
+
+class Backoff:
+    """Jittered exponential backoff: 0.1 s doubling to ``cap_s``, reset on success."""
+
+    def __init__(self, first_s: float = 0.1, cap_s: float = 10.0) -> None:
+        self.first_s = first_s
+        self.cap_s = cap_s
+        self._next_s = first_s
+
+    def reset(self) -> None:
+        """Call after a connection succeeded."""
+        self._next_s = self.first_s
+
+    async def wait(self) -> None:
+        """Sleep for the current delay (with full jitter) and double it."""
+        await asyncio.sleep(random.uniform(self._next_s / 2, self._next_s))
+        self._next_s = min(self._next_s * 2, self.cap_s)
+
+
+class Bus:
+    """Keeps the MQTT session up: subscriptions in, outbox out."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        store: Store,
+        symbols: Sequence[str],
+        subscriptions: Sequence[str],
+        on_message: OnMessage,
+        metrics: Metrics,
+        batch_size: int = 500,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.symbols = list(symbols)
+        self.subscriptions = list(subscriptions)
+        self.on_message = on_message
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Connect, subscribe, consume and publish until cancelled. Cancelling is safe."""
+        client = make_client(self.settings, self.settings.client_id, persistent=True)
+        backoff = Backoff()
+        while True:
+            try:
+                async with client:
+                    for topic in self.subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    self.connected.set()
+                    backoff.reset()
+                    log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._consume(client), name="mqtt-consume")
+                        group.create_task(self._publish(client), name="outbox-publish")
+            except* aiomqtt.MqttError as errors:
+                self.connected.clear()
+                log.warning("mqtt_disconnected", error=str(errors.exceptions[0]))
+            await backoff.wait()
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            raw = payload if isinstance(payload, bytes) else str(payload).encode()
+            await self.on_message(message.topic.value, raw)
+
+    async def _publish(self, client: aiomqtt.Client) -> None:
+        # First what this consumer read but never saw acknowledged (a crash or
+        # a lost connection), then new entries as they are committed.
+        pending = True
+        while True:
+            entries = await self.store.read_outbox(
+                self.symbols, self.settings.client_id, self.batch_size, 1000, pending=pending
+            )
+            if pending and not entries:
+                pending = False
+                continue
+            if entries:
+                await self._send(client, entries)
+
+    async def _send(self, client: aiomqtt.Client, entries: Sequence[OutboxEntry]) -> None:
+        # All publishes of a batch are queued on one connection in outbox
+        # order, so the broker keeps per-position order; the batch is
+        # acknowledged in Redis only once every PUBACK has arrived.
+        async with asyncio.TaskGroup() as group:
+            for entry in entries:
+                group.create_task(client.publish(entry.topic, entry.payload, qos=1))
+        await self.store.ack_outbox(entries)
+        self.metrics.published.inc(len(entries))

@@ -1,0 +1,79 @@
+"""Coalescing mark ticks per symbol, so falling behind never skips a crossing.
+
+When ticks arrive faster than they are evaluated, only three per symbol are
+kept: the lowest and the highest mark seen since the symbol was last taken
+(longs liquidate on the low, shorts on the high) and the last one. Memory is
+bounded by the number of symbols, whatever the tick rate.
+
+A symbol is handed to at most one worker at a time: while it is being
+evaluated, new ticks accumulate and the symbol is handed out again when the
+worker calls :meth:`MarkCoalescer.done`. Pure and synchronous; the daemon's
+workers wait on :attr:`MarkCoalescer.ready`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from feeds.tick import PriceTick
+
+
+@dataclass(slots=True)
+class _Pending:
+    low: PriceTick
+    high: PriceTick
+    last: PriceTick
+
+
+class MarkCoalescer:
+    """Per-symbol low/high/last of the mark ticks not yet evaluated."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, _Pending] = {}
+        self._busy: set[str] = set()
+        self._last_ts: dict[str, int] = {}
+        self.ready: asyncio.Queue[str] = asyncio.Queue()
+
+    def offer(self, tick: PriceTick) -> bool:
+        """Add a tick; False (dropped) when it is older than the last one offered."""
+        if tick.ts_ms < self._last_ts.get(tick.symbol, -1):
+            return False
+        self._last_ts[tick.symbol] = tick.ts_ms
+        pending = self._pending.get(tick.symbol)
+        if pending is None:
+            self._pending[tick.symbol] = _Pending(tick, tick, tick)
+            if tick.symbol not in self._busy:
+                self.ready.put_nowait(tick.symbol)
+            return True
+        if tick.price < pending.low.price:
+            pending.low = tick
+        if tick.price > pending.high.price:
+            pending.high = tick
+        pending.last = tick
+        return True
+
+    def take(self, symbol: str) -> list[PriceTick]:
+        """The ticks to evaluate for ``symbol``, in time order, and mark it busy."""
+        pending = self._pending.pop(symbol, None)
+        if pending is None:
+            return []
+        self._busy.add(symbol)
+        extremes = sorted({id(t): t for t in (pending.low, pending.high)}.values(), key=_ts)
+        ticks = [tick for tick in extremes if tick is not pending.last]
+        return [*ticks, pending.last]
+
+    def done(self, symbol: str) -> None:
+        """The worker finished ``symbol``; hand it out again if ticks arrived meanwhile."""
+        self._busy.discard(symbol)
+        if symbol in self._pending:
+            self.ready.put_nowait(symbol)
+
+    @property
+    def backlog(self) -> int:
+        """Symbols waiting to be evaluated."""
+        return len(self._pending)
+
+
+def _ts(tick: PriceTick) -> int:
+    return tick.ts_ms

@@ -1,0 +1,309 @@
+"""Configuration: a TOML file plus environment overrides, validated once at start.
+
+Every problem is reported as ``FILE: KEY: PROBLEM`` through
+:class:`monitor.errors.ConfigError`; the daemon refuses to start rather than
+run with a table it would misread. Decimals may be written as TOML strings
+(recommended: ``"0.004"``) or numbers; numbers are read from their text, never
+through a binary float.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from monitor.errors import ConfigError, Rejection
+from monitor.margin import Bracket, Contract, ContractKind, check_brackets
+from monitor.status import RiskLimits
+from monitor.wire import check_name
+
+DEFAULT_PATH = Path("config/liqmon.toml")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Where state lives. ``url`` is ``redis://`` or ``rediss://`` (TLS), with optional user:pass."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "liqmon"
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """The broker. ``url`` is ``mqtt://`` or ``mqtts://`` (TLS), with optional user:pass."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    topic_prefix: str = "liqmon"
+    client_id: str = "liqmon-monitor"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    max_inflight: int = 1000
+
+    @property
+    def host(self) -> str:
+        """Broker host name."""
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """Broker port (1883, or 8883 for mqtts:// when none is given)."""
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        """True for an ``mqtts://`` URL."""
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def username(self) -> str | None:
+        """User from the URL, if any."""
+        return urlsplit(self.url).username
+
+    @property
+    def password(self) -> str | None:
+        """Password from the URL, if any."""
+        return urlsplit(self.url).password
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The health, metrics and API endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = 8321
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what outside input may cost."""
+
+    max_payload_bytes: int = 1_048_576
+    max_batch: int = 10_000
+    dead_letter_maxlen: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the daemon and the commands need, validated."""
+
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    risk: RiskLimits = field(default_factory=RiskLimits)
+    limits: Limits = field(default_factory=Limits)
+    symbols: Mapping[str, Contract] = field(default_factory=dict)
+    source: str = "<defaults>"
+
+
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate ``path``, then apply ``LIQMON_*`` environment overrides."""
+    environ = os.environ if environ is None else environ
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle, parse_float=Decimal)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (pass --config FILE)") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_settings(document, str(path), environ)
+
+
+def parse_settings(
+    document: Mapping[str, Any], source: str, environ: Mapping[str, str]
+) -> Settings:
+    """Validate a decoded TOML document (see :func:`load_settings`)."""
+    reader = _Reader(source)
+    reader.only(document, "", {"redis", "mqtt", "http", "risk", "limits", "symbols"})
+    redis_doc = reader.table(document, "redis")
+    mqtt_doc = reader.table(document, "mqtt")
+    http_doc = reader.table(document, "http")
+    risk_doc = reader.table(document, "risk")
+    limits_doc = reader.table(document, "limits")
+    reader.only(redis_doc, "redis", {"url", "key_prefix"})
+    reader.only(
+        mqtt_doc,
+        "mqtt",
+        {"url", "topic_prefix", "client_id", "ca_file", "cert_file", "key_file", "max_inflight"},
+    )
+    reader.only(http_doc, "http", {"host", "port"})
+    reader.only(risk_doc, "risk", {"margin_call_ratio", "margin_call_clear_ratio"})
+    reader.only(limits_doc, "limits", {"max_payload_bytes", "max_batch", "dead_letter_maxlen"})
+
+    redis = RedisSettings(
+        url=environ.get("LIQMON_REDIS_URL") or reader.url(redis_doc, "redis.url", ("redis", "rediss")),
+        key_prefix=reader.name(redis_doc, "redis.key_prefix", RedisSettings().key_prefix),
+    )
+    mqtt = MqttSettings(
+        url=environ.get("LIQMON_MQTT_URL") or reader.url(mqtt_doc, "mqtt.url", ("mqtt", "mqtts")),
+        topic_prefix=reader.name(mqtt_doc, "mqtt.topic_prefix", MqttSettings().topic_prefix),
+        client_id=reader.name(mqtt_doc, "mqtt.client_id", MqttSettings().client_id),
+        ca_file=reader.optional_str(mqtt_doc, "mqtt.ca_file"),
+        cert_file=reader.optional_str(mqtt_doc, "mqtt.cert_file"),
+        key_file=reader.optional_str(mqtt_doc, "mqtt.key_file"),
+        max_inflight=reader.integer(mqtt_doc, "mqtt.max_inflight", MqttSettings().max_inflight, 1),
+    )
+    port_text = environ.get("LIQMON_HTTP_PORT")
+    if port_text is not None:
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ConfigError(f"LIQMON_HTTP_PORT: must be a port number, got {port_text!r}")
+        http_port = int(port_text)
+    else:
+        http_port = reader.integer(http_doc, "http.port", HttpSettings().port, 0, 65535)
+    http = HttpSettings(
+        host=reader.string(http_doc, "http.host", HttpSettings().host), port=http_port
+    )
+    risk = RiskLimits(
+        margin_call_ratio=reader.decimal(
+            risk_doc, "risk.margin_call_ratio", RiskLimits().margin_call_ratio
+        ),
+        margin_call_clear_ratio=reader.decimal(
+            risk_doc, "risk.margin_call_clear_ratio", RiskLimits().margin_call_clear_ratio
+        ),
+    )
+    if not 0 < risk.margin_call_clear_ratio <= risk.margin_call_ratio < 1:
+        reader.fail(
+            "risk",
+            "need 0 < margin_call_clear_ratio <= margin_call_ratio < 1, got "
+            f"{risk.margin_call_clear_ratio} and {risk.margin_call_ratio}",
+        )
+    limits = Limits(
+        max_payload_bytes=reader.integer(
+            limits_doc, "limits.max_payload_bytes", Limits().max_payload_bytes, 64
+        ),
+        max_batch=reader.integer(limits_doc, "limits.max_batch", Limits().max_batch, 1),
+        dead_letter_maxlen=reader.integer(
+            limits_doc, "limits.dead_letter_maxlen", Limits().dead_letter_maxlen, 1
+        ),
+    )
+    symbols_doc = reader.table(document, "symbols")
+    if not symbols_doc:
+        reader.fail("symbols", "configure at least one [symbols.NAME] table")
+    symbols = {
+        name: reader.contract(name, reader.table(symbols_doc, name, f"symbols.{name}"), risk)
+        for name in symbols_doc
+    }
+    return Settings(redis, mqtt, http, risk, limits, symbols, source)
+
+
+class _Reader:
+    """Typed access to a TOML document that names the file and key in every error."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, problem: str) -> None:
+        raise ConfigError(f"{self.source}: {key}: {problem}")
+
+    def only(self, table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                self.fail(f"{where}.{key}" if where else key, "unknown key")
+
+    def table(self, parent: Mapping[str, Any], key: str, where: str | None = None) -> dict[str, Any]:
+        value = parent.get(key, {})
+        if not isinstance(value, dict):
+            self.fail(where or key, "must be a table")
+        return value  # type: ignore[no-any-return]
+
+    def string(self, table: Mapping[str, Any], key: str, default: str) -> str:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(value, str) or not value:
+            self.fail(key, f"must be a non-empty string, got {value!r}")
+        return value  # type: ignore[no-any-return]
+
+    def optional_str(self, table: Mapping[str, Any], key: str) -> str | None:
+        value = table.get(key.rsplit(".", 1)[-1])
+        if value is not None and not isinstance(value, str):
+            self.fail(key, f"must be a string, got {value!r}")
+        return value
+
+    def name(self, table: Mapping[str, Any], key: str, default: str) -> str:
+        value = self.string(table, key, default)
+        try:
+            return check_name(key, value)
+        except Rejection as rejection:
+            self.fail(key, rejection.detail)
+            raise
+
+    def url(self, table: Mapping[str, Any], key: str, schemes: tuple[str, ...]) -> str:
+        default = RedisSettings().url if schemes[0] == "redis" else MqttSettings().url
+        value = self.string(table, key, default)
+        if urlsplit(value).scheme not in schemes:
+            self.fail(key, f"must start with {' or '.join(s + '://' for s in schemes)}, got {value!r}")
+        return value
+
+    def integer(
+        self, table: Mapping[str, Any], key: str, default: int, low: int, high: int | None = None
+    ) -> int:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be an integer, got {value!r}")
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            self.fail(key, f"must be {bound}, got {value}")
+        return value  # type: ignore[no-any-return]
+
+    def decimal(self, table: Mapping[str, Any], key: str, default: Decimal | None) -> Decimal:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if value is None:
+            self.fail(key, "is required")
+        if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+            self.fail(key, f"must be a decimal string or number, got {value!r}")
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            self.fail(key, f"must be a decimal, got {value!r}")
+            raise
+        if not number.is_finite() or number < 0:
+            self.fail(key, f"must be a finite non-negative decimal, got {value!r}")
+        return number
+
+    def contract(self, name: str, doc: Mapping[str, Any], risk: RiskLimits) -> Contract:
+        where = f"symbols.{name}"
+        try:
+            check_name(where, name)
+        except Rejection as rejection:
+            self.fail(where, rejection.detail)
+        self.only(doc, where, {"contract", "contract_size", "close_fee_rate", "brackets"})
+        kind_text = doc.get("contract")
+        try:
+            kind = ContractKind(kind_text)
+        except ValueError:
+            self.fail(f"{where}.contract", f"must be 'linear' or 'inverse', got {kind_text!r}")
+            raise
+        size_default = None if kind is ContractKind.INVERSE else Decimal(1)
+        size = self.decimal(doc, f"{where}.contract_size", size_default)
+        if size <= 0:
+            self.fail(f"{where}.contract_size", "must be positive")
+        fee = self.decimal(doc, f"{where}.close_fee_rate", Decimal(0))
+        rows = doc.get("brackets")
+        if not isinstance(rows, list) or not rows:
+            self.fail(f"{where}.brackets", "must be a non-empty array of tables")
+            raise AssertionError
+        brackets: list[Bracket] = []
+        for index, row in enumerate(rows):
+            at = f"{where}.brackets[{index}]"
+            if not isinstance(row, dict):
+                self.fail(at, "must be a table {notional_cap, mmr, cum}")
+            self.only(row, at, {"notional_cap", "mmr", "cum"})
+            cap = (
+                self.decimal(row, f"{at}.notional_cap", None) if "notional_cap" in row else None
+            )
+            brackets.append(
+                Bracket(
+                    notional_cap=cap,
+                    mmr=self.decimal(row, f"{at}.mmr", None),
+                    cum=self.decimal(row, f"{at}.cum", Decimal(0)),
+                )
+            )
+        for problem in check_brackets(brackets, fee, risk.margin_call_clear_ratio):
+            self.fail(where, problem)
+        return Contract(name, kind, tuple(brackets), size, fee)

@@ -1,0 +1,223 @@
+"""The daemon: wires the adapters to the engine and runs them as one TaskGroup.
+
+Start-up order matters: the HTTP endpoint first (so ``/healthz`` answers and
+``/readyz`` says why it is not ready yet), then Redis, then recovery (every
+symbol re-evaluated at its last known mark before any new tick), then the
+MQTT session and the workers. SIGTERM or SIGINT stops intake, lets the
+workers finish what is queued (bounded by ``drain_timeout_s``) and exits.
+Events not yet acknowledged by the broker stay in the Redis outbox and go out
+at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from feeds.source import PriceSource
+from feeds.tick import PriceTick
+from monitor.bus import Backoff, Bus
+from monitor.coalesce import MarkCoalescer
+from monitor.config import Settings
+from monitor.engine import Engine, Outcome
+from monitor.errors import Rejection
+from monitor.http import HttpEndpoint
+from monitor.intake import Intake
+from monitor.keys import Keys
+from monitor.metrics import Metrics
+from monitor.position import PositionUpdate
+from monitor.store import Store
+
+log = structlog.get_logger("liqmon.daemon")
+
+T = TypeVar("T")
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class Daemon:
+    """One monitor process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sources: list[PriceSource] | None = None,
+        workers: int = 4,
+        drain_timeout_s: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.sources = sources or []
+        self.workers = workers
+        self.drain_timeout_s = drain_timeout_s
+        self.metrics = Metrics()
+        self.redis = aioredis.Redis.from_url(
+            settings.redis.url, socket_timeout=5, socket_connect_timeout=5
+        )
+        self.store = Store(self.redis, Keys(settings.redis.key_prefix), settings.limits.dead_letter_maxlen)
+        self.engine = Engine(self.store, settings.symbols, settings.risk, settings.mqtt.topic_prefix)
+        self.coalescer = MarkCoalescer()
+        self.positions: asyncio.Queue[list[PositionUpdate]] = asyncio.Queue(maxsize=1000)
+        self.intake = Intake(
+            self.store,
+            settings.symbols,
+            settings.limits,
+            settings.mqtt.topic_prefix,
+            self.coalescer,
+            self.positions,
+            self.metrics,
+        )
+        self.bus = Bus(
+            settings.mqtt,
+            self.store,
+            list(settings.symbols),
+            self.intake.subscriptions,
+            self.intake.on_message,
+            self.metrics,
+        )
+        self.http = HttpEndpoint(settings.http.host, settings.http.port, self.metrics, self.failing)
+        self.recovered = asyncio.Event()
+        self.redis_ok = False
+        self.stopping = asyncio.Event()
+
+    async def failing(self) -> dict[str, str]:
+        """Dependencies that are not usable right now (empty: ready)."""
+        failing = {}
+        if not self.redis_ok:
+            failing["redis"] = "not connected"
+        if not self.bus.connected.is_set():
+            failing["mqtt"] = "not connected"
+        if not self.recovered.is_set():
+            failing["recovery"] = "not finished"
+        return failing
+
+    def install_signal_handlers(self) -> None:
+        """Turn SIGTERM and SIGINT into a graceful stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+
+    async def run(self) -> None:
+        """Run until :attr:`stopping` is set (or the task is cancelled)."""
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+
+                def start(coro: Awaitable[None], name: str) -> None:
+                    tasks.append(group.create_task(coro, name=name))  # type: ignore[arg-type]
+
+                start(self.http.run(), "http")
+                start(self._watch_redis(), "redis-watch")
+                await self._retry_redis(self.store.ensure_outbox_groups, list(self.settings.symbols))
+                recovered = await self._retry_redis(self.engine.recover)
+                self.recovered.set()
+                log.info("recovered", events=recovered)
+                start(self.bus.run(), "mqtt")
+                for n in range(self.workers):
+                    start(self._tick_worker(), f"tick-worker-{n}")
+                start(self._position_worker(), "position-worker")
+                start(self._index_worker(), "index-worker")
+                for source in self.sources:
+                    start(source.run(self._source_tick, self._source_reject), f"source-{source.name}")
+                await self.stopping.wait()
+                log.info("stopping")
+                await self._drain()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self.redis.aclose()
+        log.info("stopped")
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.drain_timeout_s):
+                while self.coalescer.backlog or not self.positions.empty():
+                    await asyncio.sleep(0.01)
+                while self.bus.connected.is_set() and await self.store.outbox_length(
+                    list(self.settings.symbols)
+                ):
+                    await asyncio.sleep(0.02)
+
+    async def _retry_redis(self, call: Callable[..., Awaitable[T]], *args: object) -> T:
+        """Run ``call`` until Redis answers, backing off meanwhile (reported as not ready)."""
+        backoff = Backoff(cap_s=2.0)
+        while True:
+            try:
+                result = await call(*args)
+                self.redis_ok = True
+                return result
+            except REDIS_DOWN as error:
+                self.redis_ok = False
+                log.warning("redis_unavailable", error=str(error))
+                await backoff.wait()
+
+    async def _watch_redis(self) -> None:
+        symbols = list(self.settings.symbols)
+        while True:
+            try:
+                self.metrics.outbox_length.set(await self.store.outbox_length(symbols))
+                self.redis_ok = True
+            except REDIS_DOWN:
+                self.redis_ok = False
+            self.metrics.ready.set(0 if await self.failing() else 1)
+            await asyncio.sleep(1.0)
+
+    async def _tick_worker(self) -> None:
+        while True:
+            symbol = await self.coalescer.ready.get()
+            try:
+                for tick in self.coalescer.take(symbol):
+                    started = time.perf_counter()
+                    outcome = await self._retry_redis(self.engine.on_mark, tick)
+                    if outcome is None:
+                        self.metrics.ticks_dropped.labels(symbol, "mark").inc()
+                        continue
+                    self.metrics.ticks_evaluated.labels(symbol).inc()
+                    self.metrics.candidates.labels(symbol).inc(outcome.evaluated)
+                    self.metrics.tick_seconds.observe(time.perf_counter() - started)
+                    self._log_events(outcome)
+            finally:
+                self.coalescer.done(symbol)
+
+    async def _position_worker(self) -> None:
+        while True:
+            batch = await self.positions.get()
+            outcome = await self._retry_redis(self.engine.apply_updates, batch)
+            self.metrics.positions.labels("applied").inc(outcome.applied)
+            self.metrics.positions.labels("ignored_stale_seq").inc(outcome.ignored)
+            self._log_events(outcome)
+
+    async def _index_worker(self) -> None:
+        while True:
+            tick = await self.intake.index_ticks.get()
+            if not await self._retry_redis(self.engine.on_index, tick):
+                self.metrics.ticks_dropped.labels(tick.symbol, "index").inc()
+
+    async def _source_tick(self, tick: PriceTick) -> None:
+        try:
+            await self.intake.on_tick(tick)
+        except Rejection as rejection:
+            await self.intake.reject(tick.source, rejection.reason, rejection.detail, repr(tick).encode())
+
+    async def _source_reject(self, source: str, reason: str, raw: bytes) -> None:
+        await self.intake.reject(source, reason, reason, raw)
+
+    def _log_events(self, outcome: Outcome) -> None:
+        for event in outcome.events:
+            self.metrics.events.labels(event.type.value).inc()
+            log.info(
+                "event",
+                event_id=event.event_id,
+                type=event.type.value,
+                position_id=event.payload["position_id"],
+                account=event.account,
+                symbol=event.symbol,
+                mark_price=event.payload["mark_price"],
+            )

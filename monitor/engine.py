@@ -1,0 +1,192 @@
+"""The engine: read from Redis, decide with the pure core, write back once.
+
+Every path has the same shape: read records (with their stored bytes), call
+:func:`monitor.evaluation.evaluate` or :func:`~monitor.evaluation.apply_update`,
+and commit the decisions with compare-and-set. Ids whose record changed in
+between (another monitor, a newer version) are read and decided again, so a
+transition is written, and its event queued, exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from feeds.tick import PriceKind, PriceTick
+from monitor.evaluation import Decision, Event, Quote, apply_update, evaluate
+from monitor.margin import Contract
+from monitor.position import PositionUpdate
+from monitor.status import RiskLimits
+from monitor.store import Store, Write
+
+log = structlog.get_logger("liqmon.engine")
+
+MAX_ATTEMPTS = 8
+"""Compare-and-set rounds before giving up on an id; more means a hot loop, i.e. a bug."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one tick or batch of updates did."""
+
+    events: list[Event] = field(default_factory=list)
+    applied: int = 0
+    ignored: int = 0
+    evaluated: int = 0
+
+
+class Engine:
+    """Turns ticks and position versions into committed decisions and queued events."""
+
+    def __init__(
+        self,
+        store: Store,
+        contracts: Mapping[str, Contract],
+        risk: RiskLimits,
+        topic_prefix: str,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.store = store
+        self.contracts = contracts
+        self.risk = risk
+        self.topic_prefix = topic_prefix
+        self.clock_ms = clock_ms
+
+    def topic(self, event: Event) -> str:
+        """The MQTT topic of an event."""
+        return f"{self.topic_prefix}/events/{event.account}/{event.symbol}/{event.type.value}"
+
+    async def on_mark(self, tick: PriceTick) -> Outcome | None:
+        """Evaluate the positions whose trigger a mark tick crossed; None if the tick was stale."""
+        candidates = await self.store.accept_mark(tick.symbol, tick.price, tick.ts_ms)
+        if candidates is None:
+            return None
+        contract = self.contracts[tick.symbol]
+        quote = candidates.quote
+        now = self.clock_ms()
+        outcome = Outcome(evaluated=len(candidates.records))
+        writes = []
+        for record, raw in candidates.records:
+            decision = evaluate(contract, record, quote, self.risk, now)
+            if decision.event is not None:
+                writes.append(self._write(decision, raw))
+        await self._commit(tick.symbol, writes, quote, outcome)
+        return outcome
+
+    async def on_index(self, tick: PriceTick) -> bool:
+        """Keep an index price for reporting; False if it was older than the stored one."""
+        return await self.store.accept_index(tick.symbol, tick.price, tick.ts_ms)
+
+    async def apply_updates(self, updates: Iterable[PositionUpdate]) -> Outcome:
+        """Store new position versions, evaluating each against its symbol's latest mark.
+
+        Versions of one position are applied in the order given; each version
+        that causes a transition queues its own event.
+        """
+        waves: dict[tuple[str, int], list[PositionUpdate]] = {}
+        seen: dict[str, int] = {}
+        for update in updates:
+            # The n-th version of an id in this batch goes to wave n, so a
+            # wave holds each id at most once and waves apply in order.
+            wave = seen.get(update.id, 0)
+            seen[update.id] = wave + 1
+            waves.setdefault((update.symbol, wave), []).append(update)
+        outcome = Outcome()
+        quotes: dict[str, Quote | None] = {}
+        for (symbol, _), batch in sorted(waves.items(), key=lambda item: item[0][1]):
+            if symbol not in quotes:
+                quotes[symbol] = await self.store.quote(symbol)
+            pending = batch
+            for _ in range(MAX_ATTEMPTS):
+                pending = await self._apply_wave(symbol, pending, quotes[symbol], outcome)
+                if not pending:
+                    break
+            else:
+                log.error("position_update_gave_up", symbol=symbol, count=len(pending))
+        return outcome
+
+    async def recover(self) -> int:
+        """Re-evaluate every symbol at its last known mark (at start, before new ticks)."""
+        total = 0
+        for symbol in self.contracts:
+            quote = await self.store.quote(symbol)
+            if quote is None:
+                continue
+            tick = PriceTick(symbol, PriceKind.MARK, quote.mark, quote.mark_ts_ms, "recovery")
+            outcome = await self.on_mark(tick)
+            if outcome is not None:
+                total += len(outcome.events)
+        return total
+
+    async def _apply_wave(
+        self,
+        symbol: str,
+        updates: Sequence[PositionUpdate],
+        quote: Quote | None,
+        outcome: Outcome,
+    ) -> list[PositionUpdate]:
+        """One compare-and-set round over distinct ids; returns the updates to retry."""
+        contract = self.contracts[symbol]
+        stored = await self.store.records(symbol, [update.id for update in updates])
+        now = self.clock_ms()
+        writes = []
+        for update, found in zip(updates, stored, strict=True):
+            previous, raw = found if found is not None else (None, None)
+            decision = apply_update(contract, previous, update, quote, self.risk, now)
+            if decision is None:
+                outcome.ignored += 1
+            else:
+                writes.append(self._write(decision, raw))
+        conflicts = await self.store.commit(symbol, writes)
+        for write in writes:
+            if write.record.id not in conflicts:
+                outcome.applied += 1
+                if write.event is not None:
+                    outcome.events.append(write.event)
+        return [update for update in updates if update.id in conflicts]
+
+    async def _reevaluate(self, symbol: str, ids: list[str], quote: Quote) -> list[Write]:
+        contract = self.contracts[symbol]
+        now = self.clock_ms()
+        writes = []
+        for found in await self.store.records(symbol, ids):
+            if found is None:
+                continue
+            decision = evaluate(contract, found[0], quote, self.risk, now)
+            if decision.event is not None:
+                writes.append(self._write(decision, found[1]))
+        return writes
+
+    async def _commit(
+        self,
+        symbol: str,
+        writes: list[Write],
+        quote: Quote,
+        outcome: Outcome,
+    ) -> None:
+        for _ in range(MAX_ATTEMPTS):
+            if not writes:
+                return
+            conflicts = await self.store.commit(symbol, writes)
+            outcome.events += [w.event for w in writes if w.event and w.record.id not in conflicts]
+            if not conflicts:
+                return
+            writes = await self._reevaluate(symbol, sorted(conflicts), quote)
+        log.error("tick_commit_gave_up", symbol=symbol, count=len(writes))
+
+    def _write(self, decision: Decision, expected: bytes | None) -> Write:
+        event = decision.event
+        return Write(
+            record=decision.record,
+            expected=expected,
+            triggers=decision.triggers,
+            event=event,
+            topic=self.topic(event) if event else "",
+        )

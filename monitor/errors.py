@@ -1,0 +1,35 @@
+"""The few exceptions liqmon raises, each with one operational meaning.
+
+::
+
+    LiqmonError
+    ├── ConfigError      bad configuration: the daemon refuses to start (exit 2)
+    └── Rejection        bad input from outside: reject, count, log, dead-letter; never stop
+
+Infrastructure failures are not wrapped: ``redis.exceptions.ConnectionError``
+and ``aiomqtt.MqttError`` are retried with backoff where they occur (the
+daemon reports not-ready meanwhile). Anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+
+class LiqmonError(Exception):
+    """Base of liqmon's own exceptions."""
+
+
+class ConfigError(LiqmonError):
+    """The configuration cannot be used; the message names the file, key and problem."""
+
+
+class Rejection(LiqmonError):
+    """An input message that cannot be used.
+
+    ``reason`` is a short stable token (used as a metric label and in the
+    dead-letter stream); ``detail`` is the human explanation.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,77 @@
+"""Every Redis key liqmon uses, built in one place.
+
+Per-symbol keys carry the symbol as a hash tag (``{BTCUSDT}``) so that the
+Lua scripts, which touch several keys of one symbol at once, also run on a
+Redis Cluster. Layout, with the default prefix ``liqmon``:
+
+=======================================  ===========================================
+key                                      what
+=======================================  ===========================================
+``liqmon:{S}:positions``                 hash: position id → record (JSON array:
+                                         account, side, qty, entry_price, margin,
+                                         seq, status, transitions)
+``liqmon:{S}:trig:long:down``            zset: longs by the price at or below which
+                                         they must be evaluated (margin call or
+                                         liquidation price)
+``liqmon:{S}:trig:long:up``              zset: longs in margin call by their
+                                         clearing price
+``liqmon:{S}:trig:short:up``             zset: shorts by margin-call / liquidation price
+``liqmon:{S}:trig:short:down``           zset: shorts in margin call by clearing price
+``liqmon:{S}:price``                     hash: mark, mark_ts, index, index_ts
+``liqmon:{S}:outbox``                    stream: events not yet acknowledged by the
+                                         broker (fields event_id, topic, payload)
+``liqmon:position-symbols``              hash: position id → symbol (for look-ups)
+``liqmon:deadletter``                    stream: rejected input (source, reason,
+                                         detail, payload), trimmed to about
+                                         ``limits.dead_letter_maxlen``
+=======================================  ===========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitor.margin import Side
+
+OUTBOX_GROUP = "publishers"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key builder for one key prefix."""
+
+    prefix: str = "liqmon"
+
+    def positions(self, symbol: str) -> str:
+        """Hash of the symbol's position records."""
+        return f"{self.prefix}:{{{symbol}}}:positions"
+
+    def triggers(self, symbol: str, side: Side, direction: str) -> str:
+        """Sorted set of trigger prices; ``direction`` is ``down`` or ``up``."""
+        return f"{self.prefix}:{{{symbol}}}:trig:{side.value}:{direction}"
+
+    def all_triggers(self, symbol: str) -> list[str]:
+        """The four trigger sets in the order the scripts expect: long down/up, short down/up."""
+        return [
+            self.triggers(symbol, side, direction)
+            for side in (Side.LONG, Side.SHORT)
+            for direction in ("down", "up")
+        ]
+
+    def price(self, symbol: str) -> str:
+        """Hash of the latest accepted mark and index prices."""
+        return f"{self.prefix}:{{{symbol}}}:price"
+
+    def outbox(self, symbol: str) -> str:
+        """Stream of events waiting for the broker's acknowledgement."""
+        return f"{self.prefix}:{{{symbol}}}:outbox"
+
+    @property
+    def position_symbols(self) -> str:
+        """Hash from position id to symbol."""
+        return f"{self.prefix}:position-symbols"
+
+    @property
+    def dead_letter(self) -> str:
+        """Stream of rejected input messages."""
+        return f"{self.prefix}:deadletter"

@@ -1,0 +1,30 @@
+-- Apply decided transitions atomically: record, trigger sets and outbox event together.
+-- KEYS: positions, long:down, long:up, short:down, short:up, outbox
+-- ARGV: groups of 9: id, expected record ("" = must be absent), new record, side,
+--       down score ("" = none), up score ("" = none), event_id ("" = none), topic, payload
+-- A group whose stored record differs from the expected one was changed by
+-- someone else since it was read (another monitor, a newer version): it is
+-- skipped and its id returned, so the caller re-reads and decides again. This
+-- compare-and-set is what stops two monitors from emitting one transition twice.
+local conflicts = {}
+for i = 1, #ARGV, 9 do
+  local id = ARGV[i]
+  local current = redis.call('HGET', KEYS[1], id)
+  local expected = ARGV[i + 1]
+  if (expected == '' and current) or (expected ~= '' and current ~= expected) then
+    conflicts[#conflicts + 1] = id
+  else
+    redis.call('HSET', KEYS[1], id, ARGV[i + 2])
+    -- A new version may flip the side, so leave every set before joining one.
+    for k = 2, 5 do redis.call('ZREM', KEYS[k], id) end
+    local down, up = KEYS[2], KEYS[3]
+    if ARGV[i + 3] == 'short' then down, up = KEYS[4], KEYS[5] end
+    if ARGV[i + 4] ~= '' then redis.call('ZADD', down, ARGV[i + 4], id) end
+    if ARGV[i + 5] ~= '' then redis.call('ZADD', up, ARGV[i + 5], id) end
+    if ARGV[i + 6] ~= '' then
+      redis.call('XADD', KEYS[6], '*', 'event_id', ARGV[i + 6], 'topic', ARGV[i + 7],
+        'payload', ARGV[i + 8])
+    end
+  end
+end
+return conflicts

@@ -1,0 +1,246 @@
+"""The Redis adapter: positions, trigger index, prices, outbox and dead letters.
+
+A thin async shell around two Lua scripts (``lua/candidates.lua`` and
+``lua/commit.lua``) and a few plain commands. It decides nothing: the engine
+reads through it, asks the pure core, and writes the decisions back through
+:meth:`Store.commit`, whose compare-and-set makes every transition happen once.
+
+Trigger prices are Decimals; Redis scores are doubles. A score is only used
+to find candidates, so each is widened by one ulp away from the safe side:
+a mark at or beyond the exact trigger is always inside the range queried, and
+the occasional extra candidate is settled by exact Decimal math.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from monitor.evaluation import Event, Quote, Triggers
+from monitor.keys import OUTBOX_GROUP, Keys
+from monitor.position import PositionRecord
+from monitor.wire import decimal_str
+
+
+def _script(name: str) -> str:
+    return resources.files("monitor").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def score_at_or_above(price: Decimal) -> str:
+    """A double no smaller than ``price`` (for triggers that fire at mark ≤ trigger)."""
+    return repr(math.nextafter(float(price), math.inf))
+
+
+def score_at_or_below(price: Decimal) -> str:
+    """A double no larger than ``price`` (for triggers that fire at mark ≥ trigger)."""
+    return repr(math.nextafter(float(price), -math.inf))
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One decided change: replace ``expected`` (None: absent) by ``record``."""
+
+    record: PositionRecord
+    expected: bytes | None
+    triggers: Triggers
+    event: Event | None = None
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """What a mark tick brought back: the symbol's quote and the positions to evaluate."""
+
+    quote: Quote
+    records: list[tuple[PositionRecord, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An event waiting in a symbol's outbox."""
+
+    symbol: str
+    entry_id: bytes
+    event_id: str
+    topic: str
+    payload: bytes
+
+
+class Store:
+    """Async access to liqmon's Redis state for one key prefix."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, dead_letter_maxlen: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.dead_letter_maxlen = dead_letter_maxlen
+        self._candidates = client.register_script(_script("candidates.lua"))
+        self._commit = client.register_script(_script("commit.lua"))
+
+    async def ping(self) -> bool:
+        """True when Redis answers."""
+        return bool(await self.client.ping())
+
+    async def accept_mark(self, symbol: str, mark: Decimal, ts_ms: int) -> Candidates | None:
+        """Store a mark tick and fetch the positions whose trigger it crossed.
+
+        None when the tick is older than the stored mark (it is dropped).
+        """
+        reply = await self._candidates(
+            keys=[self.keys.price(symbol), self.keys.positions(symbol), *self.keys.all_triggers(symbol)],
+            args=[decimal_str(mark), ts_ms, repr(float(mark))],
+        )
+        if int(reply[0]) == 0:
+            return None
+        index = Decimal(reply[1].decode()) if reply[1] else None
+        quote = Quote(mark=mark, mark_ts_ms=ts_ms, index=index)
+        seen: set[bytes] = set()
+        records = []
+        for raw_id, raw in zip(reply[3::2], reply[4::2], strict=True):
+            if raw_id not in seen:
+                seen.add(raw_id)
+                records.append((PositionRecord.decode(raw_id.decode(), symbol, raw), raw))
+        return Candidates(quote, records)
+
+    async def accept_index(self, symbol: str, index: Decimal, ts_ms: int) -> bool:
+        """Store an index tick unless it is older than the stored one."""
+        key = self.keys.price(symbol)
+        stored = await self.client.hget(key, "index_ts")
+        if stored is not None and int(stored) > ts_ms:
+            return False
+        await self.client.hset(key, mapping={"index": decimal_str(index), "index_ts": ts_ms})
+        return True
+
+    async def quote(self, symbol: str) -> Quote | None:
+        """The symbol's latest mark (and index), or None before the first mark."""
+        mark, mark_ts, index = await self.client.hmget(
+            self.keys.price(symbol), ["mark", "mark_ts", "index"]
+        )
+        if mark is None or mark_ts is None:
+            return None
+        return Quote(
+            Decimal(mark.decode()), int(mark_ts), Decimal(index.decode()) if index else None
+        )
+
+    async def records(
+        self, symbol: str, ids: Sequence[str]
+    ) -> list[tuple[PositionRecord, bytes] | None]:
+        """The stored records (with their raw bytes, for compare-and-set) of ``ids``."""
+        if not ids:
+            return []
+        raws = await self.client.hmget(self.keys.positions(symbol), list(ids))
+        return [
+            (PositionRecord.decode(position_id, symbol, raw), raw) if raw is not None else None
+            for position_id, raw in zip(ids, raws, strict=True)
+        ]
+
+    async def commit(self, symbol: str, writes: Sequence[Write]) -> set[str]:
+        """Apply ``writes`` atomically; returns the ids whose record changed meanwhile."""
+        if not writes:
+            return set()
+        args: list[str | bytes] = []
+        for write in writes:
+            triggers = write.triggers
+            args += [
+                write.record.id,
+                write.expected or b"",
+                write.record.encode(),
+                write.record.side.value,
+                score_at_or_above(triggers.down) if triggers.down is not None else "",
+                score_at_or_below(triggers.up) if triggers.up is not None else "",
+                write.event.event_id if write.event else "",
+                write.topic,
+                orjson.dumps(write.event.payload) if write.event else b"",
+            ]
+        keys = [self.keys.positions(symbol), *self.keys.all_triggers(symbol)]
+        conflicts = await self._commit(keys=[*keys, self.keys.outbox(symbol)], args=args)
+        new_ids = {write.record.id for write in writes if write.expected is None}
+        if new_ids:
+            # The look-up index is outside the symbol's hash slot, so it is
+            # written after the script; it is idempotent and only used for reads.
+            await self.client.hset(
+                self.keys.position_symbols, mapping=dict.fromkeys(new_ids, symbol)
+            )
+        return {raw.decode() for raw in conflicts}
+
+    async def symbol_of(self, position_id: str) -> str | None:
+        """The symbol a position id belongs to, if known."""
+        raw = await self.client.hget(self.keys.position_symbols, position_id)
+        return raw.decode() if raw is not None else None
+
+    async def all_records(self, symbol: str) -> list[PositionRecord]:
+        """Every record of a symbol (for listings; not used on the tick path)."""
+        records = []
+        async for raw_id, raw in self.client.hscan_iter(self.keys.positions(symbol), count=1000):
+            records.append(PositionRecord.decode(raw_id.decode(), symbol, raw))
+        return records
+
+    async def dead_letter(self, source: str, reason: str, detail: str, payload: bytes) -> None:
+        """Keep a rejected message whole, with its reason, in a length-bounded stream."""
+        await self.client.xadd(
+            self.keys.dead_letter,
+            {"source": source, "reason": reason, "detail": detail, "payload": payload},
+            maxlen=self.dead_letter_maxlen,
+            approximate=True,
+        )
+
+    async def ensure_outbox_groups(self, symbols: Iterable[str]) -> None:
+        """Create the publishers' consumer group on every outbox (idempotent)."""
+        for symbol in symbols:
+            try:
+                await self.client.xgroup_create(
+                    self.keys.outbox(symbol), OUTBOX_GROUP, id="0", mkstream=True
+                )
+            except ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+
+    async def read_outbox(
+        self, symbols: Sequence[str], consumer: str, count: int, block_ms: int, pending: bool
+    ) -> list[OutboxEntry]:
+        """Entries for ``consumer``: its unacknowledged ones (``pending``) or new ones."""
+        streams = {self.keys.outbox(symbol): "0" if pending else ">" for symbol in symbols}
+        by_key = {self.keys.outbox(symbol): symbol for symbol in symbols}
+        reply = await self.client.xreadgroup(
+            OUTBOX_GROUP, consumer, streams, count=count, block=None if pending else block_ms
+        )
+        entries: list[OutboxEntry] = []
+        items = reply.items() if isinstance(reply, dict) else ((k, [v]) for k, v in reply or [])
+        for key, batches in items:
+            symbol = by_key[key.decode() if isinstance(key, bytes) else key]
+            for batch in batches:
+                for entry_id, fields in batch:
+                    if not fields:  # acknowledged and deleted meanwhile
+                        continue
+                    entries.append(
+                        OutboxEntry(
+                            symbol,
+                            entry_id,
+                            fields[b"event_id"].decode(),
+                            fields[b"topic"].decode(),
+                            fields[b"payload"],
+                        )
+                    )
+        return entries
+
+    async def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None:
+        """Forget entries the broker has acknowledged."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            key = self.keys.outbox(entry.symbol)
+            pipe.xack(key, OUTBOX_GROUP, entry.entry_id)
+            pipe.xdel(key, entry.entry_id)
+        await pipe.execute()
+
+    async def outbox_length(self, symbols: Sequence[str]) -> int:
+        """Events waiting for the broker, over all symbols."""
+        pipe = self.client.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.xlen(self.keys.outbox(symbol))
+        return sum(await pipe.execute())

@@ -1,0 +1,180 @@
+"""Parsers for everything that arrives from outside, and the wire format of Decimals.
+
+Each parser either returns validated values or raises
+:class:`monitor.errors.Rejection` with a stable ``reason`` token:
+
+=====================  ====================================================
+reason                 meaning
+=====================  ====================================================
+payload_too_large      the message exceeds ``limits.max_payload_bytes``
+malformed_json         not JSON (or JSON with NaN/Infinity literals)
+not_an_object          a position or price that is not a JSON object
+batch_too_large        a position array longer than ``limits.max_batch``
+missing_field          a required field is absent
+unknown_field          a field that is not part of the schema
+bad_type               a field of the wrong JSON type
+bad_decimal            a price, quantity or margin that is not a decimal
+non_finite             NaN or infinite
+non_positive           a price or margin ≤ 0, or a negative quantity
+bad_seq                ``seq`` is not a non-negative integer
+bad_ts                 ``ts`` is not a non-negative integer (epoch ms)
+unknown_side           ``side`` is neither ``long`` nor ``short``
+unknown_symbol         no contract (tier table) is configured for the symbol
+bad_name               id, account or symbol unsafe as a topic level
+=====================  ====================================================
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Container, Iterator
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from feeds.tick import PriceKind, PriceTick
+from monitor.errors import Rejection
+from monitor.margin import Side
+from monitor.position import PositionUpdate
+
+MAX_NAME_LENGTH = 64
+MAX_ID_LENGTH = 128
+
+_POSITION_FIELDS = frozenset(
+    {"id", "account", "symbol", "side", "qty", "entry_price", "margin", "seq"}
+)
+_PRICE_FIELDS = frozenset({"price", "ts"})
+# Topic levels may not hold MQTT wildcards or separators; control characters
+# and spaces have no business in identifiers either.
+_NAME = re.compile(r"[A-Za-z0-9._:@=-]+")
+
+
+def decimal_str(value: Decimal) -> str:
+    """A Decimal as a plain decimal string (never exponent notation)."""
+    if not value.is_finite():
+        return str(value)
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def check_name(kind: str, value: object, max_length: int = MAX_NAME_LENGTH) -> str:
+    """``value`` if it is a topic-safe identifier, else a ``bad_name`` rejection."""
+    if not isinstance(value, str):
+        raise Rejection("bad_type", f"{kind} must be a string")
+    if not value or len(value) > max_length or not _NAME.fullmatch(value):
+        raise Rejection(
+            "bad_name",
+            f"{kind} {value[:80]!r} must be 1-{max_length} characters of "
+            "letters, digits and ._:@=- (no '+', '#', '/', spaces)",
+        )
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def load_json(raw: bytes, max_bytes: int) -> Any:
+    """Decode a JSON document with exact Decimals, enforcing the size limit."""
+    if len(raw) > max_bytes:
+        raise Rejection("payload_too_large", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        raise Rejection("malformed_json", str(error)[:200]) from None
+
+
+def _decimal(field: str, value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise Rejection("bad_type", f"{field} must be a decimal string or a number")
+    try:
+        number = Decimal(value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise Rejection("bad_decimal", f"{field} {str(value)[:40]!r} is not a decimal") from None
+    if not number.is_finite():
+        raise Rejection("non_finite", f"{field} must be finite, got {value}")
+    return number
+
+
+def _positive(field: str, value: object) -> Decimal:
+    number = _decimal(field, value)
+    if number <= 0:
+        raise Rejection("non_positive", f"{field} must be positive, got {decimal_str(number)}")
+    return number
+
+
+def _integer(field: str, value: object, reason: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Rejection(reason, f"{field} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _check_fields(obj: dict[str, Any], allowed: frozenset[str], required: frozenset[str]) -> None:
+    extra = sorted(set(obj) - allowed)
+    if extra:
+        raise Rejection("unknown_field", f"unexpected field(s) {', '.join(extra)[:200]}")
+    missing = sorted(required - set(obj))
+    if missing:
+        raise Rejection("missing_field", f"missing field(s) {', '.join(missing)}")
+
+
+def position_from_object(obj: object, symbols: Container[str]) -> PositionUpdate:
+    """Validate one position object (already decoded JSON)."""
+    if not isinstance(obj, dict):
+        raise Rejection("not_an_object", "a position must be a JSON object")
+    _check_fields(obj, _POSITION_FIELDS, _POSITION_FIELDS)
+    position_id = check_name("id", obj["id"], MAX_ID_LENGTH)
+    account = check_name("account", obj["account"])
+    symbol = check_name("symbol", obj["symbol"])
+    if symbol not in symbols:
+        raise Rejection("unknown_symbol", f"no contract is configured for symbol {symbol}")
+    try:
+        side = Side(obj["side"])
+    except (ValueError, TypeError):
+        raise Rejection("unknown_side", f"side must be long or short, got {obj['side']!r}") from None
+    qty = _decimal("qty", obj["qty"])
+    if qty < 0:
+        raise Rejection("non_positive", f"qty must not be negative, got {decimal_str(qty)}")
+    seq = _integer("seq", obj["seq"], "bad_seq")
+    if qty == 0:
+        # A close carries no margin to check; keep whatever was sent if it is a decimal.
+        entry = _decimal("entry_price", obj["entry_price"])
+        margin = _decimal("margin", obj["margin"])
+    else:
+        entry = _positive("entry_price", obj["entry_price"])
+        margin = _positive("margin", obj["margin"])
+    return PositionUpdate(position_id, account, symbol, side, qty, entry, margin, seq)
+
+
+def positions_from_payload(
+    raw: bytes, symbols: Container[str], max_bytes: int, max_batch: int
+) -> Iterator[PositionUpdate | Rejection]:
+    """Each position of a payload (one object or an array), or the Rejection for it.
+
+    A malformed payload as a whole raises; within an array, one bad object is
+    yielded as its Rejection and does not spoil the others.
+    """
+    document = load_json(raw, max_bytes)
+    items = document if isinstance(document, list) else [document]
+    if len(items) > max_batch:
+        raise Rejection("batch_too_large", f"{len(items)} positions exceeds the limit of {max_batch}")
+    for item in items:
+        try:
+            yield position_from_object(item, symbols)
+        except Rejection as rejection:
+            yield rejection
+
+
+def price_from_payload(
+    raw: bytes, symbol: str, kind: PriceKind, source: str, max_bytes: int
+) -> PriceTick:
+    """Validate a ``{"price": ..., "ts": ...}`` payload for ``symbol``."""
+    document = load_json(raw, max_bytes)
+    if not isinstance(document, dict):
+        raise Rejection("not_an_object", "a price must be a JSON object")
+    _check_fields(document, _PRICE_FIELDS, _PRICE_FIELDS)
+    price = _positive("price", document["price"])
+    ts_ms = _integer("ts", document["ts"], "bad_ts")
+    return PriceTick(symbol=symbol, kind=kind, price=price, ts_ms=ts_ms, source=source)
