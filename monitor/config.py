@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from feeds.config import source_from_config
+from feeds.source import PriceSource
 from monitor.errors import ConfigError, Rejection
 from monitor.margin import Bracket, Contract, ContractKind, check_brackets
 from monitor.status import RiskLimits
@@ -101,6 +103,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     symbols: Mapping[str, Contract] = field(default_factory=dict)
     source: str = "<defaults>"
+    sources: tuple[PriceSource, ...] = ()
 
 
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -121,7 +124,7 @@ def parse_settings(
 ) -> Settings:
     """Validate a decoded TOML document (see :func:`load_settings`)."""
     reader = _Reader(source)
-    reader.only(document, "", {"redis", "mqtt", "http", "risk", "limits", "symbols"})
+    reader.only(document, "", {"redis", "mqtt", "http", "risk", "limits", "symbols", "sources"})
     redis_doc = reader.table(document, "redis")
     mqtt_doc = reader.table(document, "mqtt")
     http_doc = reader.table(document, "http")
@@ -138,7 +141,8 @@ def parse_settings(
     reader.only(limits_doc, "limits", {"max_payload_bytes", "max_batch", "dead_letter_maxlen"})
 
     redis = RedisSettings(
-        url=environ.get("LIQMON_REDIS_URL") or reader.url(redis_doc, "redis.url", ("redis", "rediss")),
+        url=environ.get("LIQMON_REDIS_URL")
+        or reader.url(redis_doc, "redis.url", ("redis", "rediss")),
         key_prefix=reader.name(redis_doc, "redis.key_prefix", RedisSettings().key_prefix),
     )
     mqtt = MqttSettings(
@@ -190,7 +194,9 @@ def parse_settings(
         name: reader.contract(name, reader.table(symbols_doc, name, f"symbols.{name}"), risk)
         for name in symbols_doc
     }
-    return Settings(redis, mqtt, http, risk, limits, symbols, source)
+    return Settings(
+        redis, mqtt, http, risk, limits, symbols, source, reader.sources(document, symbols)
+    )
 
 
 class _Reader:
@@ -207,7 +213,9 @@ class _Reader:
             if key not in allowed:
                 self.fail(f"{where}.{key}" if where else key, "unknown key")
 
-    def table(self, parent: Mapping[str, Any], key: str, where: str | None = None) -> dict[str, Any]:
+    def table(
+        self, parent: Mapping[str, Any], key: str, where: str | None = None
+    ) -> dict[str, Any]:
         value = parent.get(key, {})
         if not isinstance(value, dict):
             self.fail(where or key, "must be a table")
@@ -237,7 +245,9 @@ class _Reader:
         default = RedisSettings().url if schemes[0] == "redis" else MqttSettings().url
         value = self.string(table, key, default)
         if urlsplit(value).scheme not in schemes:
-            self.fail(key, f"must start with {' or '.join(s + '://' for s in schemes)}, got {value!r}")
+            self.fail(
+                key, f"must start with {' or '.join(s + '://' for s in schemes)}, got {value!r}"
+            )
         return value
 
     def integer(
@@ -265,6 +275,28 @@ class _Reader:
         if not number.is_finite() or number < 0:
             self.fail(key, f"must be a finite non-negative decimal, got {value!r}")
         return number
+
+    def sources(
+        self, document: Mapping[str, Any], symbols: Mapping[str, Any]
+    ) -> tuple[PriceSource, ...]:
+        tables = document.get("sources", [])
+        if not isinstance(tables, list):
+            self.fail("sources", "must be an array of tables ([[sources]])")
+        built = []
+        for index, table in enumerate(tables):
+            where = f"sources[{index}]"
+            if not isinstance(table, dict):
+                self.fail(where, "must be a table")
+            for venue_symbol, symbol in (table.get("symbols") or {}).items():
+                if symbol not in symbols:
+                    self.fail(
+                        f"{where}.symbols.{venue_symbol}", f"{symbol!r} is not a configured symbol"
+                    )
+            try:
+                built.append(source_from_config(table))
+            except (ValueError, TypeError) as error:
+                self.fail(where, str(error))
+        return tuple(built)
 
     def contract(self, name: str, doc: Mapping[str, Any], risk: RiskLimits) -> Contract:
         where = f"symbols.{name}"
@@ -294,9 +326,7 @@ class _Reader:
             if not isinstance(row, dict):
                 self.fail(at, "must be a table {notional_cap, mmr, cum}")
             self.only(row, at, {"notional_cap", "mmr", "cum"})
-            cap = (
-                self.decimal(row, f"{at}.notional_cap", None) if "notional_cap" in row else None
-            )
+            cap = self.decimal(row, f"{at}.notional_cap", None) if "notional_cap" in row else None
             brackets.append(
                 Bracket(
                     notional_cap=cap,

@@ -20,8 +20,6 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feeds.source import PriceSource
 from feeds.tick import PriceTick
@@ -35,12 +33,11 @@ from monitor.intake import Intake
 from monitor.keys import Keys
 from monitor.metrics import Metrics
 from monitor.position import PositionUpdate
-from monitor.store import Store
+from monitor.store import REDIS_DOWN, Store
 
 log = structlog.get_logger("liqmon.daemon")
 
 T = TypeVar("T")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class Daemon:
@@ -61,8 +58,12 @@ class Daemon:
         self.redis = aioredis.Redis.from_url(
             settings.redis.url, socket_timeout=5, socket_connect_timeout=5
         )
-        self.store = Store(self.redis, Keys(settings.redis.key_prefix), settings.limits.dead_letter_maxlen)
-        self.engine = Engine(self.store, settings.symbols, settings.risk, settings.mqtt.topic_prefix)
+        self.store = Store(
+            self.redis, Keys(settings.redis.key_prefix), settings.limits.dead_letter_maxlen
+        )
+        self.engine = Engine(
+            self.store, settings.symbols, settings.risk, settings.mqtt.topic_prefix
+        )
         self.coalescer = MarkCoalescer()
         self.positions: asyncio.Queue[list[PositionUpdate]] = asyncio.Queue(maxsize=1000)
         self.intake = Intake(
@@ -115,7 +116,9 @@ class Daemon:
 
                 start(self.http.run(), "http")
                 start(self._watch_redis(), "redis-watch")
-                await self._retry_redis(self.store.ensure_outbox_groups, list(self.settings.symbols))
+                await self._retry_redis(
+                    self.store.ensure_outbox_groups, list(self.settings.symbols)
+                )
                 recovered = await self._retry_redis(self.engine.recover)
                 self.recovered.set()
                 log.info("recovered", events=recovered)
@@ -123,9 +126,10 @@ class Daemon:
                 for n in range(self.workers):
                     start(self._tick_worker(), f"tick-worker-{n}")
                 start(self._position_worker(), "position-worker")
-                start(self._index_worker(), "index-worker")
                 for source in self.sources:
-                    start(source.run(self._source_tick, self._source_reject), f"source-{source.name}")
+                    start(
+                        source.run(self._source_tick, self._source_reject), f"source-{source.name}"
+                    )
                 await self.stopping.wait()
                 log.info("stopping")
                 await self._drain()
@@ -194,17 +198,13 @@ class Daemon:
             self.metrics.positions.labels("ignored_stale_seq").inc(outcome.ignored)
             self._log_events(outcome)
 
-    async def _index_worker(self) -> None:
-        while True:
-            tick = await self.intake.index_ticks.get()
-            if not await self._retry_redis(self.engine.on_index, tick):
-                self.metrics.ticks_dropped.labels(tick.symbol, "index").inc()
-
     async def _source_tick(self, tick: PriceTick) -> None:
         try:
             await self.intake.on_tick(tick)
         except Rejection as rejection:
-            await self.intake.reject(tick.source, rejection.reason, rejection.detail, repr(tick).encode())
+            await self.intake.reject(
+                tick.source, rejection.reason, rejection.detail, repr(tick).encode()
+            )
 
     async def _source_reject(self, source: str, reason: str, raw: bytes) -> None:
         await self.intake.reject(source, reason, reason, raw)

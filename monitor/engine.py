@@ -99,13 +99,10 @@ class Engine:
             seen[update.id] = wave + 1
             waves.setdefault((update.symbol, wave), []).append(update)
         outcome = Outcome()
-        quotes: dict[str, Quote | None] = {}
         for (symbol, _), batch in sorted(waves.items(), key=lambda item: item[0][1]):
-            if symbol not in quotes:
-                quotes[symbol] = await self.store.quote(symbol)
             pending = batch
             for _ in range(MAX_ATTEMPTS):
-                pending = await self._apply_wave(symbol, pending, quotes[symbol], outcome)
+                pending = await self._apply_wave(symbol, pending, outcome)
                 if not pending:
                     break
             else:
@@ -129,11 +126,11 @@ class Engine:
         self,
         symbol: str,
         updates: Sequence[PositionUpdate],
-        quote: Quote | None,
         outcome: Outcome,
     ) -> list[PositionUpdate]:
         """One compare-and-set round over distinct ids; returns the updates to retry."""
         contract = self.contracts[symbol]
+        quote = await self.store.quote(symbol)
         stored = await self.store.records(symbol, [update.id for update in updates])
         now = self.clock_ms()
         writes = []
@@ -144,7 +141,10 @@ class Engine:
                 outcome.ignored += 1
             else:
                 writes.append(self._write(decision, raw))
-        conflicts = await self.store.commit(symbol, writes)
+        conflicts = await self.store.commit(symbol, writes, decided_at=quote)
+        if conflicts is None:  # a tick moved the mark meanwhile: decide again
+            outcome.ignored -= len(updates) - len(writes)
+            return list(updates)
         for write in writes:
             if write.record.id not in conflicts:
                 outcome.applied += 1
@@ -175,6 +175,7 @@ class Engine:
             if not writes:
                 return
             conflicts = await self.store.commit(symbol, writes)
+            assert conflicts is not None  # no quote check on the tick path
             outcome.events += [w.event for w in writes if w.event and w.record.id not in conflicts]
             if not conflicts:
                 return

@@ -43,7 +43,9 @@ class HttpEndpoint:
 
     async def run(self) -> None:
         """Serve until cancelled. Cancelling is safe."""
-        async with serve(self._reject_websocket, self.host, self.port, process_request=self._route) as server:
+        async with serve(
+            self._reject_websocket, self.host, self.port, process_request=self._route
+        ) as server:
             self.bound_port = server.sockets[0].getsockname()[1] if server.sockets else self.port
             await server.serve_forever()
 

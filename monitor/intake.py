@@ -19,7 +19,7 @@ from monitor.config import Limits
 from monitor.errors import Rejection
 from monitor.metrics import Metrics
 from monitor.position import PositionUpdate
-from monitor.store import Store
+from monitor.store import REDIS_DOWN, Store
 from monitor.wire import positions_from_payload, price_from_payload
 
 log = structlog.get_logger("liqmon.intake")
@@ -45,7 +45,6 @@ class Intake:
         self.coalescer = coalescer
         self.positions = positions
         self.metrics = metrics
-        self.index_ticks: asyncio.Queue[PriceTick] = asyncio.Queue(maxsize=10_000)
 
     @property
     def subscriptions(self) -> list[str]:
@@ -69,7 +68,15 @@ class Intake:
         if tick.symbol not in self.symbols:
             raise Rejection("unknown_symbol", f"no contract is configured for symbol {tick.symbol}")
         if tick.kind is PriceKind.INDEX:
-            await self.index_ticks.put(tick)
+            # Stored at once, in arrival order, so a mark that follows it is
+            # reported with it. The index is informational: when Redis is down
+            # it is dropped rather than holding up the message loop.
+            try:
+                accepted = await self.store.accept_index(tick.symbol, tick.price, tick.ts_ms)
+            except REDIS_DOWN:
+                accepted = False
+            if not accepted:
+                self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
         elif not self.coalescer.offer(tick):
             self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
 
@@ -79,7 +86,9 @@ class Intake:
         """Count, log and dead-letter one unusable message."""
         self.metrics.rejected.labels(source, reason).inc()
         log.warning("message_rejected", source=source, topic=topic, reason=reason, detail=detail)
-        await self.store.dead_letter(f"{source}:{topic}" if topic else source, reason, detail, payload)
+        await self.store.dead_letter(
+            f"{source}:{topic}" if topic else source, reason, detail, payload
+        )
 
     async def _route(self, topic: str, payload: bytes) -> None:
         levels = topic.split("/")
@@ -104,7 +113,9 @@ class Intake:
         )
         for item in parsed:
             if isinstance(item, Rejection):
-                await self.reject("mqtt", item.reason, item.detail, payload, f"{self.prefix}/positions")
+                await self.reject(
+                    "mqtt", item.reason, item.detail, payload, f"{self.prefix}/positions"
+                )
             else:
                 good.append(item)
         if good:

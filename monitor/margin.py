@@ -160,9 +160,7 @@ def maintenance_margin(contract: Contract, notional_value: Decimal) -> Decimal:
     """Maintenance margin for a notional, with the closing fee if the venue reserves it."""
     bracket = contract.bracket_for(notional_value)
     with localcontext(_RESULT):
-        return (
-            notional_value * bracket.mmr - bracket.cum + notional_value * contract.close_fee_rate
-        )
+        return notional_value * bracket.mmr - bracket.cum + notional_value * contract.close_fee_rate
 
 
 def assess(contract: Contract, position: Position, mark: Decimal) -> MarginState:

@@ -12,16 +12,25 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.ticks_received = Counter(
-            "liqmon_ticks_received_total", "Price ticks received", ["symbol", "kind", "source"], registry=r
+            "liqmon_ticks_received_total",
+            "Price ticks received",
+            ["symbol", "kind", "source"],
+            registry=r,
         )
         self.ticks_evaluated = Counter(
             "liqmon_ticks_evaluated_total", "Mark ticks evaluated", ["symbol"], registry=r
         )
         self.ticks_dropped = Counter(
-            "liqmon_ticks_dropped_total", "Ticks dropped (older than the last accepted)", ["symbol", "kind"], registry=r
+            "liqmon_ticks_dropped_total",
+            "Ticks dropped (older than the last accepted)",
+            ["symbol", "kind"],
+            registry=r,
         )
         self.candidates = Counter(
-            "liqmon_candidates_evaluated_total", "Positions evaluated exactly after a trigger crossing", ["symbol"], registry=r
+            "liqmon_candidates_evaluated_total",
+            "Positions evaluated exactly after a trigger crossing",
+            ["symbol"],
+            registry=r,
         )
         self.events = Counter(
             "liqmon_events_total", "Events queued in the outbox", ["type"], registry=r
@@ -30,7 +39,10 @@ class Metrics:
             "liqmon_events_published_total", "Events acknowledged by the broker", registry=r
         )
         self.rejected = Counter(
-            "liqmon_rejected_messages_total", "Input rejected and dead-lettered", ["source", "reason"], registry=r
+            "liqmon_rejected_messages_total",
+            "Input rejected and dead-lettered",
+            ["source", "reason"],
+            registry=r,
         )
         self.positions = Counter(
             "liqmon_position_updates_total", "Position versions by result", ["result"], registry=r

@@ -21,12 +21,18 @@ from importlib import resources
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.evaluation import Event, Quote, Triggers
 from monitor.keys import OUTBOX_GROUP, Keys
 from monitor.position import PositionRecord
 from monitor.wire import decimal_str
+
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+"""Errors that mean Redis is unreachable right now: retry with backoff, report not ready."""
 
 
 def _script(name: str) -> str:
@@ -93,7 +99,11 @@ class Store:
         None when the tick is older than the stored mark (it is dropped).
         """
         reply = await self._candidates(
-            keys=[self.keys.price(symbol), self.keys.positions(symbol), *self.keys.all_triggers(symbol)],
+            keys=[
+                self.keys.price(symbol),
+                self.keys.positions(symbol),
+                *self.keys.all_triggers(symbol),
+            ],
             args=[decimal_str(mark), ts_ms, repr(float(mark))],
         )
         if int(reply[0]) == 0:
@@ -140,11 +150,24 @@ class Store:
             for position_id, raw in zip(ids, raws, strict=True)
         ]
 
-    async def commit(self, symbol: str, writes: Sequence[Write]) -> set[str]:
-        """Apply ``writes`` atomically; returns the ids whose record changed meanwhile."""
+    async def commit(
+        self, symbol: str, writes: Sequence[Write], decided_at: Quote | None | bool = True
+    ) -> set[str] | None:
+        """Apply ``writes`` atomically; returns the ids whose record changed meanwhile.
+
+        ``decided_at`` is the quote the decisions were made at (None: before
+        any mark), or True not to check it. When the stored mark is no longer
+        that quote's, nothing is written and None is returned.
+        """
         if not writes:
             return set()
-        args: list[str | bytes] = []
+        if decided_at is True:
+            check = ""
+        elif decided_at is None or decided_at is False:
+            check = "-"
+        else:
+            check = f"{decided_at.mark_ts_ms}|{decimal_str(decided_at.mark)}"
+        args: list[str | bytes] = [check]
         for write in writes:
             triggers = write.triggers
             args += [
@@ -159,7 +182,10 @@ class Store:
                 orjson.dumps(write.event.payload) if write.event else b"",
             ]
         keys = [self.keys.positions(symbol), *self.keys.all_triggers(symbol)]
-        conflicts = await self._commit(keys=[*keys, self.keys.outbox(symbol)], args=args)
+        keys += [self.keys.outbox(symbol), self.keys.price(symbol)]
+        conflicts = await self._commit(keys=keys, args=args)
+        if conflicts and conflicts[0] == b"stale_quote":
+            return None
         new_ids = {write.record.id for write in writes if write.expected is None}
         if new_ids:
             # The look-up index is outside the symbol's hash slot, so it is

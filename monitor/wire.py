@@ -133,7 +133,9 @@ def position_from_object(obj: object, symbols: Container[str]) -> PositionUpdate
     try:
         side = Side(obj["side"])
     except (ValueError, TypeError):
-        raise Rejection("unknown_side", f"side must be long or short, got {obj['side']!r}") from None
+        raise Rejection(
+            "unknown_side", f"side must be long or short, got {obj['side']!r}"
+        ) from None
     qty = _decimal("qty", obj["qty"])
     if qty < 0:
         raise Rejection("non_positive", f"qty must not be negative, got {decimal_str(qty)}")
@@ -159,7 +161,9 @@ def positions_from_payload(
     document = load_json(raw, max_bytes)
     items = document if isinstance(document, list) else [document]
     if len(items) > max_batch:
-        raise Rejection("batch_too_large", f"{len(items)} positions exceeds the limit of {max_batch}")
+        raise Rejection(
+            "batch_too_large", f"{len(items)} positions exceeds the limit of {max_batch}"
+        )
     for item in items:
         try:
             yield position_from_object(item, symbols)

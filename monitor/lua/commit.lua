@@ -1,13 +1,25 @@
 -- Apply decided transitions atomically: record, trigger sets and outbox event together.
--- KEYS: positions, long:down, long:up, short:down, short:up, outbox
--- ARGV: groups of 9: id, expected record ("" = must be absent), new record, side,
+-- KEYS: positions, long:down, long:up, short:down, short:up, outbox, price
+-- ARGV[1]: "mark_ts|mark" the decisions were made at ("" = do not check, "-" = no mark yet),
+-- then groups of 9: id, expected record ("" = must be absent), new record, side,
 --       down score ("" = none), up score ("" = none), event_id ("" = none), topic, payload
 -- A group whose stored record differs from the expected one was changed by
 -- someone else since it was read (another monitor, a newer version): it is
 -- skipped and its id returned, so the caller re-reads and decides again. This
 -- compare-and-set is what stops two monitors from emitting one transition twice.
+-- Position versions are decided against the latest mark; if a tick moved the
+-- mark since, the whole batch is refused ({"stale_quote"}) and decided again,
+-- or a position could join the trigger index just after the tick that
+-- crossed its trigger had looked.
+if ARGV[1] ~= '' then
+  local price = redis.call('HMGET', KEYS[7], 'mark_ts', 'mark')
+  local stored = price[1] and (price[1] .. '|' .. price[2]) or '-'
+  if stored ~= ARGV[1] then
+    return {'stale_quote'}
+  end
+end
 local conflicts = {}
-for i = 1, #ARGV, 9 do
+for i = 2, #ARGV, 9 do
   local id = ARGV[i]
   local current = redis.call('HGET', KEYS[1], id)
   local expected = ARGV[i + 1]

@@ -1,0 +1,210 @@
+"""The ``liqmon`` command line: run, calc, positions, watch, demo.
+
+Every command reads the same TOML configuration (``--config``, default
+``config/liqmon.toml``). Bad arguments exit with status 2 and one line on
+stderr; a bad configuration names the file, key and problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterator, Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+
+from monitor.config import DEFAULT_PATH, Settings, load_settings
+from monitor.errors import ConfigError, Rejection
+from monitor.margin import Position, Side, assess, bankruptcy_price, liquidation_price, ratio_price
+from monitor.status import Status, next_status
+from monitor.wire import check_name, decimal_str, load_json, position_from_object
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _fail(message: str) -> NoReturn:
+    sys.stderr.write(f"liqmon: error: {message}\n")
+    raise SystemExit(2)
+
+
+def _decimal_arg(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal number") from None
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = _Parser(prog="liqmon", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_PATH, help="TOML configuration")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    commands.add_parser("run", help="run the monitor daemon")
+
+    calc = commands.add_parser("calc", help="liquidation, margin-call and bankruptcy prices")
+    calc.add_argument("--symbol", required=True)
+    calc.add_argument("--side", required=True, choices=[s.value for s in Side])
+    calc.add_argument("--qty", required=True, type=_decimal_arg)
+    calc.add_argument("--entry", required=True, type=_decimal_arg)
+    calc.add_argument("--margin", required=True, type=_decimal_arg)
+    calc.add_argument("--mark", type=_decimal_arg)
+
+    positions = commands.add_parser("positions", help="load, list and show positions")
+    actions = positions.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    load = actions.add_parser("load", help="bulk-load a JSON Lines file of positions")
+    load.add_argument("file", type=Path)
+    load.add_argument("--batch", type=int, default=5000, help="positions per round trip")
+    listing = actions.add_parser("list", help="positions, closest to liquidation first")
+    listing.add_argument("--symbol")
+    listing.add_argument(
+        "--at-risk", action="store_true", help="only margin calls and liquidations"
+    )
+    listing.add_argument("--limit", type=int, default=50)
+    show = actions.add_parser("show", help="one position, with its prices and state")
+    show.add_argument("id")
+
+    watch = commands.add_parser("watch", help="print events as they arrive")
+    watch.add_argument("--account", default="+")
+    watch.add_argument("--symbol", default="+")
+    watch.add_argument(
+        "--type", default="+", choices=["+", "margin_call", "margin_call_cleared", "liquidation"]
+    )
+    watch.add_argument("--json", action="store_true", help="one JSON event per line")
+    watch.add_argument("--count", type=int, default=0, help="exit after this many events")
+
+    demo = commands.add_parser("demo", help="local Redis and broker, seeded book, a crash")
+    demo.add_argument("--positions", type=int, default=10_000)
+    demo.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
+    demo.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``liqmon`` command."""
+    args = build_parser().parse_args(argv)
+    from monitor import log
+
+    log.configure()
+    if args.command == "demo":
+        from monitor.demo import run_demo
+
+        raise SystemExit(run_demo(args))
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        _fail(str(error))
+    if args.command == "calc":
+        _calc(settings, args)
+    elif args.command == "run":
+        asyncio.run(_run(settings))
+    elif args.command == "positions":
+        asyncio.run(_positions(settings, args))
+    elif args.command == "watch":
+        asyncio.run(_watch(settings, args))
+
+
+async def _run(settings: Settings) -> None:
+    from monitor.daemon import Daemon
+
+    daemon = Daemon(settings, list(settings.sources))
+    daemon.install_signal_handlers()
+    await daemon.run()
+
+
+def _calc(settings: Settings, args: argparse.Namespace) -> None:
+    contract = settings.symbols.get(args.symbol)
+    if contract is None:
+        _fail(f"unknown symbol {args.symbol!r}; configured: {', '.join(settings.symbols)}")
+    position = Position(Side(args.side), args.qty, args.entry, args.margin)
+    risk = settings.risk
+    result: dict[str, Any] = {
+        "symbol": args.symbol,
+        "contract": contract.kind.value,
+        "liquidation_price": _opt(liquidation_price(contract, position)),
+        "bankruptcy_price": _opt(bankruptcy_price(contract, position)),
+        "margin_call_price": _opt(ratio_price(contract, position, risk.margin_call_ratio)),
+    }
+    if args.mark is not None:
+        try:
+            state = assess(contract, position, args.mark)
+        except ValueError as error:
+            _fail(str(error))
+        status = next_status(Status.HEALTHY, state, risk)
+        result |= {
+            "mark_price": decimal_str(args.mark),
+            "notional": decimal_str(state.notional),
+            "unrealized_pnl": decimal_str(state.unrealized_pnl),
+            "maintenance_margin": decimal_str(state.maintenance_margin),
+            "margin_balance": decimal_str(state.margin_balance),
+            "margin_ratio": decimal_str(state.margin_ratio),
+            "status": "liquidatable" if status is Status.LIQUIDATED else status.value,
+        }
+    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _opt(value: Decimal | None) -> str | None:
+    return decimal_str(value) if value is not None else None
+
+
+async def _positions(settings: Settings, args: argparse.Namespace) -> None:
+    from monitor.console import list_positions, load_positions, show_position
+
+    if args.action == "load":
+        if not args.file.exists():
+            _fail(f"{args.file}: no such file")
+        await load_positions(settings, _jsonl(args.file, settings), args.batch)
+    elif args.action == "list":
+        await list_positions(settings, args.symbol, args.at_risk, args.limit)
+    elif not await show_position(settings, args.id):
+        _fail(f"no position with id {args.id!r}")
+
+
+def _jsonl(path: Path, settings: Settings) -> Iterator[tuple[int, bytes, Any]]:
+    """(line number, raw line, PositionUpdate or Rejection) for each non-blank line."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+                if isinstance(obj, dict):
+                    # orjson reads numbers as floats; re-read exact decimals from the text.
+                    obj = _exact(line, obj)
+                yield number, line, position_from_object(obj, settings.symbols)
+            except orjson.JSONDecodeError as error:
+                yield number, line, Rejection("malformed_json", str(error))
+            except Rejection as rejection:
+                yield number, line, rejection
+
+
+def _exact(line: bytes, obj: dict[str, Any]) -> dict[str, Any]:
+    if any(isinstance(v, float) for v in obj.values()):
+        exact: dict[str, Any] = load_json(line, len(line))
+        return exact
+    return obj
+
+
+async def _watch(settings: Settings, args: argparse.Namespace) -> None:
+    from monitor.subscriber import watch
+
+    for name, value in (("account", args.account), ("symbol", args.symbol)):
+        if value != "+":
+            try:
+                check_name(name, value)
+            except Rejection as rejection:
+                _fail(rejection.detail)
+    await watch(settings, args.account, args.symbol, args.type, as_json=args.json, count=args.count)

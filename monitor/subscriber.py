@@ -1,0 +1,88 @@
+"""The alert subscriber side: de-duplication, and ``liqmon watch``.
+
+Delivery is at least once (an event whose PUBACK was lost is sent again), and
+every transition has a deterministic ``event_id``; a subscriber that keeps the
+ids it has seen gets each event exactly once. :class:`SeenEvents` is that
+memory, bounded so a long-running subscriber does not grow without end.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections import OrderedDict
+
+import orjson
+
+from monitor.bus import make_client
+from monitor.config import Settings
+
+
+class SeenEvents:
+    """The last ``capacity`` event ids seen; :meth:`first_time` is the de-duplicating test."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, event_id: str) -> bool:
+        """True the first time ``event_id`` is offered (within the capacity window)."""
+        if event_id in self._ids:
+            self._ids.move_to_end(event_id)
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return True
+
+
+def events_filter(prefix: str, account: str = "+", symbol: str = "+", event_type: str = "+") -> str:
+    """The topic filter for events of one account / symbol / type (``+`` = any)."""
+    return f"{prefix}/events/{account}/{symbol}/{event_type}"
+
+
+def format_event(event: dict[str, object]) -> str:
+    """One readable line for an event."""
+    return (
+        f"{event.get('type', '?'):<20} {event.get('symbol')} {event.get('side')} "
+        f"{event.get('position_id')} acct={event.get('account')} qty={event.get('qty')} "
+        f"mark={event.get('mark_price')} liq={event.get('liquidation_price')} "
+        f"ratio={event.get('margin_ratio')} id={event.get('event_id')}"
+    )
+
+
+async def watch(
+    settings: Settings,
+    account: str,
+    symbol: str,
+    event_type: str,
+    *,
+    as_json: bool = False,
+    count: int = 0,
+) -> None:
+    """Print events as they arrive, each once; stop after ``count`` (0 = never)."""
+    seen = SeenEvents()
+    printed = 0
+    client = make_client(settings.mqtt, f"liqmon-watch-{uuid.uuid4().hex[:8]}", persistent=False)
+    async with client:
+        await client.subscribe(
+            events_filter(settings.mqtt.topic_prefix, account, symbol, event_type), qos=1
+        )
+        sys.stderr.write("watching events (Ctrl-C to stop)\n")
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b"{}"
+            try:
+                event = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(event, dict) or not seen.first_time(str(event.get("event_id"))):
+                continue
+            line = payload.decode() if as_json else format_event(event)
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            printed += 1
+            if count and printed >= count:
+                return
+
+
+__all__ = ["SeenEvents", "events_filter", "format_event", "watch"]

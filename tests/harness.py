@@ -1,0 +1,115 @@
+"""Test harness: a real daemon in-process, and an MQTT event collector.
+
+Both talk to the real servers the fixtures start; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import orjson
+
+from monitor.config import HttpSettings, MqttSettings, RedisSettings, Settings, load_settings
+from monitor.daemon import Daemon
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "liqmon.toml"
+
+
+def settings_for(redis_url: str, mqtt_url: str, prefix: str, **changes: Any) -> Settings:
+    """The shipped example configuration, pointed at the test servers and prefix."""
+    base = load_settings(CONFIG, environ={})
+    return replace(
+        base,
+        redis=RedisSettings(url=redis_url, key_prefix=prefix),
+        mqtt=MqttSettings(url=mqtt_url, topic_prefix=prefix, client_id=f"{prefix}-monitor"),
+        http=HttpSettings(port=0),
+        **changes,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Daemon]:
+    """A daemon running in this event loop, ready when entered, stopped on exit."""
+    daemon = Daemon(settings, **kwargs)
+    task = asyncio.create_task(daemon.run(), name="daemon")
+    try:
+        async with asyncio.timeout(15):
+            while await daemon.failing():
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+        yield daemon
+    finally:
+        daemon.stopping.set()
+        try:
+            async with asyncio.timeout(15):
+                await task
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def mqtt_client(url: str, name: str = "test") -> aiomqtt.Client:
+    """A plain MQTT client for the test broker."""
+    host, port = url.removeprefix("mqtt://").split(":")
+    return aiomqtt.Client(host, int(port), identifier=f"{name}-{uuid.uuid4().hex[:8]}")
+
+
+class Collector:
+    """Subscribes to events and keeps every payload received, duplicates included."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.client = mqtt_client(url, "collector")
+        self.prefix = prefix
+        self.events: list[dict[str, Any]] = []
+        self.topics: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Condition()
+
+    async def __aenter__(self) -> Collector:
+        await self.client.__aenter__()
+        await self.client.subscribe(f"{self.prefix}/events/#", qos=1)
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.client.__aexit__(None, None, None)
+
+    async def _read(self) -> None:
+        async for message in self.client.messages:
+            assert isinstance(message.payload, bytes)
+            async with self._arrived:
+                self.events.append(orjson.loads(message.payload))
+                self.topics.append(message.topic.value)
+                self._arrived.notify_all()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until at least ``count`` events arrived; return them all."""
+        async with asyncio.timeout(timeout), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.events) >= count)
+        return self.events
+
+    async def quiet(self, seconds: float = 0.5) -> list[dict[str, Any]]:
+        """Wait until no event arrived for ``seconds``; return them all."""
+        while True:
+            seen = len(self.events)
+            await asyncio.sleep(seconds)
+            if len(self.events) == seen:
+                return self.events
+
+
+async def publish(client: aiomqtt.Client, topic: str, document: Any) -> None:
+    """Publish a JSON document at QoS 1."""
+    await client.publish(topic, orjson.dumps(document), qos=1)

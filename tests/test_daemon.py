@@ -1,0 +1,40 @@
+"""The daemon end to end on real Redis and Mosquitto: positions in, prices in, events out."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from harness import Collector, mqtt_client, publish, running, settings_for
+
+
+def position(pid: str, side: str = "long", qty: str = "0.5", margin: str = "3000", seq: int = 1) -> dict[str, object]:
+    return {
+        "id": pid,
+        "account": "acct-42",
+        "symbol": "BTCUSDT",
+        "side": side,
+        "qty": qty,
+        "entry_price": "60000",
+        "margin": margin,
+        "seq": seq,
+    }
+
+
+async def test_crash_liquidates_the_long_and_spares_the_short(redis_url: str, mqtt_url: str, prefix: str) -> None:
+    """A mark below a long's liquidation price publishes one liquidation event for it, none for the short."""
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    async with running(settings), Collector(mqtt_url, prefix) as events, mqtt_client(mqtt_url) as client:
+        await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "60000", "ts": 1})
+        await publish(client, f"{prefix}/positions", [position("p-long"), position("p-short", side="short")])
+        await publish(client, f"{prefix}/prices/BTCUSDT/index", {"price": "53990", "ts": 2})
+        await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "54000", "ts": 3})
+        received = await events.wait_for(1)
+        await events.quiet(0.3)
+    assert [e["type"] for e in received] == ["liquidation"]
+    event = received[0]
+    assert event["position_id"] == "p-long"
+    assert event["event_id"] == "p-long:1:1"
+    assert event["mark_price"] == "54000"
+    assert event["index_price"] == "53990"
+    assert Decimal(event["liquidation_price"]) == Decimal(27000) / Decimal("0.498")
+    assert events.topics == [f"{prefix}/events/acct-42/BTCUSDT/liquidation"]
