@@ -70,6 +70,11 @@ class MarkCoalescer:
             self.ready.put_nowait(symbol)
 
     @property
+    def busy(self) -> bool:
+        """True while a worker is evaluating some symbol."""
+        return bool(self._busy)
+
+    @property
     def backlog(self) -> int:
         """Symbols waiting to be evaluated."""
         return len(self._pending)

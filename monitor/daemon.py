@@ -87,6 +87,7 @@ class Daemon:
         self.recovered = asyncio.Event()
         self.redis_ok = False
         self.stopping = asyncio.Event()
+        self.positions_in_flight = 0
 
     async def failing(self) -> dict[str, str]:
         """Dependencies that are not usable right now (empty: ready)."""
@@ -142,7 +143,9 @@ class Daemon:
     async def _drain(self) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.drain_timeout_s):
-                while self.coalescer.backlog or not self.positions.empty():
+                while (
+                    self.coalescer.backlog or not self.positions.empty() or self.positions_in_flight
+                ):
                     await asyncio.sleep(0.01)
                 while self.bus.connected.is_set() and await self.store.outbox_length(
                     list(self.settings.symbols)
@@ -193,7 +196,11 @@ class Daemon:
     async def _position_worker(self) -> None:
         while True:
             batch = await self.positions.get()
-            outcome = await self._retry_redis(self.engine.apply_updates, batch)
+            self.positions_in_flight = len(batch)
+            try:
+                outcome = await self._retry_redis(self.engine.apply_updates, batch)
+            finally:
+                self.positions_in_flight = 0
             self.metrics.positions.labels("applied").inc(outcome.applied)
             self.metrics.positions.labels("ignored_stale_seq").inc(outcome.ignored)
             self._log_events(outcome)

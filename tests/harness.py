@@ -113,3 +113,30 @@ class Collector:
 async def publish(client: aiomqtt.Client, topic: str, document: Any) -> None:
     """Publish a JSON document at QoS 1."""
     await client.publish(topic, orjson.dumps(document), qos=1)
+
+
+def _idle(daemon: Daemon) -> bool:
+    return not (
+        daemon.coalescer.busy
+        or daemon.coalescer.backlog
+        or not daemon.positions.empty()
+        or daemon.positions_in_flight
+    )
+
+
+async def settled(daemon: Daemon, symbol: str, mark_ts: int, timeout: float = 10.0) -> None:
+    """Wait until the mark stamped ``mark_ts`` is stored and everything queued is evaluated."""
+    async with asyncio.timeout(timeout):
+        while True:
+            quote = await daemon.store.quote(symbol)
+            if quote is not None and quote.mark_ts_ms >= mark_ts and _idle(daemon):
+                return
+            await asyncio.sleep(0.005)
+
+
+async def stored_positions(daemon: Daemon, symbol: str, count: int, timeout: float = 20.0) -> None:
+    """Wait until ``count`` positions of ``symbol`` are stored and nothing is queued."""
+    key = daemon.store.keys.positions(symbol)
+    async with asyncio.timeout(timeout):
+        while await daemon.store.client.hlen(key) < count or not _idle(daemon):
+            await asyncio.sleep(0.01)

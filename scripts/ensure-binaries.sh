@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Make sure the real servers the tests and the demo start are on this machine:
+# redis-server and mosquitto (with their clients), from the distribution's packages.
+set -euo pipefail
+
+missing=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+have redis-server || missing+=(redis-server redis-tools)
+have mosquitto || missing+=(mosquitto)
+have mosquitto_pub || missing+=(mosquitto-clients)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "liqmon: installing ${missing[*]} from the distribution's packages" >&2
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "liqmon: no apt-get here; install ${missing[*]} with your package manager, then run make again" >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "liqmon: need root (or sudo) to install ${missing[*]}; install them, then run make again" >&2
+    exit 1
+  fi
+fi
+# Package installs must not start system services on the default ports.
+export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "liqmon: installed ${missing[*]}" >&2

@@ -1,0 +1,115 @@
+"""Thousands of positions, a price path that crosses their triggers both ways, all over MQTT.
+
+The events that arrive must be exactly the set computed independently here,
+tick by tick, straight from the margin formulas: nothing missing, nothing
+doubled, nothing for a position that never crossed.
+"""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from typing import Any
+
+from harness import Collector, mqtt_client, publish, running, settings_for, settled, stored_positions
+
+from monitor.config import Settings
+from monitor.margin import Contract, ContractKind, Position, Side, assess
+
+SYMBOLS = ("BTCUSDT", "BTCUSD")
+START = Decimal(64000)
+PATH = [64000, 63000, 63600, 62500, 63200, 61800, 62600, 61000, 62200, 63800, 65000,
+        64400, 65600, 64800, 66400, 65500, 67200, 66000, 63000, 64500]
+
+
+def make_positions(settings: Settings, count: int, seed: int = 11) -> list[dict[str, Any]]:
+    """Random positions whose trigger prices fall inside the price path."""
+    rng = random.Random(seed)
+    positions = []
+    for n in range(count):
+        symbol = SYMBOLS[n % 2]
+        contract = settings.symbols[symbol]
+        side = rng.choice(("long", "short"))
+        leverage = Decimal(rng.choice((5, 8, 10, 12, 15, 20, 25, 40)))
+        entry = START * Decimal(rng.randint(9500, 10500)) / 10000
+        if contract.kind is ContractKind.LINEAR:
+            qty = Decimal(rng.randint(1, 4000)) / 1000  # up to 4 BTC: crosses the first caps
+            margin = (qty * entry / leverage).quantize(Decimal("0.01"))
+        else:
+            qty = Decimal(rng.randint(1, 3000))  # contracts of 100 USD
+            margin = (qty * contract.contract_size / entry / leverage).quantize(Decimal("1e-8"))
+        positions.append(
+            {
+                "id": f"p-{n}",
+                "account": f"acct-{n % 37}",
+                "symbol": symbol,
+                "side": side,
+                "qty": str(qty),
+                "entry_price": str(entry),
+                "margin": str(margin),
+                "seq": 1,
+            }
+        )
+    return positions
+
+
+def expected_events(settings: Settings, positions: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """The reference model: every position through every tick, by the formulas alone."""
+    call, clear = settings.risk.margin_call_ratio, settings.risk.margin_call_clear_ratio
+    expected: set[tuple[str, str]] = set()
+    for p in positions:
+        contract: Contract = settings.symbols[p["symbol"]]
+        position = Position(Side(p["side"]), Decimal(p["qty"]), Decimal(p["entry_price"]), Decimal(p["margin"]))
+        status, transitions = "healthy", 0
+        for price in [START, *PATH]:
+            state = assess(contract, position, Decimal(price))
+            balance, mm = state.margin_balance, state.maintenance_margin
+            ratio = mm / balance if balance > 0 else Decimal("Infinity")
+            new = status
+            if status != "liquidated":
+                if balance <= mm:
+                    new = "liquidated"
+                elif status == "healthy" and ratio >= call:
+                    new = "margin_call"
+                elif status == "margin_call" and ratio < clear:
+                    new = "healthy"
+            if new != status:
+                transitions += 1
+                kind = {"liquidated": "liquidation", "margin_call": "margin_call", "healthy": "margin_call_cleared"}[new]
+                expected.add((f"{p['id']}:1:{transitions}", kind))
+                status = new
+    return expected
+
+
+async def test_events_equal_the_independently_computed_set(redis_url: str, mqtt_url: str, prefix: str) -> None:
+    """3,000 positions over a wobbling path of 20 marks: the events received are exactly the expected ones."""
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    positions = make_positions(settings, 3000)
+    expected = expected_events(settings, positions)
+    kinds = {kind for _, kind in expected}
+    assert kinds == {"margin_call", "margin_call_cleared", "liquidation"}, "the path must exercise every transition"
+    touched = {event_id.rsplit(":", 2)[0] for event_id, _ in expected}
+    assert 200 < len(touched) < len(positions), "some positions must never cross"
+
+    async with running(settings) as daemon, Collector(mqtt_url, prefix) as events, mqtt_client(mqtt_url) as client:
+        ts = 1
+        for symbol in SYMBOLS:
+            await publish(client, f"{prefix}/prices/{symbol}/mark", {"price": str(START), "ts": ts})
+        for start in range(0, len(positions), 500):
+            await publish(client, f"{prefix}/positions", positions[start : start + 500])
+        for symbol in SYMBOLS:
+            await stored_positions(daemon, symbol, len(positions) // 2)
+        for price in PATH:
+            ts += 1
+            for symbol in SYMBOLS:
+                await publish(client, f"{prefix}/prices/{symbol}/mark", {"price": str(price), "ts": ts})
+            for symbol in SYMBOLS:
+                # One mark at a time, so the reference's tick-by-tick path is the daemon's too.
+                await settled(daemon, symbol, ts)
+        received = await events.wait_for(len(expected), timeout=30)
+        await events.quiet(0.5)
+
+    ids = [(e["event_id"], e["type"]) for e in received]
+    assert len(ids) == len(set(ids)), "no event may arrive twice"
+    assert set(ids) == expected
+    assert all(topic.split("/")[-1] == e["type"] for topic, e in zip(events.topics, received, strict=True))
