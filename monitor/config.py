@@ -30,7 +30,7 @@ DEFAULT_PATH = Path("config/liqmon.toml")
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
-    """Where state lives. ``url`` is ``redis://`` or ``rediss://`` (TLS), with optional user:pass."""
+    """Where state lives: ``redis://`` or ``rediss://`` (TLS), optionally with user:pass."""
 
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "liqmon"
@@ -307,7 +307,7 @@ class _Reader:
         self.only(doc, where, {"contract", "contract_size", "close_fee_rate", "brackets"})
         kind_text = doc.get("contract")
         try:
-            kind = ContractKind(kind_text)
+            kind = ContractKind(str(kind_text))
         except ValueError:
             self.fail(f"{where}.contract", f"must be 'linear' or 'inverse', got {kind_text!r}")
             raise

@@ -141,16 +141,18 @@ class Daemon:
         log.info("stopped")
 
     async def _drain(self) -> None:
+        # Polling, not an Event: "nothing queued anywhere" is a condition over
+        # several queues and Redis, checked a few times during shutdown only.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.drain_timeout_s):
                 while (
                     self.coalescer.backlog or not self.positions.empty() or self.positions_in_flight
                 ):
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.01)  # noqa: ASYNC110
                 while self.bus.connected.is_set() and await self.store.outbox_length(
                     list(self.settings.symbols)
                 ):
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # noqa: ASYNC110
 
     async def _retry_redis(self, call: Callable[..., Awaitable[T]], *args: object) -> T:
         """Run ``call`` until Redis answers, backing off meanwhile (reported as not ready)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import orjson
 import structlog
@@ -32,16 +33,13 @@ def configure(level: str = "info", json: bool | None = None) -> None:
             ),
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ]
-        factory: structlog.typing.WrapperClass | None = None
-        logger_factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
+        logger_factory: Any = structlog.BytesLoggerFactory(sys.stderr.buffer)
     else:
         processors.append(structlog.dev.ConsoleRenderer())
-        factory = None
         logger_factory = structlog.PrintLoggerFactory(sys.stderr)
     structlog.configure(
         processors=processors,
-        wrapper_class=factory
-        or structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=logger_factory,
         cache_logger_on_first_use=True,
     )

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -30,9 +31,16 @@ from monitor.keys import OUTBOX_GROUP, Keys
 from monitor.position import PositionRecord
 from monitor.wire import decimal_str
 
-
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 """Errors that mean Redis is unreachable right now: retry with backoff, report not ready."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _raw(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _script(name: str) -> str:
@@ -134,9 +142,7 @@ class Store:
         )
         if mark is None or mark_ts is None:
             return None
-        return Quote(
-            Decimal(mark.decode()), int(mark_ts), Decimal(index.decode()) if index else None
-        )
+        return Quote(Decimal(_text(mark)), int(mark_ts), Decimal(_text(index)) if index else None)
 
     async def records(
         self, symbol: str, ids: Sequence[str]
@@ -146,12 +152,14 @@ class Store:
             return []
         raws = await self.client.hmget(self.keys.positions(symbol), list(ids))
         return [
-            (PositionRecord.decode(position_id, symbol, raw), raw) if raw is not None else None
+            (PositionRecord.decode(position_id, symbol, raw), _raw(raw))
+            if raw is not None
+            else None
             for position_id, raw in zip(ids, raws, strict=True)
         ]
 
     async def commit(
-        self, symbol: str, writes: Sequence[Write], decided_at: Quote | None | bool = True
+        self, symbol: str, writes: Sequence[Write], decided_at: Quote | bool | None = True
     ) -> set[str] | None:
         """Apply ``writes`` atomically; returns the ids whose record changed meanwhile.
 
@@ -198,7 +206,7 @@ class Store:
     async def symbol_of(self, position_id: str) -> str | None:
         """The symbol a position id belongs to, if known."""
         raw = await self.client.hget(self.keys.position_symbols, position_id)
-        return raw.decode() if raw is not None else None
+        return _text(raw) if raw is not None else None
 
     async def all_records(self, symbol: str) -> list[PositionRecord]:
         """Every record of a symbol (for listings; not used on the tick path)."""
@@ -231,12 +239,15 @@ class Store:
         self, symbols: Sequence[str], consumer: str, count: int, block_ms: int, pending: bool
     ) -> list[OutboxEntry]:
         """Entries for ``consumer``: its unacknowledged ones (``pending``) or new ones."""
-        streams = {self.keys.outbox(symbol): "0" if pending else ">" for symbol in symbols}
+        streams: dict[Any, Any] = {
+            self.keys.outbox(symbol): "0" if pending else ">" for symbol in symbols
+        }
         by_key = {self.keys.outbox(symbol): symbol for symbol in symbols}
-        reply = await self.client.xreadgroup(
+        reply: Any = await self.client.xreadgroup(
             OUTBOX_GROUP, consumer, streams, count=count, block=None if pending else block_ms
         )
         entries: list[OutboxEntry] = []
+        # RESP3 answers a map of stream → [entries]; RESP2 a list of [stream, entries].
         items = reply.items() if isinstance(reply, dict) else ((k, [v]) for k, v in reply or [])
         for key, batches in items:
             symbol = by_key[key.decode() if isinstance(key, bytes) else key]

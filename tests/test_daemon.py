@@ -7,7 +7,9 @@ from decimal import Decimal
 from harness import Collector, mqtt_client, publish, running, settings_for
 
 
-def position(pid: str, side: str = "long", qty: str = "0.5", margin: str = "3000", seq: int = 1) -> dict[str, object]:
+def position(
+    pid: str, side: str = "long", qty: str = "0.5", margin: str = "3000", seq: int = 1
+) -> dict[str, object]:
     return {
         "id": pid,
         "account": "acct-42",
@@ -20,12 +22,20 @@ def position(pid: str, side: str = "long", qty: str = "0.5", margin: str = "3000
     }
 
 
-async def test_crash_liquidates_the_long_and_spares_the_short(redis_url: str, mqtt_url: str, prefix: str) -> None:
-    """A mark below a long's liquidation price publishes one liquidation event for it, none for the short."""
+async def test_crash_liquidates_the_long_and_spares_the_short(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """A mark below a long's liquidation price liquidates it (one event) and spares the short."""
     settings = settings_for(redis_url, mqtt_url, prefix)
-    async with running(settings), Collector(mqtt_url, prefix) as events, mqtt_client(mqtt_url) as client:
+    async with (
+        running(settings),
+        Collector(mqtt_url, prefix) as events,
+        mqtt_client(mqtt_url) as client,
+    ):
         await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "60000", "ts": 1})
-        await publish(client, f"{prefix}/positions", [position("p-long"), position("p-short", side="short")])
+        await publish(
+            client, f"{prefix}/positions", [position("p-long"), position("p-short", side="short")]
+        )
         await publish(client, f"{prefix}/prices/BTCUSDT/index", {"price": "53990", "ts": 2})
         await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "54000", "ts": 3})
         received = await events.wait_for(1)

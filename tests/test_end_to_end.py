@@ -11,15 +11,43 @@ import random
 from decimal import Decimal
 from typing import Any
 
-from harness import Collector, mqtt_client, publish, running, settings_for, settled, stored_positions
+from harness import (
+    Collector,
+    mqtt_client,
+    publish,
+    running,
+    settings_for,
+    settled,
+    stored_positions,
+)
 
 from monitor.config import Settings
 from monitor.margin import Contract, ContractKind, Position, Side, assess
 
 SYMBOLS = ("BTCUSDT", "BTCUSD")
 START = Decimal(64000)
-PATH = [64000, 63000, 63600, 62500, 63200, 61800, 62600, 61000, 62200, 63800, 65000,
-        64400, 65600, 64800, 66400, 65500, 67200, 66000, 63000, 64500]
+PATH = [
+    64000,
+    63000,
+    63600,
+    62500,
+    63200,
+    61800,
+    62600,
+    61000,
+    62200,
+    63800,
+    65000,
+    64400,
+    65600,
+    64800,
+    66400,
+    65500,
+    67200,
+    66000,
+    63000,
+    64500,
+]
 
 
 def make_positions(settings: Settings, count: int, seed: int = 11) -> list[dict[str, Any]]:
@@ -59,7 +87,9 @@ def expected_events(settings: Settings, positions: list[dict[str, Any]]) -> set[
     expected: set[tuple[str, str]] = set()
     for p in positions:
         contract: Contract = settings.symbols[p["symbol"]]
-        position = Position(Side(p["side"]), Decimal(p["qty"]), Decimal(p["entry_price"]), Decimal(p["margin"]))
+        position = Position(
+            Side(p["side"]), Decimal(p["qty"]), Decimal(p["entry_price"]), Decimal(p["margin"])
+        )
         status, transitions = "healthy", 0
         for price in [START, *PATH]:
             state = assess(contract, position, Decimal(price))
@@ -75,23 +105,35 @@ def expected_events(settings: Settings, positions: list[dict[str, Any]]) -> set[
                     new = "healthy"
             if new != status:
                 transitions += 1
-                kind = {"liquidated": "liquidation", "margin_call": "margin_call", "healthy": "margin_call_cleared"}[new]
+                kind = {
+                    "liquidated": "liquidation",
+                    "margin_call": "margin_call",
+                    "healthy": "margin_call_cleared",
+                }[new]
                 expected.add((f"{p['id']}:1:{transitions}", kind))
                 status = new
     return expected
 
 
-async def test_events_equal_the_independently_computed_set(redis_url: str, mqtt_url: str, prefix: str) -> None:
-    """3,000 positions over a wobbling path of 20 marks: the events received are exactly the expected ones."""
+async def test_events_equal_the_independently_computed_set(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """3,000 positions, a wobbling path of 20 marks: exactly the expected events arrive."""
     settings = settings_for(redis_url, mqtt_url, prefix)
     positions = make_positions(settings, 3000)
     expected = expected_events(settings, positions)
     kinds = {kind for _, kind in expected}
-    assert kinds == {"margin_call", "margin_call_cleared", "liquidation"}, "the path must exercise every transition"
+    assert kinds == {"margin_call", "margin_call_cleared", "liquidation"}, (
+        "the path must exercise every transition"
+    )
     touched = {event_id.rsplit(":", 2)[0] for event_id, _ in expected}
     assert 200 < len(touched) < len(positions), "some positions must never cross"
 
-    async with running(settings) as daemon, Collector(mqtt_url, prefix) as events, mqtt_client(mqtt_url) as client:
+    async with (
+        running(settings) as daemon,
+        Collector(mqtt_url, prefix) as events,
+        mqtt_client(mqtt_url) as client,
+    ):
         ts = 1
         for symbol in SYMBOLS:
             await publish(client, f"{prefix}/prices/{symbol}/mark", {"price": str(START), "ts": ts})
@@ -102,7 +144,9 @@ async def test_events_equal_the_independently_computed_set(redis_url: str, mqtt_
         for price in PATH:
             ts += 1
             for symbol in SYMBOLS:
-                await publish(client, f"{prefix}/prices/{symbol}/mark", {"price": str(price), "ts": ts})
+                await publish(
+                    client, f"{prefix}/prices/{symbol}/mark", {"price": str(price), "ts": ts}
+                )
             for symbol in SYMBOLS:
                 # One mark at a time, so the reference's tick-by-tick path is the daemon's too.
                 await settled(daemon, symbol, ts)
@@ -112,4 +156,6 @@ async def test_events_equal_the_independently_computed_set(redis_url: str, mqtt_
     ids = [(e["event_id"], e["type"]) for e in received]
     assert len(ids) == len(set(ids)), "no event may arrive twice"
     assert set(ids) == expected
-    assert all(topic.split("/")[-1] == e["type"] for topic, e in zip(events.topics, received, strict=True))
+    assert all(
+        topic.split("/")[-1] == e["type"] for topic, e in zip(events.topics, received, strict=True)
+    )
