@@ -140,19 +140,25 @@ class Daemon:
             await self.redis.aclose()
         log.info("stopped")
 
+    def idle(self) -> bool:
+        """True when no tick or position version is queued or being evaluated."""
+        return not (
+            self.coalescer.busy
+            or self.coalescer.backlog
+            or not self.positions.empty()
+            or self.positions_in_flight
+        )
+
     async def _drain(self) -> None:
         # Polling, not an Event: "nothing queued anywhere" is a condition over
-        # several queues and Redis, checked a few times during shutdown only.
-        with contextlib.suppress(TimeoutError):
+        # several queues and Redis, checked only during shutdown.
+        symbols = list(self.settings.symbols)
+        with contextlib.suppress(TimeoutError, *REDIS_DOWN):
             async with asyncio.timeout(self.drain_timeout_s):
-                while (
-                    self.coalescer.backlog or not self.positions.empty() or self.positions_in_flight
-                ):
-                    await asyncio.sleep(0.01)  # noqa: ASYNC110
-                while self.bus.connected.is_set() and await self.store.outbox_length(
-                    list(self.settings.symbols)
-                ):
-                    await asyncio.sleep(0.02)  # noqa: ASYNC110
+                while not self.idle():  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                while self.bus.connected.is_set() and await self.store.outbox_length(symbols):
+                    await asyncio.sleep(0.02)
 
     async def _retry_redis(self, call: Callable[..., Awaitable[T]], *args: object) -> T:
         """Run ``call`` until Redis answers, backing off meanwhile (reported as not ready)."""

@@ -115,21 +115,12 @@ async def publish(client: aiomqtt.Client, topic: str, document: Any) -> None:
     await client.publish(topic, orjson.dumps(document), qos=1)
 
 
-def _idle(daemon: Daemon) -> bool:
-    return not (
-        daemon.coalescer.busy
-        or daemon.coalescer.backlog
-        or not daemon.positions.empty()
-        or daemon.positions_in_flight
-    )
-
-
 async def settled(daemon: Daemon, symbol: str, mark_ts: int, timeout: float = 10.0) -> None:
     """Wait until the mark stamped ``mark_ts`` is stored and everything queued is evaluated."""
     async with asyncio.timeout(timeout):
         while True:
             quote = await daemon.store.quote(symbol)
-            if quote is not None and quote.mark_ts_ms >= mark_ts and _idle(daemon):
+            if quote is not None and quote.mark_ts_ms >= mark_ts and daemon.idle():
                 return
             await asyncio.sleep(0.005)
 
@@ -138,5 +129,5 @@ async def stored_positions(daemon: Daemon, symbol: str, count: int, timeout: flo
     """Wait until ``count`` positions of ``symbol`` are stored and nothing is queued."""
     key = daemon.store.keys.positions(symbol)
     async with asyncio.timeout(timeout):
-        while await daemon.store.client.hlen(key) < count or not _idle(daemon):
+        while await daemon.store.client.hlen(key) < count or not daemon.idle():
             await asyncio.sleep(0.01)
