@@ -157,7 +157,7 @@ class Daemon:
             async with asyncio.timeout(self.drain_timeout_s):
                 while not self.idle():  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
-                while self.bus.connected.is_set() and await self.store.outbox_length(symbols):
+                while self.bus.connected.is_set() and await self.store.outbox_length(symbols):  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
 
     async def _retry_redis(self, call: Callable[..., Awaitable[T]], *args: object) -> T:
