@@ -7,10 +7,13 @@ doubled, nothing for a position that never crossed.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from harness import (
     Collector,
     mqtt_client,
@@ -115,41 +118,50 @@ def expected_events(settings: Settings, positions: list[dict[str, Any]]) -> set[
     return expected
 
 
+@pytest.mark.parametrize("monitors", [1, 2])
 async def test_events_equal_the_independently_computed_set(
-    redis_url: str, mqtt_url: str, prefix: str
+    redis_url: str, mqtt_url: str, prefix: str, monitors: int
 ) -> None:
-    """3,000 positions, a wobbling path of 20 marks: exactly the expected events arrive."""
+    """3,000 positions, a wobbling path of 20 marks: exactly the expected events arrive.
+
+    With two monitors on one Redis and one broker, both evaluate every tick,
+    and still each transition is published once.
+    """
     settings = settings_for(redis_url, mqtt_url, prefix)
     positions = make_positions(settings, 3000)
     expected = expected_events(settings, positions)
     kinds = {kind for _, kind in expected}
-    assert kinds == {"margin_call", "margin_call_cleared", "liquidation"}, (
-        "the path must exercise every transition"
-    )
+    assert kinds == {"margin_call", "margin_call_cleared", "liquidation"}
     touched = {event_id.rsplit(":", 2)[0] for event_id, _ in expected}
     assert 200 < len(touched) < len(positions), "some positions must never cross"
 
-    async with (
-        running(settings) as daemon,
-        Collector(mqtt_url, prefix) as events,
-        mqtt_client(mqtt_url) as client,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        daemons = [
+            await stack.enter_async_context(
+                running(replace(settings, mqtt=replace(settings.mqtt, client_id=f"{prefix}-m{n}")))
+            )
+            for n in range(monitors)
+        ]
+        events = await stack.enter_async_context(Collector(mqtt_url, prefix))
+        client = await stack.enter_async_context(mqtt_client(mqtt_url))
         ts = 1
         for symbol in SYMBOLS:
             await publish(client, f"{prefix}/prices/{symbol}/mark", {"price": str(START), "ts": ts})
         for start in range(0, len(positions), 500):
             await publish(client, f"{prefix}/positions", positions[start : start + 500])
-        for symbol in SYMBOLS:
-            await stored_positions(daemon, symbol, len(positions) // 2)
+        for daemon in daemons:
+            for symbol in SYMBOLS:
+                await stored_positions(daemon, symbol, len(positions) // 2)
         for price in PATH:
             ts += 1
             for symbol in SYMBOLS:
                 await publish(
                     client, f"{prefix}/prices/{symbol}/mark", {"price": str(price), "ts": ts}
                 )
-            for symbol in SYMBOLS:
-                # One mark at a time, so the reference's tick-by-tick path is the daemon's too.
-                await settled(daemon, symbol, ts)
+            # One mark at a time, so the reference's tick-by-tick path is the daemons' too.
+            for daemon in daemons:
+                for symbol in SYMBOLS:
+                    await settled(daemon, symbol, ts)
         received = await events.wait_for(len(expected), timeout=30)
         await events.quiet(0.5)
 
