@@ -1,0 +1,104 @@
+"""Measure `liqmon positions load`: time to load N positions and Redis memory per position.
+
+Starts its own redis-server (monitor.embedded), writes N random positions over
+the example configuration's symbols to a JSON Lines file, runs the real
+`liqmon positions load` command on it, and reports wall time, rate and
+`INFO memory` used_memory before/after divided by N.
+
+    .venv/bin/python benchmarks/load.py --positions 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from monitor.embedded import RedisServer
+
+SYMBOLS = {"BTCUSDT": 64000, "ETHUSDT": 3400, "SOLUSDT": 150, "BTCUSD": 64000, "ETHUSD": 3400}
+INVERSE = {"BTCUSD": 100, "ETHUSD": 10}
+
+
+def write_positions(path: Path, count: int, seed: int) -> None:
+    """N positions, leverage 2-50x, with a mark set per symbol before loading."""
+    rng = random.Random(seed)
+    names = list(SYMBOLS)
+    with path.open("w") as out:
+        for n in range(count):
+            symbol = names[n % len(names)]
+            price = SYMBOLS[symbol] * rng.uniform(0.95, 1.05)
+            leverage = rng.uniform(2, 50)
+            if symbol in INVERSE:
+                qty = rng.randint(1, 2000)
+                margin = qty * INVERSE[symbol] / price / leverage
+                entry, margin_text = f"{price:.1f}", f"{margin:.8f}"
+            else:
+                qty = round(rng.uniform(0.001, 200_000 / SYMBOLS[symbol]), 3) or 0.001
+                margin = qty * price / leverage
+                entry, margin_text = f"{price:.2f}", f"{margin:.2f}"
+            out.write(
+                json.dumps(
+                    {
+                        "id": f"p-{n}",
+                        "account": f"acct-{n % 5000}",
+                        "symbol": symbol,
+                        "side": "long" if n % 3 else "short",
+                        "qty": str(qty),
+                        "entry_price": entry,
+                        "margin": margin_text,
+                        "seq": 1,
+                    }
+                )
+                + "\n"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--positions", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as server:
+        data = Path(tmp) / "positions.jsonl"
+        started = time.perf_counter()
+        write_positions(data, args.positions, args.seed)
+        print(f"generated {args.positions:,} positions in {time.perf_counter() - started:.1f} s")
+        client = redis.Redis.from_url(server.url)
+        for symbol, price in SYMBOLS.items():
+            client.hset(f"liqmon:{{{symbol}}}:price", mapping={"mark": price, "mark_ts": 1})
+        before = int(client.info("memory")["used_memory"])
+        env = dict(os.environ, LIQMON_REDIS_URL=server.url)
+        liqmon = Path(sys.executable).parent / "liqmon"
+        started = time.perf_counter()
+        subprocess.run([str(liqmon), "positions", "load", str(data)], env=env, check=True)
+        seconds = time.perf_counter() - started
+        after = int(client.info("memory")["used_memory"])
+        outbox = sum(
+            int(client.memory_usage(f"liqmon:{{{symbol}}}:outbox", samples=0) or 0)
+            for symbol in SYMBOLS
+        )
+        events = sum(client.xlen(f"liqmon:{{{symbol}}}:outbox") for symbol in SYMBOLS)
+        per_position = (after - before - outbox) / args.positions
+        report = {
+            "events_queued_at_load": events,
+            "outbox_bytes": outbox,
+            "positions": args.positions,
+            "load_seconds": round(seconds, 2),
+            "positions_per_second": round(args.positions / seconds),
+            "redis_bytes_per_position_excluding_outbox": round(per_position, 1),
+        }
+        print(json.dumps(report, indent=2))
+        client.close()
+
+
+if __name__ == "__main__":
+    main()
