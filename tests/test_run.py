@@ -1,0 +1,139 @@
+"""The daemon as an operator runs it, and as it behaves when the broker goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+
+import aiomqtt
+import orjson
+from harness import publish, running, settings_for, stored_positions
+from prometheus_client.parser import text_string_to_metric_families
+
+from feeds.tick import PriceKind, PriceTick
+from monitor.embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+LIQMON = Path(sys.executable).parent / "liqmon"
+
+
+def get(url: str) -> tuple[int, bytes]:
+    """Status and body of a GET, without raising on 503."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_liqmon_run_is_ready_serves_metrics_and_stops_cleanly_on_sigterm(
+    redis_url: str, mqtt_url: str
+) -> None:
+    """`liqmon run` gets ready, serves valid Prometheus metrics, and exits 0 on SIGTERM."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        LIQMON_REDIS_URL=redis_url,
+        LIQMON_MQTT_URL=mqtt_url,
+        LIQMON_HTTP_PORT=str(port),
+        LIQMON_LOG_FORMAT="json",
+    )
+    process = subprocess.Popen(
+        [str(LIQMON), "--config", str(ROOT / "config" / "liqmon.toml"), "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        status = 0
+        while time.monotonic() < deadline:
+            try:
+                status, body = get(f"http://127.0.0.1:{port}/readyz")
+            except OSError:
+                status = 0
+            if status == 200:
+                break
+            time.sleep(0.1)
+        assert status == 200, "the daemon should become ready"
+        assert orjson.loads(body) == {"status": "ready"}
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        status, metrics = get(f"http://127.0.0.1:{port}/metrics")
+        names = {family.name for family in text_string_to_metric_families(metrics.decode())}
+        assert {"liqmon_ready", "liqmon_outbox_length", "liqmon_events"} <= names
+        assert get(f"http://127.0.0.1:{port}/nope")[0] == 404
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        _, stderr = process.communicate()
+    lines = [orjson.loads(line) for line in stderr.splitlines() if line.startswith(b"{")]
+    assert "stopped" in [line["event"] for line in lines]
+
+
+async def test_events_wait_in_redis_while_the_broker_is_down(
+    redis_url: str, fresh_mosquitto, tmp_path: Path, prefix: str
+) -> None:
+    """With the broker stopped, liquidations wait in the outbox; when it is back, all arrive."""
+    broker = fresh_mosquitto()
+    settings = settings_for(redis_url, broker.url, prefix)
+    host, port = broker.host, broker.port
+    positions = [
+        {
+            "id": f"p-{n}",
+            "account": "acct-1",
+            "symbol": "BTCUSDT",
+            "side": "long",
+            "qty": "1",
+            "entry_price": "60000",
+            "margin": str(6000 - 10 * n),
+            "seq": 1,
+        }
+        for n in range(50)
+    ]
+    subscriber = aiomqtt.Client(host, port, identifier=f"{prefix}-sub", clean_session=False)
+    async with running(settings) as daemon:
+        async with subscriber:
+            await subscriber.subscribe(f"{prefix}/events/#", qos=1)
+        async with aiomqtt.Client(host, port) as client:
+            await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "60000", "ts": 1})
+            await publish(client, f"{prefix}/positions", positions)
+        await stored_positions(daemon, "BTCUSDT", len(positions))
+
+        broker.stop()
+        async with asyncio.timeout(10):
+            while "mqtt" not in await daemon.failing():
+                await asyncio.sleep(0.05)
+        # Prices from a venue feed keep flowing while the broker is down.
+        await daemon.intake.on_tick(PriceTick("BTCUSDT", PriceKind.MARK, Decimal(50000), 2, "test"))
+        async with asyncio.timeout(10):
+            while await daemon.store.outbox_length(["BTCUSDT"]) < len(positions):
+                await asyncio.sleep(0.05)
+
+        broker.restart()
+        received: list[dict[str, object]] = []
+        async with aiomqtt.Client(
+            host, port, identifier=f"{prefix}-sub", clean_session=False
+        ) as again:
+            async with asyncio.timeout(20):
+                async for message in again.messages:
+                    assert isinstance(message.payload, bytes)
+                    received.append(orjson.loads(message.payload))
+                    if len(received) == len(positions):
+                        break
+        async with asyncio.timeout(10):
+            while await daemon.store.outbox_length(["BTCUSDT"]):
+                await asyncio.sleep(0.05)
+
+    assert sorted(e["event_id"] for e in received) == sorted(f"p-{n}:1:1" for n in range(50))
+    assert {e["type"] for e in received} == {"liquidation"}
