@@ -86,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--json", action="store_true", help="one JSON event per line")
     watch.add_argument("--count", type=int, default=0, help="exit after this many events")
 
+    replay = commands.add_parser("replay", help="publish recorded ticks to the price topics")
+    replay.add_argument("file", type=Path, help="JSON Lines or CSV recording")
+    replay.add_argument(
+        "--speed", type=float, default=1.0, help="N× recorded pace; 0 = as fast as possible"
+    )
+
+    record = commands.add_parser("record", help="write the configured [[sources]] to a file")
+    record.add_argument("file", type=Path, help="JSON Lines (.jsonl) or CSV (.csv)")
+    record.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
+
     demo = commands.add_parser("demo", help="local Redis and broker, seeded book, a crash")
     demo.add_argument("--positions", type=int, default=10_000)
     demo.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
@@ -115,6 +125,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(_positions(settings, args))
     elif args.command == "watch":
         asyncio.run(_watch(settings, args))
+    elif args.command == "replay":
+        from monitor.recording import replay
+
+        if not args.file.exists():
+            _fail(f"{args.file}: no such file")
+        if args.speed < 0:
+            _fail("--speed must not be negative")
+        asyncio.run(replay(settings, args.file, args.speed or None))
+    elif args.command == "record":
+        from monitor.recording import record
+
+        if not settings.sources:
+            _fail(f"{settings.source}: no [[sources]] configured to record")
+        asyncio.run(record(list(settings.sources), args.file, args.duration))
 
 
 async def _run(settings: Settings) -> None:
