@@ -95,6 +95,8 @@ class Bus:
     async def run(self) -> None:
         """Connect, subscribe, consume and publish until cancelled. Cancelling is safe."""
         client = make_client(self.settings, self.settings.client_id, persistent=True)
+        # Batches keep up to max_inflight publishes pending by design.
+        client.pending_calls_threshold = self.settings.max_inflight
         backoff = Backoff()
         while True:
             try:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from feeds.config import source_from_config
 from feeds.source import PriceSource
 from monitor.errors import ConfigError, Rejection
+from monitor.guards import DEFAULT_GUARDS, GuardSettings, parse_guard_settings
 from monitor.margin import Bracket, Contract, ContractKind, check_brackets
 from monitor.status import RiskLimits
 from monitor.wire import check_name
@@ -104,6 +105,7 @@ class Settings:
     symbols: Mapping[str, Contract] = field(default_factory=dict)
     source: str = "<defaults>"
     sources: tuple[PriceSource, ...] = ()
+    guards: Mapping[str, GuardSettings] = field(default_factory=dict)
 
 
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +118,8 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         raise ConfigError(f"{path}: file not found (pass --config FILE)") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     return parse_settings(document, str(path), environ)
 
 
@@ -124,7 +128,9 @@ def parse_settings(
 ) -> Settings:
     """Validate a decoded TOML document (see :func:`load_settings`)."""
     reader = _Reader(source)
-    reader.only(document, "", {"redis", "mqtt", "http", "risk", "limits", "symbols", "sources"})
+    reader.only(
+        document, "", {"redis", "mqtt", "http", "risk", "limits", "symbols", "sources", "guards"}
+    )
     redis_doc = reader.table(document, "redis")
     mqtt_doc = reader.table(document, "mqtt")
     http_doc = reader.table(document, "http")
@@ -141,12 +147,13 @@ def parse_settings(
     reader.only(limits_doc, "limits", {"max_payload_bytes", "max_batch", "dead_letter_maxlen"})
 
     redis = RedisSettings(
-        url=environ.get("LIQMON_REDIS_URL")
+        url=_env_url(environ, "LIQMON_REDIS_URL", ("redis", "rediss"))
         or reader.url(redis_doc, "redis.url", ("redis", "rediss")),
         key_prefix=reader.name(redis_doc, "redis.key_prefix", RedisSettings().key_prefix),
     )
     mqtt = MqttSettings(
-        url=environ.get("LIQMON_MQTT_URL") or reader.url(mqtt_doc, "mqtt.url", ("mqtt", "mqtts")),
+        url=_env_url(environ, "LIQMON_MQTT_URL", ("mqtt", "mqtts"))
+        or reader.url(mqtt_doc, "mqtt.url", ("mqtt", "mqtts")),
         topic_prefix=reader.name(mqtt_doc, "mqtt.topic_prefix", MqttSettings().topic_prefix),
         client_id=reader.name(mqtt_doc, "mqtt.client_id", MqttSettings().client_id),
         ca_file=reader.optional_str(mqtt_doc, "mqtt.ca_file"),
@@ -194,9 +201,43 @@ def parse_settings(
         name: reader.contract(name, reader.table(symbols_doc, name, f"symbols.{name}"), risk)
         for name in symbols_doc
     }
-    return Settings(
-        redis, mqtt, http, risk, limits, symbols, source, reader.sources(document, symbols)
+    default_guards = parse_guard_settings(
+        reader.table(document, "guards"), f"{source}: guards", DEFAULT_GUARDS
     )
+    guards = {
+        name: parse_guard_settings(
+            reader.table(symbols_doc[name], "guards", f"symbols.{name}.guards"),
+            f"{source}: symbols.{name}.guards",
+            default_guards,
+        )
+        for name in symbols_doc
+    }
+    return Settings(
+        redis, mqtt, http, risk, limits, symbols, source, reader.sources(document, symbols), guards
+    )
+
+
+def _url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
+    """What is wrong with a Redis or MQTT URL, or None."""
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        return f"must start with {' or '.join(s + '://' for s in schemes)}, got {value!r}"
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port only when asked)
+    except ValueError:
+        return f"port must be between 0 and 65535, got {value!r}"
+    return None
+
+
+def _env_url(environ: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    """A URL override from the environment (None when unset or empty), validated."""
+    value = environ.get(name)
+    if not value:
+        return None
+    problem = _url_problem(value, schemes)
+    if problem:
+        raise ConfigError(f"{name}: {problem}")
+    return value
 
 
 class _Reader:
@@ -244,10 +285,9 @@ class _Reader:
     def url(self, table: Mapping[str, Any], key: str, schemes: tuple[str, ...]) -> str:
         default = RedisSettings().url if schemes[0] == "redis" else MqttSettings().url
         value = self.string(table, key, default)
-        if urlsplit(value).scheme not in schemes:
-            self.fail(
-                key, f"must start with {' or '.join(s + '://' for s in schemes)}, got {value!r}"
-            )
+        problem = _url_problem(value, schemes)
+        if problem:
+            self.fail(key, problem)
         return value
 
     def integer(
@@ -287,8 +327,10 @@ class _Reader:
             where = f"sources[{index}]"
             if not isinstance(table, dict):
                 self.fail(where, "must be a table")
-            for venue_symbol, symbol in (table.get("symbols") or {}).items():
-                if symbol not in symbols:
+            names = table.get("symbols")
+            # A symbols value of the wrong shape is left to source_from_config to name.
+            for venue_symbol, symbol in names.items() if isinstance(names, dict) else ():
+                if isinstance(symbol, str) and symbol not in symbols:
                     self.fail(
                         f"{where}.symbols.{venue_symbol}", f"{symbol!r} is not a configured symbol"
                     )
@@ -304,7 +346,7 @@ class _Reader:
             check_name(where, name)
         except Rejection as rejection:
             self.fail(where, rejection.detail)
-        self.only(doc, where, {"contract", "contract_size", "close_fee_rate", "brackets"})
+        self.only(doc, where, {"contract", "contract_size", "close_fee_rate", "brackets", "guards"})
         kind_text = doc.get("contract")
         try:
             kind = ContractKind(str(kind_text))

@@ -28,6 +28,7 @@ from monitor.coalesce import MarkCoalescer
 from monitor.config import Settings
 from monitor.engine import Engine, Outcome
 from monitor.errors import Rejection
+from monitor.guards import PriceGuards
 from monitor.http import HttpEndpoint
 from monitor.intake import Intake
 from monitor.keys import Keys
@@ -65,6 +66,8 @@ class Daemon:
             self.store, settings.symbols, settings.risk, settings.mqtt.topic_prefix
         )
         self.coalescer = MarkCoalescer()
+        self.guards = PriceGuards(settings.guards)
+        self.engine.may_decide = lambda symbol: self.guards.may_decide(symbol, time.monotonic())
         self.positions: asyncio.Queue[list[PositionUpdate]] = asyncio.Queue(maxsize=1000)
         self.intake = Intake(
             self.store,
@@ -74,6 +77,7 @@ class Daemon:
             self.coalescer,
             self.positions,
             self.metrics,
+            self.guards,
         )
         self.bus = Bus(
             settings.mqtt,
@@ -127,6 +131,7 @@ class Daemon:
                 for n in range(self.workers):
                     start(self._tick_worker(), f"tick-worker-{n}")
                 start(self._position_worker(), "position-worker")
+                start(self._sweep_guards(), "guard-sweep")
                 for source in self.sources:
                     start(
                         source.run(self._source_tick, self._source_reject), f"source-{source.name}"
@@ -189,17 +194,29 @@ class Daemon:
             symbol = await self.coalescer.ready.get()
             try:
                 for tick in self.coalescer.take(symbol):
-                    started = time.perf_counter()
-                    outcome = await self._retry_redis(self.engine.on_mark, tick)
-                    if outcome is None:
-                        self.metrics.ticks_dropped.labels(symbol, "mark").inc()
-                        continue
-                    self.metrics.ticks_evaluated.labels(symbol).inc()
-                    self.metrics.candidates.labels(symbol).inc(outcome.evaluated)
-                    self.metrics.tick_seconds.observe(time.perf_counter() - started)
-                    self._log_events(outcome)
+                    await self._evaluate(tick)
             finally:
                 self.coalescer.done(symbol)
+
+    async def _evaluate(self, tick: PriceTick) -> None:
+        started = time.perf_counter()
+        allow = self.guards.may_liquidate(tick.symbol, time.monotonic())
+        try:
+            outcome = await self._retry_redis(self.engine.on_mark, tick, allow)
+        except Exception:
+            # A bug must not take every other symbol down with it. Nothing was
+            # committed for the failed part; the trigger stays crossed, so the
+            # next tick evaluates those positions again.
+            self.metrics.evaluation_errors.labels("tick").inc()
+            log.exception("tick_evaluation_failed", symbol=tick.symbol, price=str(tick.price))
+            return
+        if outcome is None:
+            self.metrics.ticks_dropped.labels(tick.symbol, "mark").inc()
+            return
+        self.metrics.ticks_evaluated.labels(tick.symbol).inc()
+        self.metrics.candidates.labels(tick.symbol).inc(outcome.evaluated)
+        self.metrics.tick_seconds.observe(time.perf_counter() - started)
+        self._log_events(outcome)
 
     async def _position_worker(self) -> None:
         while True:
@@ -207,11 +224,27 @@ class Daemon:
             self.positions_in_flight = len(batch)
             try:
                 outcome = await self._retry_redis(self.engine.apply_updates, batch)
+            except Exception:
+                self.metrics.evaluation_errors.labels("positions").inc()
+                log.exception("position_batch_failed", count=len(batch))
+                continue
             finally:
                 self.positions_in_flight = 0
             self.metrics.positions.labels("applied").inc(outcome.applied)
             self.metrics.positions.labels("ignored_stale_seq").inc(outcome.ignored)
             self._log_events(outcome)
+
+    async def _sweep_guards(self) -> None:
+        while True:
+            now = time.monotonic()
+            await self.intake.alerts(self.guards.sweep(now))
+            for symbol in self.settings.symbols:
+                state = self.guards.state(symbol, now)
+                if state.get("age_s") is not None:
+                    self.metrics.feed_age.labels(symbol).set(float(str(state["age_s"])))
+                self.metrics.feed_stale.labels(symbol).set(1 if state.get("stale") else 0)
+                self.metrics.liquidation_hold.labels(symbol).set(1 if state.get("holding") else 0)
+            await asyncio.sleep(1.0)
 
     async def _source_tick(self, tick: PriceTick) -> None:
         try:

@@ -24,6 +24,9 @@ from monitor.store import Store, Write
 
 log = structlog.get_logger("liqmon.engine")
 
+COMMIT_SLICE = 1000
+"""Writes per commit script call: bounds how long one call holds Redis."""
+
 MAX_ATTEMPTS = 8
 """Compare-and-set rounds before giving up on an id; more means a hot loop, i.e. a bug."""
 
@@ -58,12 +61,14 @@ class Engine:
         self.risk = risk
         self.topic_prefix = topic_prefix
         self.clock_ms = clock_ms
+        self.may_decide: Callable[[str], bool] = lambda symbol: True
+        """Whether the symbol's mark may be used to decide (the daemon's price guards)."""
 
     def topic(self, event: Event) -> str:
         """The MQTT topic of an event."""
         return f"{self.topic_prefix}/events/{event.account}/{event.symbol}/{event.type.value}"
 
-    async def on_mark(self, tick: PriceTick) -> Outcome | None:
+    async def on_mark(self, tick: PriceTick, allow_liquidation: bool = True) -> Outcome | None:
         """Evaluate the positions whose trigger a mark tick crossed; None if the tick was stale."""
         candidates = await self.store.accept_mark(tick.symbol, tick.price, tick.ts_ms)
         if candidates is None:
@@ -74,10 +79,15 @@ class Engine:
         outcome = Outcome(evaluated=len(candidates.records))
         writes = []
         for record, raw in candidates.records:
-            decision = evaluate(contract, record, quote, self.risk, now)
+            decision = evaluate(contract, record, quote, self.risk, now, allow_liquidation)
             if decision.event is not None:
                 writes.append(self._write(decision, raw))
-        await self._commit(tick.symbol, writes, quote, outcome)
+        # Commit in slices so that the first events of a large burst (most
+        # underwater first) reach the publisher while the rest are written.
+        for start in range(0, len(writes), COMMIT_SLICE):
+            await self._commit(
+                tick.symbol, writes[start : start + COMMIT_SLICE], quote, outcome, allow_liquidation
+            )
         return outcome
 
     async def on_index(self, tick: PriceTick) -> bool:
@@ -136,7 +146,10 @@ class Engine:
         writes = []
         for update, found in zip(updates, stored, strict=True):
             previous, raw = found if found is not None else (None, None)
-            decision = apply_update(contract, previous, update, quote, self.risk, now)
+            # On a stale mark (price guard) a version is stored but not judged;
+            # the first fresh tick evaluates it through the trigger index.
+            usable = quote if quote is not None and self.may_decide(symbol) else None
+            decision = apply_update(contract, previous, update, usable, self.risk, now)
             if decision is None:
                 outcome.ignored += 1
             else:
@@ -152,14 +165,16 @@ class Engine:
                     outcome.events.append(write.event)
         return [update for update in updates if update.id in conflicts]
 
-    async def _reevaluate(self, symbol: str, ids: list[str], quote: Quote) -> list[Write]:
+    async def _reevaluate(
+        self, symbol: str, ids: list[str], quote: Quote, allow_liquidation: bool
+    ) -> list[Write]:
         contract = self.contracts[symbol]
         now = self.clock_ms()
         writes = []
         for found in await self.store.records(symbol, ids):
             if found is None:
                 continue
-            decision = evaluate(contract, found[0], quote, self.risk, now)
+            decision = evaluate(contract, found[0], quote, self.risk, now, allow_liquidation)
             if decision.event is not None:
                 writes.append(self._write(decision, found[1]))
         return writes
@@ -170,6 +185,7 @@ class Engine:
         writes: list[Write],
         quote: Quote,
         outcome: Outcome,
+        allow_liquidation: bool,
     ) -> None:
         for _ in range(MAX_ATTEMPTS):
             if not writes:
@@ -179,7 +195,7 @@ class Engine:
             outcome.events += [w.event for w in writes if w.event and w.record.id not in conflicts]
             if not conflicts:
                 return
-            writes = await self._reevaluate(symbol, sorted(conflicts), quote)
+            writes = await self._reevaluate(symbol, sorted(conflicts), quote, allow_liquidation)
         log.error("tick_commit_gave_up", symbol=symbol, count=len(writes))
 
     def _write(self, decision: Decision, expected: bytes | None) -> Write:

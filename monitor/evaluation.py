@@ -111,10 +111,11 @@ def evaluate(
     quote: Quote,
     risk: RiskLimits,
     now_ms: int,
+    allow_liquidation: bool = True,
 ) -> Decision:
     """Re-assess ``record`` at the quote's mark: a new status and its event, if any."""
     state = assess(contract, record.position, quote.mark)
-    new_status = next_status(record.status, state, risk)
+    new_status = next_status(record.status, state, risk, allow_liquidation)
     event_type = event_for(record.status, new_status)
     if event_type is None:
         return Decision(record, triggers_for(contract, record, risk), None)

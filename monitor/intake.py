@@ -9,20 +9,29 @@ and never touches stored state.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Container
+import time
+from collections.abc import Callable, Container, Sequence
 
+import orjson
 import structlog
 
 from feeds.tick import PriceKind, PriceTick
 from monitor.coalesce import MarkCoalescer
 from monitor.config import Limits
 from monitor.errors import Rejection
+from monitor.guards import Alert, AlertType, PriceGuards, RejectReason
 from monitor.metrics import Metrics
 from monitor.position import PositionUpdate
 from monitor.store import REDIS_DOWN, Store
 from monitor.wire import positions_from_payload, price_from_payload
 
 log = structlog.get_logger("liqmon.intake")
+
+_DROPPED = {
+    RejectReason.OUT_OF_ORDER.value,
+    RejectReason.NOT_MARK_SOURCE.value,
+    RejectReason.NOT_INDEX_SOURCE.value,
+}
 
 
 class Intake:
@@ -37,6 +46,8 @@ class Intake:
         coalescer: MarkCoalescer,
         positions: asyncio.Queue[list[PositionUpdate]],
         metrics: Metrics,
+        guards: PriceGuards,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.symbols = symbols
@@ -45,6 +56,9 @@ class Intake:
         self.coalescer = coalescer
         self.positions = positions
         self.metrics = metrics
+        self.guards = guards
+        self.clock = clock
+        self.last_mark: dict[str, PriceTick] = {}
 
     @property
     def subscriptions(self) -> list[str]:
@@ -63,22 +77,61 @@ class Intake:
             await self.reject("mqtt", rejection.reason, rejection.detail, payload, topic)
 
     async def on_tick(self, tick: PriceTick) -> None:
-        """Accept a tick from any source (MQTT, a venue feed, a replay)."""
+        """Accept a tick from any source (MQTT, a venue feed, a replay), through the guards.
+
+        Raises :class:`Rejection` for a tick that must be dead-lettered (bad
+        price, absurd jump, unknown symbol); out-of-order ticks and ticks from
+        a source not chosen for the symbol are dropped and counted.
+        """
         self.metrics.ticks_received.labels(tick.symbol, tick.kind.value, tick.source).inc()
         if tick.symbol not in self.symbols:
             raise Rejection("unknown_symbol", f"no contract is configured for symbol {tick.symbol}")
-        if tick.kind is PriceKind.INDEX:
+        verdict = self.guards.on_tick(tick, self.clock())
+        await self.alerts(verdict.alerts)
+        if not verdict.accepted:
+            reason = verdict.reason.value if verdict.reason else "rejected"
+            if reason in _DROPPED:
+                self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
+                return
+            raise Rejection(reason, f"{tick.kind.value} {tick.price} from {tick.source}")
+        if tick.kind is PriceKind.INDEX and verdict.index is not None:
             # Stored at once, in arrival order, so a mark that follows it is
             # reported with it. The index is informational: when Redis is down
             # it is dropped rather than holding up the message loop.
             try:
-                accepted = await self.store.accept_index(tick.symbol, tick.price, tick.ts_ms)
+                await self.store.accept_index(tick.symbol, verdict.index, tick.ts_ms)
             except REDIS_DOWN:
-                accepted = False
-            if not accepted:
                 self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
-        elif not self.coalescer.offer(tick):
-            self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
+        if verdict.mark is not None:
+            self.last_mark[tick.symbol] = verdict.mark
+            if not self.coalescer.offer(verdict.mark):
+                self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
+
+    async def alerts(self, alerts: Sequence[Alert]) -> None:
+        """Publish guard alerts (through the outbox) and log and count them."""
+        for alert in alerts:
+            self.metrics.alerts.labels(alert.symbol, alert.type.value).inc()
+            log.warning("price_alert", symbol=alert.symbol, type=alert.type.value, **alert.detail)
+            emitted_ms = time.time_ns() // 1_000_000
+            alert_id = f"{alert.symbol}:{alert.type.value}:{emitted_ms}"
+            payload = {
+                "schema": 1,
+                "alert_id": alert_id,
+                "type": alert.type.value,
+                "symbol": alert.symbol,
+                "detail": alert.detail,
+                "emitted_at": emitted_ms,
+            }
+            topic = f"{self.prefix}/alerts/{alert.symbol}/{alert.type.value}"
+            try:
+                await self.store.enqueue(alert.symbol, alert_id, topic, orjson.dumps(payload))
+            except REDIS_DOWN as error:
+                log.error("alert_not_queued", symbol=alert.symbol, error=str(error))
+            last = self.last_mark.get(alert.symbol)
+            if alert.type is AlertType.PRICE_DEVIATION_CLEARED and last is not None:
+                # Liquidations held during the deviation are decided now, at
+                # the current mark, rather than at the next tick.
+                self.coalescer.offer(last)
 
     async def reject(
         self, source: str, reason: str, detail: str, payload: bytes, topic: str = ""

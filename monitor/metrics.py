@@ -47,6 +47,30 @@ class Metrics:
         self.positions = Counter(
             "liqmon_position_updates_total", "Position versions by result", ["result"], registry=r
         )
+        self.alerts = Counter(
+            "liqmon_alerts_total", "Price-guard alerts raised", ["symbol", "type"], registry=r
+        )
+        self.feed_age = Gauge(
+            "liqmon_feed_age_seconds",
+            "Seconds since the last accepted mark",
+            ["symbol"],
+            registry=r,
+        )
+        self.feed_stale = Gauge(
+            "liqmon_feed_stale", "1 while the symbol's mark is stale", ["symbol"], registry=r
+        )
+        self.liquidation_hold = Gauge(
+            "liqmon_liquidation_hold",
+            "1 while liquidations wait for mark and index to agree",
+            ["symbol"],
+            registry=r,
+        )
+        self.evaluation_errors = Counter(
+            "liqmon_evaluation_errors_total",
+            "Unexpected errors while evaluating",
+            ["stage"],
+            registry=r,
+        )
         self.outbox_length = Gauge(
             "liqmon_outbox_length", "Events waiting for the broker", registry=r
         )

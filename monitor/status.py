@@ -71,12 +71,20 @@ class RiskLimits:
     margin_call_clear_ratio: Decimal = Decimal("0.7")
 
 
-def next_status(current: Status, state: MarginState, risk: RiskLimits) -> Status:
-    """The status a position moves to at ``state``, given where it stands now."""
-    if current is Status.CLOSED:
+def next_status(
+    current: Status, state: MarginState, risk: RiskLimits, allow_liquidation: bool = True
+) -> Status:
+    """The status a position moves to at ``state``, given where it stands now.
+
+    With ``allow_liquidation`` False (a price guard holds liquidations, e.g.
+    mark and index disagree), a liquidatable position goes no further than a
+    margin call; its liquidation trigger stays crossed, so the first tick
+    after the hold lifts liquidates it.
+    """
+    if current is Status.CLOSED or current is Status.LIQUIDATED:
         return current
-    if current is Status.LIQUIDATED or state.liquidatable:
-        return Status.LIQUIDATED
+    if state.liquidatable:
+        return Status.LIQUIDATED if allow_liquidation else Status.MARGIN_CALL
     if current is Status.HEALTHY:
         return (
             Status.MARGIN_CALL if state.margin_ratio >= risk.margin_call_ratio else Status.HEALTHY

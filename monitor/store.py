@@ -203,6 +203,12 @@ class Store:
             )
         return {raw.decode() for raw in conflicts}
 
+    async def enqueue(self, symbol: str, event_id: str, topic: str, payload: bytes) -> None:
+        """Queue a message (an alert) in the symbol's outbox, to go out like events do."""
+        await self.client.xadd(
+            self.keys.outbox(symbol), {"event_id": event_id, "topic": topic, "payload": payload}
+        )
+
     async def symbol_of(self, position_id: str) -> str | None:
         """The symbol a position id belongs to, if known."""
         raw = await self.client.hget(self.keys.position_symbols, position_id)

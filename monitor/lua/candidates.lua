@@ -11,13 +11,18 @@ end
 redis.call('HSET', KEYS[1], 'mark', ARGV[1], 'mark_ts', ARGV[2])
 local index = redis.call('HMGET', KEYS[1], 'index', 'index_ts')
 local reply = {1, index[1] or '', index[2] or ''}
+-- HMGET in slices: Lua's unpack() cannot spread a burst of 100,000 ids at once.
+local SLICE = 1000
 local function collect(ids)
-  if #ids == 0 then return end
-  local records = redis.call('HMGET', KEYS[2], unpack(ids))
-  for i, id in ipairs(ids) do
-    if records[i] then
-      reply[#reply + 1] = id
-      reply[#reply + 1] = records[i]
+  for first = 1, #ids, SLICE do
+    local last = math.min(first + SLICE - 1, #ids)
+    local records = redis.call('HMGET', KEYS[2], unpack(ids, first, last))
+    for i = first, last do
+      local record = records[i - first + 1]
+      if record then
+        reply[#reply + 1] = ids[i]
+        reply[#reply + 1] = record
+      end
     end
   end
 end
