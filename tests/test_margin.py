@@ -1,5 +1,3 @@
-# Assertions are written ``expected == actual`` throughout, which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 """Unit and property tests of the pure margin math in :mod:`monitor.margin`.
 
 The worked examples are derived by hand from the formulas in the module

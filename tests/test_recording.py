@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 from harness import Collector, mqtt_client, publish, running, settings_for, stored_positions
 
 from feeds.replay import read_ticks
@@ -17,10 +18,21 @@ async def test_a_replayed_crash_liquidates(
 ) -> None:
     """A recording of a fall below a long's liquidation price, replayed, yields its liquidation."""
     recording = tmp_path / "crash.jsonl"
+    lines = [(1, "mark", "60000"), (2, "index", "54010"), (3, "mark", "54000")]
     recording.write_text(
-        '{"ts_ms": 1732400000001, "symbol": "BTCUSDT", "kind": "mark", "price": "60000", "source": "x"}\n'
-        '{"ts_ms": 1732400000002, "symbol": "BTCUSDT", "kind": "index", "price": "54010", "source": "x"}\n'
-        '{"ts_ms": 1732400000003, "symbol": "BTCUSDT", "kind": "mark", "price": "54000", "source": "x"}\n'
+        "".join(
+            orjson.dumps(
+                {
+                    "ts_ms": 1732400000000 + n,
+                    "symbol": "BTCUSDT",
+                    "kind": k,
+                    "price": p,
+                    "source": "x",
+                }
+            ).decode()
+            + "\n"
+            for n, k, p in lines
+        )
     )
     settings = settings_for(redis_url, mqtt_url, prefix)
     position = {
