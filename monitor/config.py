@@ -35,6 +35,25 @@ class RedisSettings:
 
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "liqmon"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        """True for a ``rediss://`` URL."""
+        return urlsplit(self.url).scheme == "rediss"
+
+    def client_options(self) -> dict[str, Any]:
+        """TLS keyword arguments for ``Redis.from_url`` (none for a plain ``redis://`` URL)."""
+        if not self.tls:
+            return {}
+        given = {
+            "ssl_ca_certs": self.ca_file,
+            "ssl_certfile": self.cert_file,
+            "ssl_keyfile": self.key_file,
+        }
+        return {name: value for name, value in given.items() if value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +155,7 @@ def parse_settings(
     http_doc = reader.table(document, "http")
     risk_doc = reader.table(document, "risk")
     limits_doc = reader.table(document, "limits")
-    reader.only(redis_doc, "redis", {"url", "key_prefix"})
+    reader.only(redis_doc, "redis", {"url", "key_prefix", "ca_file", "cert_file", "key_file"})
     reader.only(
         mqtt_doc,
         "mqtt",
@@ -150,6 +169,9 @@ def parse_settings(
         url=_env_url(environ, "LIQMON_REDIS_URL", ("redis", "rediss"))
         or reader.url(redis_doc, "redis.url", ("redis", "rediss")),
         key_prefix=reader.name(redis_doc, "redis.key_prefix", RedisSettings().key_prefix),
+        ca_file=reader.optional_str(redis_doc, "redis.ca_file"),
+        cert_file=reader.optional_str(redis_doc, "redis.cert_file"),
+        key_file=reader.optional_str(redis_doc, "redis.key_file"),
     )
     mqtt = MqttSettings(
         url=_env_url(environ, "LIQMON_MQTT_URL", ("mqtt", "mqtts"))

@@ -57,7 +57,10 @@ class Daemon:
         self.drain_timeout_s = drain_timeout_s
         self.metrics = Metrics()
         self.redis = aioredis.Redis.from_url(
-            settings.redis.url, socket_timeout=5, socket_connect_timeout=5
+            settings.redis.url,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            **settings.redis.client_options(),
         )
         self.store = Store(
             self.redis, Keys(settings.redis.key_prefix), settings.limits.dead_letter_maxlen
