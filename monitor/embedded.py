@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -280,6 +282,7 @@ class EmbeddedServer:
                 # Own session: a Ctrl-C in the demo's terminal must not reach the
                 # servers before liqmon has drained and stopped them in order.
                 start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl, before exec)
             )
         EmbeddedServer._live.add(self)
         deadline = time.monotonic() + self.start_timeout
@@ -526,3 +529,15 @@ def _reap_all() -> None:
     for server in list(EmbeddedServer._live):
         with contextlib.suppress(Exception):
             server.kill()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: be killed if liqmon dies (Linux), so no server is orphaned.
+
+    Runs between fork and exec; it only calls prctl(PR_SET_PDEATHSIG, SIGKILL).
+    Elsewhere than Linux it does nothing and the atexit hook is the only guard.
+    """
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
