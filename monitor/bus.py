@@ -142,4 +142,5 @@ class Bus:
             for entry in entries:
                 group.create_task(client.publish(entry.topic, entry.payload, qos=1))
         await self.store.ack_outbox(entries)
+        await self.store.record_published(entries)
         self.metrics.published.inc(len(entries))

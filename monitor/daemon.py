@@ -23,6 +23,7 @@ import structlog
 
 from feeds.source import PriceSource
 from feeds.tick import PriceTick
+from monitor.api import Api
 from monitor.bus import Backoff, Bus
 from monitor.coalesce import MarkCoalescer
 from monitor.config import Settings
@@ -90,7 +91,13 @@ class Daemon:
             self.intake.on_message,
             self.metrics,
         )
-        self.http = HttpEndpoint(settings.http.host, settings.http.port, self.metrics, self.failing)
+        self.http = HttpEndpoint(
+            settings.http.host,
+            settings.http.port,
+            self.metrics,
+            self.failing,
+            Api(self.store, settings.symbols, self.guards),
+        )
         self.recovered = asyncio.Event()
         self.redis_ok = False
         self.stopping = asyncio.Event()

@@ -1,29 +1,73 @@
-"""The HTTP endpoint: health, readiness and metrics, served by ``websockets``.
+"""The HTTP endpoint: health, metrics, the JSON API and the dashboard, served by ``websockets``.
 
 ``websockets`` answers plain HTTP requests from ``process_request`` on the
-same port as its websocket endpoint, so the dashboard's live feed can later
-share this port without another server.
+same port as its websocket endpoint, so one port serves all of it:
+
+=====================================  ==============================================
+``GET /healthz``                       the process is up
+``GET /readyz``                        200 when ready, else 503 with what is failing
+``GET /metrics``                       Prometheus text format
+``GET /api/positions``                 closest to liquidation first (:mod:`monitor.api`)
+``GET /api/positions/{id}``            one position (404 when unknown)
+``GET /api/events``                    recent published events and alerts
+``GET /api/symbols``                   prices, feed age and guard state per symbol
+``GET /``                              the dashboard (static files in ``dashboard/``)
+``/ws``                                the dashboard's live feed (:mod:`monitor.live`)
+=====================================  ==============================================
+
+Bad query parameters are a 400 and unknown ids a 404, each with
+``{"error": "..."}``; a 503 says Redis is unavailable.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from importlib import resources
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from monitor.api import Api, ApiError, parse_events_query, parse_positions_query, query_params
+from monitor.live import LiveFeed
 from monitor.metrics import Metrics
+from monitor.store import REDIS_DOWN
 
 Checks = Callable[[], Awaitable[dict[str, str]]]
 """Returns a map of failing dependency → reason (empty when ready)."""
 
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+}
+"""The dashboard's files: everything it loads comes from this endpoint."""
 
-def _response(status: int, body: bytes, content_type: str) -> Response:
-    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}.get(status, "")
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
-    return Response(status, reason, headers, body)
+PAGE_SECURITY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def _response(
+    status: int, body: bytes, content_type: str, extra: tuple[tuple[str, str], ...] = ()
+) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Cache-Control", "no-store"),
+            *extra,
+        ]
+    )
+    return Response(status, HTTPStatus(status).phrase, headers, body)
 
 
 def json_response(status: int, document: object) -> Response:
@@ -31,29 +75,61 @@ def json_response(status: int, document: object) -> Response:
     return _response(status, orjson.dumps(document), "application/json")
 
 
-class HttpEndpoint:
-    """``/healthz`` (the process is up), ``/readyz`` (Redis and MQTT usable), ``/metrics``."""
+def _load_static() -> dict[str, tuple[bytes, str]]:
+    folder = resources.files("monitor").joinpath("dashboard")
+    return {
+        path: (folder.joinpath(name).read_bytes(), content_type)
+        for path, (name, content_type) in STATIC.items()
+    }
 
-    def __init__(self, host: str, port: int, metrics: Metrics, readiness: Checks) -> None:
+
+class HttpEndpoint:
+    """Health, readiness, metrics; with an :class:`Api`, also ``/api/*``, ``/`` and ``/ws``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: Metrics,
+        readiness: Checks,
+        api: Api | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.metrics = metrics
         self.readiness = readiness
+        self.api = api
+        self.live = LiveFeed(api, metrics) if api is not None else None
+        self.static = _load_static() if api is not None else {}
         self.bound_port: int | None = None
 
     async def run(self) -> None:
         """Serve until cancelled. Cancelling is safe."""
         async with serve(
-            self._reject_websocket, self.host, self.port, process_request=self._route
+            self._websocket,
+            self.host,
+            self.port,
+            process_request=self._route,
+            max_size=16 * 1024,
+            server_header="liqmon",
         ) as server:
             self.bound_port = server.sockets[0].getsockname()[1] if server.sockets else self.port
-            await server.serve_forever()
+            if self.live is None:
+                await server.serve_forever()
+                return
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.live.run(), name="dashboard-feed")
+                group.create_task(server.serve_forever(), name="http-serve")
 
-    async def _reject_websocket(self, connection: ServerConnection) -> None:
-        await connection.close(1008, "no websocket endpoint here yet")
+    async def _websocket(self, connection: ServerConnection) -> None:
+        if self.live is None or connection.request is None or connection.request.path != "/ws":
+            await connection.close(1008, "the live feed is at /ws")
+            return
+        await self.live.serve(connection)
 
     async def _route(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
+        parts = urlsplit(request.path)
+        path = parts.path
         if path == "/healthz":
             return json_response(200, {"status": "ok"})
         if path == "/readyz":
@@ -64,5 +140,43 @@ class HttpEndpoint:
         if path == "/metrics":
             return _response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return None
-        return json_response(404, {"error": f"no such path: {path}"})
+            return None if path == "/ws" and self.live is not None else _not_found(path)
+        if path in self.static:
+            body, content_type = self.static[path]
+            return _response(200, body, content_type, (("Content-Security-Policy", PAGE_SECURITY),))
+        if path.startswith("/api/") and self.api is not None:
+            try:
+                return json_response(200, await self._api(self.api, path, parts.query))
+            except ApiError as error:
+                return json_response(error.status, {"error": error.message})
+            except REDIS_DOWN as error:
+                return json_response(503, {"error": f"redis unavailable: {error}"})
+        return _not_found(path)
+
+    async def _api(self, api: Api, path: str, query: str) -> dict[str, Any]:
+        if path == "/api/positions":
+            positions = parse_positions_query(query, api.symbols)
+            listing = await api.positions(positions)
+            return {
+                "positions": [row.document for row in listing.rows],
+                "count": len(listing.rows),
+                "limit": positions.limit,
+                "complete": listing.complete,
+            }
+        if path.startswith("/api/positions/"):
+            query_params(query, ())
+            segment = path.removeprefix("/api/positions/")
+            if not segment or "/" in segment:
+                raise ApiError(404, f"no such path: {path}")
+            return await api.position(unquote(segment))
+        if path == "/api/events":
+            events = await api.events(parse_events_query(query))
+            return {"events": events, "count": len(events)}
+        if path == "/api/symbols":
+            query_params(query, ())
+            return {"symbols": await api.symbols_state(), "positions": await api.counts()}
+        raise ApiError(404, f"no such path: {path}")
+
+
+def _not_found(path: str) -> Response:
+    return json_response(404, {"error": f"no such path: {path}"})

@@ -24,6 +24,9 @@ key                                      what
 ``liqmon:deadletter``                    stream: rejected input (source, reason,
                                          detail, payload), trimmed to about
                                          ``limits.dead_letter_maxlen``
+``liqmon:events``                        stream: events and alerts the broker
+                                         acknowledged (event_id, symbol, topic,
+                                         payload), trimmed to about 10,000
 =======================================  ===========================================
 """
 
@@ -75,3 +78,8 @@ class Keys:
     def dead_letter(self) -> str:
         """Stream of rejected input messages."""
         return f"{self.prefix}:deadletter"
+
+    @property
+    def published(self) -> str:
+        """Stream of recently published events and alerts (capped; for the API and dashboard)."""
+        return f"{self.prefix}:events"

@@ -34,6 +34,9 @@ from monitor.wire import decimal_str
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 """Errors that mean Redis is unreachable right now: retry with backoff, report not ready."""
 
+PUBLISHED_MAXLEN = 10_000
+"""About how many published events the ``published`` stream keeps."""
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -280,6 +283,31 @@ class Store:
             pipe.xack(key, OUTBOX_GROUP, entry.entry_id)
             pipe.xdel(key, entry.entry_id)
         await pipe.execute()
+
+    async def record_published(
+        self, entries: Sequence[OutboxEntry], maxlen: int = PUBLISHED_MAXLEN
+    ) -> None:
+        """Keep acknowledged entries in the capped ``published`` stream (best effort).
+
+        The outbox forgets an entry once the broker has it; this recent record
+        serves ``/api/events`` and the dashboard. Losing it while Redis is
+        down loses no event, so a failure is swallowed and publishing goes on.
+        """
+        if not entries:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            fields: dict[Any, Any] = {
+                "event_id": entry.event_id,
+                "symbol": entry.symbol,
+                "topic": entry.topic,
+                "payload": entry.payload,
+            }
+            pipe.xadd(self.keys.published, fields, maxlen=maxlen, approximate=True)
+        try:
+            await pipe.execute()
+        except REDIS_DOWN:
+            return
 
     async def outbox_length(self, symbols: Sequence[str]) -> int:
         """Events waiting for the broker, over all symbols."""

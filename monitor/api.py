@@ -1,0 +1,474 @@
+"""The HTTP API's reads: positions closest to liquidation, one position, events, symbols.
+
+Everything here reads Redis and decides nothing. Query strings are parsed by
+pure functions (:func:`parse_positions_query`, :func:`parse_events_query`)
+that raise :class:`ApiError` with the HTTP status and a message for the
+caller; :class:`Api` does the reads.
+
+How "closest to liquidation" is found without scanning every position
+---------------------------------------------------------------------
+
+A monitored position sits in its side's worsening trigger set (see
+:mod:`monitor.evaluation`): a long in ``trig:long:down`` at its margin-call
+price while healthy and at its liquidation price in margin call; a short in
+``trig:short:up`` likewise. For a long the margin-call price is above the
+liquidation price, and each score is widened upwards, so **a long's score is
+never below its liquidation price**; for a short, never above it. With the
+distance to liquidation defined as ``side · (mark − liquidation) / mark``,
+a long not yet read whose score is at most ``s`` is at least
+``(mark − s) / mark`` away. So the longs are read by falling score (the
+shorts by rising score) a page at a time, each read exactly, and the reading
+stops as soon as the ``limit``-th closest found so far is no farther than
+that bound: the answer is the exact top ``limit``, at a cost of
+``O(log N + pages)`` whatever the number of positions.
+
+Filters (``account``, ``status``) are applied to the positions read, so a
+filter that matches few of the closest positions makes the walk longer. It
+is bounded by :data:`SCAN_BUDGET` records per symbol and side; when the
+budget runs out the answer says ``"complete": false``. Liquidated and closed
+positions are in no trigger set: ``status=liquidated`` or ``closed`` reads
+the symbol's hash with ``HSCAN`` under the same budget (``/api/events``
+lists recent liquidations without that limit).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from monitor.console import describe
+from monitor.evaluation import Quote
+from monitor.guards import AlertType, PriceGuards
+from monitor.margin import Contract, Side
+from monitor.position import PositionRecord
+from monitor.status import EventType, Status
+from monitor.store import Store
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+DEFAULT_EVENTS = 100
+SCAN_BUDGET = 20_000
+"""Records one listing reads at most per symbol and side (or per symbol, for a scan)."""
+MAX_ACCOUNT_LENGTH = 64
+
+INDEXED = frozenset({Status.HEALTHY, Status.MARGIN_CALL})
+"""The statuses found through the trigger sets."""
+
+EVENT_TYPES = frozenset(t.value for t in EventType) | frozenset(t.value for t in AlertType)
+"""What ``/api/events?type=`` accepts: position events and price-guard alerts."""
+
+
+class ApiError(Exception):
+    """A request the API cannot answer: ``status`` (400, 404, 503) and a message for the caller."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad_request(message: str) -> ApiError:
+    """A 400 with ``message``."""
+    return ApiError(400, message)
+
+
+# -- query strings (pure) ---------------------------------------------------
+
+
+def query_params(query: str, allowed: Sequence[str]) -> dict[str, str]:
+    """The parameters of ``query``; unknown or repeated names are a 400.
+
+    An empty value (``symbol=``) counts as not given.
+    """
+    params: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, max_num_fields=20)
+    except ValueError as error:
+        raise bad_request(f"malformed query string: {error}") from None
+    for name, value in pairs:
+        if name not in allowed:
+            expected = ", ".join(allowed) if allowed else "none"
+            raise bad_request(f"unknown parameter {name!r} (expected: {expected})")
+        if name in params:
+            raise bad_request(f"parameter {name!r} given more than once")
+        if value != "":
+            params[name] = value
+    return params
+
+
+def parse_limit(value: str | None, default: int, maximum: int = MAX_LIMIT) -> int:
+    """``limit``: an integer from 1 to ``maximum``."""
+    if value is None:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= maximum:
+        raise bad_request(f"limit must be an integer from 1 to {maximum}, got {value!r}")
+    return int(value)
+
+
+def parse_bool(name: str, value: str | None) -> bool:
+    """``true``/``false`` (or ``1``/``0``)."""
+    if value is None:
+        return False
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise bad_request(f"{name} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PositionsQuery:
+    """``GET /api/positions``: which positions, and how many."""
+
+    symbols: tuple[str, ...]
+    account: str | None = None
+    statuses: frozenset[Status] = INDEXED
+    limit: int = DEFAULT_LIMIT
+
+
+POSITIONS_PARAMS = ("symbol", "account", "status", "at_risk", "limit")
+
+
+def parse_positions_query(
+    query: str, symbols: Sequence[str], maximum: int = MAX_LIMIT
+) -> PositionsQuery:
+    """Validate ``symbol``, ``account``, ``status``, ``at_risk`` and ``limit``.
+
+    Without ``status``, the open positions (healthy and in margin call) are
+    listed; ``at_risk=true`` keeps those in margin call.
+    """
+    params = query_params(query, POSITIONS_PARAMS)
+    symbol = params.get("symbol")
+    if symbol is not None and symbol not in symbols:
+        raise bad_request(f"unknown symbol {symbol!r} (configured: {', '.join(symbols)})")
+    account = params.get("account")
+    if account is not None and len(account) > MAX_ACCOUNT_LENGTH:
+        raise bad_request(f"account must be at most {MAX_ACCOUNT_LENGTH} characters")
+    statuses = INDEXED
+    if "status" in params:
+        try:
+            statuses = frozenset({Status(params["status"])})
+        except ValueError:
+            names = ", ".join(s.value for s in Status)
+            raise bad_request(f"status must be one of {names}, got {params['status']!r}") from None
+    if parse_bool("at_risk", params.get("at_risk")):
+        if "status" in params and statuses != {Status.MARGIN_CALL}:
+            raise bad_request("at_risk=true lists positions in margin call; it excludes status")
+        statuses = frozenset({Status.MARGIN_CALL})
+    return PositionsQuery(
+        symbols=(symbol,) if symbol else tuple(symbols),
+        account=account,
+        statuses=statuses,
+        limit=parse_limit(params.get("limit"), DEFAULT_LIMIT, maximum),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EventsQuery:
+    """``GET /api/events``: how many recent events, of which type."""
+
+    limit: int = DEFAULT_EVENTS
+    type: str | None = None
+
+
+def parse_events_query(query: str) -> EventsQuery:
+    """Validate ``limit`` and ``type``."""
+    params = query_params(query, ("limit", "type"))
+    kind = params.get("type")
+    if kind is not None and kind not in EVENT_TYPES:
+        raise bad_request(f"type must be one of {', '.join(sorted(EVENT_TYPES))}, got {kind!r}")
+    return EventsQuery(parse_limit(params.get("limit"), DEFAULT_EVENTS), kind)
+
+
+# -- rows -------------------------------------------------------------------
+
+
+def distance(side: Side, mark: Decimal, liquidation: Decimal) -> Decimal:
+    """How far the mark may move against the position before it is liquidated, as a fraction."""
+    sign = 1 if side is Side.LONG else -1
+    return sign * (mark - liquidation) / mark
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A listed position: its exact distance (None: no mark or no liquidation price) and JSON."""
+
+    distance: Decimal | None
+    document: dict[str, Any]
+
+    @property
+    def order(self) -> tuple[int, Decimal]:
+        """Sort key: closest first, unknown distances last."""
+        return (1, Decimal(0)) if self.distance is None else (0, self.distance)
+
+
+def make_row(contract: Contract, record: PositionRecord, quote: Quote | None) -> Row:
+    """A record with its prices and live state (as ``liqmon positions show`` prints it)."""
+    document = describe(contract, record, quote)
+    exact = None
+    if quote is not None and document["liquidation_price"] is not None:
+        exact = distance(record.side, quote.mark, Decimal(document["liquidation_price"]))
+    return Row(exact, document)
+
+
+def event_document(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """One entry of the ``published`` stream as the API and the dashboard show it."""
+    entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    try:
+        payload = orjson.loads(fields.get(b"payload", b"null"))
+    except orjson.JSONDecodeError:
+        payload = None
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    return {
+        "id": entry,
+        "published_at": int(entry.split("-", 1)[0]),
+        "event_id": fields.get(b"event_id", b"").decode(),
+        "type": kind,
+        "symbol": fields.get(b"symbol", b"").decode(),
+        "topic": fields.get(b"topic", b"").decode(),
+        "payload": payload,
+    }
+
+
+# -- reads ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """The answer to a positions query."""
+
+    rows: list[Row]
+    complete: bool
+
+
+class Api:
+    """Reads for ``/api/*`` and the dashboard over one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        contracts: Mapping[str, Contract],
+        guards: PriceGuards | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.contracts = dict(contracts)
+        self.guards = guards
+        self.clock = clock
+
+    @property
+    def symbols(self) -> list[str]:
+        """The configured symbols, in configuration order."""
+        return list(self.contracts)
+
+    async def quotes(self, symbols: Sequence[str]) -> dict[str, Quote | None]:
+        """The latest stored quote of each symbol, in one round trip."""
+        pipe = self.store.client.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.hmget(self.store.keys.price(symbol), ["mark", "mark_ts", "index"])
+        quotes: dict[str, Quote | None] = {}
+        for symbol, (mark, mark_ts, index) in zip(symbols, await pipe.execute(), strict=True):
+            quotes[symbol] = (
+                Quote(
+                    Decimal(mark.decode()), int(mark_ts), Decimal(index.decode()) if index else None
+                )
+                if mark is not None and mark_ts is not None
+                else None
+            )
+        return quotes
+
+    async def positions(self, query: PositionsQuery) -> Listing:
+        """The ``query.limit`` positions closest to liquidation that match ``query``."""
+        quotes = await self.quotes(query.symbols)
+
+        def accept(record: PositionRecord) -> bool:
+            return record.status in query.statuses and (
+                query.account is None or record.account == query.account
+            )
+
+        rows: list[Row] = []
+        complete = True
+        for symbol in query.symbols:
+            contract, quote = self.contracts[symbol], quotes[symbol]
+            if query.statuses <= INDEXED:
+                walks = [
+                    self._closest(contract, side, quote, query.limit, accept)
+                    for side in (Side.LONG, Side.SHORT)
+                ]
+            else:
+                walks = [self._scan(contract, quote, accept)]
+            for walk in walks:
+                found, done = await walk
+                rows.extend(found)
+                complete = complete and done
+        rows.sort(key=lambda row: row.order)
+        return Listing(rows[: query.limit], complete)
+
+    async def _closest(
+        self,
+        contract: Contract,
+        side: Side,
+        quote: Quote | None,
+        want: int,
+        accept: Callable[[PositionRecord], bool],
+    ) -> tuple[list[Row], bool]:
+        """Walk one side's worsening trigger set from the mark outwards (module doc)."""
+        symbol = contract.symbol
+        client = self.store.client
+        key = self.store.keys.triggers(symbol, side, "down" if side is Side.LONG else "up")
+        page = min(max(2 * want, 64), 1000, SCAN_BUDGET)
+        found: list[Row] = []
+        offset = 0
+        members: Any
+        while True:
+            if side is Side.LONG:
+                members = await client.zrevrangebyscore(
+                    key, "+inf", "-inf", start=offset, num=page, withscores=True
+                )
+            else:
+                members = await client.zrangebyscore(
+                    key, "-inf", "+inf", start=offset, num=page, withscores=True
+                )
+            if not members:
+                return found, True
+            ids = [_text(member) for member, _ in members]
+            for found_record in await self.store.records(symbol, ids):
+                if found_record is not None and accept(found_record[0]):
+                    found.append(make_row(contract, found_record[0], quote))
+            offset += len(members)
+            if len(members) < page:
+                return found, True
+            if len(found) >= want:
+                if quote is None:
+                    return found, True  # nothing to order by: any `want` will do
+                known = sorted(row.distance for row in found if row.distance is not None)
+                floor = distance(side, quote.mark, Decimal(repr(float(members[-1][1]))))
+                if len(known) >= want and known[want - 1] <= floor:
+                    return found, True
+            if offset >= SCAN_BUDGET:
+                return found, False
+
+    async def _scan(
+        self, contract: Contract, quote: Quote | None, accept: Callable[[PositionRecord], bool]
+    ) -> tuple[list[Row], bool]:
+        """Read a symbol's hash (for statuses no trigger set holds), up to the budget."""
+        found: list[Row] = []
+        read = 0
+        key = self.store.keys.positions(contract.symbol)
+        async for raw_id, raw in self.store.client.hscan_iter(key, count=1000):
+            record = PositionRecord.decode(_text(raw_id), contract.symbol, raw)
+            if accept(record):
+                found.append(make_row(contract, record, quote))
+            read += 1
+            if read >= SCAN_BUDGET:
+                return found, False
+        return found, True
+
+    async def position(self, position_id: str) -> dict[str, Any]:
+        """One position with its prices and live state; 404 when unknown."""
+        symbol = await self.store.symbol_of(position_id)
+        contract = self.contracts.get(symbol) if symbol is not None else None
+        if symbol is None or contract is None:
+            raise ApiError(404, f"no position {position_id!r}")
+        found = (await self.store.records(symbol, [position_id]))[0]
+        if found is None:
+            raise ApiError(404, f"no position {position_id!r}")
+        row = make_row(contract, found[0], await self.store.quote(symbol))
+        return row.document
+
+    async def events(self, query: EventsQuery) -> list[dict[str, Any]]:
+        """The most recent published events (and alerts), newest first."""
+        client = self.store.client
+        key = self.store.keys.published
+        events: list[dict[str, Any]] = []
+        high = "+"
+        batch: Any
+        while len(events) < query.limit:
+            batch = await client.xrevrange(key, high, "-", count=max(query.limit, 200))
+            if not batch:
+                break
+            for entry_id, fields in batch:
+                document = event_document(entry_id, fields)
+                if query.type is None or document["type"] == query.type:
+                    events.append(document)
+                    if len(events) == query.limit:
+                        break
+            high = "(" + _text(batch[-1][0])
+        return events
+
+    async def symbols_state(self) -> list[dict[str, Any]]:
+        """Per symbol: stored mark and index, the guards' view of the feed, index counts."""
+        symbols = self.symbols
+        pipe = self.store.client.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.hmget(self.store.keys.price(symbol), ["mark", "mark_ts", "index", "index_ts"])
+        prices = await pipe.execute()
+        now_s = self.clock()
+        documents = []
+        for symbol, (mark, mark_ts, index, index_ts) in zip(symbols, prices, strict=True):
+            contract = self.contracts[symbol]
+            feed = self.guards.state(symbol, now_s) if self.guards is not None else {}
+            documents.append(
+                {
+                    "symbol": symbol,
+                    "contract": contract.kind.value,
+                    "mark": _text(mark) if mark is not None else None,
+                    "mark_ts": int(mark_ts) if mark_ts is not None else None,
+                    "index": _text(index) if index is not None else None,
+                    "index_ts": int(index_ts) if index_ts is not None else None,
+                    "feed": {
+                        "source": feed.get("mark_source"),
+                        "age_s": _rounded(feed.get("age_s")),
+                        "stale": bool(feed.get("stale", False)),
+                        "guard_index": feed.get("index"),
+                        "index_sources": feed.get("index_sources", 0),
+                        "deviation": feed.get("deviation"),
+                        "deviating": bool(feed.get("deviating", False)),
+                        "holding": bool(feed.get("holding", False)),
+                    },
+                }
+            )
+        return documents
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Positions per symbol: ``total`` stored, ``healthy``, ``margin_call``, ``other``.
+
+        From the sizes of the hash and the trigger sets (no scan): ``other`` is
+        liquidated, closed, or a position no price can liquidate.
+        """
+        symbols = self.symbols
+        keys = self.store.keys
+        pipe = self.store.client.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.hlen(keys.positions(symbol))
+            pipe.zcard(keys.triggers(symbol, Side.LONG, "down"))
+            pipe.zcard(keys.triggers(symbol, Side.SHORT, "up"))
+            pipe.zcard(keys.triggers(symbol, Side.LONG, "up"))
+            pipe.zcard(keys.triggers(symbol, Side.SHORT, "down"))
+        sizes = await pipe.execute()
+        counts = {}
+        for n, symbol in enumerate(symbols):
+            total, long_down, short_up, long_up, short_down = sizes[5 * n : 5 * n + 5]
+            monitored = long_down + short_up
+            margin_call = long_up + short_down
+            counts[symbol] = {
+                "total": total,
+                "healthy": max(monitored - margin_call, 0),
+                "margin_call": margin_call,
+                "other": max(total - monitored, 0),
+            }
+        return counts
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _rounded(value: object) -> float | None:
+    return round(value, 3) if isinstance(value, float) else None
