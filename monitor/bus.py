@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import aiomqtt
@@ -23,9 +24,13 @@ import structlog
 
 from monitor.config import MqttSettings
 from monitor.metrics import Metrics
-from monitor.store import OutboxEntry, Store
+from monitor.store import REDIS_DOWN, OutboxEntry, Store
 
 log = structlog.get_logger("liqmon.bus")
+
+CLAIM_EVERY_S = 5.0
+ABANDONED_AFTER_MS = 15_000
+"""An outbox entry read this long ago and never acknowledged belongs to a dead publisher."""
 
 OnMessage = Callable[[str, bytes], Awaitable[None]]
 
@@ -108,7 +113,7 @@ class Bus:
                     log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._consume(client), name="mqtt-consume")
-                        group.create_task(self._publish(client), name="outbox-publish")
+                        group.create_task(self._publish_while_redis(client), name="outbox-publish")
             except* aiomqtt.MqttError as errors:
                 self.connected.clear()
                 log.warning("mqtt_disconnected", error=str(errors.exceptions[0]))
@@ -120,10 +125,23 @@ class Bus:
             raw = payload if isinstance(payload, bytes) else str(payload).encode()
             await self.on_message(message.topic.value, raw)
 
+    async def _publish_while_redis(self, client: aiomqtt.Client) -> None:
+        # Redis away is not an MQTT error: keep the session (and the intake
+        # reading it) up and start the outbox over, pending entries first,
+        # once Redis answers again. The daemon reports Redis as not ready.
+        backoff = Backoff(first_s=0.5, cap_s=2.0)
+        while True:
+            try:
+                await self._publish(client)
+            except REDIS_DOWN as error:
+                log.warning("outbox_unavailable", error=str(error))
+                await backoff.wait()
+
     async def _publish(self, client: aiomqtt.Client) -> None:
         # First what this consumer read but never saw acknowledged (a crash or
         # a lost connection), then new entries as they are committed.
         pending = True
+        next_claim = 0.0
         while True:
             entries = await self.store.read_outbox(
                 self.symbols, self.settings.client_id, self.batch_size, 1000, pending=pending
@@ -133,6 +151,15 @@ class Bus:
                 continue
             if entries:
                 await self._send(client, entries)
+            if time.monotonic() >= next_claim:
+                # Events another monitor read and never got acknowledged.
+                next_claim = time.monotonic() + CLAIM_EVERY_S
+                abandoned = await self.store.claim_abandoned(
+                    self.symbols, self.settings.client_id, ABANDONED_AFTER_MS, self.batch_size
+                )
+                if abandoned:
+                    log.warning("outbox_claimed", count=len(abandoned))
+                    await self._send(client, abandoned)
 
     async def _send(self, client: aiomqtt.Client, entries: Sequence[OutboxEntry]) -> None:
         # All publishes of a batch are queued on one connection in outbox

@@ -82,3 +82,39 @@ class MarkCoalescer:
 
 def _ts(tick: PriceTick) -> int:
     return tick.ts_ms
+
+
+class HeldBack:
+    """Marks of symbols this monitor does not evaluate (another holds the lease).
+
+    Kept as low/high/last per symbol with the time they were received, so a
+    monitor that takes over a symbol can evaluate what arrived during the
+    hand-over; anything older than the caller's window is stale and dropped.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._pending: dict[str, tuple[_Pending, float]] = {}
+
+    def offer(self, tick: PriceTick, now_s: float) -> None:
+        """Keep a mark that was not evaluated here (starting afresh once the window passed)."""
+        held = self._pending.get(tick.symbol)
+        if held is None or now_s - held[1] > self.window_s:
+            self._pending[tick.symbol] = (_Pending(tick, tick, tick), now_s)
+            return
+        pending, since = held
+        if tick.price < pending.low.price:
+            pending.low = tick
+        if tick.price > pending.high.price:
+            pending.high = tick
+        pending.last = tick
+        self._pending[tick.symbol] = (pending, since)
+
+    def take(self, symbol: str, now_s: float) -> list[PriceTick]:
+        """The held marks of ``symbol`` in time order, if they arrived within the window."""
+        held = self._pending.pop(symbol, None)
+        if held is None or now_s - held[1] > 2 * self.window_s:
+            return []
+        pending = held[0]
+        unique = {id(t): t for t in (pending.low, pending.high, pending.last)}
+        return sorted(unique.values(), key=_ts)

@@ -22,10 +22,10 @@ import redis.asyncio as aioredis
 import structlog
 
 from feeds.source import PriceSource
-from feeds.tick import PriceTick
+from feeds.tick import PriceKind, PriceTick
 from monitor.api import Api
 from monitor.bus import Backoff, Bus
-from monitor.coalesce import MarkCoalescer
+from monitor.coalesce import HeldBack, MarkCoalescer
 from monitor.config import Settings
 from monitor.engine import Engine, Outcome
 from monitor.errors import Rejection
@@ -33,6 +33,7 @@ from monitor.guards import PriceGuards
 from monitor.http import HttpEndpoint
 from monitor.intake import Intake
 from monitor.keys import Keys
+from monitor.lease import Leases
 from monitor.metrics import Metrics
 from monitor.position import PositionUpdate
 from monitor.store import REDIS_DOWN, Store
@@ -51,6 +52,7 @@ class Daemon:
         sources: list[PriceSource] | None = None,
         workers: int = 4,
         drain_timeout_s: float = 5.0,
+        lease_ttl_s: float = 3.0,
     ) -> None:
         self.settings = settings
         self.sources = sources or []
@@ -91,6 +93,16 @@ class Daemon:
             self.intake.on_message,
             self.metrics,
         )
+        self.leases = Leases(
+            self.redis,
+            settings.redis.key_prefix,
+            settings.mqtt.client_id,
+            list(settings.symbols),
+            lease_ttl_s,
+        )
+        self.intake.owns = self.leases.owns
+        self.intake.held_back = HeldBack(window_s=2 * lease_ttl_s)
+        self.leased = asyncio.Event()
         self.http = HttpEndpoint(
             settings.http.host,
             settings.http.port,
@@ -112,6 +124,8 @@ class Daemon:
             failing["mqtt"] = "not connected"
         if not self.recovered.is_set():
             failing["recovery"] = "not finished"
+        if not self.leased.is_set():
+            failing["leases"] = "not yet refreshed"
         return failing
 
     def install_signal_handlers(self) -> None:
@@ -137,6 +151,7 @@ class Daemon:
                 recovered = await self._retry_redis(self.engine.recover)
                 self.recovered.set()
                 log.info("recovered", events=recovered)
+                start(self._keep_leases(), "leases")
                 start(self.bus.run(), "mqtt")
                 for n in range(self.workers):
                     start(self._tick_worker(), f"tick-worker-{n}")
@@ -151,6 +166,8 @@ class Daemon:
                 await self._drain()
                 for task in tasks:
                     task.cancel()
+            with contextlib.suppress(*REDIS_DOWN):
+                await self.leases.release_all()
         finally:
             await self.redis.aclose()
         log.info("stopped")
@@ -243,6 +260,25 @@ class Daemon:
             self.metrics.positions.labels("applied").inc(outcome.applied)
             self.metrics.positions.labels("ignored_stale_seq").inc(outcome.ignored)
             self._log_events(outcome)
+
+    async def _keep_leases(self) -> None:
+        period_s = self.leases.ttl_ms / 3000
+        while True:
+            acquired = await self._retry_redis(self.leases.refresh)
+            self.leased.set()
+            for symbol in acquired:
+                # The previous holder may have died mid-tick: evaluate at the
+                # stored mark, then at what arrived here during the hand-over.
+                ticks = self.intake.held_back.take(symbol, time.monotonic())
+                quote = await self._retry_redis(self.store.quote, symbol)
+                if quote is not None:
+                    stored = PriceTick(
+                        symbol, PriceKind.MARK, quote.mark, quote.mark_ts_ms, "takeover"
+                    )
+                    ticks = sorted([stored, *ticks], key=lambda tick: tick.ts_ms)
+                for tick in ticks:
+                    self.coalescer.offer(tick)
+            await asyncio.sleep(period_s)
 
     async def _sweep_guards(self) -> None:
         while True:

@@ -16,7 +16,7 @@ import orjson
 import structlog
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.coalesce import MarkCoalescer
+from monitor.coalesce import HeldBack, MarkCoalescer
 from monitor.config import Limits
 from monitor.errors import Rejection
 from monitor.guards import Alert, AlertType, PriceGuards, RejectReason
@@ -59,6 +59,9 @@ class Intake:
         self.guards = guards
         self.clock = clock
         self.last_mark: dict[str, PriceTick] = {}
+        self.owns: Callable[[str], bool] = lambda symbol: True
+        """Whether this monitor evaluates ``symbol`` (its lease); set by the daemon."""
+        self.held_back = HeldBack(window_s=10.0)
 
     @property
     def subscriptions(self) -> list[str]:
@@ -104,7 +107,9 @@ class Intake:
                 self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
         if verdict.mark is not None:
             self.last_mark[tick.symbol] = verdict.mark
-            if not self.coalescer.offer(verdict.mark):
+            if not self.owns(tick.symbol):
+                self.held_back.offer(verdict.mark, self.clock())
+            elif not self.coalescer.offer(verdict.mark):
                 self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
 
     async def alerts(self, alerts: Sequence[Alert]) -> None:
@@ -136,12 +141,15 @@ class Intake:
     async def reject(
         self, source: str, reason: str, detail: str, payload: bytes, topic: str = ""
     ) -> None:
-        """Count, log and dead-letter one unusable message."""
+        """Count, log and dead-letter one unusable message (not kept while Redis is down)."""
         self.metrics.rejected.labels(source, reason).inc()
         log.warning("message_rejected", source=source, topic=topic, reason=reason, detail=detail)
-        await self.store.dead_letter(
-            f"{source}:{topic}" if topic else source, reason, detail, payload
-        )
+        try:
+            await self.store.dead_letter(
+                f"{source}:{topic}" if topic else source, reason, detail, payload
+            )
+        except REDIS_DOWN as error:
+            log.error("dead_letter_lost", source=source, reason=reason, error=str(error))
 
     async def _route(self, topic: str, payload: bytes) -> None:
         levels = topic.split("/")

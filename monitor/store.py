@@ -275,6 +275,33 @@ class Store:
                     )
         return entries
 
+    async def claim_abandoned(
+        self, symbols: Sequence[str], consumer: str, min_idle_ms: int, count: int
+    ) -> list[OutboxEntry]:
+        """Take over entries another consumer read but never acknowledged (it died).
+
+        XAUTOCLAIM moves entries idle for ``min_idle_ms`` to ``consumer``; a
+        monitor that died with events in flight leaves them there, and the
+        survivors publish them.
+        """
+        entries: list[OutboxEntry] = []
+        for symbol in symbols:
+            reply: Any = await self.client.xautoclaim(
+                self.keys.outbox(symbol), OUTBOX_GROUP, consumer, min_idle_ms, "0-0", count=count
+            )
+            for entry_id, fields in reply[1]:
+                if fields:
+                    entries.append(
+                        OutboxEntry(
+                            symbol,
+                            entry_id,
+                            fields[b"event_id"].decode(),
+                            fields[b"topic"].decode(),
+                            fields[b"payload"],
+                        )
+                    )
+        return entries
+
     async def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None:
         """Forget entries the broker has acknowledged."""
         pipe = self.client.pipeline(transaction=False)

@@ -39,6 +39,7 @@ async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Daemon]:
     """A daemon running in this event loop, ready when entered, stopped on exit."""
     daemon = Daemon(settings, **kwargs)
     task = asyncio.create_task(daemon.run(), name="daemon")
+    _tasks[daemon] = task
     try:
         async with asyncio.timeout(15):
             while await daemon.failing():
@@ -47,14 +48,27 @@ async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Daemon]:
                 await asyncio.sleep(0.02)
         yield daemon
     finally:
+        _tasks.pop(daemon, None)
         daemon.stopping.set()
-        try:
-            async with asyncio.timeout(15):
-                await task
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if not task.done():
+            try:
+                async with asyncio.timeout(15):
+                    await task
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+_tasks: dict[Daemon, asyncio.Task[None]] = {}
+
+
+async def crash(daemon: Daemon) -> None:
+    """Stop a running daemon the way a crash would: no drain, no lease given back."""
+    task = _tasks[daemon]
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def mqtt_client(url: str, name: str = "test") -> aiomqtt.Client:
