@@ -13,11 +13,12 @@ batch_too_large        a position array longer than ``limits.max_batch``
 missing_field          a required field is absent
 unknown_field          a field that is not part of the schema
 bad_type               a field of the wrong JSON type
-bad_decimal            a price, quantity or margin that is not a decimal
+bad_decimal            a price, quantity or margin that is not a decimal, or
+                       has more than 40 digits before or after the point
 non_finite             NaN or infinite
 non_positive           a price or margin ≤ 0, or a negative quantity
-bad_seq                ``seq`` is not a non-negative integer
-bad_ts                 ``ts`` is not a non-negative integer (epoch ms)
+bad_seq                ``seq`` is not an integer from 0 to 2**63 - 1
+bad_ts                 ``ts`` is not an integer from 0 to 2**63 - 1 (epoch ms)
 unknown_side           ``side`` is neither ``long`` nor ``short``
 unknown_symbol         no contract (tier table) is configured for the symbol
 bad_name               id, account or symbol unsafe as a topic level
@@ -39,6 +40,11 @@ from monitor.position import PositionUpdate
 
 MAX_NAME_LENGTH = 64
 MAX_ID_LENGTH = 128
+MAX_DIGITS = 40
+"""Digits a decimal may have before and after the point: far beyond any real price,
+size or margin, and small enough that the margin math can never overflow."""
+MAX_INTEGER = 2**63 - 1
+"""The largest ``seq`` or ``ts``: what Redis and the event JSON can carry."""
 
 _POSITION_FIELDS = frozenset(
     {"id", "account", "symbol", "side", "qty", "entry_price", "margin", "seq"}
@@ -53,6 +59,8 @@ def decimal_str(value: Decimal) -> str:
     """A Decimal as a plain decimal string (never exponent notation)."""
     if not value.is_finite():
         return str(value)
+    if value.is_zero():
+        return "0"
     text = format(value, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
@@ -72,8 +80,23 @@ def check_name(kind: str, value: object, max_length: int = MAX_NAME_LENGTH) -> s
     return value
 
 
+def in_range(number: Decimal) -> bool:
+    """True when a finite ``number`` has at most :data:`MAX_DIGITS` digits before and after
+    the point (so it prints, and takes part in the margin math, at bounded cost)."""
+    exponent = number.as_tuple().exponent
+    return isinstance(exponent, int) and -MAX_DIGITS <= exponent and number.adjusted() < MAX_DIGITS
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_number(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        # An exponent beyond what any Decimal can hold.
+        raise ValueError(f"number {text[:40]} is out of range") from None
 
 
 def load_json(raw: bytes, max_bytes: int) -> Any:
@@ -81,7 +104,7 @@ def load_json(raw: bytes, max_bytes: int) -> Any:
     if len(raw) > max_bytes:
         raise Rejection("payload_too_large", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
     try:
-        return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        return json.loads(raw, parse_float=_json_number, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:
         raise Rejection("malformed_json", str(error)[:200]) from None
 
@@ -95,6 +118,12 @@ def _decimal(field: str, value: object) -> Decimal:
         raise Rejection("bad_decimal", f"{field} {str(value)[:40]!r} is not a decimal") from None
     if not number.is_finite():
         raise Rejection("non_finite", f"{field} must be finite, got {value}")
+    if not in_range(number):
+        raise Rejection(
+            "bad_decimal",
+            f"{field} {str(value)[:40]!r} is out of range "
+            f"(at most {MAX_DIGITS} digits before or after the point)",
+        )
     return number
 
 
@@ -106,8 +135,11 @@ def _positive(field: str, value: object) -> Decimal:
 
 
 def _integer(field: str, value: object, reason: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise Rejection(reason, f"{field} must be a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTEGER:
+        shown = str(value) if isinstance(value, int | Decimal) else repr(value)
+        raise Rejection(
+            reason, f"{field} must be an integer from 0 to {MAX_INTEGER}, got {shown[:40]}"
+        )
     return value
 
 
