@@ -21,7 +21,14 @@ from monitor.config import DEFAULT_PATH, Settings, load_settings
 from monitor.errors import ConfigError, Rejection
 from monitor.margin import Position, Side, assess, bankruptcy_price, liquidation_price, ratio_price
 from monitor.status import Status, next_status
-from monitor.wire import check_name, decimal_str, load_json, position_from_object
+from monitor.wire import (
+    MAX_DIGITS,
+    check_name,
+    decimal_str,
+    in_range,
+    load_json,
+    position_from_object,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +51,20 @@ def _decimal_arg(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(f"{text!r} is not a decimal number") from None
     if not value.is_finite() or value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite number")
+    if not in_range(value):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range (at most {MAX_DIGITS} digits before or after the point)"
+        )
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
     return value
 
 
@@ -67,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions = positions.add_subparsers(dest="action", required=True, parser_class=_Parser)
     load = actions.add_parser("load", help="bulk-load a JSON Lines file of positions")
     load.add_argument("file", type=Path)
-    load.add_argument("--batch", type=int, default=5000, help="positions per round trip")
+    load.add_argument("--batch", type=_positive_int, default=5000, help="positions per round trip")
     listing = actions.add_parser("list", help="positions, closest to liquidation first")
     listing.add_argument("--symbol")
     listing.add_argument(
@@ -192,6 +213,8 @@ async def _positions(settings: Settings, args: argparse.Namespace) -> None:
             _fail(f"{args.file}: no such file")
         await load_positions(settings, _jsonl(args.file, settings), args.batch)
     elif args.action == "list":
+        if args.symbol is not None and args.symbol not in settings.symbols:
+            _fail(f"unknown symbol {args.symbol!r}; configured: {', '.join(settings.symbols)}")
         await list_positions(settings, args.symbol, args.at_risk, args.limit)
     elif not await show_position(settings, args.id):
         _fail(f"no position with id {args.id!r}")
