@@ -123,12 +123,14 @@ class Rates:
             self._samples.popleft()
 
     def summary(self) -> dict[str, Any]:
-        """``events_per_min`` (total and by type) and ``latency`` over the window."""
+        """``events_per_min`` (total and by type) and ``latency`` over the last minute."""
         if not self._samples:
             return {"events_per_min": 0, "events_per_min_by_type": {}, "latency": None}
         first, last = self._samples[0], self._samples[-1]
         span_s = last.at_s - first.at_s
-        scale = 60.0 / span_s if span_s >= 1.0 else 0.0
+        # Over a full window, the count scaled to exactly a minute; before
+        # that (a monitor up for less than a minute), the count so far.
+        scale = 60.0 / span_s if span_s > 60.0 else 1.0
         by_type = {
             kind: round((count - first.events.get(kind, 0.0)) * scale, 1)
             for kind, count in last.events.items()

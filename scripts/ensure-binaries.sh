@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the real servers the tests and the demo start are on this machine:
-# redis-server and mosquitto (with their clients), from the distribution's packages.
+# redis-server and mosquitto (with their clients), and chromium for the
+# dashboard's browser test, from the distribution's packages.
 set -euo pipefail
 
 missing=()
@@ -8,6 +9,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/
 have redis-server || missing+=(redis-server redis-tools)
 have mosquitto || missing+=(mosquitto)
 have mosquitto_pub || missing+=(mosquitto-clients)
+have chromium || missing+=(chromium)  # the dashboard's headless-browser test
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
 [ ${#missing[@]} -eq 0 ] && exit 0

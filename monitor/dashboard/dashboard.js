@@ -178,7 +178,7 @@
       tr.appendChild(el("td", "num", fmtPrice(p.liquidation_price)));
       const d = p.distance_pct === null ? null : Number(p.distance_pct);
       const cls = d === null ? "num" : d < 1 ? "num close" : d < 3 ? "num near" : "num";
-      tr.appendChild(el("td", cls, d === null ? "–" : `${p.distance_pct}%`));
+      tr.appendChild(el("td", cls, d === null ? "–" : `${d.toFixed(2)}%`));
       tr.appendChild(el("td", "num", fmtRatio(p.margin_ratio)));
       tr.appendChild(el("td", `status ${p.status}`, p.status.replace("_", " ")));
       return tr;
