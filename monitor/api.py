@@ -45,7 +45,7 @@ import orjson
 from monitor.console import describe
 from monitor.evaluation import Quote
 from monitor.guards import AlertType, PriceGuards
-from monitor.margin import Contract, Side
+from monitor.margin import Contract, Side, liquidation_price
 from monitor.position import PositionRecord
 from monitor.status import EventType, Status
 from monitor.store import Store
@@ -196,11 +196,12 @@ def distance(side: Side, mark: Decimal, liquidation: Decimal) -> Decimal:
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    """A listed position: its exact distance (None: no mark or no liquidation price) and JSON."""
+class Candidate:
+    """A position read while listing, with its exact distance (None: no mark or no
+    liquidation price). Only the candidates that make the list are described in full."""
 
     distance: Decimal | None
-    document: dict[str, Any]
+    record: PositionRecord
 
     @property
     def order(self) -> tuple[int, Decimal]:
@@ -208,13 +209,12 @@ class Row:
         return (1, Decimal(0)) if self.distance is None else (0, self.distance)
 
 
-def make_row(contract: Contract, record: PositionRecord, quote: Quote | None) -> Row:
-    """A record with its prices and live state (as ``liqmon positions show`` prints it)."""
-    document = describe(contract, record, quote)
-    exact = None
-    if quote is not None and document["liquidation_price"] is not None:
-        exact = distance(record.side, quote.mark, Decimal(document["liquidation_price"]))
-    return Row(exact, document)
+def candidate(contract: Contract, record: PositionRecord, quote: Quote | None) -> Candidate:
+    """``record`` with its exact distance to liquidation at ``quote``'s mark."""
+    liquidation = liquidation_price(contract, record.position) if record.qty else None
+    if quote is None or liquidation is None:
+        return Candidate(None, record)
+    return Candidate(distance(record.side, quote.mark, liquidation), record)
 
 
 def event_document(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> dict[str, Any]:
@@ -241,9 +241,9 @@ def event_document(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> dict
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """The answer to a positions query."""
+    """The answer to a positions query: the rows, and whether the walk saw all it needed."""
 
-    rows: list[Row]
+    rows: list[dict[str, Any]]
     complete: bool
 
 
@@ -292,7 +292,7 @@ class Api:
                 query.account is None or record.account == query.account
             )
 
-        rows: list[Row] = []
+        found: list[Candidate] = []
         complete = True
         for symbol in query.symbols:
             contract, quote = self.contracts[symbol], quotes[symbol]
@@ -304,11 +304,15 @@ class Api:
             else:
                 walks = [self._scan(contract, quote, accept)]
             for walk in walks:
-                found, done = await walk
-                rows.extend(found)
+                some, done = await walk
+                found.extend(some)
                 complete = complete and done
-        rows.sort(key=lambda row: row.order)
-        return Listing(rows[: query.limit], complete)
+        found.sort(key=lambda c: c.order)
+        rows = [
+            describe(self.contracts[c.record.symbol], c.record, quotes[c.record.symbol])
+            for c in found[: query.limit]
+        ]
+        return Listing(rows, complete)
 
     async def _closest(
         self,
@@ -317,13 +321,13 @@ class Api:
         quote: Quote | None,
         want: int,
         accept: Callable[[PositionRecord], bool],
-    ) -> tuple[list[Row], bool]:
+    ) -> tuple[list[Candidate], bool]:
         """Walk one side's worsening trigger set from the mark outwards (module doc)."""
         symbol = contract.symbol
         client = self.store.client
         key = self.store.keys.triggers(symbol, side, "down" if side is Side.LONG else "up")
         page = min(max(2 * want, 64), 1000, SCAN_BUDGET)
-        found: list[Row] = []
+        found: list[Candidate] = []
         offset = 0
         members: Any
         while True:
@@ -340,14 +344,14 @@ class Api:
             ids = [_text(member) for member, _ in members]
             for found_record in await self.store.records(symbol, ids):
                 if found_record is not None and accept(found_record[0]):
-                    found.append(make_row(contract, found_record[0], quote))
+                    found.append(candidate(contract, found_record[0], quote))
             offset += len(members)
             if len(members) < page:
                 return found, True
             if len(found) >= want:
                 if quote is None:
                     return found, True  # nothing to order by: any `want` will do
-                known = sorted(row.distance for row in found if row.distance is not None)
+                known = sorted(c.distance for c in found if c.distance is not None)
                 floor = distance(side, quote.mark, Decimal(repr(float(members[-1][1]))))
                 if len(known) >= want and known[want - 1] <= floor:
                     return found, True
@@ -356,15 +360,15 @@ class Api:
 
     async def _scan(
         self, contract: Contract, quote: Quote | None, accept: Callable[[PositionRecord], bool]
-    ) -> tuple[list[Row], bool]:
+    ) -> tuple[list[Candidate], bool]:
         """Read a symbol's hash (for statuses no trigger set holds), up to the budget."""
-        found: list[Row] = []
+        found: list[Candidate] = []
         read = 0
         key = self.store.keys.positions(contract.symbol)
         async for raw_id, raw in self.store.client.hscan_iter(key, count=1000):
             record = PositionRecord.decode(_text(raw_id), contract.symbol, raw)
             if accept(record):
-                found.append(make_row(contract, record, quote))
+                found.append(candidate(contract, record, quote))
             read += 1
             if read >= SCAN_BUDGET:
                 return found, False
@@ -379,8 +383,7 @@ class Api:
         found = (await self.store.records(symbol, [position_id]))[0]
         if found is None:
             raise ApiError(404, f"no position {position_id!r}")
-        row = make_row(contract, found[0], await self.store.quote(symbol))
-        return row.document
+        return describe(contract, found[0], await self.store.quote(symbol))
 
     async def events(self, query: EventsQuery) -> list[dict[str, Any]]:
         """The most recent published events (and alerts), newest first."""

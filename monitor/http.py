@@ -158,7 +158,7 @@ class HttpEndpoint:
             positions = parse_positions_query(query, api.symbols)
             listing = await api.positions(positions)
             return {
-                "positions": [row.document for row in listing.rows],
+                "positions": listing.rows,
                 "count": len(listing.rows),
                 "limit": positions.limit,
                 "complete": listing.complete,

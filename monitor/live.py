@@ -333,7 +333,7 @@ class LiveFeed:
                 "type": "snapshot",
                 "ts": time.time_ns() // 1_000_000,
                 "filter": asking[0].filter,
-                "positions": [row.document for row in listing.rows],
+                "positions": listing.rows,
                 "complete": listing.complete,
                 **common,
             }

@@ -145,9 +145,17 @@ async def test_a_burst_reaches_the_page_throttled_and_fully_counted(
 
 
 async def _outbox_drained(daemon: Any, symbols: list[str]) -> None:
+    """Nothing queued or waiting for the broker, and the published stream has stopped growing
+    (an entry is copied there just after the outbox lets it go)."""
+    key = daemon.store.keys.published
+    seen = -1
     async with asyncio.timeout(15):
-        while not daemon.idle() or await daemon.store.outbox_length(symbols):
-            await asyncio.sleep(0.05)
+        while True:
+            length = await daemon.store.client.xlen(key)
+            if daemon.idle() and not await daemon.store.outbox_length(symbols) and length == seen:
+                return
+            seen = length
+            await asyncio.sleep(0.2)
 
 
 # -- the page in a real browser -----------------------------------------------
