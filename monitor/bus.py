@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiomqtt
 import structlog
 
+from monitor.cancellation import raise_if_cancelling
 from monitor.config import MqttSettings
 from monitor.metrics import Metrics
 from monitor.store import REDIS_DOWN, OutboxEntry, Store
@@ -131,6 +132,7 @@ class Bus:
         # once Redis answers again. The daemon reports Redis as not ready.
         backoff = Backoff(first_s=0.5, cap_s=2.0)
         while True:
+            raise_if_cancelling()
             try:
                 await self._publish(client)
             except REDIS_DOWN as error:
@@ -143,6 +145,7 @@ class Bus:
         pending = True
         next_claim = 0.0
         while True:
+            raise_if_cancelling()
             entries = await self.store.read_outbox(
                 self.symbols, self.settings.client_id, self.batch_size, 1000, pending=pending
             )

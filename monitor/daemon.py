@@ -25,6 +25,7 @@ from feeds.source import PriceSource
 from feeds.tick import PriceKind, PriceTick
 from monitor.api import Api
 from monitor.bus import Backoff, Bus
+from monitor.cancellation import raise_if_cancelling
 from monitor.coalesce import HeldBack, MarkCoalescer
 from monitor.config import Settings
 from monitor.engine import Engine, Outcome
@@ -196,6 +197,7 @@ class Daemon:
         """Run ``call`` until Redis answers, backing off meanwhile (reported as not ready)."""
         backoff = Backoff(cap_s=2.0)
         while True:
+            raise_if_cancelling()
             try:
                 result = await call(*args)
                 self.redis_ok = True
@@ -208,6 +210,7 @@ class Daemon:
     async def _watch_redis(self) -> None:
         symbols = list(self.settings.symbols)
         while True:
+            raise_if_cancelling()
             try:
                 self.metrics.outbox_length.set(await self.store.outbox_length(symbols))
                 self.redis_ok = True
@@ -218,6 +221,7 @@ class Daemon:
 
     async def _tick_worker(self) -> None:
         while True:
+            raise_if_cancelling()
             symbol = await self.coalescer.ready.get()
             try:
                 for tick in self.coalescer.take(symbol):
@@ -247,6 +251,7 @@ class Daemon:
 
     async def _position_worker(self) -> None:
         while True:
+            raise_if_cancelling()
             batch = await self.positions.get()
             self.positions_in_flight = len(batch)
             try:
@@ -264,6 +269,7 @@ class Daemon:
     async def _keep_leases(self) -> None:
         period_s = self.leases.ttl_ms / 3000
         while True:
+            raise_if_cancelling()
             acquired = await self._retry_redis(self.leases.refresh)
             self.leased.set()
             for symbol in acquired:
@@ -282,6 +288,7 @@ class Daemon:
 
     async def _sweep_guards(self) -> None:
         while True:
+            raise_if_cancelling()
             now = time.monotonic()
             await self.intake.alerts(self.guards.sweep(now))
             for symbol in self.settings.symbols:
