@@ -49,6 +49,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from monitor.api import Api, ApiError, PositionsQuery, event_document, parse_positions_query
+from monitor.cancellation import raise_if_cancelling
 from monitor.metrics import Metrics
 from monitor.store import REDIS_DOWN
 
@@ -273,6 +274,7 @@ class LiveFeed:
 
     async def _sample(self) -> None:
         while True:
+            raise_if_cancelling()
             now_s = time.monotonic()
             self.rates.add(sample_metrics(self.metrics, now_s))
             now_ms = time.time_ns() // 1_000_000
@@ -304,6 +306,7 @@ class LiveFeed:
 
     async def _snapshots(self) -> None:
         while True:
+            raise_if_cancelling()
             await self._attached.wait()
             started = time.monotonic()
             try:
@@ -370,6 +373,7 @@ class LiveFeed:
         newest: Any
         reply: Any
         while True:
+            raise_if_cancelling()
             if not self._attached.is_set():
                 last = None  # a page that connects later starts from now, not from a backlog
                 await self._attached.wait()
@@ -391,6 +395,7 @@ class LiveFeed:
 
     async def _flush(self) -> None:
         while True:
+            raise_if_cancelling()
             await asyncio.sleep(self.flush_interval_s)
             events, skipped = self.throttle.drain()
             if (events or skipped) and self.pages:
@@ -467,6 +472,7 @@ class LiveFeed:
 
     async def _receive(self, connection: ServerConnection, page: Page) -> None:
         async for message in connection:
+            raise_if_cancelling()
             try:
                 request = orjson.loads(message)
                 if not isinstance(request, dict) or request.get("type") != "filter":

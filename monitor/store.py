@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from monitor.cancellation import raise_if_cancelling
 from monitor.evaluation import Event, Quote, Triggers
 from monitor.keys import OUTBOX_GROUP, Keys
 from monitor.position import PositionRecord
@@ -335,6 +336,8 @@ class Store:
             await pipe.execute()
         except REDIS_DOWN:
             return
+        finally:
+            raise_if_cancelling()  # the publisher's loop must stop when asked (Python 3.11)
 
     async def outbox_length(self, symbols: Sequence[str]) -> int:
         """Events waiting for the broker, over all symbols."""

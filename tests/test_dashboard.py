@@ -28,6 +28,7 @@ from harness import publish, settled
 from test_http_api import get, seeded
 from websockets.asyncio.client import ClientConnection
 
+from monitor.cancellation import raise_if_cancelling
 from monitor.live import Page, Rates, Sample, Throttle, quantile
 from monitor.margin import Side
 from monitor.status import Status
@@ -97,6 +98,27 @@ def test_rates_over_the_last_minute() -> None:
     }
     assert (1.0, 5.0) == (summary["latency"]["p50_le_ms"], summary["latency"]["p99_le_ms"])
     assert float("inf") == quantile(later, 0.995)
+
+
+async def test_a_cancellation_lost_inside_a_call_still_stops_the_loop() -> None:
+    """Python 3.11's wait_for (inside redis-py) can eat a cancellation; the guard restores it."""
+    rounds = 0
+
+    async def feed_loop() -> None:
+        nonlocal rounds
+        while True:
+            raise_if_cancelling()
+            rounds += 1
+            with contextlib.suppress(asyncio.CancelledError):  # what the lost race looks like
+                await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(feed_loop())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(2):
+            await task
+    assert task.cancelled() and rounds > 1
 
 
 async def test_a_burst_reaches_the_page_throttled_and_fully_counted(
