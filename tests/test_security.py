@@ -355,3 +355,19 @@ def test_redis_refuses_plain_text_missing_certificates_and_what_the_acl_does_not
         ):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 client.execute_command(*command)
+
+
+def test_the_redis_tls_files_are_passed_to_redis_py_for_rediss_urls_only() -> None:
+    """The Redis CA and client certificate reach redis-py with rediss://, not with redis://."""
+    files = {"ca_file": "/etc/ca.pem", "cert_file": "/etc/c.pem", "key_file": "/etc/c.key"}
+    document = load_settings(CONFIG, environ={})
+    tls = replace(document.redis, url="rediss://u:p@127.0.0.1:6380/0", **files)
+    assert {
+        "ssl_ca_certs": "/etc/ca.pem",
+        "ssl_certfile": "/etc/c.pem",
+        "ssl_keyfile": "/etc/c.key",
+    } == tls.client_options()
+    assert {"ssl_ca_certs": "/etc/ca.pem"} == replace(
+        tls, cert_file=None, key_file=None
+    ).client_options()
+    assert {} == replace(tls, url="redis://127.0.0.1:6379/0").client_options()
