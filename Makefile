@@ -39,3 +39,18 @@ demo: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis artifacts
+
+## bench-quick: issue #6 benchmark at 10k and 100k positions (< 2 minutes); bench: 10k, 100k
+## and 1M (about 7 minutes). Own redis-server and mosquitto; report in benchmarks/results/.
+.PHONY: bench bench-quick
+BENCH_STAMP := $(VENV)/.bench-deps
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet matplotlib || echo "matplotlib unavailable: the report will have no plot"
+	@touch $@
+
+bench-quick: setup $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench.py --quick
+
+bench: setup $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench.py --full

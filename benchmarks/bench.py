@@ -1,0 +1,1319 @@
+"""liqmon end-to-end benchmark: per-tick cost against book size, load, burst, ceilings.
+
+Starts its own ``redis-server`` and ``mosquitto`` (monitor.embedded), writes a
+configuration with 500 symbols, loads N positions with the real
+``liqmon positions load`` and runs the real ``liqmon run`` as a subprocess
+(its CPU time read from /proc). Ticks are QoS 0 MQTT publishes on
+``liqmon/prices/{S}/mark``; what comes back is measured where a user sees it:
+
+* tick -> evaluated: the moment the monitor's candidates script stores the mark
+  (a Redis keyspace notification, timestamped by a separate observer process);
+  for a tick that crosses no trigger that is the whole of its work;
+* tick -> event: the arrival of the event at ``mosquitto_sub`` (QoS 1), which
+  timestamps each message itself (``-F %U``).
+
+Phases, per N (10k and 100k in quick mode, plus 1M in full mode):
+
+1. load (time, Redis bytes per position), start, restart (start -> ready);
+2. ticks that cross nothing at ``background_rate``/s: latency, CPU per tick of
+   the monitor and of Redis, the monitor's own histogram;
+3. the same background with ticks that each cross 1-3 triggers: tick -> event;
+4. the peers' design, a full scan (HGETALL + ``monitor.margin.assess`` of every
+   position of the symbol) on the same ticks, same data, same Redis;
+5. at the largest N only: sustained load at rising rates until p99 > 10 ms,
+   then one tick that liquidates 10 % of all positions (the burst);
+6. once: the bare ceilings (redis-benchmark EVALSHA of the candidates script,
+   mosquitto_pub/sub QoS 1 throughput, one MQTT hop's latency).
+
+Writes ``results.json``, ``report.md`` and ``plot.png`` to
+``benchmarks/results/<date>-quick|full/``.
+
+    .venv/bin/python benchmarks/bench.py --quick     # < 2 minutes
+    .venv/bin/python benchmarks/bench.py --full      # about 12 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import book
+import orjson
+import redis
+import report
+from rawmqtt import Publisher
+from stats import CLOCK_TICKS, cpu_seconds, histogram_delta, spearman, summary_ms, tick_histogram
+
+from monitor.config import Settings, load_settings
+from monitor.embedded import MosquittoServer, RedisServer, free_port
+from monitor.evaluation import triggers_for
+from monitor.keys import Keys
+from monitor.margin import Position, Side, assess, liquidation_price, ratio_price
+from monitor.position import PositionRecord
+from monitor.status import Status, next_status
+from monitor.wire import decimal_str
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LIQMON = Path(sys.executable).parent / "liqmon"
+PREFIX = "liqmon"
+KEYS = Keys(PREFIX)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long and how large each phase runs."""
+
+    name: str
+    sizes: tuple[int, ...]
+    baseline_s: float
+    quiet_s: float
+    cross_s: float
+    background_rate: int
+    cross_rate: int
+    cross_symbols: int
+    ramp_rates: tuple[int, ...]
+    ramp_s: float
+    fullscan_ticks: int
+    fullscan_budget_s: float
+    heavy_s: float
+    ceiling_messages: int
+    ceiling_ops: int
+
+
+QUICK = Profile(
+    name="quick",
+    sizes=(10_000, 100_000),
+    baseline_s=1.0,
+    quiet_s=3.0,
+    cross_s=4.0,
+    background_rate=1000,
+    cross_rate=40,
+    cross_symbols=50,
+    ramp_rates=(1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000),
+    ramp_s=2.0,
+    fullscan_ticks=1000,
+    fullscan_budget_s=2.0,
+    heavy_s=4.0,
+    ceiling_messages=30_000,
+    ceiling_ops=10_000,
+)
+FULL = Profile(
+    name="full",
+    sizes=(10_000, 100_000, 1_000_000),
+    baseline_s=3.0,
+    quiet_s=10.0,
+    cross_s=20.0,
+    background_rate=1000,
+    cross_rate=50,
+    cross_symbols=50,
+    ramp_rates=(1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000),
+    ramp_s=5.0,
+    fullscan_ticks=2000,
+    fullscan_budget_s=15.0,
+    heavy_s=8.0,
+    ceiling_messages=50_000,
+    ceiling_ops=50_000,
+)
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with the elapsed time."""
+    sys.stderr.write(f"[{time.monotonic() - STARTED:6.1f}s] {message}\n")
+    sys.stderr.flush()
+
+
+STARTED = time.monotonic()
+
+
+def system_busy() -> tuple[float, float]:
+    """(wall seconds, busy CPU seconds of the whole machine) from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return time.perf_counter(), (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
+def redis_commands(client: redis.Redis) -> dict[str, tuple[int, int]]:
+    """INFO commandstats: command -> (calls, usec)."""
+    return {
+        name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+        for name, v in client.info("commandstats").items()
+    }
+
+
+def commands_delta(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], ticks: int
+) -> dict[str, dict[str, float]]:
+    """Redis commands per tick and server time per call between two snapshots."""
+    out = {}
+    for name, (calls, usec) in sorted(after.items()):
+        b_calls, b_usec = before.get(name, (0, 0))
+        if calls > b_calls:
+            out[name] = {
+                "per_tick": round((calls - b_calls) / ticks, 3),
+                "usec_per_call": round((usec - b_usec) / (calls - b_calls), 1),
+            }
+    return out
+
+
+# -- processes ----------------------------------------------------------------
+
+
+class Monitor:
+    """``liqmon run`` as a subprocess, with its HTTP endpoint and CPU time."""
+
+    def __init__(self, config: Path, redis_url: str, mqtt_url: str, workdir: Path) -> None:
+        self.config = config
+        self.port = free_port()
+        self.env = dict(
+            os.environ,
+            LIQMON_REDIS_URL=redis_url,
+            LIQMON_MQTT_URL=mqtt_url,
+            LIQMON_HTTP_PORT=str(self.port),
+            LIQMON_LOG_FORMAT="json",
+        )
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.hang_dump = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Start and wait for /readyz; returns seconds from spawn to ready."""
+        self.starts += 1
+        logfile = (self.workdir / f"monitor-{self.starts}.log").open("wb")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [str(LIQMON), "--config", str(self.config), "run"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+        )
+        logfile.close()
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"liqmon run exited with {self.proc.returncode}:\n{self.tail()}")
+            if self._get("/readyz")[0] == 200:
+                return time.perf_counter() - started
+            time.sleep(0.01)
+        raise RuntimeError(f"liqmon run not ready after {timeout} s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 15.0) -> float | None:
+        """SIGTERM and wait; seconds to exit, or None when it had to be killed."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        started = time.perf_counter()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.hang_dump = self._dump()
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        return time.perf_counter() - started
+
+    def _dump(self) -> str:
+        """Where a monitor that ignores SIGTERM is stuck: py-spy dump, if installed."""
+        spy = Path(sys.executable).parent / "py-spy"
+        text = ""
+        if spy.exists():
+            done = subprocess.run(
+                [str(spy), "dump", "--pid", str(self.pid)],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            text = done.stdout + done.stderr
+        (self.workdir / f"monitor-{self.starts}-hang.txt").write_text(text + "\n" + self.tail(40))
+        return text
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def metrics(self) -> str:
+        return self._get("/metrics")[1].decode()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        path = self.workdir / f"monitor-{self.starts}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, b""
+
+
+class LineFile:
+    """A file written by a child process, read incrementally."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def mark(self) -> None:
+        """Skip everything written so far."""
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+
+    def read(self) -> list[bytes]:
+        """Complete lines written since the last read or mark."""
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        return data[:end].splitlines()
+
+
+class Watchers:
+    """The keyspace observer and the event subscriber (mosquitto_sub), as child processes."""
+
+    def __init__(self, workdir: Path, redis_server: RedisServer, mqtt: MosquittoServer) -> None:
+        self.workdir = workdir
+        self.notes = LineFile(workdir / "keyspace.txt")
+        self.events = LineFile(workdir / "events.txt")
+        pattern = f"__keyspace@0__:{PREFIX}:{{*}}:price"
+        self.observer = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "observer.py"),
+                "127.0.0.1",
+                str(redis_server.port),
+                pattern,
+            ],
+            stdout=self.notes.path.open("wb"),
+            stderr=subprocess.DEVNULL,
+        )
+        sub = [
+            "mosquitto_sub", "-h", "127.0.0.1", "-p", str(mqtt.port), "-q", "1",
+            "-i", f"bench-events-{os.getpid()}", "-t", f"{PREFIX}/events/#", "-F", "%U %p",
+        ]  # fmt: skip
+        if shutil.which("stdbuf"):
+            sub = ["stdbuf", "-oL", *sub]
+        self.subscriber = subprocess.Popen(
+            sub, stdout=self.events.path.open("wb"), stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while b"READY" not in b"".join(self.notes.read()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("keyspace observer did not subscribe")
+            time.sleep(0.02)
+        time.sleep(0.3)  # mosquitto_sub connects and subscribes
+
+    def stop(self) -> None:
+        for proc in (self.observer, self.subscriber):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def read_notes(self) -> list[tuple[int, str]]:
+        out = []
+        for line in self.notes.read():
+            stamp, _, symbol = line.partition(b" ")
+            if stamp != b"0":
+                out.append((int(stamp), symbol.decode()))
+        return out
+
+    def read_events(self) -> list[tuple[int, dict[str, Any]]]:
+        out = []
+        for line in self.events.read():
+            stamp, _, payload = line.partition(b" ")
+            seconds, _, nanos = stamp.partition(b".")
+            try:
+                out.append((int(seconds) * 1_000_000_000 + int(nanos), orjson.loads(payload)))
+            except orjson.JSONDecodeError:
+                continue
+        return out
+
+
+# -- ticks --------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    """One tick as sent."""
+
+    ts: int
+    symbol: str
+    price: str
+    send_ns: int
+    kind: str  # "quiet", "down", "up", "burst"
+    expected: int = 0
+
+
+@dataclass
+class Driver:
+    """Sends ticks with exact timestamps; every tick gets a unique, increasing ``ts``."""
+
+    publisher: Publisher
+    next_ts: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+
+    def tick(self, symbol: str, price: str, kind: str, expected: int = 0) -> Sent:
+        self.next_ts += 1
+        payload = b'{"price":"%s","ts":%d}' % (price.encode(), self.next_ts)
+        packet = Publisher.packet(f"{PREFIX}/prices/{symbol}/mark", payload)
+        send_ns = time.time_ns()
+        self.publisher.send(packet)
+        return Sent(self.next_ts, symbol, price, send_ns, kind, expected)
+
+    def paced(self, rate: float, seconds: float, make: Any) -> tuple[list[Sent], float]:
+        """Send ``rate``/s for ``seconds``; ``make(i)`` returns (symbol, price, kind, expected).
+
+        Returns the ticks and the achieved rate.
+        """
+        total = int(rate * seconds)
+        sent: list[Sent] = []
+        start = time.perf_counter()
+        i = 0
+        while i < total:
+            due = min(total, int((time.perf_counter() - start) * rate) + 1)
+            while i < due:
+                symbol, price, kind, expected = make(i)
+                sent.append(self.tick(symbol, price, kind, expected))
+                i += 1
+            wait = start + i / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(max(wait, 0.0005))
+        elapsed = time.perf_counter() - start
+        return sent, total / elapsed if elapsed > 0 else 0.0
+
+
+def evaluated_latencies(sent: list[Sent], notes: list[tuple[int, str]]) -> tuple[list[int], int]:
+    """Match keyspace notifications to ticks (per symbol, in order): latencies and misses.
+
+    A tick that never got its own notification was coalesced with a later
+    one (the monitor fell behind on that symbol); it counts as missed, and
+    the later notifications are attributed to earlier ticks, which overstates
+    their latency: conservative.
+    """
+    queues: dict[str, collections.deque[Sent]] = collections.defaultdict(collections.deque)
+    for tick in sorted(sent, key=lambda t: t.send_ns):
+        queues[tick.symbol].append(tick)
+    latencies = []
+    for stamp, symbol in notes:
+        queue = queues.get(symbol)
+        if not queue or stamp < queue[0].send_ns:
+            continue
+        latencies.append(stamp - queue.popleft().send_ns)
+    missed = sum(len(queue) for queue in queues.values())
+    return latencies, missed
+
+
+# -- the market ------------------------------------------------------------------
+
+
+@dataclass
+class Band:
+    """A symbol's mark and the open interval around it with no trigger."""
+
+    symbol: str
+    mark: Decimal
+    low: float
+    high: float
+
+    def quiet_price(self, rng: random.Random) -> str:
+        mark = float(self.mark)
+        if rng.random() < 0.5:
+            value = mark - rng.uniform(0, 0.4) * (mark - self.low)
+        else:
+            value = mark + rng.uniform(0, 0.4) * (self.high - mark)
+        return book.decimal_text(value)
+
+
+@dataclass
+class Crossing:
+    """A symbol where a tick to ``down`` raises k margin calls and a tick to ``up`` clears them."""
+
+    symbol: str
+    down: str
+    up: str
+    k: int
+    state: int = 0
+
+    def next(self) -> tuple[str, str, str, int]:
+        self.state ^= 1
+        if self.state:
+            return self.symbol, self.down, "down", self.k
+        return self.symbol, self.up, "up", self.k
+
+
+def _top_score(client: redis.Redis, key: str, highest: bool) -> float | None:
+    reply = (
+        client.zrevrange(key, 0, 0, withscores=True)
+        if highest
+        else client.zrange(key, 0, 0, withscores=True)
+    )
+    return float(reply[0][1]) if reply else None
+
+
+def band_of(client: redis.Redis, symbol: str) -> Band:
+    """The trigger-free interval around ``symbol``'s stored mark."""
+    mark = Decimal(client.hget(KEYS.price(symbol), "mark").decode())
+    long_down, long_up, short_down, short_up = KEYS.all_triggers(symbol)
+    below = [
+        s
+        for s in (_top_score(client, long_down, True), _top_score(client, short_down, True))
+        if s is not None
+    ]
+    above = [
+        s
+        for s in (_top_score(client, short_up, False), _top_score(client, long_up, False))
+        if s is not None
+    ]
+    low = max(below) if below else float(mark) * 0.9
+    high = min(above) if above else float(mark) * 1.1
+    if not low < float(mark) < high:
+        raise RuntimeError(f"{symbol}: a trigger sits at the mark ({low} {mark} {high})")
+    return Band(symbol, mark, low, high)
+
+
+def crossing_of(
+    client: redis.Redis, settings: Settings, symbol: str, k: int, band: Band
+) -> Crossing | None:
+    """A down price crossing exactly the k highest long margin-call triggers, if one is clean."""
+    contract = settings.symbols[symbol]
+    ids = [raw.decode() for raw in client.zrevrange(KEYS.all_triggers(symbol)[0], 0, k)]
+    if len(ids) < k + 1:
+        return None
+    raws = client.hmget(KEYS.positions(symbol), ids)
+    records = [PositionRecord.decode(i, symbol, raw) for i, raw in zip(ids, raws, strict=True)]
+    calls = [ratio_price(contract, r.position, settings.risk.margin_call_ratio) for r in records]
+    if any(price is None for price in calls):
+        return None
+    calls_d: list[Decimal] = [price for price in calls if price is not None]
+    if calls_d != sorted(calls_d, reverse=True) or calls_d[k - 1] - calls_d[k] < Decimal("0.001"):
+        return None
+    down = (calls_d[k - 1] + calls_d[k]) / 2
+    down = down.quantize(Decimal("0.000001"))
+    if not calls_d[k] < down < calls_d[k - 1]:
+        return None
+    for record in records[:k]:
+        moved = triggers_for(contract, record.moved_to(Status.MARGIN_CALL), settings.risk)
+        # the down tick must not liquidate; the way back to the mark must clear
+        if moved.down is not None and moved.down >= down:
+            return None
+        if moved.up is None or moved.up >= band.mark:
+            return None
+    if float(down) <= float(band.mark) * 0.5:
+        return None
+    return Crossing(symbol, decimal_str(down), decimal_str(band.mark), k)
+
+
+# -- one book size -----------------------------------------------------------------
+
+
+class BookRun:
+    """Everything measured at one N."""
+
+    def __init__(
+        self,
+        n: int,
+        profile: Profile,
+        args: argparse.Namespace,
+        workdir: Path,
+        mqtt: MosquittoServer,
+    ) -> None:
+        self.n = n
+        self.profile = profile
+        self.args = args
+        self.workdir = workdir
+        self.mqtt = mqtt
+        self.symbols = book.universe(args.symbols)
+        self.config = workdir / "liqmon.toml"
+        self.config.write_text(book.config_text(self.symbols))
+        self.settings = load_settings(self.config, environ={})
+        self.result: dict[str, Any] = {"positions": n, "symbols": len(self.symbols)}
+        self.redis_server = RedisServer(workdir / "redis")
+        self.client: redis.Redis
+        self.monitor: Monitor
+        self.watchers: Watchers
+        self.driver: Driver
+        self.burst_longs: list[dict[str, Any]] = []
+        self.rng = random.Random(args.seed)
+
+    # -- set-up --------------------------------------------------------------
+
+    def load(self) -> None:
+        data = self.workdir / "positions.jsonl"
+        started = time.perf_counter()
+        with data.open("wb") as out:
+            for position in book.positions(
+                self.n, self.args.seed, self.symbols, self.args.burst_share
+            ):
+                if position["symbol"] == book.BURST_SYMBOL and position["side"] == "long":
+                    self.burst_longs.append(position)
+                out.write(orjson.dumps(position) + b"\n")
+        log(f"N={self.n:,}: generated in {time.perf_counter() - started:.1f} s")
+        self.redis_server.start()
+        self.client = redis.Redis.from_url(self.redis_server.url)
+        pipe = self.client.pipeline(transaction=False)
+        for symbol, price in self.symbols.items():
+            pipe.hset(KEYS.price(symbol), mapping={"mark": book.mark_text(price), "mark_ts": 1})
+            pipe.xgroup_create(KEYS.outbox(symbol), "publishers", id="0", mkstream=True)
+        pipe.execute()
+        before = int(self.client.info("memory")["used_memory"])
+        env = dict(os.environ, LIQMON_REDIS_URL=self.redis_server.url, LIQMON_LOG_FORMAT="json")
+        started = time.perf_counter()
+        done = subprocess.run(
+            [str(LIQMON), "--config", str(self.config), "positions", "load", str(data)],
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+        seconds = time.perf_counter() - started
+        after = int(self.client.info("memory")["used_memory"])
+        stored = sum(self.client.hlen(KEYS.positions(s)) for s in self.symbols)
+        outbox = sum(self.client.xlen(KEYS.outbox(s)) for s in self.symbols)
+        gave_up = done.stderr.count(b"position_update_gave_up")
+        self.result["state"] = {
+            "load_seconds": round(seconds, 2),
+            "load_positions_per_second": round(self.n / seconds),
+            "load_batch": 5000,
+            "positions_stored": stored,
+            "load_gave_up_messages": gave_up,
+            "events_at_load": outbox,
+            "redis_used_memory_before": before,
+            "redis_used_memory_after": after,
+            "redis_bytes_per_position": round((after - before) / self.n, 1),
+        }
+        log(
+            f"N={self.n:,}: loaded in {seconds:.1f} s ({self.n / seconds:,.0f}/s), "
+            f"{(after - before) / self.n:.0f} B/position, {stored:,} stored"
+        )
+        if stored != self.n:
+            raise RuntimeError(
+                f"only {stored:,} of {self.n:,} positions stored:\n{done.stderr[-2000:]!r}"
+            )
+        data.unlink()
+
+    def start_monitor(self) -> None:
+        self.monitor = Monitor(self.config, self.redis_server.url, self.mqtt.url, self.workdir)
+        first = self.monitor.start()
+        stop = self.monitor.stop()
+        again = self.monitor.start()
+        self.result["state"] |= {
+            "first_start_to_ready_s": round(first, 3),
+            "stop_s": round(stop, 3) if stop is not None else "killed after 15 s",
+            "restart_to_ready_s": round(again, 3),
+        }
+        log(f"N={self.n:,}: ready in {first:.2f} s, after a restart in {again:.2f} s")
+        self.client.config_set("notify-keyspace-events", "Kh")
+        self.watchers = Watchers(self.workdir, self.redis_server, self.mqtt)
+        self.driver = Driver(Publisher("127.0.0.1", self.mqtt.port, f"bench-ticks-{os.getpid()}"))
+        bands = [band_of(self.client, s) for s in self.symbols if s != book.BURST_SYMBOL]
+        self.crossings: list[Crossing] = []
+        quiet: list[Band] = []
+        for band in bands:
+            crossing = None
+            if len(self.crossings) < self.profile.cross_symbols:
+                for k in (len(self.crossings) % 3 + 1, 1, 2, 3):
+                    crossing = crossing_of(self.client, self.settings, band.symbol, k, band)
+                    if crossing:
+                        break
+            if crossing:
+                self.crossings.append(crossing)
+            else:
+                quiet.append(band)
+        self.quiet = quiet
+        self.result["market"] = {
+            "quiet_symbols": len(quiet),
+            "crossing_symbols": len(self.crossings),
+            "positions_per_quiet_symbol": round(
+                sum(self.client.hlen(KEYS.positions(b.symbol)) for b in quiet) / len(quiet)
+            ),
+            "burst_symbol_positions": self.client.hlen(KEYS.positions(book.BURST_SYMBOL)),
+        }
+
+    @contextlib.contextmanager
+    def profiled(self, phase: str) -> Any:
+        """py-spy record of the monitor during a phase, with ``--profile DIR``."""
+        if not self.args.profile:
+            yield
+            return
+        out = Path(self.args.profile) / f"n{self.n}-{phase}.txt"
+        spy = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.monitor.pid),
+             "--rate", "250", "--format", "raw", "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.5)
+        try:
+            yield
+        finally:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
+
+    def quiet_tick(self, _: int) -> tuple[str, str, str, int]:
+        band = self.quiet[self.rng.randrange(len(self.quiet))]
+        return band.symbol, band.quiet_price(self.rng), "quiet", 0
+
+    # -- measurements ------------------------------------------------------------
+
+    def settle(self, seconds: float = 0.3) -> None:
+        time.sleep(seconds)
+
+    def window(self) -> tuple[float, float, float, float]:
+        return (
+            time.perf_counter(),
+            self.monitor.cpu(),
+            cpu_seconds(self.redis_server.pid or 0),
+            system_busy()[1],
+        )
+
+    def baseline(self) -> None:
+        """Idle CPU of the monitor and of Redis (periodic tasks), to subtract."""
+        wall0, mon0, red0, _ = self.window()
+        time.sleep(self.profile.baseline_s)
+        wall1, mon1, red1, _ = self.window()
+        self.idle_monitor = (mon1 - mon0) / (wall1 - wall0)
+        self.idle_redis = (red1 - red0) / (wall1 - wall0)
+        self.result["idle_cpu_cores"] = {
+            "monitor": round(self.idle_monitor, 4),
+            "redis": round(self.idle_redis, 4),
+        }
+
+    def cpu_per_tick(
+        self, start: tuple[float, float, float, float], ticks: int
+    ) -> dict[str, float]:
+        wall1, mon1, red1, busy1 = self.window()
+        wall = wall1 - start[0]
+        monitor = (mon1 - start[1] - self.idle_monitor * wall) / ticks
+        redis_cpu = (red1 - start[2] - self.idle_redis * wall) / ticks
+        return {
+            "monitor_us": round(monitor * 1e6, 1),
+            "redis_us": round(redis_cpu * 1e6, 1),
+            "total_us": round((monitor + redis_cpu) * 1e6, 1),
+            "monitor_cores": round((mon1 - start[1]) / wall, 3),
+            # everything on the machine: this run's processes, and anything else running
+            "machine_busy_cores": round((busy1 - start[3]) / wall, 3),
+        }
+
+    def quiet_phase(self) -> None:
+        """Ticks that cross no trigger, at the background rate."""
+        self.watchers.notes.mark()
+        hist0 = tick_histogram(self.monitor.metrics())
+        commands0 = redis_commands(self.client)
+        start = self.window()
+        sent, rate = self.driver.paced(
+            self.profile.background_rate, self.profile.quiet_s, self.quiet_tick
+        )
+        self.settle()
+        cpu = self.cpu_per_tick(start, len(sent))
+        commands = commands_delta(commands0, redis_commands(self.client), len(sent))
+        hist = histogram_delta(hist0, tick_histogram(self.monitor.metrics()))
+        latencies, missed = evaluated_latencies(sent, self.watchers.read_notes())
+        self.quiet_sent = sent
+        self.result["quiet"] = {
+            "rate_per_s": round(rate),
+            "ticks": len(sent),
+            "tick_to_evaluated": summary_ms(latencies),
+            "not_evaluated_individually": missed,
+            "monitor_histogram": hist,
+            "cpu_per_tick": cpu,
+            "redis_commands": commands,
+        }
+        s = self.result["quiet"]["tick_to_evaluated"]
+        log(
+            f"N={self.n:,}: quiet ticks p50 {s['p50_ms']} ms p99 {s['p99_ms']} ms, "
+            f"CPU/tick monitor {cpu['monitor_us']} us + redis {cpu['redis_us']} us"
+        )
+
+    def crossing_phase(self) -> None:
+        """Background quiet ticks plus ticks that cross 1-3 triggers: tick -> event."""
+        self.watchers.notes.mark()
+        self.watchers.events.mark()
+        every = max(1, self.profile.background_rate // self.profile.cross_rate)
+        order = list(self.crossings)
+
+        def make(i: int) -> tuple[str, str, str, int]:
+            if i % every == every - 1:
+                return order[(i // every) % len(order)].next()
+            return self.quiet_tick(i)
+
+        start = self.window()
+        sent, rate = self.driver.paced(self.profile.background_rate, self.profile.cross_s, make)
+        # every symbol ends where it started (up after down) for the next phase
+        for crossing in order:
+            if crossing.state:
+                sent.append(self.driver.tick(*crossing.next()[:3], expected=crossing.k))
+        time.sleep(1.0)
+        cpu = self.cpu_per_tick(start, len(sent))
+        events = self.watchers.read_events()
+        by_ts: dict[int, list[int]] = collections.defaultdict(list)
+        decided: dict[int, int] = {}
+        types: collections.Counter[str] = collections.Counter()
+        for stamp, event in events:
+            by_ts[event["price_ts"]].append(stamp)
+            decided[event["price_ts"]] = max(decided.get(event["price_ts"], 0), event["emitted_at"])
+            types[event["type"]] += 1
+        first, last, to_decided, to_received, incomplete = [], [], [], [], 0
+        crossing_ticks = [t for t in sent if t.kind in ("down", "up")]
+        for tick in crossing_ticks:
+            stamps = by_ts.get(tick.ts, [])
+            if len(stamps) != tick.expected:
+                incomplete += 1
+                continue
+            first.append(min(stamps) - tick.send_ns)
+            last.append(max(stamps) - tick.send_ns)
+            # emitted_at: the monitor's wall clock (ms) when it decided the transition
+            decided_ns = decided[tick.ts] * 1_000_000
+            to_decided.append(max(decided_ns - tick.send_ns, 0))
+            to_received.append(max(max(stamps) - decided_ns, 0))
+        latencies, _ = evaluated_latencies(
+            [t for t in sent if t.kind == "quiet"], self.watchers.read_notes()
+        )
+        self.result["crossing"] = {
+            "rate_per_s": round(rate),
+            "crossing_ticks": len(crossing_ticks),
+            "events_received": len(events),
+            "events_by_type": dict(types),
+            "ticks_with_unexpected_event_count": incomplete,
+            "tick_to_first_event": summary_ms(first),
+            "tick_to_last_event": summary_ms(last),
+            "split_ms_resolution": {
+                "tick_to_decided": summary_ms(to_decided),
+                "decided_to_received": summary_ms(to_received),
+            },
+            "background_tick_to_evaluated": summary_ms(latencies),
+            "cpu_per_tick": cpu,
+        }
+        s = self.result["crossing"]["tick_to_last_event"]
+        log(
+            f"N={self.n:,}: crossing ticks -> event p50 {s['p50_ms']} ms p99 {s['p99_ms']} ms "
+            f"({len(crossing_ticks)} ticks, {len(events)} events, {incomplete} incomplete)"
+        )
+
+    def _scan(self, ticks: list[Sent], budget_s: float, minimum: int = 1) -> dict[str, Any]:
+        """Full-scan evaluation of ``ticks``: HGETALL + assess + next_status per position."""
+        client = redis.Redis.from_url(self.redis_server.url)
+        risk = self.settings.risk
+        walls, cpus, scanned, changed = [], [], 0, 0
+        red0 = cpu_seconds(self.redis_server.pid or 0)
+        wall0 = time.perf_counter()
+        for tick in ticks:
+            contract = self.settings.symbols[tick.symbol]
+            mark = Decimal(tick.price)
+            c0, t0 = time.process_time(), time.perf_counter_ns()
+            records = client.hgetall(KEYS.positions(tick.symbol))
+            for raw_id, raw in records.items():
+                record = PositionRecord.decode(raw_id.decode(), tick.symbol, raw)
+                state = assess(contract, record.position, mark)
+                if next_status(record.status, state, risk) is not record.status:
+                    changed += 1
+            walls.append(time.perf_counter_ns() - t0)
+            cpus.append(time.process_time() - c0)
+            scanned += len(records)
+            if len(walls) >= minimum and time.perf_counter() - wall0 > budget_s:
+                break
+        wall = time.perf_counter() - wall0
+        redis_cpu = cpu_seconds(self.redis_server.pid or 0) - red0 - self.idle_redis * wall
+        client.close()
+        count = len(walls)
+        return {
+            "ticks": count,
+            "positions_scanned_per_tick": round(scanned / max(count, 1)),
+            "status_changes": changed,
+            "latency": summary_ms(walls),
+            "cpu_per_tick": {
+                "client_us": round(sum(cpus) / count * 1e6, 1),
+                "redis_us": round(max(redis_cpu, 0) / count * 1e6, 1),
+                "total_us": round((sum(cpus) + max(redis_cpu, 0)) / count * 1e6, 1),
+                "client_us_per_position": round(sum(cpus) / max(scanned, 1) * 1e6, 2),
+            },
+        }
+
+    @staticmethod
+    def _ratio(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float | None]:
+        ours_cpu, theirs_cpu = ours["cpu_per_tick"], theirs["cpu_per_tick"]
+        ours_lat = ours["tick_to_evaluated"]["p50_ms"]
+        theirs_lat = theirs["latency"]["p50_ms"]
+        return {
+            "cpu_total": round(theirs_cpu["total_us"] / max(ours_cpu["total_us"], 0.1), 2),
+            "cpu_process": round(theirs_cpu["client_us"] / max(ours_cpu["monitor_us"], 0.1), 2),
+            "latency_p50": round(theirs_lat / ours_lat, 2) if ours_lat else None,
+        }
+
+    def full_scan(self) -> None:
+        """The peers' design: every position of the symbol re-evaluated on each tick."""
+        ticks = self.quiet_sent[: self.profile.fullscan_ticks]
+        self.result["full_scan"] = self._scan(ticks, self.profile.fullscan_budget_s)
+        self.result["full_scan"]["ratio"] = self._ratio(
+            self.result["quiet"], self.result["full_scan"]
+        )
+        scan = self.result["full_scan"]
+        log(
+            f"N={self.n:,}: full scan {scan['positions_scanned_per_tick']} positions/tick: "
+            f"p50 {scan['latency']['p50_ms']} ms, CPU {scan['cpu_per_tick']['total_us']} us/tick "
+            f"(x{scan['ratio']['cpu_total']} ours)"
+        )
+
+    def heavy_symbol(self) -> None:
+        """Both designs on the symbol that holds ``burst_share`` of the book."""
+        band = band_of(self.client, book.BURST_SYMBOL)
+        self.watchers.notes.mark()
+        # 25/s: far enough apart that a stall of the monitor's loop does not make the
+        # coalescer skip ticks of this one symbol (which would confuse the matching)
+        sent, rate = self.driver.paced(
+            25,
+            self.profile.heavy_s,
+            lambda _: (book.BURST_SYMBOL, band.quiet_price(self.rng), "quiet", 0),
+        )
+        self.settle()
+        # 25 ticks/s cannot be told apart from the monitor's idle CPU; a tick's CPU does
+        # not depend on the symbol (O(log n) range queries), so the quiet phase's figure
+        # stands for it, and commandstats give the candidates script's own Redis time.
+        cpu = dict(self.result["quiet"]["cpu_per_tick"])
+        latencies, missed = evaluated_latencies(sent, self.watchers.read_notes())
+        ours = {
+            "symbol": book.BURST_SYMBOL,
+            "positions_in_symbol": self.client.hlen(KEYS.positions(book.BURST_SYMBOL)),
+            "rate_per_s": round(rate),
+            "tick_to_evaluated": summary_ms(latencies),
+            "not_evaluated_individually": missed,
+            "cpu_per_tick": cpu,
+            "cpu_per_tick_source": "quiet phase (too few ticks here to separate from idle CPU)",
+        }
+        theirs = self._scan(sent, self.profile.fullscan_budget_s, minimum=3)
+        self.result["heavy_symbol"] = {
+            "liqmon": ours,
+            "full_scan": theirs,
+            "ratio": self._ratio(ours, theirs),
+        }
+        log(
+            f"N={self.n:,}: {book.BURST_SYMBOL} ({ours['positions_in_symbol']:,} positions): "
+            f"liqmon p50 {ours['tick_to_evaluated']['p50_ms']} ms, "
+            f"{cpu['total_us']} us CPU; full scan p50 {theirs['latency']['p50_ms']} ms, "
+            f"{theirs['cpu_per_tick']['total_us']} us CPU"
+        )
+
+    def sustained(self) -> None:
+        """Quiet ticks over all symbols at rising rates, until the monitor falls behind.
+
+        ``held``: p99 tick -> evaluated ≤ 10 ms with every tick evaluated (the
+        issue's target); ``keeping_up``: p50 ≤ 2 ms and under 0.5 % coalesced
+        (the throughput the monitor sustains, whatever its tail). The ramp
+        stops at the first rate that is neither.
+        """
+        levels = []
+        held = keeping_up = 0
+        for rate in self.profile.ramp_rates:
+            time.sleep(0.5)
+            self.watchers.notes.mark()
+            start = self.window()
+            sent, achieved = self.driver.paced(rate, self.profile.ramp_s, self.quiet_tick)
+            time.sleep(0.5)
+            cpu = self.cpu_per_tick(start, len(sent))
+            latencies, missed = evaluated_latencies(sent, self.watchers.read_notes())
+            summary = summary_ms(latencies)
+            sent_ok = achieved >= 0.95 * rate
+            all_evaluated = missed <= 0.005 * len(sent)
+            p50, p99 = summary["p50_ms"], summary["p99_ms"]
+            ok = p99 is not None and p99 <= 10.0 and all_evaluated and sent_ok
+            up = p50 is not None and p50 <= 2.0 and all_evaluated and sent_ok
+            levels.append(
+                {
+                    "target_rate": rate,
+                    "achieved_rate": round(achieved),
+                    "tick_to_evaluated": summary,
+                    "not_evaluated_individually": missed,
+                    "cpu_per_tick": cpu,
+                    "held": ok,
+                    "keeping_up": up,
+                }
+            )
+            log(
+                f"N={self.n:,}: {rate}/s (sent {achieved:,.0f}/s): p50 {p50} p99 {p99} ms, "
+                f"{missed} coalesced, monitor {cpu['monitor_cores']} cores, machine "
+                f"{cpu['machine_busy_cores']} -> {'held' if ok else 'p99 NOT held'}, "
+                f"{'keeping up' if up else 'NOT keeping up'}"
+            )
+            if ok:
+                held = max(held, rate)
+            if up:
+                keeping_up = max(keeping_up, rate)
+            if not (ok or up):
+                break
+        self.result["sustained"] = {
+            "levels": levels,
+            "highest_rate_held": held,
+            "highest_rate_keeping_up": keeping_up,
+        }
+
+    def burst(self) -> None:
+        """One tick on the burst symbol that liquidates 10 % of the whole book."""
+        contract = self.settings.symbols[book.BURST_SYMBOL]
+        risk = self.settings.risk
+        liqs, calls = [], []
+        for p in self.burst_longs:
+            position = Position(
+                Side.LONG, Decimal(p["qty"]), Decimal(p["entry_price"]), Decimal(p["margin"])
+            )
+            liqs.append(liquidation_price(contract, position) or Decimal(0))
+            calls.append(ratio_price(contract, position, risk.margin_call_ratio) or Decimal(0))
+        target = self.n // 10
+        ordered = sorted(liqs, reverse=True)
+        if len(ordered) <= target:
+            raise RuntimeError("the burst symbol has too few longs for a 10 % burst")
+        price = ((ordered[target - 1] + ordered[target]) / 2).quantize(Decimal("0.0001"))
+        expected_liq = sum(1 for v in liqs if v >= price)
+        expected = sum(1 for v in calls if v >= price)
+        self.watchers.events.mark()
+        hist0 = tick_histogram(self.monitor.metrics())
+        tick = self.driver.tick(book.BURST_SYMBOL, decimal_str(price), "burst", expected)
+        arrivals: list[tuple[int, dict[str, Any]]] = []
+        deadline = time.monotonic() + (60 if self.profile.name == "quick" else 300)
+        last_progress = time.monotonic()
+        while len(arrivals) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+            new = [(s, e) for s, e in self.watchers.read_events() if e["price_ts"] == tick.ts]
+            if new:
+                arrivals += new
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > 10:
+                break
+        time.sleep(0.2)
+        arrivals += [(s, e) for s, e in self.watchers.read_events() if e["price_ts"] == tick.ts]
+        hist = histogram_delta(hist0, tick_histogram(self.monitor.metrics()))
+        stamps = sorted(s - tick.send_ns for s, _ in arrivals)
+        types = collections.Counter(e["type"] for _, e in arrivals)
+        unique = len({e["event_id"] for _, e in arrivals})
+        liq_events = [
+            e for _, e in sorted(arrivals, key=lambda a: a[0]) if e["type"] == "liquidation"
+        ]
+        order = spearman(
+            list(range(len(liq_events))),
+            [-float(e["liquidation_price"] or 0) for e in liq_events],
+        )
+        last_s = stamps[-1] / 1e9 if stamps else None
+        timeline = []
+        if stamps:
+            step = max(stamps[-1] / 100, 1e6)
+            edge, n = step, 0
+            for stamp in stamps:
+                while stamp > edge:
+                    timeline.append((round(edge / 1e9, 4), n))
+                    edge += step
+                n += 1
+            timeline.append((round(edge / 1e9, 4), n))
+        self.result["burst"] = {
+            "symbol": book.BURST_SYMBOL,
+            "price": decimal_str(price),
+            "expected_events": expected,
+            "expected_liquidations": expected_liq,
+            "received": len(arrivals),
+            "received_unique": unique,
+            "by_type": dict(types),
+            "first_event_s": round(stamps[0] / 1e9, 4) if stamps else None,
+            "last_event_s": round(last_s, 3) if last_s else None,
+            "events_per_s": round(len(arrivals) / last_s) if last_s else None,
+            "evaluation_and_commit_s": hist["sum_s"],
+            "order_spearman_arrival_vs_liquidation_price": order,
+            "timeline": timeline,
+        }
+        log(
+            f"N={self.n:,}: burst of {expected:,} events ({expected_liq:,} liquidations): "
+            f"{unique:,} received, last after {last_s} s ({self.result['burst']['events_per_s']}/s)"
+        )
+
+    def ceilings(self) -> dict[str, Any]:
+        """The bare servers: EVALSHA of the candidates script, mosquitto QoS 1, one hop."""
+        out: dict[str, Any] = {}
+        self.client.config_set("notify-keyspace-events", "")
+        script = resources.files("monitor").joinpath("lua", "candidates.lua").read_text()
+        sha = self.client.script_load(script)
+        band = self.quiet[0]
+        stored = self.client.hgetall(KEYS.price(band.symbol))
+        keys = [
+            KEYS.price(band.symbol),
+            KEYS.positions(band.symbol),
+            *KEYS.all_triggers(band.symbol),
+        ]
+        args = [stored[b"mark"].decode(), stored[b"mark_ts"].decode(), repr(float(band.mark))]
+        command = ["EVALSHA", sha, str(len(keys)), *keys, *args]
+        ops = self.profile.ceiling_ops
+        for name, extra, count in (
+            ("one_client", ["-c", "1"], ops),
+            ("clients_50", ["-c", "50"], ops * 5),
+            ("clients_50_pipeline_16", ["-c", "50", "-P", "16"], ops * 20),
+        ):
+            done = subprocess.run(
+                ["redis-benchmark", "-p", str(self.redis_server.port), "-n", str(count), "--csv",
+                 *extra, *command],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            row = done.stdout.strip().splitlines()[-1].replace('"', "").split(",")
+            out[f"redis_evalsha_{name}"] = {
+                "ops_per_s": float(row[-7]),
+                "p50_ms": float(row[-4]),
+                "p99_ms": float(row[-2]),
+            }
+        out["redis_evalsha_positions_in_symbol"] = self.client.hlen(KEYS.positions(band.symbol))
+        out |= mqtt_ceilings(self.mqtt, self.profile, self.workdir)
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.driver.publisher.close()
+        with contextlib.suppress(Exception):
+            self.monitor.stop()
+        with contextlib.suppress(Exception):
+            self.watchers.stop()
+        with contextlib.suppress(Exception):
+            self.client.close()
+        self.redis_server.stop()
+
+
+def mqtt_ceilings(mqtt: MosquittoServer, profile: Profile, workdir: Path) -> dict[str, Any]:
+    """mosquitto_pub -> mosquitto_sub QoS 1 throughput, and one QoS 0 hop's latency."""
+    out: dict[str, Any] = {}
+    count = profile.ceiling_messages
+    payload = b"x" * 700  # about the size of an event
+    lines = workdir / "ceiling.txt"
+    lines.write_bytes((payload + b"\n") * count)
+    stamps = workdir / "ceiling-received.txt"
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mqtt.port), "-q", "1", "-t", "bench/ceiling",
+         "-C", str(count), "-W", "30", "-F", "%U"],
+        stdout=stamps.open("wb"),
+    )  # fmt: skip
+    time.sleep(0.5)
+    started = time.time_ns()
+    with lines.open("rb") as stdin:
+        subprocess.run(
+            ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt.port), "-q", "1", "-t",
+             "bench/ceiling", "-l"],
+            stdin=stdin, check=True,
+        )  # fmt: skip
+    published_s = (time.time_ns() - started) / 1e9
+    try:
+        sub.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        sub.kill()
+        sub.wait()
+    received = stamps.read_bytes().split()
+    last = received[-1].partition(b".") if received else (b"0", b"", b"0")
+    seconds = (int(last[0]) * 1_000_000_000 + int(last[2] or 0) - started) / 1e9
+    out["mosquitto_qos1_pub_to_sub"] = {
+        "messages": count,
+        "received": len(received),
+        "payload_bytes": len(payload),
+        "publisher_seconds": round(published_s, 3),
+        "seconds_to_last_received": round(seconds, 3),
+        "messages_per_s": round(len(received) / seconds) if seconds > 0 else None,
+    }
+    # One hop, QoS 0 in, QoS 1 subscription: publish time to mosquitto_sub's own timestamp.
+    stamps = workdir / "hop.txt"
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mqtt.port), "-q", "1", "-t", "bench/hop",
+         "-F", "%U %p", "-C", "2000"],
+        stdout=stamps.open("wb"),
+    )  # fmt: skip
+    time.sleep(0.5)
+    publisher = Publisher("127.0.0.1", mqtt.port, f"bench-hop-{os.getpid()}")
+    for _ in range(2000):
+        publisher.publish("bench/hop", b"%d" % time.time_ns())
+        time.sleep(0.001)
+    publisher.close()
+    try:
+        sub.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        sub.kill()
+    hops = []
+    for line in stamps.read_bytes().splitlines():
+        stamp, _, sent = line.partition(b" ")
+        seconds_part, _, nanos = stamp.partition(b".")
+        hops.append(int(seconds_part) * 1_000_000_000 + int(nanos) - int(sent))
+    out["mqtt_one_hop_latency"] = summary_ms(hops)
+    return out
+
+
+# -- the run ----------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """CPU, memory, OS and the versions of everything measured."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith("model name")), platform.processor())  # fmt: skip
+    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), "0")  # fmt: skip
+
+    def version(cmd: list[str]) -> str:
+        try:
+            done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=10)
+        except OSError:
+            return "missing"
+        return (done.stdout or done.stderr).strip().splitlines()[0]
+
+    packages = {}
+    for name in ("aiomqtt", "paho-mqtt", "redis", "hiredis", "orjson", "prometheus-client",
+                 "websockets", "structlog", "uvloop", "msgspec"):  # fmt: skip
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            packages[name] = importlib.metadata.version(name)
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=ROOT, check=False, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "--", "monitor", "feeds")
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(mem) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "redis_server": version(["redis-server", "--version"]),
+        "mosquitto": version(["mosquitto", "-h"]),
+        "packages": packages,
+        "git_commit": commit,
+        "uncommitted_changes_in_monitor_or_feeds": len(dirty.splitlines()) if dirty else 0,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    profile = FULL if args.full else QUICK
+    if args.sizes:
+        profile = Profile(**{**profile.__dict__, "sizes": tuple(args.sizes)})
+    results: dict[str, Any] = {
+        "mode": profile.name,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {
+            **{k: v for k, v in profile.__dict__.items() if k != "name"},
+            "symbols": args.symbols,
+            "burst_share": args.burst_share,
+            "seed": args.seed,
+            "ticks": "QoS 0 on liqmon/prices/{S}/mark; events received with mosquitto_sub -q 1",
+            "broker_set_tcp_nodelay": args.broker_nodelay,
+        },
+        "runs": [],
+    }
+    largest = max(profile.sizes)
+    with tempfile.TemporaryDirectory(prefix="liqmon-bench-") as tmp:
+        workdir = Path(tmp)
+        broker_config = ["set_tcp_nodelay true"] if args.broker_nodelay else []
+        with MosquittoServer(
+            workdir / "mosquitto", persistence=False, extra_config=broker_config
+        ) as mqtt:
+            for n in profile.sizes:
+                book_dir = workdir / f"n{n}"
+                book_dir.mkdir()
+                run_ = BookRun(n, profile, args, book_dir, mqtt)
+                try:
+                    run_.load()
+                    run_.start_monitor()
+                    run_.baseline()
+                    with run_.profiled("quiet"):
+                        run_.quiet_phase()
+                    with run_.profiled("crossing"):
+                        run_.crossing_phase()
+                    run_.full_scan()
+                    run_.heavy_symbol()
+                    if n == largest:
+                        if not args.skip_sustained:
+                            with run_.profiled("sustained"):
+                                run_.sustained()
+                        with run_.profiled("burst"):
+                            run_.burst()
+                    if not run_.monitor.alive():
+                        raise RuntimeError(f"the monitor died:\n{run_.monitor.tail()}")
+                    stop = run_.monitor.stop()
+                    run_.result["state"]["final_stop_s"] = (
+                        round(stop, 3) if stop is not None else "killed after 15 s"
+                    )
+                    if stop is None:
+                        run_.result["state"]["stop_hang"] = {
+                            "py_spy_dump": run_.monitor.hang_dump.splitlines()[:80],
+                            "log_tail": run_.monitor.tail(15).splitlines(),
+                        }
+                    run_.watchers.stop()
+                    if n == largest:
+                        log("ceilings: redis-benchmark and mosquitto_pub/sub")
+                        results["ceilings"] = run_.ceilings()
+                    results["runs"].append(run_.result)
+                finally:
+                    if args.keep_logs:
+                        for path in [*book_dir.glob("monitor-*.log"), *book_dir.glob("*-hang.txt")]:
+                            shutil.copy(path, Path(args.keep_logs) / f"n{n}-{path.name}")
+                    run_.close()
+    results["elapsed_s"] = round(time.monotonic() - STARTED, 1)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="10k and 100k positions (default)")
+    mode.add_argument("--full", action="store_true", help="10k, 100k and 1M positions")
+    parser.add_argument("--sizes", type=int, nargs="+", help="override the book sizes")
+    parser.add_argument("--symbols", type=int, default=500)
+    parser.add_argument("--burst-share", type=float, default=0.2,
+                        help="share of all positions on the burst symbol")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--broker-nodelay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="mosquitto with set_tcp_nodelay true (default; without it Nagle's algorithm "
+        "and delayed ACKs hold small packets for up to ~40 ms)",
+    )
+    parser.add_argument("--skip-sustained", action="store_true")
+    parser.add_argument("--out", type=Path, help="results directory (default: dated)")
+    parser.add_argument("--profile", help="py-spy record the monitor per phase into this directory")
+    parser.add_argument("--keep-logs", help="copy the monitor's logs into this directory")
+    args = parser.parse_args()
+    results = run(args)
+    out = args.out or HERE / "results" / f"{datetime.date.today().isoformat()}-{results['mode']}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "report.md").write_text(report.markdown(results))
+    plotted = report.plot(results, out / "plot.png")
+    plot_note = ", plot.png" if plotted else " (no matplotlib: no plot)"
+    log(f"wrote {out}/results.json, report.md{plot_note}")
+    sys.stdout.write(report.markdown(results))
+
+
+if __name__ == "__main__":
+    main()
