@@ -64,6 +64,9 @@ class Daemon:
             settings.redis.url,
             socket_timeout=5,
             socket_connect_timeout=5,
+            # A pooled connection idle for a second is checked before use, so
+            # the first command after a Redis restart does not fail on it.
+            health_check_interval=1,
             **settings.redis.client_options(),
         )
         self.store = Store(
