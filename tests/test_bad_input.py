@@ -249,7 +249,7 @@ async def test_an_absurd_price_does_not_stop_the_daemon(
         await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "54000", "ts": 3})
         (event,) = await events.wait_for(1)
         assert await daemon.failing() == {}
-        await events.quiet(0.3)
+        # Stopping right after an event is published must not hang the shutdown.
     assert event["event_id"] == "p-1:1:1"
     ((source, reason, _, kept),) = await dead_letters(redis_url, prefix)
     assert (source, kept) == (f"mqtt:{prefix}/prices/BTCUSDT/mark", payload)
