@@ -240,15 +240,24 @@ def parse_settings(
 
 
 def _url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
-    """What is wrong with a Redis or MQTT URL, or None."""
+    """What is wrong with a Redis or MQTT URL, or None (credentials never echoed)."""
     parts = urlsplit(value)
+    shown = _redacted(value)
     if parts.scheme not in schemes:
-        return f"must start with {' or '.join(s + '://' for s in schemes)}, got {value!r}"
+        return f"must start with {' or '.join(s + '://' for s in schemes)}, got {shown!r}"
     try:
         parts.port  # noqa: B018 (urlsplit checks the port only when asked)
     except ValueError:
-        return f"port must be between 0 and 65535, got {value!r}"
+        return f"port must be between 0 and 65535, got {shown!r}"
     return None
+
+
+def _redacted(url: str) -> str:
+    """``url`` with any user:password replaced by ``***``, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
 def _env_url(environ: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:

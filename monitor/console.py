@@ -71,13 +71,14 @@ async def load_positions(
             applied += outcome.applied
             ignored += outcome.ignored
             events += len(outcome.events)
-            if progress:
+            if progress and sys.stderr.isatty():
                 rate = applied / max(time.perf_counter() - started, 1e-9)
                 sys.stderr.write(f"\rloaded {applied:,} positions ({rate:,.0f}/s)")
         seconds = time.perf_counter() - started
         if progress:
+            start = "\r" if sys.stderr.isatty() else ""
             sys.stderr.write(
-                f"\rloaded {applied:,} positions in {seconds:.1f} s; {ignored:,} ignored "
+                f"{start}loaded {applied:,} positions in {seconds:.1f} s; {ignored:,} ignored "
                 f"(not newer), {rejected:,} rejected, {events:,} events queued\n"
             )
     finally:

@@ -97,14 +97,16 @@ class Contract:
     close_fee_rate: Decimal = ZERO
 
     def bracket_for(self, notional: Decimal) -> Bracket:
-        """The bracket containing ``notional`` (a notional at a cap is in the lower one)."""
+        """The bracket containing ``notional`` (a notional at a cap is in the lower one).
+
+        Beyond the last finite cap (a size the venue would not allow) the last
+        bracket's rates still apply: the monitor must judge every position it
+        holds, and the highest tier is the conservative choice.
+        """
         for bracket in self.brackets:
             if bracket.notional_cap is None or notional <= bracket.notional_cap:
                 return bracket
-        raise ValueError(
-            f"{self.symbol}: notional {notional} exceeds the last bracket cap "
-            f"{self.brackets[-1].notional_cap}"
-        )
+        return self.brackets[-1]
 
 
 @dataclass(frozen=True, slots=True)

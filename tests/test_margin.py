@@ -314,12 +314,11 @@ def test_bracket_for_zero_is_the_first_bracket() -> None:
     assert SAMPLE_BRACKETS[0] == BTCUSDT.bracket_for(ZERO)
 
 
-def test_bracket_for_beyond_the_last_finite_cap_raises() -> None:
-    """A notional above the last finite cap is an error that names the symbol and the cap."""
-    with pytest.raises(ValueError, match=r"BTCUSDT: notional 1000000\.01 exceeds .* 1000000"):
-        BTCUSDT.bracket_for(D("1000000.01"))
-    with pytest.raises(ValueError, match="exceeds the last bracket cap"):
-        assess(BTCUSDT, pos(Side.LONG, "100", "60000", "6000000"), D("60000"))
+def test_bracket_for_beyond_the_last_finite_cap_uses_the_last_bracket() -> None:
+    """A notional above the last finite cap is still judged, at the last (highest) tier."""
+    assert SAMPLE_BRACKETS[-1] == BTCUSDT.bracket_for(D("1000000.01"))
+    state = assess(BTCUSDT, pos(Side.LONG, "100", "60000", "6000000"), D("60000"))
+    assert D("6000000") * D("0.01") - D("1300") == state.maintenance_margin
 
 
 def test_bracket_for_an_open_last_cap_accepts_anything() -> None:
