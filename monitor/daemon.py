@@ -21,6 +21,7 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 import structlog
 
+from feeds.errors import FeedError
 from feeds.source import PriceSource
 from feeds.tick import PriceKind, PriceTick
 from monitor.api import Api
@@ -163,7 +164,7 @@ class Daemon:
                 start(self._sweep_guards(), "guard-sweep")
                 for source in self.sources:
                     start(
-                        source.run(self._source_tick, self._source_reject), f"source-{source.name}"
+                        self._run_source(source), f"source-{source.name}"
                     )
                 await self.stopping.wait()
                 log.info("stopping")
@@ -301,6 +302,19 @@ class Daemon:
                 self.metrics.feed_stale.labels(symbol).set(1 if state.get("stale") else 0)
                 self.metrics.liquidation_hold.labels(symbol).set(1 if state.get("holding") else 0)
             await asyncio.sleep(1.0)
+
+    async def _run_source(self, source: PriceSource) -> None:
+        """Run one price source; a source that cannot work stops alone, loudly.
+
+        Sources reconnect on their own; what reaches here is fatal for that
+        source (a refused handshake, a wrong URL). The other sources, the MQTT
+        prices and the monitor go on; the symbols it fed go stale and alert.
+        """
+        try:
+            await source.run(self._source_tick, self._source_reject)
+        except FeedError as error:
+            self.metrics.evaluation_errors.labels(f"source:{source.name}").inc()
+            log.error("source_stopped", source=source.name, error=str(error))
 
     async def _source_tick(self, tick: PriceTick) -> None:
         try:
