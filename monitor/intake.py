@@ -34,6 +34,32 @@ _DROPPED = {
 }
 
 
+class LogThrottle:
+    """Log at most ``burst`` rejections per source per ``window_s``; summarize the rest.
+
+    A flood of garbage is then a few lines and a count, not a line per message
+    (every rejection is still counted in the metrics and dead-lettered).
+    """
+
+    def __init__(self, burst: int = 10, window_s: float = 10.0) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self._windows: dict[str, tuple[float, int, int]] = {}
+
+    def allow(self, source: str, now_s: float) -> int | None:
+        """None: do not log this one. Otherwise log it, after a summary of the
+        ``n`` lines suppressed in the previous window when ``n`` > 0."""
+        start, logged, suppressed = self._windows.get(source, (now_s, 0, 0))
+        if now_s - start >= self.window_s:
+            self._windows[source] = (now_s, 1, 0)
+            return suppressed
+        if logged < self.burst:
+            self._windows[source] = (start, logged + 1, suppressed)
+            return 0
+        self._windows[source] = (start, logged, suppressed + 1)
+        return None
+
+
 class Intake:
     """Routes parsed ticks to the coalescer and position versions to their queue."""
 
@@ -62,6 +88,7 @@ class Intake:
         self.owns: Callable[[str], bool] = lambda symbol: True
         """Whether this monitor evaluates ``symbol`` (its lease); set by the daemon."""
         self.held_back = HeldBack(window_s=10.0)
+        self.throttle = LogThrottle()
 
     @property
     def subscriptions(self) -> list[str]:
@@ -143,7 +170,13 @@ class Intake:
     ) -> None:
         """Count, log and dead-letter one unusable message (not kept while Redis is down)."""
         self.metrics.rejected.labels(source, reason).inc()
-        log.warning("message_rejected", source=source, topic=topic, reason=reason, detail=detail)
+        suppressed = self.throttle.allow(source, self.clock())
+        if suppressed is not None:
+            if suppressed:
+                log.warning("messages_rejected_unlogged", source=source, count=suppressed)
+            log.warning(
+                "message_rejected", source=source, topic=topic, reason=reason, detail=detail
+            )
         try:
             await self.store.dead_letter(
                 f"{source}:{topic}" if topic else source, reason, detail, payload

@@ -379,3 +379,15 @@ def test_a_long_that_cannot_be_liquidated_has_no_down_trigger() -> None:
     """A fully collateralised long (margin ≥ notional) never reaches a margin call: no trigger."""
     safe = PositionRecord.from_update(update(margin="40000"), Status.HEALTHY)
     assert triggers_for(BTCUSDT, safe, RISK) == Triggers()
+
+
+def test_rejection_logging_is_throttled_per_source() -> None:
+    """A flood logs ten lines per source per window, then one count of what it did not log."""
+    from monitor.intake import LogThrottle
+
+    throttle = LogThrottle(burst=10, window_s=10.0)
+    decisions = [throttle.allow("mqtt", 0.0) for _ in range(25)]
+    assert [0] * 10 + [None] * 15 == decisions
+    assert 0 == throttle.allow("feed", 0.5)
+    assert 15 == throttle.allow("mqtt", 10.0)
+    assert 0 == throttle.allow("mqtt", 10.1)
