@@ -16,24 +16,35 @@ liquidation price, and each score is widened upwards, so **a long's score is
 never below its liquidation price**; for a short, never above it. With the
 distance to liquidation defined as ``side · (mark − liquidation) / mark``,
 a long not yet read whose score is at most ``s`` is at least
-``(mark − s) / mark`` away. So the longs are read by falling score (the
-shorts by rising score) a page at a time, each read exactly, and the reading
-stops as soon as the ``limit``-th closest found so far is no farther than
-that bound: the answer is the exact top ``limit``, at a cost of
-``O(log N + pages)`` whatever the number of positions.
+``(mark − s) / mark`` away. So each symbol's longs are read by falling score
+(its shorts by rising score) a page at a time, each read exactly; the walk
+whose frontier is nearest the mark goes next, and all stop as soon as the
+``limit``-th closest found so far is no farther than every frontier: the
+answer is the exact top ``limit``, at a cost that depends on how many
+positions sit near the mark, not on how many there are.
 
 Filters (``account``, ``status``) are applied to the positions read, so a
-filter that matches few of the closest positions makes the walk longer. It
-is bounded by :data:`SCAN_BUDGET` records per symbol and side; when the
-budget runs out the answer says ``"complete": false``. Liquidated and closed
+filter that matches few of the closest positions makes the walk longer: it
+gives up after rejecting :data:`FILTER_BUDGET` records per symbol and side
+(any walk after :data:`READ_CAP`), and the answer then says
+``"complete": false``. Positions in margin call are exactly the members of
+the improving trigger sets (``trig:long:up``, ``trig:short:down``), so
+``at_risk=true`` reads those, however far from the mark. Liquidated and closed
 positions are in no trigger set: ``status=liquidated`` or ``closed`` reads
-the symbol's hash with ``HSCAN`` under the same budget (``/api/events``
-lists recent liquidations without that limit).
+the symbol's hash with ``HSCAN`` up to :data:`READ_CAP` records
+(``/api/events`` lists recent liquidations without that limit).
+
+Decoded records and their liquidation prices are kept in a
+:class:`RecordCache` keyed by the stored bytes, so the dashboard's
+once-a-second listing mostly costs the Redis reads.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -53,8 +64,13 @@ from monitor.store import Store
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 DEFAULT_EVENTS = 100
-SCAN_BUDGET = 20_000
-"""Records one listing reads at most per symbol and side (or per symbol, for a scan)."""
+FILTER_BUDGET = 2_000
+"""Records a filtered walk may read and reject, per symbol and side, before it gives up."""
+READ_CAP = 50_000
+"""Records one walk (or scan) reads at most, per symbol and side (or per symbol)."""
+MAX_PAGE = 2_000
+CACHE_SIZE = 100_000
+"""Decoded records (with their liquidation prices) kept between listings."""
 MAX_ACCOUNT_LENGTH = 64
 
 INDEXED = frozenset({Status.HEALTHY, Status.MARGIN_CALL})
@@ -239,12 +255,69 @@ def event_document(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> dict
 # -- reads ------------------------------------------------------------------
 
 
+class RecordCache:
+    """Decoded records and their liquidation prices, least recently used out.
+
+    The dashboard asks for the same closest positions every second; decoding
+    a record and solving its liquidation price is most of a listing's cost.
+    An entry is used only while the stored bytes are the same, so a new
+    version or status is always seen.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[
+            tuple[str, str], tuple[bytes, PositionRecord, Decimal | None]
+        ] = OrderedDict()
+
+    def get(
+        self, contract: Contract, position_id: str, raw: bytes
+    ) -> tuple[PositionRecord, Decimal | None]:
+        """The record stored as ``raw`` and its liquidation price."""
+        key = (contract.symbol, position_id)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == raw:
+            self._entries.move_to_end(key)
+            return entry[1], entry[2]
+        record = PositionRecord.decode(position_id, contract.symbol, raw)
+        liquidation = liquidation_price(contract, record.position) if record.qty else None
+        self._entries[key] = (raw, record, liquidation)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return record, liquidation
+
+
 @dataclass(frozen=True, slots=True)
 class Listing:
     """The answer to a positions query: the rows, and whether the walk saw all it needed."""
 
     rows: list[dict[str, Any]]
     complete: bool
+
+
+@dataclass(slots=True)
+class Walk:
+    """Where one side's walk of its worsening trigger set stands.
+
+    The cursor is the last score read (inclusive) and how many members at that
+    score were already read; ``floor`` bounds the distance of every position
+    not read yet (None without a mark); pages grow from the first to
+    :data:`MAX_PAGE`.
+    """
+
+    contract: Contract
+    side: Side
+    quote: Quote | None
+    key: str
+    page: int
+    bound: float
+    skip: int = 0
+    read: int = 0
+    rejected: int = 0
+    floor: Decimal | None = None
+    done: bool = False
+    gave_up: bool = False
 
 
 class Api:
@@ -261,6 +334,7 @@ class Api:
         self.contracts = dict(contracts)
         self.guards = guards
         self.clock = clock
+        self.cache = RecordCache(CACHE_SIZE)
 
     @property
     def symbols(self) -> list[str]:
@@ -293,20 +367,23 @@ class Api:
             )
 
         found: list[Candidate] = []
+        walks: list[Walk] = []
         complete = True
         for symbol in query.symbols:
             contract, quote = self.contracts[symbol], quotes[symbol]
-            if query.statuses <= INDEXED:
-                walks = [
-                    self._closest(contract, side, quote, query.limit, accept)
-                    for side in (Side.LONG, Side.SHORT)
-                ]
-            else:
-                walks = [self._scan(contract, quote, accept)]
-            for walk in walks:
-                some, done = await walk
+            if not query.statuses <= INDEXED:
+                some, done = await self._scan(contract, quote, accept)
                 found.extend(some)
                 complete = complete and done
+                continue
+            for side in (Side.LONG, Side.SHORT):
+                if query.statuses == {Status.MARGIN_CALL}:
+                    members = await self._margin_call_members(contract, side, quote, accept)
+                    if members is not None:
+                        found.extend(members)
+                        continue
+                walks.append(self._walk(contract, side, quote, query.limit))
+        complete = await self._best_first(walks, query.limit, accept, found) and complete
         found.sort(key=lambda c: c.order)
         rows = [
             describe(self.contracts[c.record.symbol], c.record, quotes[c.record.symbol])
@@ -314,54 +391,136 @@ class Api:
         ]
         return Listing(rows, complete)
 
-    async def _closest(
+    def _walk(self, contract: Contract, side: Side, quote: Quote | None, want: int) -> Walk:
+        direction = "down" if side is Side.LONG else "up"
+        return Walk(
+            contract,
+            side,
+            quote,
+            self.store.keys.triggers(contract.symbol, side, direction),
+            page=min(max(want, 16), MAX_PAGE),
+            bound=math.inf if side is Side.LONG else -math.inf,
+        )
+
+    async def _best_first(
+        self,
+        walks: list[Walk],
+        want: int,
+        accept: Callable[[PositionRecord], bool],
+        found: list[Candidate],
+    ) -> bool:
+        """Advance the walks (module doc), always the one whose frontier is nearest the mark,
+        until no unread position can beat the ``want``-th closest found; False if a filtered
+        walk gave up."""
+        best: list[Decimal] = []  # the `want` smallest distances so far, as a max-heap (negated)
+
+        def keep(items: list[Candidate]) -> None:
+            found.extend(items)
+            for item in items:
+                if item.distance is not None:
+                    heapq.heappush(best, -item.distance)
+                    if len(best) > want:
+                        heapq.heappop(best)
+
+        for walk in walks:  # every walk's first page: its frontier
+            keep(await self._step(walk, accept))
+            if walk.quote is None:
+                walk.done = True  # no mark, nothing to order by: one page will do
+        while True:
+            open_walks = [w for w in walks if not w.done and w.floor is not None]
+            if not open_walks:
+                break
+            nearest = min(open_walks, key=_floor)
+            if len(best) >= want and -best[0] <= _floor(nearest):
+                break
+            keep(await self._step(nearest, accept))
+        return not any(w.gave_up for w in walks)
+
+    async def _step(self, walk: Walk, accept: Callable[[PositionRecord], bool]) -> list[Candidate]:
+        """Read the walk's next page; the accepted positions in it."""
+        client = self.store.client
+        members: Any
+        if walk.side is Side.LONG:
+            members = await client.zrevrangebyscore(
+                walk.key, walk.bound, "-inf", start=walk.skip, num=walk.page, withscores=True
+            )
+        else:
+            members = await client.zrangebyscore(
+                walk.key, walk.bound, "+inf", start=walk.skip, num=walk.page, withscores=True
+            )
+        if not members:
+            walk.done = True
+            return []
+        accepted = []
+        for item in await self._read(walk.contract, [_text(m) for m, _ in members], walk.quote):
+            if accept(item.record):
+                accepted.append(item)
+            else:
+                walk.rejected += 1
+        walk.read += len(members)
+        last = float(members[-1][1])
+        ties = sum(1 for _, score in members if float(score) == last)
+        walk.skip = walk.skip + len(members) if last == walk.bound else ties
+        walk.bound = last
+        if walk.quote is not None:
+            walk.floor = distance(walk.side, walk.quote.mark, Decimal(repr(last)))
+        if len(members) < walk.page:
+            walk.done = True
+        elif walk.rejected >= FILTER_BUDGET or walk.read >= READ_CAP:
+            walk.done = walk.gave_up = True
+        walk.page = min(2 * walk.page, MAX_PAGE)
+        return accepted
+
+    async def _margin_call_members(
         self,
         contract: Contract,
         side: Side,
         quote: Quote | None,
-        want: int,
         accept: Callable[[PositionRecord], bool],
-    ) -> tuple[list[Candidate], bool]:
-        """Walk one side's worsening trigger set from the mark outwards (module doc)."""
-        symbol = contract.symbol
+    ) -> list[Candidate] | None:
+        """Positions in margin call are exactly the members of the improving trigger set:
+        all of them, when they are at most :data:`READ_CAP` (else None: walk instead)."""
+        key = self.store.keys.triggers(contract.symbol, side, "up" if side is Side.LONG else "down")
         client = self.store.client
-        key = self.store.keys.triggers(symbol, side, "down" if side is Side.LONG else "up")
-        page = min(max(2 * want, 64), 1000, SCAN_BUDGET)
+        if await client.zcard(key) > READ_CAP:
+            return None
         found: list[Candidate] = []
-        offset = 0
+        start = 0
         members: Any
         while True:
-            if side is Side.LONG:
-                members = await client.zrevrangebyscore(
-                    key, "+inf", "-inf", start=offset, num=page, withscores=True
-                )
-            else:
-                members = await client.zrangebyscore(
-                    key, "-inf", "+inf", start=offset, num=page, withscores=True
-                )
+            members = await client.zrange(key, start, start + MAX_PAGE - 1)
             if not members:
-                return found, True
-            ids = [_text(member) for member, _ in members]
-            for found_record in await self.store.records(symbol, ids):
-                if found_record is not None and accept(found_record[0]):
-                    found.append(candidate(contract, found_record[0], quote))
-            offset += len(members)
-            if len(members) < page:
-                return found, True
-            if len(found) >= want:
-                if quote is None:
-                    return found, True  # nothing to order by: any `want` will do
-                known = sorted(c.distance for c in found if c.distance is not None)
-                floor = distance(side, quote.mark, Decimal(repr(float(members[-1][1]))))
-                if len(known) >= want and known[want - 1] <= floor:
-                    return found, True
-            if offset >= SCAN_BUDGET:
-                return found, False
+                return found
+            found.extend(
+                item
+                for item in await self._read(contract, [_text(m) for m in members], quote)
+                if accept(item.record)
+            )
+            start += len(members)
+
+    async def _read(
+        self, contract: Contract, ids: Sequence[str], quote: Quote | None
+    ) -> list[Candidate]:
+        """The stored records of ``ids`` (the missing skipped), with their distances."""
+        raws: Any = await self.store.client.hmget(
+            self.store.keys.positions(contract.symbol), list(ids)
+        )
+        items = []
+        for position_id, raw in zip(ids, raws, strict=True):
+            if raw is not None:
+                record, liquidation = self.cache.get(contract, position_id, raw)
+                exact = (
+                    distance(record.side, quote.mark, liquidation)
+                    if quote is not None and liquidation is not None
+                    else None
+                )
+                items.append(Candidate(exact, record))
+        return items
 
     async def _scan(
         self, contract: Contract, quote: Quote | None, accept: Callable[[PositionRecord], bool]
     ) -> tuple[list[Candidate], bool]:
-        """Read a symbol's hash (for statuses no trigger set holds), up to the budget."""
+        """Read a symbol's hash (for statuses no trigger set holds), up to the cap."""
         found: list[Candidate] = []
         read = 0
         key = self.store.keys.positions(contract.symbol)
@@ -370,7 +529,7 @@ class Api:
             if accept(record):
                 found.append(candidate(contract, record, quote))
             read += 1
-            if read >= SCAN_BUDGET:
+            if read >= READ_CAP:
                 return found, False
         return found, True
 
@@ -467,6 +626,12 @@ class Api:
                 "other": max(total - monitored, 0),
             }
         return counts
+
+
+def _floor(walk: Walk) -> Decimal:
+    if walk.floor is None:  # pragma: no cover - open walks always have one
+        raise ValueError("a walk without a mark has no frontier")
+    return walk.floor
 
 
 def _text(value: bytes | str) -> str:

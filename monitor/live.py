@@ -13,11 +13,12 @@ symbol's prices and feed state, and the totals. Events are throttled to
 only counted, by type.
 
 Rule 3: Redis work is shared and happens only while a page is connected: one
-positions query per distinct filter per snapshot, one tail of the
-``published`` stream for all pages. Without pages only in-process state is
-sampled (the marks for the charts, the counters for the rates), plus the
-position counts (sizes of the hash and trigger sets, O(1) each) once a
-second for ``liqmon_positions``.
+positions query per distinct filter per snapshot (an expensive one, such as
+an account filter over a large book, is reused for up to ``COST_FACTOR``
+times what it cost), one tail of the ``published`` stream for all pages.
+Without pages only in-process state is sampled (the marks for the charts,
+the counters for the rates), plus the position counts (sizes of the hash and
+trigger sets, O(1) each) once a second for ``liqmon_positions``.
 
 Messages, server to page (JSON text frames)::
 
@@ -48,7 +49,14 @@ from prometheus_client import Gauge
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from monitor.api import Api, ApiError, PositionsQuery, event_document, parse_positions_query
+from monitor.api import (
+    Api,
+    ApiError,
+    Listing,
+    PositionsQuery,
+    event_document,
+    parse_positions_query,
+)
 from monitor.cancellation import raise_if_cancelling
 from monitor.metrics import Metrics
 from monitor.store import REDIS_DOWN
@@ -57,6 +65,8 @@ log = structlog.get_logger("liqmon.live")
 
 PAGE_ROWS = 50
 MAX_PAGE_ROWS = 200
+COST_FACTOR = 25
+"""A listing that took 0.2 s is reused for 5 s: the feed spends at most ~4 % of the time on it."""
 HISTORY_POINTS = 300
 """Chart points kept per symbol (one a second: five minutes)."""
 
@@ -241,6 +251,11 @@ class LiveFeed:
             "Messages not sent to a dashboard page because its queue was full",
             registry=registry,
         )
+        self.errors = PromCounter(
+            "liqmon_dashboard_errors_total",
+            "Unexpected errors in the dashboard feed (logged; the monitor goes on)",
+            registry=registry,
+        )
         self.positions_gauge = Gauge(
             "liqmon_positions",
             "Stored positions by status (other: liquidated, closed or not liquidatable)",
@@ -255,6 +270,7 @@ class LiveFeed:
         }
         self.counts: dict[str, dict[str, int]] = {}
         self._attached = asyncio.Event()
+        self._listings: dict[PositionsQuery, tuple[float, float, Listing]] = {}
 
     # -- the daemon side: never waits for a page --
 
@@ -299,6 +315,10 @@ class LiveFeed:
             self.counts = await self.api.counts()
         except REDIS_DOWN:
             return
+        except Exception:  # the dashboard must never take the monitor down
+            self.errors.inc()
+            log.exception("dashboard_counts_failed")
+            return
         for symbol, by_status in self.counts.items():
             for status, count in by_status.items():
                 if status != "total":
@@ -316,13 +336,17 @@ class LiveFeed:
                             self.dropped_counter.inc()
             except REDIS_DOWN as error:
                 self.broadcast(_error(f"redis unavailable: {error}"))
+            except Exception:  # the dashboard must never take the monitor down
+                self.errors.inc()
+                log.exception("dashboard_snapshot_failed")
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(0.05, self.snapshot_interval_s - elapsed))
 
     async def _snapshot_messages(
-        self, pages: Iterable[Page]
+        self, pages: Iterable[Page], fresh: bool = False
     ) -> dict[PositionsQuery, tuple[bytes, list[Page]]]:
-        """One encoded snapshot per distinct filter, with the pages that asked for it."""
+        """One encoded snapshot per distinct filter, with the pages that asked for it
+        (``fresh``: recompute the rows even if recent ones could be reused)."""
         by_query: dict[PositionsQuery, list[Page]] = {}
         for page in pages:
             by_query.setdefault(page.query, []).append(page)
@@ -330,8 +354,12 @@ class LiveFeed:
             return {}
         common = await self._common()
         messages = {}
+        if not fresh:  # a periodic round: forget the filters no page uses any more
+            for query in list(self._listings):
+                if query not in by_query:
+                    del self._listings[query]
         for query, asking in by_query.items():
-            listing = await self.api.positions(query)
+            listing = await self._listing(query, fresh)
             document = {
                 "type": "snapshot",
                 "ts": time.time_ns() // 1_000_000,
@@ -342,6 +370,19 @@ class LiveFeed:
             }
             messages[query] = (orjson.dumps(document), asking)
         return messages
+
+    async def _listing(self, query: PositionsQuery, fresh: bool = False) -> Listing:
+        """The query's rows, reused while younger than :data:`COST_FACTOR` times what they
+        cost (an expensive filter is refreshed less often than once a second)."""
+        now = time.monotonic()
+        cached = self._listings.get(query)
+        if cached is not None and not fresh:
+            at, cost_s, listing = cached
+            if now - at < cost_s * COST_FACTOR:
+                return listing
+        listing = await self.api.positions(query)
+        self._listings[query] = (now, time.monotonic() - now, listing)
+        return listing
 
     async def _common(self) -> dict[str, Any]:
         """The part of a snapshot every page gets: symbols and totals."""
@@ -385,13 +426,24 @@ class LiveFeed:
             except REDIS_DOWN:
                 await asyncio.sleep(1.0)
                 continue
-            # RESP3 answers a map of stream → [entries]; RESP2 a list of [stream, entries].
-            streams = reply.values() if isinstance(reply, dict) else ([v] for _, v in reply or [])
-            for batches in streams:
-                for batch in batches:
-                    for entry_id, fields in batch:
-                        last = _text(entry_id)
-                        self.throttle.offer(event_document(entry_id, fields))
+            try:
+                last = self._offer_entries(reply) or last
+            except Exception:  # a malformed entry must not stop the feed, nor the monitor
+                self.errors.inc()
+                log.exception("dashboard_tail_failed")
+                last = None
+
+    def _offer_entries(self, reply: Any) -> str | None:
+        """Pass the entries of an XREAD reply to the throttle; the last entry id, if any."""
+        last = None
+        # RESP3 answers a map of stream → [entries]; RESP2 a list of [stream, entries].
+        streams = reply.values() if isinstance(reply, dict) else ([v] for _, v in reply or [])
+        for batches in streams:
+            for batch in batches:
+                for entry_id, fields in batch:
+                    last = _text(entry_id)
+                    self.throttle.offer(event_document(entry_id, fields))
+        return last
 
     async def _flush(self) -> None:
         while True:
@@ -457,9 +509,14 @@ class LiveFeed:
     async def _send_snapshot_now(self, connection: ServerConnection, page: Page) -> None:
         """A snapshot for this page alone, so a new filter shows at once."""
         try:
-            messages = await self._snapshot_messages([page])
+            messages = await self._snapshot_messages([page], fresh=True)
         except REDIS_DOWN as error:
             await connection.send(_error(f"redis unavailable: {error}").decode())
+            return
+        except Exception:
+            self.errors.inc()
+            log.exception("dashboard_snapshot_failed")
+            await connection.send(_error("snapshot failed; see the monitor's log").decode())
             return
         for message, _ in messages.values():
             await connection.send(message.decode())

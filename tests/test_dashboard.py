@@ -28,6 +28,7 @@ from harness import publish, settled
 from test_http_api import get, seeded
 from websockets.asyncio.client import ClientConnection
 
+from monitor.api import PositionsQuery
 from monitor.cancellation import raise_if_cancelling
 from monitor.live import Page, Rates, Sample, Throttle, quantile
 from monitor.margin import Side
@@ -119,6 +120,29 @@ async def test_a_cancellation_lost_inside_a_call_still_stops_the_loop() -> None:
         async with asyncio.timeout(2):
             await task
     assert task.cancelled() and rounds > 1
+
+
+async def test_an_expensive_listing_is_reused_for_a_while(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """A filter whose rows took 0.1 s to list is reused for 2.5 s; a new filter is fresh."""
+    async with seeded(redis_url, mqtt_url, prefix, 300) as (daemon, _):
+        live = daemon.http.live
+        assert live is not None
+        calls = []
+        positions = live.api.positions
+
+        async def slow(query: PositionsQuery) -> Any:
+            calls.append(query)
+            await asyncio.sleep(0.1)
+            return await positions(query)
+
+        live.api.positions = slow  # type: ignore[method-assign]
+        query = PositionsQuery(("BTCUSDT",), account="acct-3", limit=10)
+        first = await live._listing(query)
+        assert first is await live._listing(query)
+        assert first is not await live._listing(query, fresh=True)
+        assert 2 == len(calls)
 
 
 async def test_a_burst_reaches_the_page_throttled_and_fully_counted(

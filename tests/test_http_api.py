@@ -23,7 +23,7 @@ from harness import mqtt_client, publish, running, settings_for, settled, stored
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor import api as api_module
-from monitor.api import distance
+from monitor.api import PositionsQuery, distance
 from monitor.console import describe
 from monitor.daemon import Daemon
 from monitor.margin import ContractKind, Side
@@ -171,9 +171,47 @@ async def test_account_filter_reports_an_incomplete_walk(
 ) -> None:
     """An account that matches none of the closest positions exhausts the budget: complete=false."""
     async with seeded(redis_url, mqtt_url, prefix, 600) as (daemon, _):
-        monkeypatch.setattr(api_module, "SCAN_BUDGET", 64)
-        status, body, _ = await get(daemon, "/api/positions?account=nobody&symbol=BTCUSDT")
+        monkeypatch.setattr(api_module, "FILTER_BUDGET", 20)
+        status, body, _ = await get(daemon, "/api/positions?account=nobody&symbol=BTCUSDT&limit=5")
         assert (200, [], False) == (status, body["positions"], body["complete"])
+
+
+async def test_the_walk_pages_through_equal_trigger_prices(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """300 identical longs share one trigger score across many pages; the three of another
+    account, last in Redis' order, are still found, and nothing is read twice."""
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    same = {"symbol": "BTCUSDT", "side": "long", "qty": "0.1", "entry_price": "64000"}
+    positions = [
+        {**same, "id": f"p-{n:03}", "account": "acct-x", "margin": "640", "seq": 1}
+        for n in range(300)
+    ] + [
+        {**same, "id": f"p-z{n}", "account": "acct-y", "margin": "640", "seq": 1} for n in range(3)
+    ]
+    async with running(settings) as daemon, mqtt_client(mqtt_url) as client:
+        await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "64000", "ts": 1})
+        await settled(daemon, "BTCUSDT", 1)
+        await publish(client, f"{prefix}/positions", positions)
+        await stored_positions(daemon, "BTCUSDT", len(positions))
+        status, body, _ = await get(daemon, "/api/positions?account=acct-y&limit=3")
+        assert (200, True) == (status, body["complete"])
+        assert ["p-z0", "p-z1", "p-z2"] == sorted(p["id"] for p in body["positions"])
+        # Equal distances never satisfy the stop rule early: the walk reads every page once.
+        api = daemon.http.api
+        assert api is not None
+        reads: list[str] = []
+        read = api._read
+
+        async def counted(contract: Any, ids: Any, quote: Any) -> Any:
+            reads.extend(ids)
+            return await read(contract, ids, quote)
+
+        api._read = counted  # type: ignore[method-assign]
+        query = PositionsQuery(("BTCUSDT",), account="acct-x", limit=40)
+        listing = await api.positions(query)
+        assert (40, True) == (len(listing.rows), listing.complete)
+        assert (303, 303) == (len(reads), len(set(reads)))
 
 
 async def test_bad_requests_are_400_and_unknown_ids_404(
