@@ -13,9 +13,9 @@ symbol's prices and feed state, and the totals. Events are throttled to
 only counted, by type.
 
 Rule 3: Redis work is shared and happens only while a page is connected: one
-positions query per distinct filter per snapshot (an expensive one, such as
-an account filter over a large book, is reused for up to ``COST_FACTOR``
-times what it cost), one tail of the ``published`` stream for all pages.
+positions query per distinct filter per snapshot (an account filter over a
+large book, the one expensive kind, is reused for up to ``COST_FACTOR`` times
+what it cost, at most 5 s), one tail of the ``published`` stream for all pages.
 Without pages only in-process state is sampled (the marks for the charts,
 the counters for the rates), plus the position counts (sizes of the hash and
 trigger sets, O(1) each) once a second for ``liqmon_positions``.
@@ -66,7 +66,8 @@ log = structlog.get_logger("liqmon.live")
 PAGE_ROWS = 50
 MAX_PAGE_ROWS = 200
 COST_FACTOR = 25
-"""A listing that took 0.2 s is reused for 5 s: the feed spends at most ~4 % of the time on it."""
+"""An account listing that took 0.2 s is reused for 5 s: at most ~4 % of the time on it."""
+MAX_REUSE_S = 5.0
 HISTORY_POINTS = 300
 """Chart points kept per symbol (one a second: five minutes)."""
 
@@ -372,13 +373,15 @@ class LiveFeed:
         return messages
 
     async def _listing(self, query: PositionsQuery, fresh: bool = False) -> Listing:
-        """The query's rows, reused while younger than :data:`COST_FACTOR` times what they
-        cost (an expensive filter is refreshed less often than once a second)."""
+        """The query's rows. An account filter's rows (the one filter whose cost grows
+        with the book) are reused while younger than :data:`COST_FACTOR` times what they
+        cost, at most :data:`MAX_REUSE_S`; every other listing is read anew, so the
+        closest positions are never older than a snapshot, even in a crash."""
         now = time.monotonic()
         cached = self._listings.get(query)
-        if cached is not None and not fresh:
+        if cached is not None and not fresh and query.account is not None:
             at, cost_s, listing = cached
-            if now - at < cost_s * COST_FACTOR:
+            if now - at < min(cost_s * COST_FACTOR, MAX_REUSE_S):
                 return listing
         listing = await self.api.positions(query)
         self._listings[query] = (now, time.monotonic() - now, listing)
