@@ -211,7 +211,9 @@ async def _positions(settings: Settings, args: argparse.Namespace) -> None:
     if args.action == "load":
         if not args.file.exists():
             _fail(f"{args.file}: no such file")
-        await load_positions(settings, _jsonl(args.file, settings), args.batch)
+        summary = await load_positions(settings, _jsonl(args.file, settings), args.batch)
+        if summary.failed:
+            raise SystemExit(1)
     elif args.action == "list":
         if args.symbol is not None and args.symbol not in settings.symbols:
             _fail(f"unknown symbol {args.symbol!r}; configured: {', '.join(settings.symbols)}")

@@ -40,6 +40,7 @@ class LoadSummary:
     rejected: int
     events: int
     seconds: float
+    failed: int = 0
 
 
 async def load_positions(
@@ -51,7 +52,7 @@ async def load_positions(
     """Apply a stream of parsed lines in pipelined batches; rejections are dead-lettered."""
     store = open_store(settings)
     engine = Engine(store, settings.symbols, settings.risk, settings.mqtt.topic_prefix)
-    applied = ignored = rejected = events = 0
+    applied = ignored = rejected = events = failed = 0
     started = time.perf_counter()
     try:
         await store.ensure_outbox_groups(settings.symbols)
@@ -70,6 +71,7 @@ async def load_positions(
             outcome = await engine.apply_updates(updates)
             applied += outcome.applied
             ignored += outcome.ignored
+            failed += outcome.failed
             events += len(outcome.events)
             if progress and sys.stderr.isatty():
                 rate = applied / max(time.perf_counter() - started, 1e-9)
@@ -81,9 +83,11 @@ async def load_positions(
                 f"{start}loaded {applied:,} positions in {seconds:.1f} s; {ignored:,} ignored "
                 f"(not newer), {rejected:,} rejected, {events:,} events queued\n"
             )
+            if failed:
+                sys.stderr.write(f"{failed:,} positions could NOT be stored (see the log)\n")
     finally:
         await store.client.aclose()
-    return LoadSummary(applied, ignored, rejected, events, seconds)
+    return LoadSummary(applied, ignored, rejected, events, seconds, failed)
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

@@ -63,8 +63,12 @@ class Daemon:
         self.metrics = Metrics()
         self.redis = aioredis.Redis.from_url(
             settings.redis.url,
-            socket_timeout=5,
+            # No socket_timeout: with one, redis-py wraps every send in
+            # asyncio.wait_for, which on Python 3.11 can swallow a cancellation
+            # (a daemon that will not stop). Reads of blocking commands carry
+            # their own timeouts; a silent Redis is caught by _watch_redis.
             socket_connect_timeout=5,
+            socket_keepalive=True,
             # A pooled connection idle for a second is checked before use, so
             # the first command after a Redis restart does not fail on it.
             health_check_interval=1,
@@ -163,9 +167,7 @@ class Daemon:
                 start(self._position_worker(), "position-worker")
                 start(self._sweep_guards(), "guard-sweep")
                 for source in self.sources:
-                    start(
-                        self._run_source(source), f"source-{source.name}"
-                    )
+                    start(self._run_source(source), f"source-{source.name}")
                 await self.stopping.wait()
                 log.info("stopping")
                 await self._drain()
@@ -216,9 +218,10 @@ class Daemon:
         while True:
             raise_if_cancelling()
             try:
-                self.metrics.outbox_length.set(await self.store.outbox_length(symbols))
+                async with asyncio.timeout(3):
+                    self.metrics.outbox_length.set(await self.store.outbox_length(symbols))
                 self.redis_ok = True
-            except REDIS_DOWN:
+            except (TimeoutError, *REDIS_DOWN):
                 self.redis_ok = False
             self.metrics.ready.set(0 if await self.failing() else 1)
             await asyncio.sleep(1.0)

@@ -489,6 +489,9 @@ class MosquittoServer(EmbeddedServer):
             "connection_messages true",
             f"max_queued_messages {self.max_queued_messages}",
             "max_queued_bytes 0",
+            # Without it, small QoS 1 messages wait on Nagle's algorithm: a
+            # tick-to-event median of ~65 ms instead of ~2 ms.
+            "set_tcp_nodelay true",
             f"max_inflight_messages {self.max_inflight_messages}",
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:

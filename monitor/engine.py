@@ -43,6 +43,8 @@ class Outcome:
     applied: int = 0
     ignored: int = 0
     evaluated: int = 0
+    failed: int = 0
+    """Versions not stored after every compare-and-set round (contention; should be 0)."""
 
 
 class Engine:
@@ -116,6 +118,7 @@ class Engine:
                 if not pending:
                     break
             else:
+                outcome.failed += len(pending)
                 log.error("position_update_gave_up", symbol=symbol, count=len(pending))
         return outcome
 

@@ -49,6 +49,8 @@ class Quote:
     mark: Decimal
     mark_ts_ms: int
     index: Decimal | None = None
+    stamp: str = ""
+    """The stored ``mark_ts|mark`` text this quote was read from (for compare-and-set)."""
 
 
 @dataclass(frozen=True, slots=True)

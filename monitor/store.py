@@ -146,7 +146,12 @@ class Store:
         )
         if mark is None or mark_ts is None:
             return None
-        return Quote(Decimal(_text(mark)), int(mark_ts), Decimal(_text(index)) if index else None)
+        return Quote(
+            Decimal(_text(mark)),
+            int(mark_ts),
+            Decimal(_text(index)) if index else None,
+            stamp=f"{_text(mark_ts)}|{_text(mark)}",
+        )
 
     async def records(
         self, symbol: str, ids: Sequence[str]
@@ -178,7 +183,9 @@ class Store:
         elif decided_at is None or decided_at is False:
             check = "-"
         else:
-            check = f"{decided_at.mark_ts_ms}|{decimal_str(decided_at.mark)}"
+            # The exact stored text, so a mark written by another tool in
+            # another spelling ("64000.00") still matches itself.
+            check = decided_at.stamp or f"{decided_at.mark_ts_ms}|{decimal_str(decided_at.mark)}"
         args: list[str | bytes] = [check]
         for write in writes:
             triggers = write.triggers
@@ -253,9 +260,17 @@ class Store:
             self.keys.outbox(symbol): "0" if pending else ">" for symbol in symbols
         }
         by_key = {self.keys.outbox(symbol): symbol for symbol in symbols}
-        reply: Any = await self.client.xreadgroup(
-            OUTBOX_GROUP, consumer, streams, count=count, block=None if pending else block_ms
-        )
+        try:
+            reply: Any = await self.client.xreadgroup(
+                OUTBOX_GROUP, consumer, streams, count=count, block=None if pending else block_ms
+            )
+        except ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            # Redis lost its data (restarted without persistence, or flushed):
+            # make the groups again; there is nothing pending to read.
+            await self.ensure_outbox_groups(symbols)
+            return []
         entries: list[OutboxEntry] = []
         # RESP3 answers a map of stream → [entries]; RESP2 a list of [stream, entries].
         items = reply.items() if isinstance(reply, dict) else ((k, [v]) for k, v in reply or [])
