@@ -101,6 +101,8 @@ class HttpSettings:
 
     host: str = "127.0.0.1"
     port: int = 8321
+    token: str | None = None
+    """Bearer token required by /api, /ws and /metrics when set (LIQMON_HTTP_TOKEN)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,7 @@ def parse_settings(
         "mqtt",
         {"url", "topic_prefix", "client_id", "ca_file", "cert_file", "key_file", "max_inflight"},
     )
-    reader.only(http_doc, "http", {"host", "port"})
+    reader.only(http_doc, "http", {"host", "port", "token"})
     reader.only(risk_doc, "risk", {"margin_call_ratio", "margin_call_clear_ratio"})
     reader.only(limits_doc, "limits", {"max_payload_bytes", "max_batch", "dead_letter_maxlen"})
 
@@ -191,7 +193,9 @@ def parse_settings(
     else:
         http_port = reader.integer(http_doc, "http.port", HttpSettings().port, 0, 65535)
     http = HttpSettings(
-        host=reader.string(http_doc, "http.host", HttpSettings().host), port=http_port
+        host=reader.string(http_doc, "http.host", HttpSettings().host),
+        port=http_port,
+        token=environ.get("LIQMON_HTTP_TOKEN") or reader.optional_str(http_doc, "http.token"),
     )
     risk = RiskLimits(
         margin_call_ratio=reader.decimal(

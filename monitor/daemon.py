@@ -118,7 +118,18 @@ class Daemon:
             self.metrics,
             self.failing,
             Api(self.store, settings.symbols, self.guards),
+            token=settings.http.token,
         )
+        if settings.http.token is None and settings.http.host not in (
+            "127.0.0.1",
+            "::1",
+            "localhost",
+        ):
+            log.warning(
+                "http_unprotected",
+                host=settings.http.host,
+                hint="set http.token (or LIQMON_HTTP_TOKEN) when binding beyond loopback",
+            )
         self.recovered = asyncio.Event()
         self.redis_ok = False
         self.stopping = asyncio.Event()

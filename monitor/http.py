@@ -22,11 +22,12 @@ Bad query parameters are a 400 and unknown ids a 404, each with
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
@@ -93,8 +94,10 @@ class HttpEndpoint:
         metrics: Metrics,
         readiness: Checks,
         api: Api | None = None,
+        token: str | None = None,
     ) -> None:
         self.host = host
+        self.token = token
         self.port = port
         self.metrics = metrics
         self.readiness = readiness
@@ -122,7 +125,8 @@ class HttpEndpoint:
                 group.create_task(server.serve_forever(), name="http-serve")
 
     async def _websocket(self, connection: ServerConnection) -> None:
-        if self.live is None or connection.request is None or connection.request.path != "/ws":
+        request = connection.request
+        if self.live is None or request is None or urlsplit(request.path).path != "/ws":
             await connection.close(1008, "the live feed is at /ws")
             return
         await self.live.serve(connection)
@@ -137,8 +141,15 @@ class HttpEndpoint:
             if failing:
                 return json_response(503, {"status": "not ready", "failing": failing})
             return json_response(200, {"status": "ready"})
-        if path == "/metrics":
+        if path == "/metrics" and not (self.token and not self._authorized(request, parts.query)):
             return _response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+        if self.token and path.startswith(PROTECTED) and not self._authorized(request, parts.query):
+            return _response(
+                401,
+                orjson.dumps({"error": "missing or wrong bearer token"}),
+                "application/json",
+                (("WWW-Authenticate", 'Bearer realm="liqmon"'),),
+            )
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return None if path == "/ws" and self.live is not None else _not_found(path)
         if path in self.static:
@@ -146,12 +157,23 @@ class HttpEndpoint:
             return _response(200, body, content_type, (("Content-Security-Policy", PAGE_SECURITY),))
         if path.startswith("/api/") and self.api is not None:
             try:
-                return json_response(200, await self._api(self.api, path, parts.query))
+                return json_response(
+                    200, await self._api(self.api, path, _without_token(parts.query))
+                )
             except ApiError as error:
                 return json_response(error.status, {"error": error.message})
             except REDIS_DOWN as error:
                 return json_response(503, {"error": f"redis unavailable: {error}"})
         return _not_found(path)
+
+    def _authorized(self, request: Request, query: str) -> bool:
+        """The bearer token from the Authorization header, or ``?token=`` (for the page)."""
+        assert self.token is not None
+        header = request.headers.get("Authorization", "")
+        offered = header[7:] if header.startswith("Bearer ") else ""
+        if not offered:
+            offered = next(iter(parse_qs(query).get("token", [])), "")
+        return hmac.compare_digest(offered.encode(), self.token.encode())
 
     async def _api(self, api: Api, path: str, query: str) -> dict[str, Any]:
         if path == "/api/positions":
@@ -176,6 +198,17 @@ class HttpEndpoint:
             query_params(query, ())
             return {"symbols": await api.symbols_state(), "positions": await api.counts()}
         raise ApiError(404, f"no such path: {path}")
+
+
+def _without_token(query: str) -> str:
+    """The query string minus ``token=`` (a credential, not an API parameter)."""
+    pairs = [pair for pair in query.split("&") if pair and not pair.startswith("token=")]
+    return "&".join(pairs)
+
+
+PROTECTED = ("/api/", "/ws", "/metrics")
+"""Paths that carry data and need the bearer token when one is configured; the
+health checks and the page's static files do not."""
 
 
 def _not_found(path: str) -> Response:

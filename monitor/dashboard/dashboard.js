@@ -68,7 +68,7 @@
 
   function connect() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const socket = new WebSocket(`${proto}//${location.host}/ws`);
+    const socket = new WebSocket(`${proto}//${location.host}/ws${tokenQuery("?")}`);
     state.socket = socket;
     socket.addEventListener("open", () => {
       state.retryMs = 500;
@@ -361,7 +361,7 @@
 
   async function loadRecentEvents() {
     try {
-      const response = await fetch("/api/events?limit=50");
+      const response = await fetch(`/api/events?limit=50${tokenQuery("&")}`);
       if (!response.ok) return;
       const body = await response.json();
       addEvents(body.events);
@@ -391,3 +391,10 @@
 
   start();
 })();
+
+// With http.token set, open the page as /?token=...; the token rides along on
+// the live feed and API requests.
+function tokenQuery(separator) {
+  const token = new URLSearchParams(location.search).get("token");
+  return token ? `${separator}token=${encodeURIComponent(token)}` : "";
+}
