@@ -78,18 +78,18 @@ class Engine:
         contract = self.contracts[tick.symbol]
         quote = candidates.quote
         now = self.clock_ms()
-        outcome = Outcome(evaluated=len(candidates.records))
-        writes = []
-        for record, raw in candidates.records:
-            decision = evaluate(contract, record, quote, self.risk, now, allow_liquidation)
-            if decision.event is not None:
-                writes.append(self._write(decision, raw))
-        # Commit in slices so that the first events of a large burst (most
-        # underwater first) reach the publisher while the rest are written.
-        for start in range(0, len(writes), COMMIT_SLICE):
-            await self._commit(
-                tick.symbol, writes[start : start + COMMIT_SLICE], quote, outcome, allow_liquidation
-            )
+        records = candidates.records
+        outcome = Outcome(evaluated=len(records))
+        # Decide and commit slice by slice, so that the first events of a large
+        # burst (most underwater first) reach the publisher while the rest are
+        # still being evaluated.
+        for start in range(0, len(records), COMMIT_SLICE):
+            writes = []
+            for record, raw in records[start : start + COMMIT_SLICE]:
+                decision = evaluate(contract, record, quote, self.risk, now, allow_liquidation)
+                if decision.event is not None:
+                    writes.append(self._write(decision, raw))
+            await self._commit(tick.symbol, writes, quote, outcome, allow_liquidation)
         return outcome
 
     async def on_index(self, tick: PriceTick) -> bool:

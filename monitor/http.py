@@ -142,6 +142,9 @@ class HttpEndpoint:
                 return json_response(503, {"status": "not ready", "failing": failing})
             return json_response(200, {"status": "ready"})
         if path == "/metrics" and not (self.token and not self._authorized(request, parts.query)):
+            if self.live is not None:
+                # liqmon_positions is counted when scraped, not on a timer.
+                await self.live.refresh_counts()
             return _response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
         if self.token and path.startswith(PROTECTED) and not self._authorized(request, parts.query):
             return _response(

@@ -109,8 +109,14 @@ class Leases:
         pipe.zcard(self.heartbeats)
         monitors = (await pipe.execute())[2]
         share = fair_share(len(self.symbols), monitors)
-        for symbol in sorted(self.held):
-            if not await self._renew(keys=[self.key(symbol)], args=[self.owner, self.ttl_ms]):
+        # One round trip renews every lease held (a script per key, so each
+        # stays within its symbol's hash slot on a cluster).
+        held = sorted(self.held)
+        renew = self.client.pipeline(transaction=False)
+        for symbol in held:
+            await self._renew(keys=[self.key(symbol)], args=[self.owner, self.ttl_ms], client=renew)
+        for symbol, renewed in zip(held, await renew.execute(), strict=True):
+            if not renewed:
                 self.held.discard(symbol)
                 log.warning("lease_lost", symbol=symbol)
         for symbol in [s for s in self.symbols if s in self.held][share:]:

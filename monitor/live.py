@@ -299,8 +299,15 @@ class LiveFeed:
                 point = self._point(symbol, now_ms)
                 if point is not None:
                     points.append(point)
-            await self._refresh_counts()
-            await asyncio.sleep(1.0)
+            await self.refresh_counts()
+            # Counting positions costs a command per symbol and set: every
+            # second while a page watches, every ten seconds for the metrics.
+            if self._attached.is_set():
+                await asyncio.sleep(1.0)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(10.0):
+                        await self._attached.wait()
 
     def _point(self, symbol: str, now_ms: int) -> list[Any] | None:
         """``[ts_ms, mark, index]`` from the guards' view (no Redis); None before a mark."""
@@ -311,7 +318,8 @@ class LiveFeed:
             return None
         return [now_ms, state["mark"], state.get("index")]
 
-    async def _refresh_counts(self) -> None:
+    async def refresh_counts(self) -> None:
+        """Re-read the positions per symbol and status (also at each /metrics scrape)."""
         try:
             self.counts = await self.api.counts()
         except REDIS_DOWN:

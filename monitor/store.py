@@ -301,10 +301,13 @@ class Store:
         survivors publish them.
         """
         entries: list[OutboxEntry] = []
+        pipe = self.client.pipeline(transaction=False)
         for symbol in symbols:
-            reply: Any = await self.client.xautoclaim(
+            pipe.xautoclaim(
                 self.keys.outbox(symbol), OUTBOX_GROUP, consumer, min_idle_ms, "0-0", count=count
             )
+        replies: list[Any] = await pipe.execute()
+        for symbol, reply in zip(symbols, replies, strict=True):
             for entry_id, fields in reply[1]:
                 if fields:
                     entries.append(
@@ -320,11 +323,14 @@ class Store:
 
     async def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None:
         """Forget entries the broker has acknowledged."""
-        pipe = self.client.pipeline(transaction=False)
+        by_symbol: dict[str, list[bytes]] = {}
         for entry in entries:
-            key = self.keys.outbox(entry.symbol)
-            pipe.xack(key, OUTBOX_GROUP, entry.entry_id)
-            pipe.xdel(key, entry.entry_id)
+            by_symbol.setdefault(entry.symbol, []).append(entry.entry_id)
+        pipe = self.client.pipeline(transaction=False)
+        for symbol, ids in by_symbol.items():
+            key = self.keys.outbox(symbol)
+            pipe.xack(key, OUTBOX_GROUP, *ids)
+            pipe.xdel(key, *ids)
         await pipe.execute()
 
     async def record_published(
