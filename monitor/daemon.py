@@ -230,7 +230,11 @@ class Daemon:
             raise_if_cancelling()
             try:
                 async with asyncio.timeout(3):
-                    self.metrics.outbox_length.set(await self.store.outbox_length(symbols))
+                    length, oldest_s = await self.store.outbox_backlog(
+                        symbols, time.time_ns() // 1_000_000
+                    )
+                self.metrics.outbox_length.set(length)
+                self.metrics.outbox_oldest_age.set(oldest_s)
                 self.redis_ok = True
             except (TimeoutError, *REDIS_DOWN):
                 self.redis_ok = False

@@ -74,6 +74,11 @@ class Metrics:
         self.outbox_length = Gauge(
             "liqmon_outbox_length", "Events waiting for the broker", registry=r
         )
+        self.outbox_oldest_age = Gauge(
+            "liqmon_outbox_oldest_age_seconds",
+            "Age of the oldest event waiting for the broker",
+            registry=r,
+        )
         self.ready = Gauge("liqmon_ready", "1 when Redis and MQTT are connected", registry=r)
         self.tick_seconds = Histogram(
             "liqmon_tick_evaluation_seconds",

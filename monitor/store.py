@@ -366,3 +366,18 @@ class Store:
         for symbol in symbols:
             pipe.xlen(self.keys.outbox(symbol))
         return sum(await pipe.execute())
+
+    async def outbox_backlog(self, symbols: Sequence[str], now_ms: int) -> tuple[int, float]:
+        """Events waiting for the broker, and the age in seconds of the oldest (0 if none).
+
+        Stream ids start with the time they were added, so the first id of
+        each outbox tells its oldest entry's age without reading the entry.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.xlen(self.keys.outbox(symbol))
+            pipe.xrange(self.keys.outbox(symbol), count=1)
+        replies: list[Any] = await pipe.execute()
+        length = sum(replies[0::2])
+        firsts = [int(_text(first[0][0]).split("-")[0]) for first in replies[1::2] if first]
+        return length, max(0.0, (now_ms - min(firsts)) / 1000) if firsts else 0.0

@@ -120,6 +120,17 @@ async def test_events_wait_in_redis_while_the_broker_is_down(
             while await daemon.store.outbox_length(["BTCUSDT"]) < len(positions):
                 await asyncio.sleep(0.05)
 
+        # The backlog shows in the metrics an operator alerts on.
+        def gauge(name: str) -> float:
+            text = daemon.metrics.render().decode()
+            family = {f.name: f for f in text_string_to_metric_families(text)}[name]
+            return float(family.samples[0].value)
+
+        async with asyncio.timeout(5):
+            while gauge("liqmon_outbox_oldest_age_seconds") <= 0:
+                await asyncio.sleep(0.1)
+        assert len(positions) == gauge("liqmon_outbox_length")
+
         broker.restart()
         received: list[dict[str, object]] = []
         async with aiomqtt.Client(
