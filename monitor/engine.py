@@ -9,6 +9,7 @@ transition is written, and its event queued, exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from monitor.status import RiskLimits
 from monitor.store import Store, Write
 
 log = structlog.get_logger("liqmon.engine")
+
+SYMBOLS_IN_FLIGHT = 8
+"""Symbols whose position versions are applied concurrently (overlapping round trips)."""
 
 COMMIT_SLICE = 1000
 """Writes per commit script call: bounds how long one call holds Redis."""
@@ -102,24 +106,41 @@ class Engine:
         Versions of one position are applied in the order given; each version
         that causes a transition queues its own event.
         """
-        waves: dict[tuple[str, int], list[PositionUpdate]] = {}
+        waves: dict[str, list[list[PositionUpdate]]] = {}
         seen: dict[str, int] = {}
         for update in updates:
             # The n-th version of an id in this batch goes to wave n, so a
             # wave holds each id at most once and waves apply in order.
             wave = seen.get(update.id, 0)
             seen[update.id] = wave + 1
-            waves.setdefault((update.symbol, wave), []).append(update)
+            symbol_waves = waves.setdefault(update.symbol, [])
+            if len(symbol_waves) <= wave:
+                symbol_waves.append([])
+            symbol_waves[wave].append(update)
         outcome = Outcome()
-        for (symbol, _), batch in sorted(waves.items(), key=lambda item: item[0][1]):
-            pending = batch
-            for _ in range(MAX_ATTEMPTS):
-                pending = await self._apply_wave(symbol, pending, outcome)
-                if not pending:
-                    break
-            else:
-                outcome.failed += len(pending)
-                log.error("position_update_gave_up", symbol=symbol, count=len(pending))
+        # Symbols are independent: their round trips overlap, a few at a time.
+        limit = asyncio.Semaphore(SYMBOLS_IN_FLIGHT)
+
+        async def apply_symbol(symbol: str, symbol_waves: list[list[PositionUpdate]]) -> None:
+            async with limit:
+                for batch in symbol_waves:
+                    pending = batch
+                    for _ in range(MAX_ATTEMPTS):
+                        pending = await self._apply_wave(symbol, pending, outcome)
+                        if not pending:
+                            break
+                    else:
+                        outcome.failed += len(pending)
+                        log.error("position_update_gave_up", symbol=symbol, count=len(pending))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for symbol, symbol_waves in waves.items():
+                    group.create_task(apply_symbol(symbol, symbol_waves))
+        except ExceptionGroup as failures:
+            # Callers retry on the one error (Redis down); a version applied
+            # before it is ignored on the retry (its seq is no longer newer).
+            raise failures.exceptions[0] from failures
         return outcome
 
     async def recover(self) -> int:
