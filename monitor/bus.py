@@ -14,7 +14,6 @@ de-duplicate on them).
 from __future__ import annotations
 
 import asyncio
-import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiomqtt
 import structlog
 
+from feeds.ws import Backoff as ReconnectPolicy
 from monitor.cancellation import raise_if_cancelling
 from monitor.config import MqttSettings
 from monitor.metrics import Metrics
@@ -59,21 +59,20 @@ def make_client(settings: MqttSettings, identifier: str, *, persistent: bool) ->
 
 
 class Backoff:
-    """Jittered exponential backoff: 0.1 s doubling to ``cap_s``, reset on success."""
+    """Sleeps along the feeds' reconnect policy (:class:`feeds.ws.Backoff`, equal
+    jitter, doubling from ``first_s`` to ``cap_s``); :meth:`reset` after a success."""
 
     def __init__(self, first_s: float = 0.1, cap_s: float = 10.0) -> None:
-        self.first_s = first_s
-        self.cap_s = cap_s
-        self._next_s = first_s
+        self.policy = ReconnectPolicy(base_s=first_s, max_s=cap_s)
+        self.reset()
 
     def reset(self) -> None:
-        """Call after a connection succeeded."""
-        self._next_s = self.first_s
+        """Start again from the first delay (call after a connection succeeded)."""
+        self._delays = self.policy.delays()
 
     async def wait(self) -> None:
-        """Sleep for the current delay (with full jitter) and double it."""
-        await asyncio.sleep(random.uniform(self._next_s / 2, self._next_s))
-        self._next_s = min(self._next_s * 2, self.cap_s)
+        """Sleep for the next delay."""
+        await asyncio.sleep(next(self._delays))
 
 
 class Bus:
