@@ -535,7 +535,7 @@ class Api:
 
     async def position(self, position_id: str) -> dict[str, Any]:
         """One position with its prices and live state; 404 when unknown."""
-        symbol = await self.store.symbol_of(position_id)
+        symbol = await self.store.symbol_of(position_id, self.contracts)
         contract = self.contracts.get(symbol) if symbol is not None else None
         if symbol is None or contract is None:
             raise ApiError(404, f"no position {position_id!r}")

@@ -180,7 +180,7 @@ async def show_position(settings: Settings, position_id: str) -> bool:
     """Print one position as JSON; False if it is unknown."""
     store = open_store(settings)
     try:
-        symbol = await store.symbol_of(position_id)
+        symbol = await store.symbol_of(position_id, settings.symbols)
         if symbol is None or symbol not in settings.symbols:
             return False
         found = (await store.records(symbol, [position_id]))[0]

@@ -20,7 +20,6 @@ key                                      what
 ``liqmon:{S}:price``                     hash: mark, mark_ts, index, index_ts
 ``liqmon:{S}:outbox``                    stream: events not yet acknowledged by the
                                          broker (fields event_id, topic, payload)
-``liqmon:position-symbols``              hash: position id → symbol (for look-ups)
 ``liqmon:deadletter``                    stream: rejected input (source, reason,
                                          detail, payload), trimmed to about
                                          ``limits.dead_letter_maxlen``
@@ -68,11 +67,6 @@ class Keys:
     def outbox(self, symbol: str) -> str:
         """Stream of events waiting for the broker's acknowledgement."""
         return f"{self.prefix}:{{{symbol}}}:outbox"
-
-    @property
-    def position_symbols(self) -> str:
-        """Hash from position id to symbol."""
-        return f"{self.prefix}:position-symbols"
 
     @property
     def dead_letter(self) -> str:
