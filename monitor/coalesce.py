@@ -25,6 +25,14 @@ class _Pending:
     high: PriceTick
     last: PriceTick
 
+    def add(self, tick: PriceTick) -> None:
+        """Fold a newer tick into the low, the high and the last."""
+        if tick.price < self.low.price:
+            self.low = tick
+        if tick.price > self.high.price:
+            self.high = tick
+        self.last = tick
+
 
 class MarkCoalescer:
     """Per-symbol low/high/last of the mark ticks not yet evaluated."""
@@ -46,11 +54,7 @@ class MarkCoalescer:
             if tick.symbol not in self._busy:
                 self.ready.put_nowait(tick.symbol)
             return True
-        if tick.price < pending.low.price:
-            pending.low = tick
-        if tick.price > pending.high.price:
-            pending.high = tick
-        pending.last = tick
+        pending.add(tick)
         return True
 
     def take(self, symbol: str) -> list[PriceTick]:
@@ -102,13 +106,7 @@ class HeldBack:
         if held is None or now_s - held[1] > self.window_s:
             self._pending[tick.symbol] = (_Pending(tick, tick, tick), now_s)
             return
-        pending, since = held
-        if tick.price < pending.low.price:
-            pending.low = tick
-        if tick.price > pending.high.price:
-            pending.high = tick
-        pending.last = tick
-        self._pending[tick.symbol] = (pending, since)
+        held[0].add(tick)
 
     def take(self, symbol: str, now_s: float) -> list[PriceTick]:
         """The held marks of ``symbol`` in time order, if they arrived within the window."""

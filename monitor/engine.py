@@ -19,7 +19,7 @@ import structlog
 from feeds.tick import PriceKind, PriceTick
 from monitor.evaluation import Decision, Event, Quote, apply_update, evaluate
 from monitor.margin import Contract
-from monitor.position import PositionUpdate
+from monitor.position import PositionRecord, PositionUpdate
 from monitor.status import RiskLimits
 from monitor.store import Store, Write
 
@@ -79,20 +79,15 @@ class Engine:
         candidates = await self.store.accept_mark(tick.symbol, tick.price, tick.ts_ms)
         if candidates is None:
             return None
-        contract = self.contracts[tick.symbol]
         quote = candidates.quote
-        now = self.clock_ms()
         records = candidates.records
         outcome = Outcome(evaluated=len(records))
         # Decide and commit slice by slice, so that the first events of a large
         # burst (most underwater first) reach the publisher while the rest are
         # still being evaluated.
         for start in range(0, len(records), COMMIT_SLICE):
-            writes = []
-            for record, raw in records[start : start + COMMIT_SLICE]:
-                decision = evaluate(contract, record, quote, self.risk, now, allow_liquidation)
-                if decision.event is not None:
-                    writes.append(self._write(decision, raw))
+            records_slice = records[start : start + COMMIT_SLICE]
+            writes = self._transitions(tick.symbol, records_slice, quote, allow_liquidation)
             await self._commit(tick.symbol, writes, quote, outcome, allow_liquidation)
         return outcome
 
@@ -192,15 +187,24 @@ class Engine:
     async def _reevaluate(
         self, symbol: str, ids: list[str], quote: Quote, allow_liquidation: bool
     ) -> list[Write]:
+        found = [pair for pair in await self.store.records(symbol, ids) if pair is not None]
+        return self._transitions(symbol, found, quote, allow_liquidation)
+
+    def _transitions(
+        self,
+        symbol: str,
+        records: Sequence[tuple[PositionRecord, bytes]],
+        quote: Quote,
+        allow_liquidation: bool,
+    ) -> list[Write]:
+        """The writes for the records that change status at ``quote`` (pure: no I/O)."""
         contract = self.contracts[symbol]
         now = self.clock_ms()
         writes = []
-        for found in await self.store.records(symbol, ids):
-            if found is None:
-                continue
-            decision = evaluate(contract, found[0], quote, self.risk, now, allow_liquidation)
+        for record, raw in records:
+            decision = evaluate(contract, record, quote, self.risk, now, allow_liquidation)
             if decision.event is not None:
-                writes.append(self._write(decision, found[1]))
+                writes.append(self._write(decision, raw))
         return writes
 
     async def _commit(

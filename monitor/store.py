@@ -90,6 +90,17 @@ class OutboxEntry:
     topic: str
     payload: bytes
 
+    @classmethod
+    def from_fields(cls, symbol: str, entry_id: bytes, fields: dict[bytes, bytes]) -> OutboxEntry:
+        """An entry as XREADGROUP or XAUTOCLAIM returns it."""
+        return cls(
+            symbol,
+            entry_id,
+            fields[b"event_id"].decode(),
+            fields[b"topic"].decode(),
+            fields[b"payload"],
+        )
+
 
 class Store:
     """Async access to liqmon's Redis state for one key prefix."""
@@ -282,15 +293,7 @@ class Store:
                 for entry_id, fields in batch:
                     if not fields:  # acknowledged and deleted meanwhile
                         continue
-                    entries.append(
-                        OutboxEntry(
-                            symbol,
-                            entry_id,
-                            fields[b"event_id"].decode(),
-                            fields[b"topic"].decode(),
-                            fields[b"payload"],
-                        )
-                    )
+                    entries.append(OutboxEntry.from_fields(symbol, entry_id, fields))
         return entries
 
     async def claim_abandoned(
@@ -312,15 +315,7 @@ class Store:
         for symbol, reply in zip(symbols, replies, strict=True):
             for entry_id, fields in reply[1]:
                 if fields:
-                    entries.append(
-                        OutboxEntry(
-                            symbol,
-                            entry_id,
-                            fields[b"event_id"].decode(),
-                            fields[b"topic"].decode(),
-                            fields[b"payload"],
-                        )
-                    )
+                    entries.append(OutboxEntry.from_fields(symbol, entry_id, fields))
         return entries
 
     async def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None:
