@@ -1275,6 +1275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     results["runs"].append(run_.result)
                 finally:
                     if args.keep_logs:
+                        Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
                         for path in [*book_dir.glob("monitor-*.log"), *book_dir.glob("*-hang.txt")]:
                             shutil.copy(path, Path(args.keep_logs) / f"n{n}-{path.name}")
                     run_.close()

@@ -52,6 +52,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from redis.asyncio.client import Pipeline
 
 from monitor.console import describe
 from monitor.evaluation import Quote
@@ -59,7 +60,7 @@ from monitor.guards import AlertType, PriceGuards
 from monitor.margin import Contract, Side, liquidation_price
 from monitor.position import PositionRecord
 from monitor.status import EventType, Status
-from monitor.store import Store
+from monitor.store import Store, pipelined
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -606,14 +607,15 @@ class Api:
         """
         symbols = self.symbols
         keys = self.store.keys
-        pipe = self.store.client.pipeline(transaction=False)
-        for symbol in symbols:
+
+        def queue(pipe: Pipeline, symbol: str) -> None:
             pipe.hlen(keys.positions(symbol))
             pipe.zcard(keys.triggers(symbol, Side.LONG, "down"))
             pipe.zcard(keys.triggers(symbol, Side.SHORT, "up"))
             pipe.zcard(keys.triggers(symbol, Side.LONG, "up"))
             pipe.zcard(keys.triggers(symbol, Side.SHORT, "down"))
-        sizes = await pipe.execute()
+
+        sizes = await pipelined(self.store.client, symbols, queue, per_item=5)
         counts = {}
         for n, symbol in enumerate(symbols):
             total, long_down, short_up, long_up, short_down = sizes[5 * n : 5 * n + 5]

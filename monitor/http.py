@@ -145,7 +145,10 @@ class HttpEndpoint:
             if self.live is not None:
                 # liqmon_positions is counted when scraped, not on a timer.
                 await self.live.refresh_counts()
-            return _response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+            # Rendering hundreds of symbols' series takes tens of milliseconds:
+            # in a thread, so the event loop keeps evaluating ticks meanwhile.
+            body = await asyncio.to_thread(self.metrics.render)
+            return _response(200, body, "text/plain; version=0.0.4; charset=utf-8")
         if self.token and path.startswith(PROTECTED) and not self._authorized(request, parts.query):
             return _response(
                 401,

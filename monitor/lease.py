@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 import structlog
 
+from monitor.store import pipelined
+
 log = structlog.get_logger("liqmon.lease")
 
 _RENEW = """
@@ -109,13 +111,17 @@ class Leases:
         pipe.zcard(self.heartbeats)
         monitors = (await pipe.execute())[2]
         share = fair_share(len(self.symbols), monitors)
-        # One round trip renews every lease held (a script per key, so each
+        # A few round trips renew every lease held (a script per key, so each
         # stays within its symbol's hash slot on a cluster).
         held = sorted(self.held)
-        renew = self.client.pipeline(transaction=False)
-        for symbol in held:
-            await self._renew(keys=[self.key(symbol)], args=[self.owner, self.ttl_ms], client=renew)
-        for symbol, renewed in zip(held, await renew.execute(), strict=True):
+        renewed_all = await pipelined(
+            self.client,
+            held,
+            lambda pipe, symbol: self._renew(
+                keys=[self.key(symbol)], args=[self.owner, self.ttl_ms], client=pipe
+            ),
+        )
+        for symbol, renewed in zip(held, renewed_all, strict=True):
             if not renewed:
                 self.held.discard(symbol)
                 log.warning("lease_lost", symbol=symbol)

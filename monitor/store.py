@@ -13,15 +13,17 @@ the occasional extra candidate is settled by exact Decimal math.
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,6 +39,40 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 PUBLISHED_MAXLEN = 10_000
 """About how many published events the ``published`` stream keeps."""
+
+PIPELINE_SLICE = 50
+"""Commands per round trip in the per-symbol sweeps (metrics, leases, claims).
+
+redis-py packs and parses a pipeline synchronously: one of a thousand
+commands holds the event loop for ~15 ms, longer than a tick's whole latency
+budget. Slices of 50 hold it for under a millisecond and let ticks through.
+"""
+
+T = TypeVar("T")
+
+
+async def pipelined(
+    client: aioredis.Redis,
+    items: Sequence[T],
+    queue: Callable[[Pipeline, T], object],
+    per_item: int = 1,
+) -> list[Any]:
+    """The replies of ``queue(pipe, item)`` for every item, in round trips of
+    about :data:`PIPELINE_SLICE` commands (``queue`` adds ``per_item`` each).
+
+    ``queue`` may be a coroutine function (a registered script called with
+    ``client=pipe``).
+    """
+    replies: list[Any] = []
+    step = max(PIPELINE_SLICE // per_item, 1)
+    for start in range(0, len(items), step):
+        pipe = client.pipeline(transaction=False)
+        for item in items[start : start + step]:
+            queued = queue(pipe, item)
+            if inspect.isawaitable(queued):
+                await queued
+        replies.extend(await pipe.execute())
+    return replies
 
 
 def _text(value: bytes | str) -> str:
@@ -232,10 +268,11 @@ class Store:
         ~60 bytes per position in Redis.
         """
         names = list(symbols)
-        pipe = self.client.pipeline(transaction=False)
-        for symbol in names:
-            pipe.hexists(self.keys.positions(symbol), position_id)
-        found = await pipe.execute()
+        found = await pipelined(
+            self.client,
+            names,
+            lambda pipe, symbol: pipe.hexists(self.keys.positions(symbol), position_id),
+        )
         return next((symbol for symbol, hit in zip(names, found, strict=True) if hit), None)
 
     async def all_records(self, symbol: str) -> list[PositionRecord]:
@@ -306,12 +343,13 @@ class Store:
         survivors publish them.
         """
         entries: list[OutboxEntry] = []
-        pipe = self.client.pipeline(transaction=False)
-        for symbol in symbols:
-            pipe.xautoclaim(
+        replies = await pipelined(
+            self.client,
+            symbols,
+            lambda pipe, symbol: pipe.xautoclaim(
                 self.keys.outbox(symbol), OUTBOX_GROUP, consumer, min_idle_ms, "0-0", count=count
-            )
-        replies: list[Any] = await pipe.execute()
+            ),
+        )
         for symbol, reply in zip(symbols, replies, strict=True):
             for entry_id, fields in reply[1]:
                 if fields:
@@ -359,10 +397,11 @@ class Store:
 
     async def outbox_length(self, symbols: Sequence[str]) -> int:
         """Events waiting for the broker, over all symbols."""
-        pipe = self.client.pipeline(transaction=False)
-        for symbol in symbols:
-            pipe.xlen(self.keys.outbox(symbol))
-        return sum(await pipe.execute())
+        return sum(
+            await pipelined(
+                self.client, symbols, lambda pipe, symbol: pipe.xlen(self.keys.outbox(symbol))
+            )
+        )
 
     async def outbox_backlog(self, symbols: Sequence[str], now_ms: int) -> tuple[int, float]:
         """Events waiting for the broker, and the age in seconds of the oldest (0 if none).
@@ -370,11 +409,12 @@ class Store:
         Stream ids start with the time they were added, so the first id of
         each outbox tells its oldest entry's age without reading the entry.
         """
-        pipe = self.client.pipeline(transaction=False)
-        for symbol in symbols:
+
+        def queue(pipe: Pipeline, symbol: str) -> None:
             pipe.xlen(self.keys.outbox(symbol))
             pipe.xrange(self.keys.outbox(symbol), count=1)
-        replies: list[Any] = await pipe.execute()
+
+        replies = await pipelined(self.client, symbols, queue, per_item=2)
         length = sum(replies[0::2])
         firsts = [int(_text(first[0][0]).split("-")[0]) for first in replies[1::2] if first]
         return length, max(0.0, (now_ms - min(firsts)) / 1000) if firsts else 0.0

@@ -28,6 +28,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # Package installs must not start system services on the default ports.
 export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Another make (or the machine's own updates) may hold dpkg's lock: wait for it.
+lock=(-o DPkg::Lock::Timeout=600)
+$sudo apt-get "${lock[@]}" update -qq
+$sudo apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "liqmon: installed ${missing[*]}" >&2
