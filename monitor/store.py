@@ -233,20 +233,25 @@ class Store:
             # The exact stored text, so a mark written by another tool in
             # another spelling ("64000.00") still matches itself.
             check = decided_at.stamp or f"{decided_at.mark_ts_ms}|{decimal_str(decided_at.mark)}"
-        args: list[str | bytes] = [check]
+        # One argument for the whole batch, fields separated by NUL: redis-py
+        # packs each argument in Python (~4 µs), and a burst commits 9 fields
+        # per position. NUL cannot occur in ids (check_name), JSON or scores.
+        fields: list[bytes] = []
         for write in writes:
             triggers = write.triggers
-            args += [
-                write.record.id,
+            event = write.event
+            fields += (
+                write.record.id.encode(),
                 write.expected or b"",
                 write.record.encode(),
-                write.record.side.value,
-                score_at_or_above(triggers.down) if triggers.down is not None else "",
-                score_at_or_below(triggers.up) if triggers.up is not None else "",
-                write.event.event_id if write.event else "",
-                write.topic,
-                orjson.dumps(write.event.payload) if write.event else b"",
-            ]
+                write.record.side.value.encode(),
+                score_at_or_above(triggers.down).encode() if triggers.down is not None else b"",
+                score_at_or_below(triggers.up).encode() if triggers.up is not None else b"",
+                event.event_id.encode() if event else b"",
+                write.topic.encode(),
+                orjson.dumps(event.payload) if event else b"",
+            )
+        args: list[str | bytes] = [check, b"\0".join(fields)]
         keys = [self.keys.positions(symbol), *self.keys.all_triggers(symbol)]
         keys += [self.keys.outbox(symbol), self.keys.price(symbol)]
         conflicts = await self._commit(keys=keys, args=args)

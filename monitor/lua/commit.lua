@@ -1,8 +1,9 @@
 -- Apply decided transitions atomically: record, trigger sets and outbox event together.
 -- KEYS: positions, long:down, long:up, short:down, short:up, outbox, price
 -- ARGV[1]: "mark_ts|mark" the decisions were made at ("" = do not check, "-" = no mark yet),
--- then groups of 9: id, expected record ("" = must be absent), new record, side,
---       down score ("" = none), up score ("" = none), event_id ("" = none), topic, payload
+-- ARGV[2]: the writes, fields separated by NUL, 9 per write: id, expected record
+--       ("" = must be absent), new record, side, down score ("" = none),
+--       up score ("" = none), event_id ("" = none), topic, payload
 -- A group whose stored record differs from the expected one was changed by
 -- someone else since it was read (another monitor, a newer version): it is
 -- skipped and its id returned, so the caller re-reads and decides again. This
@@ -18,24 +19,38 @@ if ARGV[1] ~= '' then
     return {'stale_quote'}
   end
 end
+local blob = ARGV[2]
+local at = 1
+local function field()
+  local stop = string.find(blob, '\0', at, true)
+  local value
+  if stop then
+    value = string.sub(blob, at, stop - 1)
+    at = stop + 1
+  else
+    value = string.sub(blob, at)
+    at = #blob + 2
+  end
+  return value
+end
 local conflicts = {}
-for i = 2, #ARGV, 9 do
-  local id = ARGV[i]
+while at <= #blob + 1 do
+  local id, expected, record, side = field(), field(), field(), field()
+  local down_score, up_score = field(), field()
+  local event_id, topic, payload = field(), field(), field()
   local current = redis.call('HGET', KEYS[1], id)
-  local expected = ARGV[i + 1]
   if (expected == '' and current) or (expected ~= '' and current ~= expected) then
     conflicts[#conflicts + 1] = id
   else
-    redis.call('HSET', KEYS[1], id, ARGV[i + 2])
+    redis.call('HSET', KEYS[1], id, record)
     -- A new version may flip the side, so leave every set before joining one.
     for k = 2, 5 do redis.call('ZREM', KEYS[k], id) end
     local down, up = KEYS[2], KEYS[3]
-    if ARGV[i + 3] == 'short' then down, up = KEYS[4], KEYS[5] end
-    if ARGV[i + 4] ~= '' then redis.call('ZADD', down, ARGV[i + 4], id) end
-    if ARGV[i + 5] ~= '' then redis.call('ZADD', up, ARGV[i + 5], id) end
-    if ARGV[i + 6] ~= '' then
-      redis.call('XADD', KEYS[6], '*', 'event_id', ARGV[i + 6], 'topic', ARGV[i + 7],
-        'payload', ARGV[i + 8])
+    if side == 'short' then down, up = KEYS[4], KEYS[5] end
+    if down_score ~= '' then redis.call('ZADD', down, down_score, id) end
+    if up_score ~= '' then redis.call('ZADD', up, up_score, id) end
+    if event_id ~= '' then
+      redis.call('XADD', KEYS[6], '*', 'event_id', event_id, 'topic', topic, 'payload', payload)
     end
   end
 end
