@@ -44,6 +44,9 @@ log = structlog.get_logger("liqmon.daemon")
 
 T = TypeVar("T")
 
+TICK_BATCH = 64
+"""Most symbols whose marks share one Redis round trip (bounds one reply's size)."""
+
 
 class Daemon:
     """One monitor process."""
@@ -244,32 +247,48 @@ class Daemon:
     async def _tick_worker(self) -> None:
         while True:
             raise_if_cancelling()
-            symbol = await self.coalescer.ready.get()
+            # Take every symbol waiting (up to a bound): their marks share one
+            # Redis round trip. Under load, batches grow by themselves, so the
+            # per-tick cost falls just when ticks come fastest.
+            symbols = [await self.coalescer.ready.get()]
+            while len(symbols) < TICK_BATCH and not self.coalescer.ready.empty():
+                symbols.append(self.coalescer.ready.get_nowait())
             try:
-                for tick in self.coalescer.take(symbol):
-                    await self._evaluate(tick)
+                pending = [self.coalescer.take(symbol) for symbol in symbols]
+                while pending:
+                    await self._evaluate([ticks[0] for ticks in pending])
+                    pending = [ticks[1:] for ticks in pending if len(ticks) > 1]
             finally:
-                self.coalescer.done(symbol)
+                for symbol in symbols:
+                    self.coalescer.done(symbol)
 
-    async def _evaluate(self, tick: PriceTick) -> None:
+    async def _evaluate(self, ticks: list[PriceTick]) -> None:
+        """Marks of distinct symbols: one round trip for all, then each one's candidates."""
         started = time.perf_counter()
-        allow = self.guards.may_liquidate(tick.symbol, time.monotonic())
-        try:
-            outcome = await self._retry_redis(self.engine.on_mark, tick, allow)
-        except Exception:
-            # A bug must not take every other symbol down with it. Nothing was
-            # committed for the failed part; the trigger stays crossed, so the
-            # next tick evaluates those positions again.
-            self.metrics.evaluation_errors.labels("tick").inc()
-            log.exception("tick_evaluation_failed", symbol=tick.symbol, price=str(tick.price))
-            return
-        if outcome is None:
-            self.metrics.ticks_dropped.labels(tick.symbol, "mark").inc()
-            return
-        self.metrics.ticks_evaluated.labels(tick.symbol).inc()
-        self.metrics.candidates.labels(tick.symbol).inc(outcome.evaluated)
-        self.metrics.tick_seconds.observe(time.perf_counter() - started)
-        self._log_events(outcome)
+        found = await self._retry_redis(self.engine.accept_marks, ticks)
+        for tick, candidates in zip(ticks, found, strict=True):
+            if candidates is None:
+                self.metrics.ticks_dropped.labels(tick.symbol, "mark").inc()
+                continue
+            if candidates.records:
+                allow = self.guards.may_liquidate(tick.symbol, time.monotonic())
+                try:
+                    outcome = await self._retry_redis(
+                        self.engine.on_candidates, tick, candidates, allow
+                    )
+                except Exception:
+                    # A bug must not take every other symbol down with it.
+                    # Nothing was committed for the failed part; the trigger
+                    # stays crossed, so the next tick evaluates them again.
+                    self.metrics.evaluation_errors.labels("tick").inc()
+                    log.exception(
+                        "tick_evaluation_failed", symbol=tick.symbol, price=str(tick.price)
+                    )
+                    continue
+                self.metrics.candidates.labels(tick.symbol).inc(outcome.evaluated)
+                self._log_events(outcome)
+            self.metrics.ticks_evaluated.labels(tick.symbol).inc()
+            self.metrics.tick_seconds.observe(time.perf_counter() - started)
 
     async def _position_worker(self) -> None:
         while True:

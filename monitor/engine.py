@@ -21,7 +21,7 @@ from monitor.evaluation import Decision, Event, Quote, apply_update, evaluate
 from monitor.margin import Contract
 from monitor.position import PositionRecord, PositionUpdate
 from monitor.status import RiskLimits
-from monitor.store import Store, Write
+from monitor.store import Candidates, Store, Write
 
 log = structlog.get_logger("liqmon.engine")
 
@@ -76,9 +76,20 @@ class Engine:
 
     async def on_mark(self, tick: PriceTick, allow_liquidation: bool = True) -> Outcome | None:
         """Evaluate the positions whose trigger a mark tick crossed; None if the tick was stale."""
-        candidates = await self.store.accept_mark(tick.symbol, tick.price, tick.ts_ms)
+        candidates = (await self.accept_marks([tick]))[0]
         if candidates is None:
             return None
+        return await self.on_candidates(tick, candidates, allow_liquidation)
+
+    async def accept_marks(self, ticks: Sequence[PriceTick]) -> list[Candidates | None]:
+        """Store mark ticks of distinct symbols in one round trip; each one's candidates
+        (None for a stale tick). Follow with :meth:`on_candidates` for each."""
+        return await self.store.accept_marks([(t.symbol, t.price, t.ts_ms) for t in ticks])
+
+    async def on_candidates(
+        self, tick: PriceTick, candidates: Candidates, allow_liquidation: bool = True
+    ) -> Outcome:
+        """Decide and commit the candidates a mark tick brought back."""
         quote = candidates.quote
         records = candidates.records
         outcome = Outcome(evaluated=len(records))
