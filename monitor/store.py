@@ -148,6 +148,8 @@ class Store:
         self.dead_letter_maxlen = dead_letter_maxlen
         self._candidates = client.register_script(_script("candidates.lua"))
         self._commit = client.register_script(_script("commit.lua"))
+        self._ack = client.register_script(_script("ack.lua"))
+        self._published = client.register_script(_script("published.lua"))
 
     async def ping(self) -> bool:
         """True when Redis answers."""
@@ -190,7 +192,7 @@ class Store:
         ]
 
     async def _evalsha_all(
-        self, script: AsyncScript, calls: Sequence[tuple[list[str], list[str | int]]]
+        self, script: AsyncScript, calls: Sequence[tuple[list[str], Sequence[str | int | bytes]]]
     ) -> list[Any]:
         # Not Script-on-pipeline: redis-py then asks SCRIPT EXISTS on every
         # execute, a second round trip. A flushed script cache is rare:
@@ -410,12 +412,11 @@ class Store:
         by_symbol: dict[str, list[bytes]] = {}
         for entry in entries:
             by_symbol.setdefault(entry.symbol, []).append(entry.entry_id)
-        pipe = self.client.pipeline(transaction=False)
-        for symbol, ids in by_symbol.items():
-            key = self.keys.outbox(symbol)
-            pipe.xack(key, OUTBOX_GROUP, *ids)
-            pipe.xdel(key, *ids)
-        await pipe.execute()
+        calls: list[tuple[list[str], Sequence[str | int | bytes]]] = [
+            ([self.keys.outbox(symbol)], [OUTBOX_GROUP, b" ".join(ids)])
+            for symbol, ids in by_symbol.items()
+        ]
+        await self._evalsha_all(self._ack, calls)
 
     async def record_published(
         self, entries: Sequence[OutboxEntry], maxlen: int = PUBLISHED_MAXLEN
@@ -428,17 +429,14 @@ class Store:
         """
         if not entries:
             return
-        pipe = self.client.pipeline(transaction=False)
+        fields: list[bytes] = []
         for entry in entries:
-            fields: dict[Any, Any] = {
-                "event_id": entry.event_id,
-                "symbol": entry.symbol,
-                "topic": entry.topic,
-                "payload": entry.payload,
-            }
-            pipe.xadd(self.keys.published, fields, maxlen=maxlen, approximate=True)
+            fields += (entry.event_id.encode(), entry.symbol.encode(), entry.topic.encode())
+            fields.append(entry.payload)
         try:
-            await pipe.execute()
+            await self._evalsha_all(
+                self._published, [([self.keys.published], [maxlen, b"\0".join(fields)])]
+            )
         except REDIS_DOWN:
             return
         finally:
