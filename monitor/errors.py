@@ -6,9 +6,10 @@
     ├── ConfigError      bad configuration: the daemon refuses to start (exit 2)
     └── Rejection        bad input from outside: reject, count, log, dead-letter; never stop
 
-Infrastructure failures are not wrapped: ``redis.exceptions.ConnectionError``
-and ``aiomqtt.MqttError`` are retried with backoff where they occur (the
-daemon reports not-ready meanwhile). Anything else is a bug and propagates.
+Infrastructure failures are not wrapped: ``redis.exceptions.ConnectionError``,
+``aiomqtt.MqttError`` and the event publisher's
+``monitor.publisher.PublisherError`` are retried with backoff where they occur
+(the daemon reports not-ready meanwhile). Anything else is a bug and propagates.
 """
 
 from __future__ import annotations
