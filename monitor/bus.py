@@ -19,7 +19,6 @@ de-duplicate on them).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import aiomqtt
@@ -37,6 +36,9 @@ log = structlog.get_logger("liqmon.bus")
 CLAIM_EVERY_S = 5.0
 ABANDONED_AFTER_MS = 15_000
 """An outbox entry read this long ago and never acknowledged belongs to a dead publisher."""
+
+READ_BLOCK_MS = 2000
+"""How long one outbox read waits for new events (claimed entries wait at most this)."""
 
 OnMessage = Callable[[str, bytes], Awaitable[None]]
 
@@ -137,38 +139,57 @@ class Bus:
         # reading it) up and start the outbox over, pending entries first,
         # once Redis answers again. The daemon reports Redis as not ready.
         backoff = Backoff(first_s=0.5, cap_s=2.0)
-        while True:
-            raise_if_cancelling()
-            try:
-                await self._publish(publisher)
-            except REDIS_DOWN as error:
-                log.warning("outbox_unavailable", error=str(error))
-                await backoff.wait()
+        # Claimed entries wait here until the publishing loop is free; keyed
+        # by entry, since a later claim may return them again meanwhile.
+        claimed: dict[tuple[str, bytes], OutboxEntry] = {}
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._claim_abandoned(claimed), name="outbox-claim")
+            while True:
+                raise_if_cancelling()
+                try:
+                    await self._publish(publisher, claimed)
+                except REDIS_DOWN as error:
+                    log.warning("outbox_unavailable", error=str(error))
+                    await backoff.wait()
 
-    async def _publish(self, publisher: Publisher) -> None:
+    async def _publish(
+        self, publisher: Publisher, claimed: dict[tuple[str, bytes], OutboxEntry]
+    ) -> None:
         # First what this consumer read but never saw acknowledged (a crash or
         # a lost connection), then new entries as they are committed.
         pending = True
-        next_claim = 0.0
         while True:
             raise_if_cancelling()
             entries = await self.store.read_outbox(
-                self.symbols, self.settings.client_id, self.batch_size, 1000, pending=pending
+                self.symbols, self.settings.client_id, self.batch_size, READ_BLOCK_MS, pending
             )
             if pending and not entries:
                 pending = False
                 continue
             if entries:
                 await self._send(publisher, entries)
-            if time.monotonic() >= next_claim:
-                # Events another monitor read and never got acknowledged.
-                next_claim = time.monotonic() + CLAIM_EVERY_S
+            if claimed:
+                taken = list(claimed.values())
+                await self._send(publisher, taken)
+                for entry in taken:
+                    claimed.pop((entry.symbol, entry.entry_id), None)
+
+    async def _claim_abandoned(self, claimed: dict[tuple[str, bytes], OutboxEntry]) -> None:
+        # Events another monitor read and never got acknowledged (it died).
+        # Its own task: asking every symbol's outbox takes tens of
+        # milliseconds, which the publishing loop must not wait for.
+        while True:
+            await asyncio.sleep(CLAIM_EVERY_S)
+            try:
                 abandoned = await self.store.claim_abandoned(
                     self.symbols, self.settings.client_id, ABANDONED_AFTER_MS, self.batch_size
                 )
-                if abandoned:
-                    log.warning("outbox_claimed", count=len(abandoned))
-                    await self._send(publisher, abandoned)
+            except REDIS_DOWN:
+                continue
+            if abandoned:
+                log.warning("outbox_claimed", count=len(abandoned))
+                for entry in abandoned:
+                    claimed.setdefault((entry.symbol, entry.entry_id), entry)
 
     async def _send(self, publisher: Publisher, entries: Sequence[OutboxEntry]) -> None:
         # A batch is written on one connection in outbox order, so the broker
