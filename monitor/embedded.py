@@ -31,6 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
+from monitor.channel import resp_command
+
 __all__ = [
     "EmbeddedServer",
     "EmbeddedServerError",
@@ -393,9 +395,9 @@ class RedisServer(EmbeddedServer):
         request = b""
         expected = 1
         if self.requirepass:
-            request += _resp("AUTH", self.requirepass)
+            request += resp_command("AUTH", self.requirepass)
             expected = 2
-        request += _resp("PING")
+        request += resp_command("PING")
         with socket.create_connection((self.host, self.port), timeout=_PROBE_TIMEOUT) as sock:
             sock.sendall(request)
             data = b""
@@ -405,14 +407,6 @@ class RedisServer(EmbeddedServer):
                     return False
                 data += chunk
         return data.splitlines()[expected - 1] == b"+PONG"
-
-
-def _resp(*parts: str) -> bytes:
-    out = [f"*{len(parts)}\r\n".encode()]
-    for part in parts:
-        raw = part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
 
 
 class MosquittoServer(EmbeddedServer):
