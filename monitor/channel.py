@@ -23,19 +23,23 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 
-def resp_command(*parts: str | bytes | int) -> bytes:
-    """One command in the RESP wire format (an array of bulk strings)."""
-    out = [b"*%d\r\n" % len(parts)]
+def resp_parts(*parts: str | bytes | int) -> bytes:
+    """Bulk strings of the RESP wire format, to follow an array header ``*N``."""
+    out = []
     for part in parts:
-        raw = (
-            part.encode()
-            if isinstance(part, str)
-            else b"%d" % part
-            if isinstance(part, int)
-            else part
-        )
+        if isinstance(part, str):
+            raw = part.encode()
+        elif isinstance(part, int):
+            raw = b"%d" % part
+        else:
+            raw = part
         out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(out)
+
+
+def resp_command(*parts: str | bytes | int) -> bytes:
+    """One command in the RESP wire format (an array of bulk strings)."""
+    return b"*%d\r\n" % len(parts) + resp_parts(*parts)
 
 
 class Channel:

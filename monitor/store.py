@@ -30,6 +30,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.cancellation import raise_if_cancelling
+from monitor.channel import Channel, resp_parts
 from monitor.evaluation import Event, Quote, Triggers
 from monitor.keys import OUTBOX_GROUP, Keys
 from monitor.position import PositionRecord
@@ -147,6 +148,8 @@ class Store:
         self.keys = keys
         self.dead_letter_maxlen = dead_letter_maxlen
         self._candidates = client.register_script(_script("candidates.lua"))
+        self._ticks = Channel(client)
+        self._mark_heads: dict[str, bytes] = {}
         self._commit = client.register_script(_script("commit.lua"))
         self._ack = client.register_script(_script("ack.lua"))
         self._published = client.register_script(_script("published.lua"))
@@ -168,45 +171,53 @@ class Store:
         """:meth:`accept_mark` for several ``(symbol, mark, ts_ms)`` in one round trip.
 
         A round trip through redis.asyncio costs ~100 µs of CPU whatever it
-        carries, so ticks of several symbols waiting together share one.
+        carries, so ticks of several symbols waiting together share one, on
+        the tick path's own connection (:mod:`monitor.channel`).
         """
-        calls: list[tuple[list[str], list[str | int]]] = [
-            (
-                [
-                    self.keys.price(symbol),
-                    self.keys.positions(symbol),
-                    *self.keys.all_triggers(symbol),
-                ],
-                [decimal_str(mark), ts_ms, repr(float(mark))],
-            )
-            for symbol, mark, ts_ms in marks
-        ]
-        if len(calls) == 1:
-            keys, args = calls[0]
-            replies = [await self._candidates(keys=keys, args=args)]
-        else:
-            replies = await self._evalsha_all(self._candidates, calls)
+        commands = [self._mark_command(symbol, mark, ts_ms) for symbol, mark, ts_ms in marks]
+        replies = await self._ticks.execute(commands)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            # Redis restarted or flushed its script cache: load and send again.
+            await self.client.script_load(self._candidates.script)
+            replies = await self._ticks.execute(commands)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
         return [
             self._candidates_of(symbol, mark, ts_ms, reply)
             for (symbol, mark, ts_ms), reply in zip(marks, replies, strict=True)
         ]
+
+    def _mark_command(self, symbol: str, mark: Decimal, ts_ms: int) -> bytes:
+        """EVALSHA of candidates.lua for one mark, packed; a symbol's keys are packed once."""
+        head = self._mark_heads.get(symbol)
+        if head is None:
+            keys = [self.keys.price(symbol), self.keys.positions(symbol)]
+            keys += self.keys.all_triggers(symbol)
+            head = resp_parts("EVALSHA", self._candidates.sha, len(keys), *keys)
+            self._mark_heads[symbol] = head
+        return b"*12\r\n" + head + resp_parts(decimal_str(mark), ts_ms, repr(float(mark)))
 
     async def _evalsha_all(
         self, script: AsyncScript, calls: Sequence[tuple[list[str], Sequence[str | int | bytes]]]
     ) -> list[Any]:
         # Not Script-on-pipeline: redis-py then asks SCRIPT EXISTS on every
         # execute, a second round trip. A flushed script cache is rare:
-        # load it and send the pipeline again.
+        # load it and send the pipeline again. Errors are raised here, not by
+        # redis-py, which would first quote the whole command in the message
+        # (a commit's argument of 300 kB takes ~0.1 s to shorten).
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
             for keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-            try:
-                return await pipe.execute()
-            except NoScriptError:
-                if attempt:
-                    raise
+            replies = await pipe.execute(raise_on_error=False)
+            if not attempt and any(isinstance(reply, NoScriptError) for reply in replies):
                 script.sha = await self.client.script_load(script.script)
+                continue
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
+            return replies
         raise AssertionError("unreachable")
 
     @staticmethod
