@@ -44,6 +44,9 @@ log = structlog.get_logger("liqmon.daemon")
 
 T = TypeVar("T")
 
+BACKLOG_EVERY_S = 5.0
+"""How often the outbox backlog metrics are read (two commands per symbol)."""
+
 TICK_BATCH = 64
 """Most symbols whose marks share one Redis round trip (bounds one reply's size)."""
 
@@ -228,19 +231,27 @@ class Daemon:
                 await backoff.wait()
 
     async def _watch_redis(self) -> None:
+        # Readiness every second (one PING); the outbox backlog, two commands
+        # per symbol, every BACKLOG_EVERY_S.
         symbols = list(self.settings.symbols)
+        next_backlog = 0.0
         while True:
             raise_if_cancelling()
             try:
                 async with asyncio.timeout(3):
-                    length, oldest_s = await self.store.outbox_backlog(
-                        symbols, time.time_ns() // 1_000_000
-                    )
-                self.metrics.outbox_length.set(length)
-                self.metrics.outbox_oldest_age.set(oldest_s)
+                    if time.monotonic() >= next_backlog:
+                        next_backlog = time.monotonic() + BACKLOG_EVERY_S
+                        length, oldest_s = await self.store.outbox_backlog(
+                            symbols, time.time_ns() // 1_000_000
+                        )
+                        self.metrics.outbox_length.set(length)
+                        self.metrics.outbox_oldest_age.set(oldest_s)
+                    else:
+                        await self.store.ping()
                 self.redis_ok = True
             except (TimeoutError, *REDIS_DOWN):
                 self.redis_ok = False
+                next_backlog = 0.0
             self.metrics.ready.set(0 if await self.failing() else 1)
             await asyncio.sleep(1.0)
 
