@@ -61,6 +61,11 @@ class Triggers:
     up: Decimal | None = None
 
 
+_NO_TRIGGERS = Triggers()
+# Enum members as plain names: every position version tests them.
+_HEALTHY, _MARGIN_CALL, _LONG = Status.HEALTHY, Status.MARGIN_CALL, Side.LONG
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One transition, ready to publish."""
@@ -93,16 +98,16 @@ def event_id(position_id: str, seq: int, transition: int) -> str:
 
 def triggers_for(contract: Contract, record: PositionRecord, risk: RiskLimits) -> Triggers:
     """The trigger prices that bring ``record`` back for evaluation (table in module doc)."""
-    position = record.position
-    if record.status in (Status.LIQUIDATED, Status.CLOSED):
-        return Triggers()
-    if record.status is Status.HEALTHY:
-        worse = ratio_price(contract, position, risk.margin_call_ratio)
+    status = record.status
+    if status is _HEALTHY:
+        worse = ratio_price(contract, record, risk.margin_call_ratio)
         better = None
-    else:
-        worse = liquidation_price(contract, position)
-        better = ratio_price(contract, position, risk.margin_call_clear_ratio)
-    if record.side is Side.LONG:
+    elif status is _MARGIN_CALL:
+        worse = liquidation_price(contract, record)
+        better = ratio_price(contract, record, risk.margin_call_clear_ratio)
+    else:  # liquidated or closed
+        return _NO_TRIGGERS
+    if record.side is _LONG:
         return Triggers(down=worse, up=better)
     return Triggers(down=better, up=worse)
 
@@ -116,7 +121,7 @@ def evaluate(
     allow_liquidation: bool = True,
 ) -> Decision:
     """Re-assess ``record`` at the quote's mark: a new status and its event, if any."""
-    state = assess(contract, record.position, quote.mark)
+    state = assess(contract, record, quote.mark)
     new_status = next_status(record.status, state, risk, allow_liquidation)
     event_type = event_for(record.status, new_status)
     if event_type is None:
@@ -164,7 +169,6 @@ def _event(
     quote: Quote,
     now_ms: int,
 ) -> Event:
-    position = record.position
     payload: dict[str, Any] = {
         "schema": EVENT_SCHEMA,
         "event_id": event_id(record.id, record.seq, record.transitions),
@@ -183,8 +187,8 @@ def _event(
         "margin_balance": decimal_str(state.margin_balance),
         "maintenance_margin": decimal_str(state.maintenance_margin),
         "margin_ratio": decimal_str(state.margin_ratio),
-        "liquidation_price": _optional(liquidation_price(contract, position)),
-        "bankruptcy_price": _optional(bankruptcy_price(contract, position)),
+        "liquidation_price": _optional(liquidation_price(contract, record)),
+        "bankruptcy_price": _optional(bankruptcy_price(contract, record)),
         "emitted_at": now_ms,
     }
     return Event(payload["event_id"], event_type, record.account, record.symbol, payload)

@@ -32,7 +32,7 @@ rises. That is what lets a sorted set of trigger prices replace a scan.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import (
     ROUND_HALF_EVEN,
     Context,
@@ -40,9 +40,12 @@ from decimal import (
     DivisionByZero,
     InvalidOperation,
     Overflow,
+    getcontext,
     localcontext,
+    setcontext,
 )
 from enum import StrEnum
+from typing import Protocol
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -51,6 +54,9 @@ INFINITY = Decimal("Infinity")
 # Solving runs at extra precision so that the bracket test of a root that lies
 # exactly on a cap is not decided by rounding noise; results are rounded to
 # the 28 significant digits of the default context before they leave.
+# The per-position paths (assess, _threshold) make these contexts current with
+# setcontext and restore the caller's after, rather than entering a
+# localcontext copy: a third of the cost, and nothing reads their flags.
 _SOLVE = Context(
     prec=50, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow]
 )
@@ -77,6 +83,11 @@ class ContractKind(StrEnum):
     INVERSE = "inverse"
 
 
+# Enum members as plain names: the per-position paths test them often.
+_LINEAR = ContractKind.LINEAR
+_SIGN = {Side.LONG: 1, Side.SHORT: -1}
+
+
 @dataclass(frozen=True, slots=True)
 class Bracket:
     """One maintenance-margin tier; ``notional_cap`` None means no upper bound."""
@@ -95,6 +106,8 @@ class Contract:
     brackets: tuple[Bracket, ...]
     contract_size: Decimal = ONE
     close_fee_rate: Decimal = ZERO
+    _solver: _Solver | None = field(default=None, init=False, repr=False, compare=False)
+    """The brackets prepared for solving, made on first use (see :func:`_threshold`)."""
 
     def bracket_for(self, notional: Decimal) -> Bracket:
         """The bracket containing ``notional`` (a notional at a cap is in the lower one).
@@ -124,6 +137,22 @@ class Position:
     margin: Decimal
 
 
+class Holding(Protocol):
+    """What the margin math reads from a position (:class:`Position` or a stored record)."""
+
+    @property
+    def side(self) -> Side: ...
+
+    @property
+    def qty(self) -> Decimal: ...
+
+    @property
+    def entry_price(self) -> Decimal: ...
+
+    @property
+    def margin(self) -> Decimal: ...
+
+
 @dataclass(frozen=True, slots=True)
 class MarginState:
     """A position's margin at one mark price. ``margin_ratio`` is Infinity when MB ≤ 0."""
@@ -141,38 +170,36 @@ class MarginState:
         return self.margin_balance <= self.maintenance_margin
 
 
-def notional(contract: Contract, position: Position, mark: Decimal) -> Decimal:
+def notional(contract: Contract, position: Holding, mark: Decimal) -> Decimal:
     """Position value at ``mark``: quote units (linear) or coin (inverse)."""
     with localcontext(_RESULT):
-        if contract.kind is ContractKind.LINEAR:
-            return position.qty * mark
-        return position.qty * contract.contract_size / mark
+        return _notional_at(contract, position, mark)
 
 
-def unrealized_pnl(contract: Contract, position: Position, mark: Decimal) -> Decimal:
+def unrealized_pnl(contract: Contract, position: Holding, mark: Decimal) -> Decimal:
     """Unrealized PnL at ``mark`` in the settlement currency."""
     with localcontext(_RESULT):
-        if contract.kind is ContractKind.LINEAR:
-            return position.side.sign * position.qty * (mark - position.entry_price)
-        face = position.qty * contract.contract_size
-        return position.side.sign * face * (ONE / position.entry_price - ONE / mark)
+        return _pnl_at(contract, position, mark)
 
 
 def maintenance_margin(contract: Contract, notional_value: Decimal) -> Decimal:
     """Maintenance margin for a notional, with the closing fee if the venue reserves it."""
-    bracket = contract.bracket_for(notional_value)
     with localcontext(_RESULT):
-        return notional_value * bracket.mmr - bracket.cum + notional_value * contract.close_fee_rate
+        return _maintenance_at(contract, notional_value)
 
 
-def assess(contract: Contract, position: Position, mark: Decimal) -> MarginState:
+def assess(contract: Contract, position: Holding, mark: Decimal) -> MarginState:
     """Everything about a position's margin at one mark price."""
-    value = notional(contract, position, mark)
-    pnl = unrealized_pnl(contract, position, mark)
-    mm = maintenance_margin(contract, value)
-    with localcontext(_RESULT):
+    outer = getcontext()
+    setcontext(_RESULT)
+    try:
+        value = _notional_at(contract, position, mark)
+        pnl = _pnl_at(contract, position, mark)
+        mm = _maintenance_at(contract, value)
         balance = position.margin + pnl
         ratio = mm / balance if balance > 0 else INFINITY
+    finally:
+        setcontext(outer)
     return MarginState(
         mark_price=mark,
         notional=value,
@@ -183,23 +210,142 @@ def assess(contract: Contract, position: Position, mark: Decimal) -> MarginState
     )
 
 
-def liquidation_price(contract: Contract, position: Position) -> Decimal | None:
+def liquidation_price(contract: Contract, position: Holding) -> Decimal | None:
     """The mark price at which MB = MM, or None if no positive price reaches it."""
     return _threshold(contract, position, a=ONE, b=ONE)
 
 
-def ratio_price(contract: Contract, position: Position, ratio: Decimal) -> Decimal | None:
+def ratio_price(contract: Contract, position: Holding, ratio: Decimal) -> Decimal | None:
     """The mark price at which MM/MB = ``ratio`` (the margin-call or clearing price)."""
     return _threshold(contract, position, a=ratio, b=ONE)
 
 
-def bankruptcy_price(contract: Contract, position: Position) -> Decimal | None:
+def bankruptcy_price(contract: Contract, position: Holding) -> Decimal | None:
     """The mark price at which MB = 0, or None if no positive price reaches it."""
     return _threshold(contract, position, a=ONE, b=ZERO)
 
 
-def _threshold(contract: Contract, position: Position, a: Decimal, b: Decimal) -> Decimal | None:
+# Everything below runs in the context its caller entered (_RESULT for a state,
+# _SOLVE for a threshold), so that one position costs one context switch.
+
+
+def _notional_at(contract: Contract, position: Holding, price: Decimal) -> Decimal:
+    """The notional at ``price`` in the current context."""
+    if contract.kind is _LINEAR:
+        return position.qty * price
+    return position.qty * contract.contract_size / price
+
+
+def _pnl_at(contract: Contract, position: Holding, mark: Decimal) -> Decimal:
+    """The unrealized PnL at ``mark`` in the current context."""
+    sign = _SIGN[position.side]
+    if contract.kind is _LINEAR:
+        return sign * position.qty * (mark - position.entry_price)
+    face = position.qty * contract.contract_size
+    return sign * face * (ONE / position.entry_price - ONE / mark)
+
+
+def _maintenance_at(contract: Contract, notional_value: Decimal) -> Decimal:
+    """The maintenance margin of a notional in the current context."""
+    bracket = contract.bracket_for(notional_value)
+    return notional_value * bracket.mmr - bracket.cum + notional_value * contract.close_fee_rate
+
+
+@dataclass(frozen=True, slots=True)
+class _Tier:
+    """A bracket as the solver meets it, with its bounds widened by the tolerance.
+
+    ``floor_low`` is None for a floor of 0 (the first bracket: any positive
+    notional is above it), ``cap_high`` None for an open cap.
+    """
+
+    cap: Decimal | None
+    floor_low: Decimal | None
+    cap_high: Decimal | None
+    cum: Decimal
+    rate: Decimal
+    """``mmr + close_fee_rate``."""
+
+
+class _Solver:
+    """A contract's brackets prepared for :func:`_threshold`, computed once per contract.
+
+    Every value here is what the solving loop would otherwise compute again
+    for each position and bracket, by the same operations in the same
+    context, so the roots are the same to the last digit.
+    """
+
+    __slots__ = ("_coefficients", "linear", "tiers")
+
+    def __init__(self, contract: Contract) -> None:
+        self.linear = contract.kind is _LINEAR
+        tiers = []
+        floor = ZERO
+        with localcontext(_SOLVE):
+            low, high = ONE - _BRACKET_TOLERANCE, ONE + _BRACKET_TOLERANCE
+            for bracket in contract.brackets:
+                cap = bracket.notional_cap
+                tiers.append(
+                    _Tier(
+                        cap=cap,
+                        floor_low=None if floor == 0 else floor * low,
+                        cap_high=None if cap is None else cap * high,
+                        cum=bracket.cum,
+                        rate=bracket.mmr + contract.close_fee_rate,
+                    )
+                )
+                if cap is not None:
+                    floor = cap
+        self.tiers = tuple(tiers)
+        self._coefficients: dict[tuple[int, int, int], tuple[Decimal, Decimal, _Coefficients]] = {}
+
+    def coefficients(self, a: Decimal, b: Decimal, sign: int) -> _Coefficients:
+        """``(a·s, ((tier_k, slope_k, b·cum_k) for each bracket k))`` for ``a·MB = b·MM``.
+
+        The slope is ``a·s − b·rate`` (linear) or ``a·s + b·rate`` (inverse).
+        Kept per Decimal *object*: equal ratios spelt differently ("0.8",
+        "0.80") lead to roots spelt differently, so they must not share.
+        """
+        key = (id(a), id(b), sign)
+        found = self._coefficients.get(key)
+        if found is not None and found[0] is a and found[1] is b:
+            return found[2]
+        with localcontext(_SOLVE):
+            a_s = a * sign
+            if self.linear:
+                slopes = [a_s - b * tier.rate for tier in self.tiers]
+            else:
+                slopes = [a_s + b * tier.rate for tier in self.tiers]
+            steps = tuple(
+                (tier, slope, b * tier.cum) for tier, slope in zip(self.tiers, slopes, strict=True)
+            )
+        if len(self._coefficients) < _MAX_COEFFICIENT_SETS:
+            # Holding a and b keeps their ids from being reused by other objects.
+            self._coefficients[key] = (a, b, (a_s, steps))
+        return a_s, steps
+
+
+_Coefficients = tuple[Decimal, tuple[tuple[_Tier, Decimal, Decimal], ...]]
+_MAX_COEFFICIENT_SETS = 64
+"""Ratio objects per contract kept prepared (the configuration's need six)."""
+
+
+def _solver(contract: Contract) -> _Solver:
+    solver = contract._solver
+    if solver is None:
+        solver = _Solver(contract)
+        object.__setattr__(contract, "_solver", solver)
+    return solver
+
+
+def _threshold(contract: Contract, position: Holding, a: Decimal, b: Decimal) -> Decimal | None:
     """Solve ``a·MB(P) = b·MM(P)`` for P, keeping the root that lies in its own bracket.
+
+    Bracket by bracket, the root of ``a·MB − b·MM`` as if that bracket's
+    ``(mmr, cum)`` applied everywhere (closed form, below); the
+    first root whose notional lies in its own bracket (within a relative
+    tolerance of 1e-40) is the threshold. For the bankruptcy price (``b = 0``)
+    the brackets do not matter and the first root decides.
 
     When the last cap is finite and the root lies beyond it on the side where the
     position is *better* off, every covered price is already past the threshold;
@@ -208,70 +354,63 @@ def _threshold(contract: Contract, position: Position, a: Decimal, b: Decimal) -
     never is). A root beyond the cap on the worse side stays None: no covered
     price reaches it.
     """
-    floor = ZERO
-    with localcontext(_SOLVE):
-        for bracket in contract.brackets:
-            root = _root_in_bracket(contract, position, bracket, a, b)
-            if root is not None and b == 0:
-                if root <= 0:
-                    return None
-                with localcontext(_RESULT):
-                    return +root
-            if root is not None and root > 0:
-                value = _notional_at(contract, position, root)
-                above_floor = value > floor * (ONE - _BRACKET_TOLERANCE) or floor == 0
-                below_cap = bracket.notional_cap is None or value <= bracket.notional_cap * (
-                    ONE + _BRACKET_TOLERANCE
-                )
-                if above_floor and below_cap:
-                    with localcontext(_RESULT):
-                        return +root
-            if bracket.notional_cap is not None:
-                floor = bracket.notional_cap
-        last = contract.brackets[-1] if contract.brackets else None
-        # Moving to the worse side lowers the notional for a linear long (price
-        # falls) and an inverse short (price rises): the covered range then lies
-        # on the worse side of any root beyond the last cap.
-        worse_lowers_notional = (contract.kind is ContractKind.LINEAR) == (
-            position.side is Side.LONG
-        )
-        if last is not None and last.notional_cap is not None and worse_lowers_notional:
-            root = _root_in_bracket(contract, position, last, a, b)
-            if (
-                root is not None
-                and root > 0
-                and _notional_at(contract, position, root) > last.notional_cap
-            ):
-                with localcontext(_RESULT):
-                    return +root
-    return None
-
-
-def _notional_at(contract: Contract, position: Position, price: Decimal) -> Decimal:
-    """The notional at ``price`` in the current (solving) context."""
-    if contract.kind is ContractKind.LINEAR:
-        return position.qty * price
-    return position.qty * contract.contract_size / price
-
-
-def _root_in_bracket(
-    contract: Contract, position: Position, bracket: Bracket, a: Decimal, b: Decimal
-) -> Decimal | None:
-    """The root of ``a·MB − b·MM`` if ``bracket``'s (mmr, cum) applied everywhere."""
-    s = position.side.sign
-    rate = bracket.mmr + contract.close_fee_rate
-    if contract.kind is ContractKind.LINEAR:
-        q, entry = position.qty, position.entry_price
-        denominator = q * (a * s - b * rate)
-        if denominator == 0:
-            return None
-        return (a * s * q * entry - a * position.margin - b * bracket.cum) / denominator
-    face = position.qty * contract.contract_size
-    denominator = a * position.margin + a * s * face / position.entry_price + b * bracket.cum
-    numerator = face * (a * s + b * rate)
-    if denominator == 0 or numerator / denominator <= 0:
+    solver = _solver(contract)
+    if not solver.tiers:
         return None
-    return numerator / denominator
+    sign = _SIGN[position.side]
+    a_s, steps = solver.coefficients(a, b, sign)
+    linear = solver.linear
+    qty = position.qty
+    root: Decimal | None = None
+    outer = getcontext()
+    setcontext(_SOLVE)
+    try:
+        # linear:  root_k = (a·s·q·E − a·M − b·cum_k) / (q·slope_k)
+        # inverse: root_k = face·slope_k / (a·M + a·s·face/E + b·cum_k)
+        # The terms without k are computed once (for linear, as the reference
+        # order of operations first needs them: after a non-zero denominator).
+        linear_offset: Decimal | None = None
+        face = inverse_offset = ZERO
+        if not linear:
+            face = qty * contract.contract_size
+            inverse_offset = a * position.margin + a_s * face / position.entry_price
+        for tier, slope, b_cum in steps:
+            if linear:
+                denominator = qty * slope
+                if denominator == 0:
+                    root = None
+                else:
+                    if linear_offset is None:
+                        linear_offset = a_s * qty * position.entry_price - a * position.margin
+                    root = (linear_offset - b_cum) / denominator
+            else:
+                denominator = inverse_offset + b_cum
+                numerator = face * slope
+                root = None
+                if denominator != 0:
+                    root = numerator / denominator
+                    if root <= 0:
+                        root = None
+            if root is not None and b == 0:
+                return None if root <= 0 else _RESULT.plus(root)
+            if root is not None and root > 0:
+                value = qty * root if linear else face / root
+                if (tier.floor_low is None or value > tier.floor_low) and (
+                    tier.cap_high is None or value <= tier.cap_high
+                ):
+                    return _RESULT.plus(root)
+        # ``root`` is now the last bracket's. Moving to the worse side lowers the
+        # notional for a linear long (price falls) and an inverse short (price
+        # rises): the covered range then lies on the worse side of any root
+        # beyond the last cap.
+        last_cap = solver.tiers[-1].cap
+        if last_cap is not None and linear == (sign == 1) and root is not None and root > 0:
+            value = qty * root if linear else face / root
+            if value > last_cap:
+                return _RESULT.plus(root)
+    finally:
+        setcontext(outer)
+    return None
 
 
 def check_brackets(
