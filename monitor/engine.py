@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -21,15 +21,15 @@ from monitor.evaluation import Decision, Event, Quote, apply_update, evaluate
 from monitor.margin import Contract
 from monitor.position import PositionRecord, PositionUpdate
 from monitor.status import RiskLimits
-from monitor.store import Candidates, Store, Write
+from monitor.store import Candidates, Commit, Store, Write
 
 log = structlog.get_logger("liqmon.engine")
 
-SYMBOLS_IN_FLIGHT = 8
-"""Symbols whose position versions are applied concurrently (overlapping round trips)."""
-
 COMMIT_SLICE = 1000
-"""Writes per commit script call: bounds how long one call holds Redis."""
+"""Writes (or position versions) per commit script call: bounds how long one call holds Redis."""
+
+GROUPS_IN_FLIGHT = 3
+"""Groups of position versions whose round trips overlap (see Engine._apply_wave)."""
 
 MAX_ATTEMPTS = 8
 """Compare-and-set rounds before giving up on an id; more means a hot loop, i.e. a bug."""
@@ -110,43 +110,31 @@ class Engine:
         """Store new position versions, evaluating each against its symbol's latest mark.
 
         Versions of one position are applied in the order given; each version
-        that causes a transition queues its own event.
+        that causes a transition queues its own event. However many symbols
+        they span, every :data:`COMMIT_SLICE` versions cost two round trips:
+        their symbols' marks and stored records in one, the commits in the other.
         """
-        waves: dict[str, list[list[PositionUpdate]]] = {}
+        waves: list[dict[str, list[PositionUpdate]]] = []
         seen: dict[str, int] = {}
         for update in updates:
             # The n-th version of an id in this batch goes to wave n, so a
             # wave holds each id at most once and waves apply in order.
-            wave = seen.get(update.id, 0)
-            seen[update.id] = wave + 1
-            symbol_waves = waves.setdefault(update.symbol, [])
-            if len(symbol_waves) <= wave:
-                symbol_waves.append([])
-            symbol_waves[wave].append(update)
+            n = seen.get(update.id, 0)
+            seen[update.id] = n + 1
+            if n == len(waves):
+                waves.append({})
+            waves[n].setdefault(update.symbol, []).append(update)
         outcome = Outcome()
-        # Symbols are independent: their round trips overlap, a few at a time.
-        limit = asyncio.Semaphore(SYMBOLS_IN_FLIGHT)
-
-        async def apply_symbol(symbol: str, symbol_waves: list[list[PositionUpdate]]) -> None:
-            async with limit:
-                for batch in symbol_waves:
-                    pending = batch
-                    for _ in range(MAX_ATTEMPTS):
-                        pending = await self._apply_wave(symbol, pending, outcome)
-                        if not pending:
-                            break
-                    else:
-                        outcome.failed += len(pending)
-                        log.error("position_update_gave_up", symbol=symbol, count=len(pending))
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for symbol, symbol_waves in waves.items():
-                    group.create_task(apply_symbol(symbol, symbol_waves))
-        except ExceptionGroup as failures:
-            # Callers retry on the one error (Redis down); a version applied
-            # before it is ignored on the retry (its seq is no longer newer).
-            raise failures.exceptions[0] from failures
+        for wave in waves:
+            pending = wave
+            for _ in range(MAX_ATTEMPTS):
+                pending = await self._apply_wave(pending, outcome)
+                if not pending:
+                    break
+            else:
+                for symbol, left in pending.items():
+                    outcome.failed += len(left)
+                    log.error("position_update_gave_up", symbol=symbol, count=len(left))
         return outcome
 
     async def recover(self) -> int:
@@ -163,37 +151,71 @@ class Engine:
         return total
 
     async def _apply_wave(
-        self,
-        symbol: str,
-        updates: Sequence[PositionUpdate],
-        outcome: Outcome,
-    ) -> list[PositionUpdate]:
-        """One compare-and-set round over distinct ids; returns the updates to retry."""
-        contract = self.contracts[symbol]
-        quote = await self.store.quote(symbol)
-        stored = await self.store.records(symbol, [update.id for update in updates])
+        self, wave: Mapping[str, Sequence[PositionUpdate]], outcome: Outcome
+    ) -> dict[str, list[PositionUpdate]]:
+        """One compare-and-set round over distinct ids; returns the updates to retry.
+
+        The wave goes in groups of about :data:`COMMIT_SLICE` versions (small
+        symbols share a group, a large one spans several), a few in flight: one
+        group is decided while Redis runs the commits of another.
+        """
+        retry: dict[str, list[PositionUpdate]] = {}
+        limit = asyncio.Semaphore(GROUPS_IN_FLIGHT)
+
+        async def apply(group: dict[str, Sequence[PositionUpdate]]) -> None:
+            async with limit:
+                for symbol, updates in (await self._apply_group(group, outcome)).items():
+                    retry.setdefault(symbol, []).extend(updates)
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for group in _groups(wave, COMMIT_SLICE):
+                    tasks.create_task(apply(group))
+        except ExceptionGroup as failures:
+            # Callers retry on the one error (Redis down); a version applied
+            # before it is ignored on the retry (its seq is no longer newer).
+            raise failures.exceptions[0] from failures
+        return retry
+
+    async def _apply_group(
+        self, group: Mapping[str, Sequence[PositionUpdate]], outcome: Outcome
+    ) -> dict[str, list[PositionUpdate]]:
+        """Read, decide and commit a group: two round trips, whatever its symbols."""
+        stored = await self.store.versions(
+            {symbol: [update.id for update in updates] for symbol, updates in group.items()}
+        )
         now = self.clock_ms()
-        writes = []
-        for update, found in zip(updates, stored, strict=True):
-            previous, raw = found if found is not None else (None, None)
+        calls: list[Commit] = []
+        for symbol, updates in group.items():
+            contract = self.contracts[symbol]
+            quote, found = stored[symbol]
             # On a stale mark (price guard) a version is stored but not judged;
             # the first fresh tick evaluates it through the trigger index.
             usable = quote if quote is not None and self.may_decide(symbol) else None
-            decision = apply_update(contract, previous, update, usable, self.risk, now)
-            if decision is None:
-                outcome.ignored += 1
-            else:
-                writes.append(self._write(decision, raw))
-        conflicts = await self.store.commit(symbol, writes, decided_at=quote)
-        if conflicts is None:  # a tick moved the mark meanwhile: decide again
-            outcome.ignored -= len(updates) - len(writes)
-            return list(updates)
-        for write in writes:
-            if write.record.id not in conflicts:
-                outcome.applied += 1
-                if write.event is not None:
-                    outcome.events.append(write.event)
-        return [update for update in updates if update.id in conflicts]
+            writes = []
+            for update, pair in zip(updates, found, strict=True):
+                previous, raw = pair if pair is not None else (None, None)
+                decision = apply_update(contract, previous, update, usable, self.risk, now)
+                if decision is not None:
+                    writes.append(self._write(decision, raw))
+            outcome.ignored += len(updates) - len(writes)
+            calls.append((symbol, writes, quote))
+        retry: dict[str, list[PositionUpdate]] = {}
+        results = await self.store.commit_many(calls)
+        for (symbol, decided, _), conflicts in zip(calls, results, strict=True):
+            updates = group[symbol]
+            if conflicts is None:  # a tick moved the mark meanwhile: decide again
+                outcome.ignored -= len(updates) - len(decided)
+                retry[symbol] = list(updates)
+                continue
+            for write in decided:
+                if write.record.id not in conflicts:
+                    outcome.applied += 1
+                    if write.event is not None:
+                        outcome.events.append(write.event)
+            if conflicts:
+                retry[symbol] = [update for update in updates if update.id in conflicts]
+        return retry
 
     async def _reevaluate(
         self, symbol: str, ids: list[str], quote: Quote, allow_liquidation: bool
@@ -246,3 +268,21 @@ class Engine:
             event=event,
             topic=self.topic(event) if event else "",
         )
+
+
+def _groups(
+    wave: Mapping[str, Sequence[PositionUpdate]], size: int
+) -> Iterator[dict[str, Sequence[PositionUpdate]]]:
+    """The wave in groups of at most ``size`` versions; a symbol at most once per group."""
+    group: dict[str, Sequence[PositionUpdate]] = {}
+    count = 0
+    for symbol, updates in wave.items():
+        for start in range(0, len(updates), size):
+            part = updates[start : start + size]
+            if group and count + len(part) > size:
+                yield group
+                group, count = {}, 0
+            group[symbol] = part
+            count += len(part)
+    if group:
+        yield group

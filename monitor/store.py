@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -33,6 +33,7 @@ from monitor.cancellation import raise_if_cancelling
 from monitor.channel import Channel, resp_parts
 from monitor.evaluation import Event, Quote, Triggers
 from monitor.keys import OUTBOX_GROUP, Keys
+from monitor.margin import Side
 from monitor.position import PositionRecord
 from monitor.wire import decimal_str
 
@@ -140,6 +141,44 @@ class OutboxEntry:
         )
 
 
+Commit = tuple[str, Sequence[Write], "Quote | bool | None"]
+"""The arguments of one :meth:`Store.commit` call: symbol, writes, quote decided at."""
+
+Found = tuple[PositionRecord, bytes] | None
+"""A stored record with its raw bytes (for compare-and-set), or None when absent."""
+
+_QUOTE_FIELDS = ("mark", "mark_ts", "index")
+_SIDE_BYTES = {side: side.value.encode() for side in Side}
+_NO_EVENT = (b"", b"", b"")
+
+
+def _quote(fields: Sequence[bytes | str | None]) -> Quote | None:
+    """The Quote in a price hash's mark, mark_ts and index (None before the first mark)."""
+    mark, mark_ts, index = fields
+    if mark is None or mark_ts is None:
+        return None
+    return Quote(
+        Decimal(_text(mark)),
+        int(mark_ts),
+        Decimal(_text(index)) if index else None,
+        stamp=f"{_text(mark_ts)}|{_text(mark)}",
+    )
+
+
+def _found(symbol: str, ids: Sequence[str], raws: Sequence[bytes | str | None]) -> list[Found]:
+    return [
+        (PositionRecord.decode(position_id, symbol, raw), _raw(raw)) if raw is not None else None
+        for position_id, raw in zip(ids, raws, strict=True)
+    ]
+
+
+def _conflicts(reply: Sequence[bytes]) -> set[str] | None:
+    """commit.lua's reply: the conflicting ids, or None for a stale quote."""
+    if reply and reply[0] == b"stale_quote":
+        return None
+    return {raw.decode() for raw in reply}
+
+
 class Store:
     """Async access to liqmon's Redis state for one key prefix."""
 
@@ -151,6 +190,7 @@ class Store:
         self._ticks = Channel(client)
         self._mark_heads: dict[str, bytes] = {}
         self._commit = client.register_script(_script("commit.lua"))
+        self._versions = client.register_script(_script("versions.lua"))
         self._ack = client.register_script(_script("ack.lua"))
         self._published = client.register_script(_script("published.lua"))
 
@@ -245,31 +285,32 @@ class Store:
 
     async def quote(self, symbol: str) -> Quote | None:
         """The symbol's latest mark (and index), or None before the first mark."""
-        mark, mark_ts, index = await self.client.hmget(
-            self.keys.price(symbol), ["mark", "mark_ts", "index"]
-        )
-        if mark is None or mark_ts is None:
-            return None
-        return Quote(
-            Decimal(_text(mark)),
-            int(mark_ts),
-            Decimal(_text(index)) if index else None,
-            stamp=f"{_text(mark_ts)}|{_text(mark)}",
-        )
+        return _quote(await self.client.hmget(self.keys.price(symbol), _QUOTE_FIELDS))
 
-    async def records(
-        self, symbol: str, ids: Sequence[str]
-    ) -> list[tuple[PositionRecord, bytes] | None]:
+    async def records(self, symbol: str, ids: Sequence[str]) -> list[Found]:
         """The stored records (with their raw bytes, for compare-and-set) of ``ids``."""
         if not ids:
             return []
         raws = await self.client.hmget(self.keys.positions(symbol), list(ids))
-        return [
-            (PositionRecord.decode(position_id, symbol, raw), _raw(raw))
-            if raw is not None
-            else None
-            for position_id, raw in zip(ids, raws, strict=True)
+        return _found(symbol, ids, raws)
+
+    async def versions(
+        self, wanted: Mapping[str, Sequence[str]]
+    ) -> dict[str, tuple[Quote | None, list[Found]]]:
+        """Per symbol, its quote and the stored records of its ids: one round trip in all.
+
+        What new versions are decided on (``lua/versions.lua``): each symbol's
+        mark and records are read together, its ids sent as one argument.
+        """
+        calls = [
+            ([self.keys.price(symbol), self.keys.positions(symbol)], ["\0".join(ids)])
+            for symbol, ids in wanted.items()
         ]
+        replies = await self._evalsha_all(self._versions, calls)
+        return {
+            symbol: (_quote(reply[:3]), _found(symbol, ids, reply[3:]))
+            for (symbol, ids), reply in zip(wanted.items(), replies, strict=True)
+        }
 
     async def commit(
         self, symbol: str, writes: Sequence[Write], decided_at: Quote | bool | None = True
@@ -282,6 +323,23 @@ class Store:
         """
         if not writes:
             return set()
+        keys, args = self._commit_call(symbol, writes, decided_at)
+        return _conflicts(await self._commit(keys=keys, args=args))
+
+    async def commit_many(self, calls: Sequence[Commit]) -> list[set[str] | None]:
+        """Several :meth:`commit` calls in one round trip, each atomic on its own.
+
+        Each result is what :meth:`commit` would return for that call; Redis
+        runs the calls in the order given.
+        """
+        sent = [self._commit_call(*call) for call in calls if call[1]]
+        replies = iter(await self._evalsha_all(self._commit, sent) if sent else [])
+        return [_conflicts(next(replies)) if writes else set() for _, writes, _ in calls]
+
+    def _commit_call(
+        self, symbol: str, writes: Sequence[Write], decided_at: Quote | bool | None
+    ) -> tuple[list[str], list[str | bytes]]:
+        """Keys and arguments of ``commit.lua`` for ``writes``."""
         if decided_at is True:
             check = ""
         elif decided_at is None or decided_at is False:
@@ -295,26 +353,28 @@ class Store:
         # per position. NUL cannot occur in ids (check_name), JSON or scores.
         fields: list[bytes] = []
         for write in writes:
-            triggers = write.triggers
-            event = write.event
+            record, triggers, event = write.record, write.triggers, write.event
+            down, up = triggers.down, triggers.up
             fields += (
-                write.record.id.encode(),
+                record.id.encode(),
                 write.expected or b"",
-                write.record.encode(),
-                write.record.side.value.encode(),
-                score_at_or_above(triggers.down).encode() if triggers.down is not None else b"",
-                score_at_or_below(triggers.up).encode() if triggers.up is not None else b"",
-                event.event_id.encode() if event else b"",
-                write.topic.encode(),
-                orjson.dumps(event.payload) if event else b"",
+                record.encode(),
+                _SIDE_BYTES[record.side],
+                b"" if down is None else score_at_or_above(down).encode(),
+                b"" if up is None else score_at_or_below(up).encode(),
             )
+            if event is None:
+                fields += _NO_EVENT
+            else:
+                fields += (
+                    event.event_id.encode(),
+                    write.topic.encode(),
+                    orjson.dumps(event.payload),
+                )
         args: list[str | bytes] = [check, b"\0".join(fields)]
         keys = [self.keys.positions(symbol), *self.keys.all_triggers(symbol)]
         keys += [self.keys.outbox(symbol), self.keys.price(symbol)]
-        conflicts = await self._commit(keys=keys, args=args)
-        if conflicts and conflicts[0] == b"stale_quote":
-            return None
-        return {raw.decode() for raw in conflicts}
+        return keys, args
 
     async def enqueue(self, symbol: str, event_id: str, topic: str, payload: bytes) -> None:
         """Queue a message (an alert) in the symbol's outbox, to go out like events do."""

@@ -43,8 +43,11 @@ while at <= #blob + 1 do
     conflicts[#conflicts + 1] = id
   else
     redis.call('HSET', KEYS[1], id, record)
-    -- A new version may flip the side, so leave every set before joining one.
-    for k = 2, 5 do redis.call('ZREM', KEYS[k], id) end
+    -- A new version may flip the side, so leave every set before joining one
+    -- (a position not stored before is in none).
+    if current then
+      for k = 2, 5 do redis.call('ZREM', KEYS[k], id) end
+    end
     local down, up = KEYS[2], KEYS[3]
     if side == 'short' then down, up = KEYS[4], KEYS[5] end
     if down_score ~= '' then redis.call('ZADD', down, down_score, id) end
