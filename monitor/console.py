@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import islice
@@ -41,6 +41,21 @@ class LoadSummary:
     events: int
     seconds: float
     failed: int = 0
+    first_rejections: tuple[tuple[int, str], ...] = ()
+    """(line number, message) of the first :data:`REJECTIONS_SHOWN` rejected lines."""
+
+    def report(self) -> str:
+        """The closing lines ``positions load`` prints."""
+        text = (
+            f"loaded {self.applied:,} positions in {self.seconds:.1f} s; {self.ignored:,} "
+            f"ignored (not newer), {self.rejected:,} rejected, {self.events:,} events queued\n"
+        )
+        if self.failed:
+            text += f"{self.failed:,} positions could NOT be stored (see the log)\n"
+        return text
+
+
+REJECTIONS_SHOWN = 10
 
 
 async def load_positions(
@@ -48,11 +63,18 @@ async def load_positions(
     lines: Iterable[tuple[int, bytes, PositionUpdate | Rejection]],
     batch_size: int,
     progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
 ) -> LoadSummary:
-    """Apply a stream of parsed lines in pipelined batches; rejections are dead-lettered."""
+    """Apply a stream of parsed lines in pipelined batches; rejections are dead-lettered.
+
+    With ``progress``, the first rejections, a running count (on a terminal)
+    and the summary go to stderr. ``on_batch`` hears the applied count after
+    every batch.
+    """
     store = open_store(settings)
     engine = Engine(store, settings.symbols, settings.risk, settings.mqtt.topic_prefix)
     applied = ignored = rejected = events = failed = 0
+    first_rejections: list[tuple[int, str]] = []
     started = time.perf_counter()
     try:
         await store.ensure_outbox_groups(settings.symbols)
@@ -61,8 +83,11 @@ async def load_positions(
             for number, raw, item in chunk:
                 if isinstance(item, Rejection):
                     rejected += 1
-                    if rejected <= 10:
-                        sys.stderr.write(f"line {number}: rejected: {item.reason}: {item.detail}\n")
+                    if rejected <= REJECTIONS_SHOWN:
+                        message = f"line {number}: rejected: {item.reason}: {item.detail}"
+                        first_rejections.append((number, message))
+                        if progress:
+                            sys.stderr.write(message + "\n")
                     await store.dead_letter(
                         "load", item.reason, f"line {number}: {item.detail}", raw
                     )
@@ -73,21 +98,20 @@ async def load_positions(
             ignored += outcome.ignored
             failed += outcome.failed
             events += len(outcome.events)
+            if on_batch is not None:
+                on_batch(applied)
             if progress and sys.stderr.isatty():
                 rate = applied / max(time.perf_counter() - started, 1e-9)
                 sys.stderr.write(f"\rloaded {applied:,} positions ({rate:,.0f}/s)")
         seconds = time.perf_counter() - started
-        if progress:
-            start = "\r" if sys.stderr.isatty() else ""
-            sys.stderr.write(
-                f"{start}loaded {applied:,} positions in {seconds:.1f} s; {ignored:,} ignored "
-                f"(not newer), {rejected:,} rejected, {events:,} events queued\n"
-            )
-            if failed:
-                sys.stderr.write(f"{failed:,} positions could NOT be stored (see the log)\n")
     finally:
         await store.client.aclose()
-    return LoadSummary(applied, ignored, rejected, events, seconds, failed)
+    summary = LoadSummary(
+        applied, ignored, rejected, events, seconds, failed, tuple(first_rejections)
+    )
+    if progress:
+        sys.stderr.write(("\r" if sys.stderr.isatty() else "") + summary.report())
+    return summary
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

@@ -50,6 +50,7 @@ _POSITION_FIELDS = frozenset(
     {"id", "account", "symbol", "side", "qty", "entry_price", "margin", "seq"}
 )
 _PRICE_FIELDS = frozenset({"price", "ts"})
+_SIDES = {side.value: side for side in Side}
 # Topic levels may not hold MQTT wildcards or separators; control characters
 # and spaces have no business in identifiers either.
 _NAME = re.compile(r"[A-Za-z0-9._:@=-]+")
@@ -110,15 +111,20 @@ def load_json(raw: bytes, max_bytes: int) -> Any:
 
 
 def _decimal(field: str, value: object) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+    # A tuple, not ``str | int | Decimal``: the union is built anew on every call.
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
         raise Rejection("bad_type", f"{field} must be a decimal string or a number")
+    text = value.strip() if isinstance(value, str) else None
     try:
-        number = Decimal(value.strip() if isinstance(value, str) else value)
+        number = Decimal(value if text is None else text)
     except InvalidOperation:
         raise Rejection("bad_decimal", f"{field} {str(value)[:40]!r} is not a decimal") from None
     if not number.is_finite():
         raise Rejection("non_finite", f"{field} must be finite, got {value}")
-    if not in_range(number):
+    # A text of at most MAX_DIGITS characters without an exponent cannot hold
+    # more digits than that on either side of the point: no need to ask.
+    short = text is not None and len(text) <= MAX_DIGITS and "e" not in text and "E" not in text
+    if not short and not in_range(number):
         raise Rejection(
             "bad_decimal",
             f"{field} {str(value)[:40]!r} is out of range "
@@ -144,6 +150,9 @@ def _integer(field: str, value: object, reason: str) -> int:
 
 
 def _check_fields(obj: dict[str, Any], allowed: frozenset[str], required: frozenset[str]) -> None:
+    keys = obj.keys()
+    if keys == allowed and keys >= required:
+        return
     extra = sorted(set(obj) - allowed)
     if extra:
         raise Rejection("unknown_field", f"unexpected field(s) {', '.join(extra)[:200]}")
@@ -163,8 +172,8 @@ def position_from_object(obj: object, symbols: Container[str]) -> PositionUpdate
     if symbol not in symbols:
         raise Rejection("unknown_symbol", f"no contract is configured for symbol {symbol}")
     try:
-        side = Side(obj["side"])
-    except (ValueError, TypeError):
+        side = _SIDES[obj["side"]]
+    except (KeyError, TypeError):
         raise Rejection(
             "unknown_side", f"side must be long or short, got {obj['side']!r}"
         ) from None
