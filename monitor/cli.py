@@ -204,7 +204,8 @@ def _run_daemon(settings: Settings) -> None:
 async def _run(settings: Settings) -> None:
     from monitor.daemon import Daemon
 
-    daemon = Daemon(settings, list(settings.sources))
+    # A process of its own: its long-lived heap may be frozen (see Daemon).
+    daemon = Daemon(settings, list(settings.sources), freeze_heap_after_s=5.0)
     daemon.install_signal_handlers()
     await daemon.run()
 

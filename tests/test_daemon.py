@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from decimal import Decimal
 
 from harness import Collector, mqtt_client, publish, running, settings_for
@@ -48,3 +50,19 @@ async def test_crash_liquidates_the_long_and_spares_the_short(
     assert event["index_price"] == "53990"
     assert Decimal(event["liquidation_price"]) == Decimal(27000) / Decimal("0.498")
     assert events.topics == [f"{prefix}/events/acct-42/BTCUSDT/liquidation"]
+
+
+async def test_a_running_monitor_freezes_its_settled_heap(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """Once connected and settled, the long-lived objects leave the collector's full walks."""
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    try:
+        async with running(settings, freeze_heap_after_s=0.0):
+            async with asyncio.timeout(5):
+                while not gc.get_freeze_count():
+                    await asyncio.sleep(0.02)
+    finally:
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()  # this test process is not a monitor
+    assert frozen > 1000
