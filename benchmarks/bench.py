@@ -64,6 +64,7 @@ import report
 from rawmqtt import Publisher
 from stats import CLOCK_TICKS, cpu_seconds, histogram_delta, spearman, summary_ms, tick_histogram
 
+from monitor.cli import default_load_workers
 from monitor.config import Settings, load_settings
 from monitor.embedded import MosquittoServer, RedisServer, free_port
 from monitor.evaluation import triggers_for
@@ -609,7 +610,8 @@ class BookRun:
         self.result["state"] = {
             "load_seconds": round(seconds, 2),
             "load_positions_per_second": round(self.n / seconds),
-            "load_batch": 5000,
+            "load_batch": 20_000,
+            "load_workers": default_load_workers(data.stat().st_size),
             "positions_stored": stored,
             "load_gave_up_messages": gave_up,
             "events_at_load": outbox,

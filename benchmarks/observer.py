@@ -19,13 +19,7 @@ import time
 
 import hiredis
 
-
-def _command(*parts: str) -> bytes:
-    out = [f"*{len(parts)}\r\n".encode()]
-    for part in parts:
-        raw = part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
+from monitor.channel import resp_command
 
 
 def main() -> None:
@@ -40,7 +34,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     sock = socket.create_connection((host, port))
     sock.settimeout(0.1)
-    sock.sendall(_command("PSUBSCRIBE", pattern))
+    sock.sendall(resp_command("PSUBSCRIBE", pattern))
     reader = hiredis.Reader()
     out = sys.stdout.buffer
     while not stopping:

@@ -123,7 +123,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | str | N
             "1,000,000 positions loaded in ≤ 30 s",
             f"{label} in {_fmt(state['load_seconds'], ' s')} ({_fmt(per_s)}/s)",
             f"1M at this rate: {_fmt(1_000_000 / per_s, ' s', 1)} (liqmon positions load, "
-            f"batch {state['load_batch']})",
+            f"batch {state['load_batch']}, {state.get('load_workers', 1)} worker(s))",
             1_000_000 / per_s <= 30,
         )
     )
