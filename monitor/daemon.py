@@ -48,6 +48,9 @@ T = TypeVar("T")
 BACKLOG_EVERY_S = 5.0
 """How often the outbox backlog metrics are read (two commands per symbol)."""
 
+EVENT_LOG_LINES = 100
+"""Events of one tick (or batch of versions) logged one line each; the rest are summed."""
+
 TICK_BATCH = 64
 """Most symbols whose marks share one Redis round trip (bounds one reply's size)."""
 
@@ -396,8 +399,16 @@ class Daemon:
         await self.intake.reject(source, reason, reason, raw)
 
     def _log_events(self, outcome: Outcome) -> None:
+        counts: dict[str, int] = {}
         for event in outcome.events:
-            self.metrics.events.labels(event.type.value).inc()
+            counts[event.type.value] = counts.get(event.type.value, 0) + 1
+        for kind, count in counts.items():
+            self.metrics.events.labels(kind).inc(count)
+        # A line per event, up to a bound: a crash liquidating 100,000
+        # positions would spend a second writing log lines while its events
+        # wait. Every event is in the outbox and on the bus; the rest of a
+        # burst is summed up in one line.
+        for event in outcome.events[:EVENT_LOG_LINES]:
             log.info(
                 "event",
                 event_id=event.event_id,
@@ -406,4 +417,11 @@ class Daemon:
                 account=event.account,
                 symbol=event.symbol,
                 mark_price=event.payload["mark_price"],
+            )
+        if len(outcome.events) > EVENT_LOG_LINES:
+            log.info(
+                "events_not_logged_one_by_one",
+                count=len(outcome.events) - EVENT_LOG_LINES,
+                by_type=counts,
+                symbol=outcome.events[0].symbol,
             )

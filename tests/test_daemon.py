@@ -6,7 +6,13 @@ import asyncio
 import gc
 from decimal import Decimal
 
+import structlog.testing
 from harness import Collector, mqtt_client, publish, running, settings_for
+
+from monitor.daemon import EVENT_LOG_LINES, Daemon
+from monitor.engine import Outcome
+from monitor.evaluation import Event
+from monitor.status import EventType
 
 
 def position(
@@ -66,3 +72,22 @@ async def test_a_running_monitor_freezes_its_settled_heap(
         frozen = gc.get_freeze_count()
         gc.unfreeze()  # this test process is not a monitor
     assert frozen > 1000
+
+
+async def test_a_burst_logs_a_line_per_event_up_to_a_bound_then_one_summary(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """250 liquidations of one tick: 100 'event' lines and one line counting the other 150."""
+    daemon = Daemon(settings_for(redis_url, mqtt_url, prefix))
+    events = [
+        Event(f"p-{n}:1:1", EventType.LIQUIDATION, "a", "BTCUSDT",
+              {"position_id": f"p-{n}", "mark_price": "50000"})
+        for n in range(250)
+    ]  # fmt: skip
+    with structlog.testing.capture_logs() as logs:
+        daemon._log_events(Outcome(events=events))
+    await daemon.redis.aclose()
+    assert [entry["event"] for entry in logs].count("event") == EVENT_LOG_LINES == 100
+    assert [(e["count"], e["by_type"]) for e in logs if e["event"] != "event"] == [
+        (150, {"liquidation": 250})
+    ]
