@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the real servers the tests and the demo start are on this machine:
-# redis-server and mosquitto (with their clients), and chromium for the
-# dashboard's browser test, from the distribution's packages.
+# redis-server and mosquitto (with their clients), chromium for the
+# dashboard's browser test, docker-compose to validate the compose file (no
+# engine needed) and promtool, from the distribution's packages.
 set -euo pipefail
 
 missing=()
@@ -10,6 +11,8 @@ have redis-server || missing+=(redis-server redis-tools)
 have mosquitto || missing+=(mosquitto)
 have mosquitto_pub || missing+=(mosquitto-clients)
 have chromium || missing+=(chromium)  # the dashboard's headless-browser test
+have docker-compose || missing+=(docker-compose)  # validates docker-compose.yml offline
+have promtool || missing+=(prometheus)  # promtool lints /metrics and the alert rules
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
