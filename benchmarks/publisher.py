@@ -1,4 +1,4 @@
-"""QoS 1 publish throughput: monitor.publisher against aiomqtt, through a private mosquitto.
+"""QoS 1 publish throughput: monitor.mqtt.Publisher against aiomqtt, through a private mosquitto.
 
 Publishes ``--count`` messages of about 600 bytes (an event's size) in batches
 of ``--batch`` (the Bus's outbox batch), each batch acknowledged before the
@@ -24,7 +24,7 @@ from typing import Any
 from monitor.bus import make_client
 from monitor.config import MqttSettings
 from monitor.embedded import MosquittoServer, which_or_explain
-from monitor.publisher import Publisher
+from monitor.mqtt import Publisher
 
 Batch = Sequence[tuple[str, bytes]]
 
@@ -39,7 +39,7 @@ def messages(count: int, run: str) -> list[tuple[str, bytes]]:
 
 
 async def with_publisher(settings: MqttSettings, batches: Sequence[Batch]) -> float:
-    """Seconds to publish every batch with monitor.publisher, PUBACKs included."""
+    """Seconds to publish every batch with monitor.mqtt.Publisher, PUBACKs included."""
     async with Publisher.connect(settings, "bench-publisher") as publisher:
         started = time.perf_counter()
         for batch in batches:
@@ -48,7 +48,7 @@ async def with_publisher(settings: MqttSettings, batches: Sequence[Batch]) -> fl
 
 
 async def with_aiomqtt(settings: MqttSettings, batches: Sequence[Batch]) -> float:
-    """Seconds to publish every batch with aiomqtt, as Bus._send did before monitor.publisher."""
+    """Seconds to publish every batch with aiomqtt, as Bus._send did before the lean Publisher."""
     client = make_client(settings, "bench-aiomqtt", persistent=False)
     client.pending_calls_threshold = settings.max_inflight
     async with client:

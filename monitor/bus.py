@@ -1,25 +1,31 @@
-"""The MQTT adapter: a persistent aiomqtt session that reads prices and
-positions, and a lean publisher connection that drains the Redis outbox.
+"""The MQTT adapter: a persistent session that reads prices and positions,
+and a publisher connection that drains the Redis outbox, both lean
+MQTT 3.1.1 clients from :mod:`monitor.mqtt`.
 
 Both connections live in one loop that follows aiomqtt's reconnection guide:
-``async with client`` around everything, backing off on
-:class:`aiomqtt.MqttError` or :class:`~monitor.publisher.PublisherError`; a
-failure of either restarts both. The consuming session is persistent
+connect both, back off on :class:`~monitor.mqtt.MqttError`; a failure of
+either (keep-alive unanswered, a malformed packet, the broker gone) restarts
+both. The consuming session, :class:`~monitor.mqtt.Subscriber`, is persistent
 (``clean_session=False`` and a stable client id), so QoS 1 messages
-addressed to the monitor while it was away are delivered when it returns.
-Events go out through :class:`~monitor.publisher.Publisher` (client id
+addressed to the monitor while it was away are delivered when it returns;
+it acknowledges a QoS 1 message only after the intake handled it, so a
+message whose handling did not finish comes again. It costs about a third
+of aiomqtt's CPU per message received (``benchmarks/receive.py``).
+Events go out through :class:`~monitor.mqtt.Publisher` (client id
 ``{client_id}-out``, clean session: the outbox is the durable store), which
 pipelines a whole batch where aiomqtt costs ~170 µs of Python per publish.
 Events leave the outbox only after the broker's PUBACK; an entry whose
 publish did not complete stays pending in Redis and is sent again after the
 reconnect, which is why event ids are deterministic (subscribers
 de-duplicate on them).
+
+aiomqtt remains for the tools around the daemon (:func:`make_client`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import aiomqtt
 import structlog
@@ -28,7 +34,7 @@ from feeds.ws import Backoff as ReconnectPolicy
 from monitor.cancellation import raise_if_cancelling
 from monitor.config import MqttSettings
 from monitor.metrics import Metrics
-from monitor.publisher import Publisher, PublisherError, tls_context
+from monitor.mqtt import MqttError, OnMessage, Publisher, Subscriber, tls_context
 from monitor.store import REDIS_DOWN, OutboxEntry, Store
 
 log = structlog.get_logger("liqmon.bus")
@@ -39,8 +45,6 @@ ABANDONED_AFTER_MS = 15_000
 
 READ_BLOCK_MS = 2000
 """How long one outbox read waits for new events (claimed entries wait at most this)."""
-
-OnMessage = Callable[[str, bytes], Awaitable[None]]
 
 
 def make_client(settings: MqttSettings, identifier: str, *, persistent: bool) -> aiomqtt.Client:
@@ -78,7 +82,7 @@ class Backoff:
 
 
 class Bus:
-    """Keeps the MQTT connections up: subscriptions in (aiomqtt), outbox out (Publisher).
+    """Keeps the MQTT connections up: subscriptions in (Subscriber), outbox out (Publisher).
 
     :attr:`connected` is set while both are up.
     """
@@ -104,35 +108,29 @@ class Bus:
 
     async def run(self) -> None:
         """Connect, subscribe, consume and publish until cancelled. Cancelling is safe."""
-        client = make_client(self.settings, self.settings.client_id, persistent=True)
-        publisher_id = f"{self.settings.client_id}-out"
+        client_id = self.settings.client_id
         backoff = Backoff()
         while True:
             try:
-                async with client, Publisher.connect(self.settings, publisher_id) as publisher:
-                    for topic in self.subscriptions:
-                        await client.subscribe(topic, qos=1)
+                async with (
+                    Subscriber.connect(self.settings, client_id, self.subscriptions) as subscriber,
+                    Publisher.connect(self.settings, f"{client_id}-out") as publisher,
+                ):
                     self.connected.set()
                     backoff.reset()
                     log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
                     async with asyncio.TaskGroup() as group:
-                        group.create_task(self._consume(client), name="mqtt-consume")
+                        group.create_task(subscriber.run(self.on_message), name="mqtt-consume")
                         group.create_task(
                             self._publish_while_redis(publisher), name="outbox-publish"
                         )
                         # An idle publisher connection that broke ends readiness now,
                         # not at the next event.
                         group.create_task(publisher.raise_when_lost(), name="outbox-watch")
-            except* (aiomqtt.MqttError, PublisherError) as errors:
+            except* MqttError as errors:
                 self.connected.clear()
                 log.warning("mqtt_disconnected", error=str(errors.exceptions[0]))
             await backoff.wait()
-
-    async def _consume(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            payload = message.payload
-            raw = payload if isinstance(payload, bytes) else str(payload).encode()
-            await self.on_message(message.topic.value, raw)
 
     async def _publish_while_redis(self, publisher: Publisher) -> None:
         # Redis away is not an MQTT error: keep the session (and the intake

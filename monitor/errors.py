@@ -7,8 +7,8 @@
     └── Rejection        bad input from outside: reject, count, log, dead-letter; never stop
 
 Infrastructure failures are not wrapped: ``redis.exceptions.ConnectionError``,
-``aiomqtt.MqttError`` and the event publisher's
-``monitor.publisher.PublisherError`` are retried with backoff where they occur
+the daemon's MQTT connections' ``monitor.mqtt.MqttError`` and, in the tools,
+``aiomqtt.MqttError`` are retried with backoff where they occur
 (the daemon reports not-ready meanwhile). Anything else is a bug and propagates.
 """
 

@@ -1,33 +1,58 @@
-"""A pipelined MQTT 3.1.1 QoS 1 publisher over an asyncio stream.
+"""Lean MQTT 3.1.1 clients on asyncio: the outbox's publisher and the intake's subscriber.
 
-The outbox is drained in batches of hundreds of events, and aiomqtt (paho
-underneath) spends about 170 µs of Python per QoS 1 publish: a future, a
-paho message object, a lock and a callback each. Here a whole batch becomes
-one ``bytes`` (a few list appends per message) written in one call, and the
-PUBACKs are parsed in bulk from whatever the socket returned: the broker,
-not this process, sets the pace.
+The monitor's two hot paths are MQTT: the outbox is drained in batches of
+hundreds of events, and thousands of mark ticks a second come in. aiomqtt
+(paho underneath) spends about 170 µs of Python per QoS 1 publish (a future,
+a paho message object, a lock and a callback each) and 110-160 µs of CPU
+per message received (three ``recv`` calls, a message object, aiomqtt's
+queue and iterator), where the subscriber here takes 40-60
+(``benchmarks/receive.py``). A batch of publishes becomes one ``bytes``
+written in one call, and whatever one read returned is parsed in one pass,
+PUBACKs and PUBLISHes alike: the broker, not this process, sets the pace.
+aiomqtt stays for everything off those paths (``liqmon watch``, the demo,
+the tests).
 
 Theory of operation:
 
-* :class:`Session` is the protocol, without I/O: it encodes CONNECT and
-  PUBLISH packets, hands out packet ids (1..65535, wrapping, skipping ids
-  still in flight) and takes PUBACKs and PINGRESPs off the received bytes.
-* :class:`Publisher` is the asyncio shell: one TCP (or TLS) connection, one
-  reader task that feeds the session and sends PINGREQ when the connection
-  has been idle for the keep-alive, and :meth:`Publisher.publish_batch`,
-  which writes as many packets as the window of unacknowledged messages
-  allows and returns once every PUBACK of the batch has arrived.
-* The session is clean: nothing is kept by the broker between connections,
-  because the Redis outbox is the durable store. Whatever was not
-  acknowledged when a connection broke is sent again by the caller.
+* Packets, without I/O: encoders (:func:`connect_packet`,
+  :func:`subscribe_packet`), checks of the broker's answers
+  (:func:`check_connack`, :func:`check_suback`) and :func:`split`, which
+  finds the complete packets at the head of a buffer (the one decoder of
+  MQTT's variable-length "remaining length").
+* Sessions, without I/O: :class:`PublishSession` encodes QoS 1 PUBLISHes,
+  hands out packet ids and takes PUBACKs off the received bytes;
+  :class:`SubscribeSession` turns received bytes into (topic, payload,
+  packet id) messages and records SUBACKs.
+* :class:`Connection` is the asyncio shell both clients share: an
+  :class:`asyncio.Protocol` on one TCP or TLS transport that sends CONNECT
+  and checks the CONNACK, parses what arrives as it arrives, wakes the one
+  coroutine waiting for it, keeps the connection alive with a timer (a
+  PINGREQ after ``keepalive_s`` without a write; no byte from the broker for
+  as long after it means the broker is gone), fails once and says goodbye.
+  No StreamReader, reader task or timeout per read: each of those cost more
+  CPU per message than the parsing.
+* :class:`Publisher`: a clean session (the Redis outbox is the durable
+  store) and :meth:`Publisher.publish_batch`, which writes as many packets
+  as the window of unacknowledged messages allows and returns once every
+  PUBACK of the batch has arrived.
+* :class:`Subscriber`: a persistent session (``clean_session=False`` and a
+  stable client id, so QoS 1 messages published while the monitor was away
+  are delivered when it returns) and :meth:`Subscriber.run`, which hands
+  every message to a coroutine, in order, and acknowledges a QoS 1 message
+  only after that coroutine returned: one write of PUBACKs for all the
+  messages handled in one go.
+  Subscriptions ask for at most QoS 1, so the broker downgrades QoS 2
+  publishes; a QoS 2 PUBLISH would break the protocol and is treated so.
 
-Every failure is a :class:`PublisherError`; after one, the publisher is
-unusable and the caller reconnects::
+Every failure is an :class:`MqttError`; after one, the connection is
+unusable and the caller reconnects (the Bus restarts both connections)::
 
-    PublisherError
-    ├── Refused          CONNACK with a non-zero return code (credentials, ACL...)
-    ├── ConnectionLost   cannot connect, connection closed or broken, protocol violation
-    └── AckTimeout       no PUBACK within ack_timeout_s while messages are in flight
+    MqttError
+    ├── Refused              CONNACK with a non-zero return code (credentials, ACL...)
+    ├── SubscriptionRefused  SUBACK failure (0x80) for a topic filter, e.g. denied by the ACL
+    ├── ConnectionLost       cannot connect, closed or broken, keep-alive unanswered,
+    │                        a malformed or unexpected packet from the broker
+    └── AckTimeout           no PUBACK within ack_timeout_s while messages are in flight
 """
 
 from __future__ import annotations
@@ -37,30 +62,50 @@ import contextlib
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Sequence
-from typing import NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import NoReturn, TypeVar, cast
 
 from monitor.config import MqttSettings
 
 __all__ = [
     "AckTimeout",
+    "Connection",
     "ConnectionLost",
+    "Message",
+    "MqttError",
+    "OnMessage",
+    "PublishSession",
     "Publisher",
-    "PublisherError",
     "Refused",
-    "Session",
+    "SubscribeSession",
+    "Subscriber",
+    "SubscriptionRefused",
+    "check_connack",
+    "check_suback",
+    "connect_packet",
+    "pubacks",
+    "split",
+    "subscribe_packet",
     "tls_context",
 ]
 
 MAX_PACKET_ID = 65535
 PINGREQ = b"\xc0\x00"
 DISCONNECT = b"\xe0\x00"
+SUBSCRIBE_ID = 1
+"""The packet id of the one SUBSCRIBE a subscriber sends (it never publishes)."""
+
+_CONNACK = 0x20
+_PUBLISH = 0x30
 _PUBLISH_QOS1 = 0x32
 _PUBACK = 0x40
+_SUBSCRIBE = 0x82
+_SUBACK = 0x90
 _PINGRESP = 0xD0
-_CONNACK = 0x20
+_SUBACK_FAILURE = 0x80
 _TOPIC_CACHE_SIZE = 4096
 _packet_id = struct.Struct(">H").pack
+_puback = struct.Struct(">BBH").pack
 
 CONNACK_CODES = {
     1: "unacceptable protocol version",
@@ -70,12 +115,17 @@ CONNACK_CODES = {
     5: "not authorized",
 }
 
+Message = tuple[str, bytes, int]
+"""A received PUBLISH: topic, payload and packet id (0 for QoS 0)."""
 
-class PublisherError(Exception):
-    """The publisher's connection is unusable: back off and reconnect."""
+OnMessage = Callable[[str, bytes], Awaitable[None]]
 
 
-class Refused(PublisherError):
+class MqttError(Exception):
+    """The connection is unusable: back off and reconnect."""
+
+
+class Refused(MqttError):
     """The broker refused the connection; ``code`` is the CONNACK return code."""
 
     def __init__(self, code: int) -> None:
@@ -84,12 +134,26 @@ class Refused(PublisherError):
         self.code = code
 
 
-class ConnectionLost(PublisherError):
+class SubscriptionRefused(MqttError):
+    """The broker refused subscriptions (SUBACK 0x80); ``topics`` are their filters."""
+
+    def __init__(self, topics: Sequence[str]) -> None:
+        super().__init__(
+            f"the broker refused the subscription to {', '.join(topics)} (SUBACK 0x80): "
+            "is the user allowed to read them?"
+        )
+        self.topics = list(topics)
+
+
+class ConnectionLost(MqttError):
     """The connection could not be opened, was closed or broke, or the broker broke the protocol."""
 
 
-class AckTimeout(PublisherError):
+class AckTimeout(MqttError):
     """Messages were in flight and no PUBACK arrived for ``ack_timeout_s``."""
+
+
+# -- packets ------------------------------------------------------------------
 
 
 def _varint(length: int) -> bytes:
@@ -118,10 +182,15 @@ def _publish_header(length: int) -> bytes:
 
 
 def connect_packet(
-    client_id: str, keepalive_s: int, username: str | None = None, password: str | None = None
+    client_id: str,
+    keepalive_s: int,
+    username: str | None = None,
+    password: str | None = None,
+    *,
+    clean_session: bool = True,
 ) -> bytes:
-    """A CONNECT with clean session, ``client_id`` and, when given, the credentials."""
-    flags = 0x02
+    """A CONNECT for ``client_id`` with the keep-alive, the session flag and the credentials."""
+    flags = 0x02 if clean_session else 0x00
     payload = _string(client_id)
     if username is not None:
         flags |= 0x80
@@ -142,7 +211,72 @@ def check_connack(packet: bytes) -> None:
         raise Refused(packet[3])
 
 
-class Session:
+def subscribe_packet(packet_id: int, topics: Sequence[str]) -> bytes:
+    """One SUBSCRIBE for every filter in ``topics``, each at maximum QoS 1."""
+    body = _packet_id(packet_id) + b"".join(_string(topic) + b"\x01" for topic in topics)
+    return bytes((_SUBSCRIBE,)) + _varint(len(body)) + body
+
+
+def check_suback(topics: Sequence[str], codes: bytes) -> None:
+    """Raise unless ``codes`` (a SUBACK's return codes) grant every filter of ``topics``.
+
+    :class:`SubscriptionRefused` names the refused filters; a count that does
+    not match, or a QoS above the 1 asked for, is a :class:`ConnectionLost`.
+    """
+    if len(codes) != len(topics) or any(code > 1 and code != _SUBACK_FAILURE for code in codes):
+        raise ConnectionLost(f"SUBACK {codes!r} does not answer {len(topics)} subscriptions")
+    refused = [topic for topic, code in zip(topics, codes, strict=True) if code == _SUBACK_FAILURE]
+    if refused:
+        raise SubscriptionRefused(refused)
+
+
+def split(buffer: bytes | bytearray) -> tuple[list[tuple[int, int, int]], int]:
+    """The complete packets at the head of ``buffer``, and how many bytes they take.
+
+    Each packet is (first byte, start, end): its variable header and payload
+    are ``buffer[start:end]``. A packet cut off by the end of the buffer, its
+    remaining length included, is left for the next read. A remaining
+    length longer than four bytes raises :class:`ConnectionLost`.
+    """
+    packets: list[tuple[int, int, int]] = []
+    size = len(buffer)
+    at = 0
+    while size - at >= 2:
+        length = buffer[at + 1]
+        start = at + 2
+        if length & 0x80:
+            length &= 0x7F
+            for shift in (7, 14, 21):
+                if start == size:
+                    return packets, at
+                byte = buffer[start]
+                start += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+            else:
+                raise ConnectionLost(
+                    f"malformed remaining length from the broker: {bytes(buffer[at : at + 5])!r}"
+                )
+        end = start + length
+        if end > size:
+            break
+        packets.append((buffer[at], start, end))
+        at = end
+    return packets, at
+
+
+def _unexpected(buffer: bytes | bytearray, kind: int, start: int, end: int) -> ConnectionLost:
+    return ConnectionLost(
+        f"unexpected packet from the broker: type 0x{kind:02x}, "
+        f"{end - start} bytes {bytes(buffer[start : min(end, start + 16)])!r}"
+    )
+
+
+# -- sessions: the protocol without I/O ---------------------------------------
+
+
+class PublishSession:
     """The publishing side of MQTT 3.1.1 at QoS 1, without I/O: bytes out, bytes in.
 
     ``inflight`` holds the packet ids sent and not yet acknowledged.
@@ -190,8 +324,8 @@ class Session:
         field = self._topics[topic] = _string(topic)
         return field
 
-    def receive(self, data: bytes) -> tuple[int, int]:
-        """Take the PUBACKs and PINGRESPs in ``data``; return how many of each.
+    def receive(self, data: bytes) -> int:
+        """Take the PUBACKs (and PINGRESPs) in ``data``; return how many PUBACKs.
 
         Acknowledged ids leave :attr:`inflight`; a PUBACK for an id not in
         flight is ignored. A partial packet waits for the next call. Anything
@@ -199,27 +333,81 @@ class Session:
         """
         buffer = self._buffer
         buffer += data
+        packets, used = split(buffer)
         inflight = self.inflight
-        size = len(buffer)
-        at = 0
-        acks = pongs = 0
-        while size - at >= 2:
-            kind = buffer[at]
-            if kind == _PUBACK and buffer[at + 1] == 2:
-                if size - at < 4:
-                    break
-                inflight.discard((buffer[at + 2] << 8) | buffer[at + 3])
+        acks = 0
+        for kind, start, end in packets:
+            if kind == _PUBACK and end - start == 2:
+                inflight.discard((buffer[start] << 8) | buffer[start + 1])
                 acks += 1
-                at += 4
-            elif kind == _PINGRESP and buffer[at + 1] == 0:
-                pongs += 1
-                at += 2
-            else:
-                raise ConnectionLost(
-                    f"unexpected packet from the broker: {bytes(buffer[at : at + 8])!r}"
-                )
-        del buffer[:at]
-        return acks, pongs
+            elif kind != _PINGRESP or end != start:
+                raise _unexpected(buffer, kind, start, end)
+        del buffer[:used]
+        return acks
+
+
+class SubscribeSession:
+    """The receiving side of MQTT 3.1.1 at QoS 0 and 1, without I/O: bytes in, messages out.
+
+    ``granted`` holds the return codes of each SUBACK received, by packet id.
+    """
+
+    def __init__(self) -> None:
+        self.granted: dict[int, bytes] = {}
+        self._buffer = bytearray()
+
+    def receive(self, data: bytes) -> list[Message]:
+        """The PUBLISHes completed by ``data``, in order, as (topic, payload, packet id).
+
+        The packet id is 0 for QoS 0; a QoS 1 message (DUP or not) is
+        acknowledged with :func:`pubacks` once it has been handled. SUBACKs go
+        to :attr:`granted`, PINGRESPs are taken; a partial packet waits for
+        the next call. A malformed packet (a topic that is not UTF-8, lengths
+        that do not add up, QoS 2 or 3) or one a subscriber never gets raises
+        :class:`ConnectionLost`.
+        """
+        buffer = self._buffer
+        buffer += data
+        packets, used = split(buffer)
+        messages: list[Message] = []
+        for kind, start, end in packets:
+            if kind & 0xF0 == _PUBLISH:
+                messages.append(self._publish(buffer, kind, start, end))
+            elif kind == _SUBACK and end - start >= 3:
+                packet_id = (buffer[start] << 8) | buffer[start + 1]
+                self.granted[packet_id] = bytes(buffer[start + 2 : end])
+            elif kind != _PINGRESP or end != start:
+                raise _unexpected(buffer, kind, start, end)
+        del buffer[:used]
+        return messages
+
+    @staticmethod
+    def _publish(buffer: bytearray, kind: int, start: int, end: int) -> Message:
+        qos = (kind >> 1) & 3
+        topic_at = start + 2
+        if qos > 1 or end - start < 2:
+            raise _unexpected(buffer, kind, start, end)
+        topic_end = topic_at + ((buffer[start] << 8) | buffer[start + 1])
+        payload_at = topic_end + 2 if qos else topic_end
+        if payload_at > end:
+            raise _unexpected(buffer, kind, start, end)
+        packet_id = (buffer[topic_end] << 8) | buffer[topic_end + 1] if qos else 0
+        try:
+            topic = buffer[topic_at:topic_end].decode()
+        except UnicodeDecodeError as error:
+            raise ConnectionLost(f"a topic name from the broker is not UTF-8: {error}") from None
+        # MQTT forbids U+0000 in a topic, and a QoS 1 message needs a packet id.
+        if "\x00" in topic or (qos and not packet_id):
+            raise _unexpected(buffer, kind, start, end)
+        return topic, bytes(buffer[payload_at:end]), packet_id
+
+
+def pubacks(packet_ids: Sequence[int]) -> bytes:
+    """The PUBACKs of ``packet_ids``, as one write."""
+    return b"".join([_puback(_PUBACK, 2, packet_id) for packet_id in packet_ids])
+
+
+# -- the asyncio shell --------------------------------------------------------
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
@@ -232,7 +420,255 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     return context
 
 
-class Publisher:
+class Connection(asyncio.Protocol):
+    """The asyncio side both clients share: one TCP or TLS transport and its protocol.
+
+    Received bytes are parsed as they arrive (:meth:`data_received` hands
+    them to the client's session), and one coroutine at a time waits for
+    what it needs (:meth:`_wait`): no StreamReader, no reader task and no
+    timeout per read, each of which cost more CPU per message than the
+    parsing. Keep-alive is a timer: a PINGREQ after ``keepalive_s`` without
+    a write (the broker's deadline is 1.5 times that), and the connection
+    fails when nothing at all arrived within ``keepalive_s`` of a PINGREQ
+    (any byte shows the broker alive, not only its PINGRESP).
+    """
+
+    def __init__(self, *, keepalive_s: int) -> None:
+        self.keepalive_s = keepalive_s
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport
+        self._error: MqttError | None = None
+        self._lost = asyncio.Event()
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._waiter: asyncio.Future[None] | None = None
+        self._accepted = False
+        self._head = bytearray()
+        self._write_paused = False
+        self._last_write = self._loop.time()
+        self._ping_sent_at: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def failed(self) -> MqttError | None:
+        """The error that ended this connection, or None while it is usable."""
+        return self._error
+
+    async def raise_when_lost(self) -> NoReturn:
+        """Wait until the connection fails; raise its error.
+
+        Lets a caller notice at once that an idle connection broke (the
+        broker closed it, or keep-alive went unanswered). Cancelling is safe.
+        """
+        await self._lost.wait()
+        raise self._error or ConnectionLost("the connection was lost")
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport; no Nagle delay (batches go out in one write and are waited for)."""
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        """Parse ``data`` now; a malformed or unexpected packet fails the connection."""
+        self._ping_sent_at = None
+        try:
+            if not self._accepted:
+                data = self._connack(data)
+            if data:
+                self._received(data)
+        except MqttError as error:
+            self._fail(error)
+        except Exception as error:
+            # Whatever the broker sent must not crash the daemon: drop the
+            # connection (the caller reconnects) and say why.
+            self._fail(ConnectionLost(f"cannot parse what the broker sent: {error!r}"))
+        self._wake()
+
+    def eof_received(self) -> None:
+        """The broker closed its side: let the transport close (connection_lost follows)."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail with the reason, unless this side closed first."""
+        reason = "the broker closed the connection" if exc is None else f"connection lost: {exc!r}"
+        self._fail(ConnectionLost(reason))
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: :meth:`_drain` waits."""
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        """The transport's buffer drained."""
+        self._write_paused = False
+        self._wake()
+
+    # -- for the clients
+
+    def _received(self, data: bytes) -> None:
+        """Take the bytes that follow the CONNACK (the client's session parses them)."""
+        raise NotImplementedError
+
+    def _connack(self, data: bytes) -> bytes:
+        """Check the CONNACK once its 4 bytes are in; return what came after it."""
+        self._head += data
+        if len(self._head) < 4:
+            return b""
+        check_connack(bytes(self._head[:4]))
+        self._accepted = True
+        rest = bytes(self._head[4:])
+        self._head.clear()
+        if self.keepalive_s:
+            self._timer = self._loop.call_at(self._next_keepalive_at(), self._keep_alive)
+        return rest
+
+    def _write(self, data: bytes) -> None:
+        self._transport.write(data)
+        self._last_write = self._loop.time()
+
+    async def _wait(self) -> None:
+        """Wait until bytes arrive, the transport drains or the connection fails; raise if failed.
+
+        One waiter at a time: each client has a single coroutine that waits.
+        """
+        self._raise_if_failed()
+        if self._waiter is not None:
+            raise RuntimeError("another coroutine is already waiting on this connection")
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+        self._raise_if_failed()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        while self._write_paused:
+            await self._wait()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _fail(self, error: MqttError) -> MqttError:
+        """Record the first failure, drop the connection, wake the waiter; return the first."""
+        if self._error is None:
+            self._error = error
+            self._stop_keep_alive()
+            self._transport.abort()
+            self._lost.set()
+            self._wake()
+        return self._error
+
+    def _next_keepalive_at(self) -> float:
+        if self._ping_sent_at is not None:
+            return self._ping_sent_at + self.keepalive_s
+        return self._last_write + self.keepalive_s
+
+    def _keep_alive(self) -> None:
+        """The keep-alive timer: PINGREQ when due, fail when the last one went unanswered."""
+        self._timer = None
+        now = self._loop.time()
+        if self._ping_sent_at is not None:
+            if now >= self._ping_sent_at + self.keepalive_s:
+                self._fail(ConnectionLost(f"no PINGRESP within {self.keepalive_s} s"))
+                return
+        elif now >= self._last_write + self.keepalive_s:
+            self._write(PINGREQ)
+            self._ping_sent_at = now
+        self._timer = self._loop.call_at(self._next_keepalive_at(), self._keep_alive)
+
+    def _stop_keep_alive(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def _close(self) -> None:
+        """DISCONNECT unless failed; wait (a second at most) for the broker to close.
+
+        The broker closes the connection once it has read the DISCONNECT,
+        hence everything written before it (a subscriber's last PUBACKs):
+        a client that reconnects right after this returns finds its session
+        as this connection left it, not taken over with PUBACKs unread.
+        """
+        self._stop_keep_alive()
+        if self._error is None:
+            self._error = ConnectionLost("the connection was closed")
+            self._lost.set()
+            self._wake()
+            self._transport.write(DISCONNECT)
+        try:
+            async with asyncio.timeout(1.0):
+                await asyncio.shield(self._closed)
+        except TimeoutError:
+            self._transport.abort()
+        except asyncio.CancelledError:
+            self._transport.abort()
+            raise
+        self._transport.close()
+
+
+_C = TypeVar("_C", bound=Connection)
+
+
+async def _open(
+    make: Callable[[], _C],
+    settings: MqttSettings,
+    client_id: str,
+    *,
+    keepalive_s: int,
+    clean_session: bool,
+    connect_timeout_s: float,
+) -> _C:
+    """A connection made by ``make``, connected to the broker as ``client_id`` and accepted.
+
+    Host, port, TLS and credentials come from ``settings``. Raises
+    :class:`Refused` when the broker says no, :class:`ConnectionLost` when
+    it cannot be reached or does not answer within ``connect_timeout_s``.
+    """
+    context = tls_context(settings)
+    connection: _C | None = None
+    try:
+        async with asyncio.timeout(connect_timeout_s):
+            _, connection = await asyncio.get_running_loop().create_connection(
+                make,
+                settings.host,
+                settings.port,
+                ssl=context,
+                server_hostname=settings.host if context else None,
+            )
+            connection._write(
+                connect_packet(
+                    client_id,
+                    keepalive_s,
+                    settings.username,
+                    settings.password,
+                    clean_session=clean_session,
+                )
+            )
+            while not connection._accepted:
+                await connection._wait()
+    except BaseException as error:
+        # Refused, timed out, cancelled...: the transport must not outlive this.
+        if connection is not None:
+            connection._fail(ConnectionLost("the connection was not accepted"))
+        if isinstance(error, OSError | TimeoutError | ConnectionLost):
+            raise ConnectionLost(
+                f"cannot connect to {settings.host}:{settings.port}: {error!r}"
+            ) from error
+        raise
+    return connection
+
+
+class Publisher(Connection):
     """One clean-session MQTT connection that publishes batches at QoS 1.
 
     Make it with :meth:`connect`. Not for concurrent use: one
@@ -240,27 +676,12 @@ class Publisher:
     """
 
     def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        session: Session,
-        *,
-        window: int,
-        keepalive_s: int,
-        ack_timeout_s: float,
+        self, session: PublishSession, *, window: int, keepalive_s: int, ack_timeout_s: float
     ) -> None:
+        super().__init__(keepalive_s=keepalive_s)
         self.session = session
         self.window = max(1, min(window, MAX_PACKET_ID))
-        self.keepalive_s = keepalive_s
         self.ack_timeout_s = ack_timeout_s
-        self._reader = reader
-        self._writer = writer
-        self._error: PublisherError | None = None
-        self._lost = asyncio.Event()
-        self._progress = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._last_write = self._loop.time()
-        self._ping_sent_at: float | None = None
         self._busy = False
 
     @classmethod
@@ -277,71 +698,38 @@ class Publisher:
     ) -> AsyncIterator[Publisher]:
         """Connect to the configured broker as ``client_id`` (clean session); DISCONNECT on exit.
 
-        Host, port, TLS and credentials come from ``settings``, the window of
-        unacknowledged messages from ``settings.max_inflight``. Raises
-        :class:`Refused` when the broker says no, :class:`ConnectionLost` when
-        it cannot be reached within ``connect_timeout_s``.
+        The window of unacknowledged messages is ``settings.max_inflight``.
+        Raises :class:`Refused` when the broker says no,
+        :class:`ConnectionLost` when it cannot be reached within
+        ``connect_timeout_s``.
         """
-        context = tls_context(settings)
-        try:
-            async with asyncio.timeout(connect_timeout_s):
-                reader, writer = await asyncio.open_connection(
-                    settings.host,
-                    settings.port,
-                    ssl=context,
-                    server_hostname=settings.host if context else None,
-                )
-                try:
-                    sock = writer.get_extra_info("socket")
-                    # Each batch goes out in one write and waits for its PUBACKs:
-                    # Nagle would hold back a batch's tail.
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    writer.write(
-                        connect_packet(client_id, keepalive_s, settings.username, settings.password)
-                    )
-                    check_connack(await reader.readexactly(4))
-                except BaseException:
-                    writer.transport.abort()
-                    raise
-        except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
-            raise ConnectionLost(
-                f"cannot connect to {settings.host}:{settings.port}: {error!r}"
-            ) from error
-        publisher = cls(
-            reader,
-            writer,
-            Session(first_packet_id),
-            window=settings.max_inflight,
+        publisher = await _open(
+            lambda: cls(
+                PublishSession(first_packet_id),
+                window=settings.max_inflight,
+                keepalive_s=keepalive_s,
+                ack_timeout_s=ack_timeout_s,
+            ),
+            settings,
+            client_id,
             keepalive_s=keepalive_s,
-            ack_timeout_s=ack_timeout_s,
+            clean_session=True,
+            connect_timeout_s=connect_timeout_s,
         )
-        # The reader lives exactly as long as this context: awaited in close().
-        reading = asyncio.create_task(publisher._read(), name="mqtt-publisher-read")
         try:
             yield publisher
         finally:
-            await publisher._close(reading)
+            await publisher._close()
 
-    @property
-    def failed(self) -> PublisherError | None:
-        """The error that ended this connection, or None while it is usable."""
-        return self._error
-
-    async def raise_when_lost(self) -> NoReturn:
-        """Wait, between batches too, until the connection fails; raise its error.
-
-        Lets a caller notice at once that an idle connection broke (the
-        reader sees the close, or keep-alive goes unanswered). Cancelling is safe.
-        """
-        await self._lost.wait()
-        raise self._error or ConnectionLost("the connection was lost")
+    def _received(self, data: bytes) -> None:
+        self.session.receive(data)
 
     async def publish_batch(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Publish ``messages`` (topic, payload) at QoS 1, in order; return after their PUBACKs.
 
         At most ``window`` messages are unacknowledged at a time; each round
-        of packets that fits goes out in one write. Raises a
-        :class:`PublisherError` if the connection fails meanwhile, after which
+        of packets that fits goes out in one write. Raises an
+        :class:`MqttError` if the connection fails meanwhile, after which
         any of the messages may or may not have reached the broker.
         Cancelling is safe but leaves the connection with messages in flight;
         the next batch then also waits for their PUBACKs.
@@ -366,103 +754,137 @@ class Publisher:
             chunk = messages[sent : sent + room]
             self._write(session.publishes(chunk))
             sent += len(chunk)
-            try:
-                await self._writer.drain()
-            except OSError as error:
-                raise self._fail(ConnectionLost(f"write failed: {error!r}")) from error
+            await self._drain()
         # Every PUBACK in hand is success, even if the connection broke just after.
         while session.inflight:
             await self._wait_for_acks()
 
-    def _write(self, data: bytes) -> None:
-        self._writer.write(data)
-        self._last_write = self._loop.time()
-
     async def _wait_for_acks(self) -> None:
-        """Wait until the reader took some PUBACKs or the connection failed.
-
-        Raises if it had failed already, or after ``ack_timeout_s`` without a PUBACK.
-        """
-        self._raise_if_failed()
-        self._progress.clear()
+        """Wait until some PUBACKs arrived; raise if the connection failed or none came in time."""
+        inflight = self.session.inflight
+        waiting = len(inflight)
         try:
             async with asyncio.timeout(self.ack_timeout_s):
-                await self._progress.wait()
+                while len(inflight) >= waiting:
+                    await self._wait()
         except TimeoutError:
             raise self._fail(
                 AckTimeout(
-                    f"no PUBACK within {self.ack_timeout_s} s "
-                    f"({len(self.session.inflight)} messages in flight)"
+                    f"no PUBACK within {self.ack_timeout_s} s ({len(inflight)} messages in flight)"
                 )
             ) from None
 
-    def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise self._error
 
-    def _fail(self, error: PublisherError) -> PublisherError:
-        """Record the first failure, drop the connection and wake a waiting batch."""
-        if self._error is None:
-            self._error = error
-            self._writer.transport.abort()
-            self._lost.set()
-        self._progress.set()
-        return self._error
+class Subscriber(Connection):
+    """One persistent MQTT session that hands the messages of its subscriptions to a coroutine.
 
-    async def _read(self) -> None:
+    Make it with :meth:`connect`, then :meth:`run` it. Messages are parsed
+    as they arrive and wait in a list for :meth:`run`; past ``read_ahead``
+    of them the connection stops reading (TCP then holds the broker back).
+    """
+
+    def __init__(self, *, keepalive_s: int, read_ahead: int) -> None:
+        super().__init__(keepalive_s=keepalive_s)
+        self.session = SubscribeSession()
+        self.read_ahead = read_ahead
+        self._inbox: list[Message] = []
+        self._reading_paused = False
+        self._running = False
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls,
+        settings: MqttSettings,
+        client_id: str,
+        topics: Sequence[str],
+        *,
+        keepalive_s: int = 30,
+        connect_timeout_s: float = 10.0,
+        clean_session: bool = False,
+        read_ahead: int = 4096,
+    ) -> AsyncIterator[Subscriber]:
+        """Connect as ``client_id`` (a persistent session unless told), subscribe to ``topics``.
+
+        Each filter of ``topics`` is subscribed at maximum QoS 1, in one
+        SUBSCRIBE whose SUBACK is checked before this returns. Raises
+        :class:`Refused` when the broker refuses the connection,
+        :class:`SubscriptionRefused` when it refuses a filter, and
+        :class:`ConnectionLost` when it cannot be reached or does not answer
+        within ``connect_timeout_s``. DISCONNECT on exit: a persistent
+        session keeps the subscriptions and the unacknowledged QoS 1 messages.
+        """
+        subscriber = await _open(
+            lambda: cls(keepalive_s=keepalive_s, read_ahead=read_ahead),
+            settings,
+            client_id,
+            keepalive_s=keepalive_s,
+            clean_session=clean_session,
+            connect_timeout_s=connect_timeout_s,
+        )
         try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(self._next_keepalive_at()):
-                        data = await self._reader.read(65536)
-                except TimeoutError:
-                    self._keep_alive()
-                    continue
-                if not data:
-                    raise ConnectionLost("the broker closed the connection")
-                acks, pongs = self.session.receive(data)
-                if pongs:
-                    self._ping_sent_at = None
-                if acks:
-                    self._progress.set()
-        except PublisherError as error:
-            self._fail(error)
-        except OSError as error:
-            self._fail(ConnectionLost(f"read failed: {error!r}"))
-        except BaseException:
-            # Cancelled by close(), or a bug (re-raised by close()): either
-            # way a batch still waiting must not wait for the ack timeout.
-            self._fail(ConnectionLost("the publisher stopped reading"))
-            raise
+            await subscriber._subscribe(topics, connect_timeout_s)
+            yield subscriber
+        finally:
+            await subscriber._close()
 
-    def _next_keepalive_at(self) -> float | None:
-        if not self.keepalive_s:
-            return None
-        if self._ping_sent_at is not None:
-            return self._ping_sent_at + self.keepalive_s
-        return self._last_write + self.keepalive_s
+    def _received(self, data: bytes) -> None:
+        messages = self.session.receive(data)
+        if messages:
+            inbox = self._inbox
+            inbox += messages
+            if len(inbox) >= self.read_ahead and not self._reading_paused:
+                self._reading_paused = True
+                self._transport.pause_reading()
 
-    def _keep_alive(self) -> None:
-        """PINGREQ after ``keepalive_s`` without a write; give up if it goes as long unanswered."""
-        now = self._loop.time()
-        if self._ping_sent_at is not None:
-            if now >= self._ping_sent_at + self.keepalive_s:
-                raise ConnectionLost(f"no PINGRESP within {self.keepalive_s} s")
-        elif now >= self._last_write + self.keepalive_s:
-            self._write(PINGREQ)
-            self._ping_sent_at = now
+    async def _subscribe(self, topics: Sequence[str], timeout_s: float) -> None:
+        # A persistent session's stored messages may come before the SUBACK:
+        # they wait in the inbox for run(), in order.
+        self._write(subscribe_packet(SUBSCRIBE_ID, topics))
+        granted = self.session.granted
+        try:
+            async with asyncio.timeout(timeout_s):
+                while SUBSCRIBE_ID not in granted:
+                    await self._wait()
+        except TimeoutError:
+            raise self._fail(ConnectionLost(f"no SUBACK within {timeout_s} s")) from None
+        check_suback(topics, granted.pop(SUBSCRIBE_ID))
 
-    async def _close(self, reading: asyncio.Task[None]) -> None:
-        if self._error is None:
-            self._error = ConnectionLost("the publisher was closed")
-            self._lost.set()
-            self._writer.write(DISCONNECT)
-            # close() flushes what is buffered, DISCONNECT included.
-            self._writer.close()
-        reading.cancel()
-        await asyncio.wait([reading])
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(1.0):
-                await self._writer.wait_closed()
-        if not reading.cancelled() and (bug := reading.exception()) is not None:
-            raise bug
+    async def run(self, on_message: OnMessage) -> NoReturn:
+        """Await ``on_message(topic, payload)`` per message, in order, until the connection fails.
+
+        Raises the :class:`MqttError` that ended the connection (after
+        handing over what had arrived before), or whatever ``on_message``
+        raised. The QoS 1 messages among those handled in one go are
+        acknowledged in one write once their ``on_message`` returned, so a
+        message whose handler raised or was cancelled is sent again by the
+        broker on the next connection of this persistent session.
+        Cancelling is safe. Once per connection: a message whose handler did
+        not return is acknowledged by no one until the next connection.
+        """
+        if self._running:
+            raise RuntimeError("run() hands the messages of a connection over once")
+        self._running = True
+        while True:
+            while not self._inbox:
+                await self._wait()
+            messages, self._inbox = self._inbox, []
+            if self._reading_paused and self._error is None:
+                self._reading_paused = False
+                self._transport.resume_reading()
+            await self._deliver(messages, on_message)
+
+    async def _deliver(self, messages: list[Message], on_message: OnMessage) -> None:
+        handled: list[int] = []
+        try:
+            for topic, payload, packet_id in messages:
+                await on_message(topic, payload)
+                if packet_id:
+                    handled.append(packet_id)
+        finally:
+            # Messages handled before a handler raised are acknowledged too:
+            # only the ones not handled come back.
+            if handled and self._error is None:
+                self._write(pubacks(handled))
+        if self._write_paused:
+            await self._drain()

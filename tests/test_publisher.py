@@ -2,7 +2,7 @@
 
 Subscribers are aiomqtt clients at QoS 1; brokers are stopped, paused
 (SIGSTOP) and configured with passwords, the shipped ACL and TLS to see each
-failure the publisher must report as a :class:`PublisherError`.
+failure the publisher must report as an :class:`MqttError`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +24,19 @@ from tls import Certificates, make_certificates
 from monitor.bus import make_client
 from monitor.config import MqttSettings
 from monitor.embedded import MosquittoServer, free_port, which_or_explain
-from monitor.publisher import (
+from monitor.mqtt import (
     MAX_PACKET_ID,
     AckTimeout,
     ConnectionLost,
+    MqttError,
     Publisher,
-    PublisherError,
+    PublishSession,
     Refused,
-    Session,
     connect_packet,
 )
 
 ACL_FILE = Path(__file__).resolve().parents[1] / "config" / "mosquitto.acl"
-PASSWORDS = {"liqmon": "monitor-pw-1", "acct-1": "account-pw-3"}
+PASSWORDS = {"liqmon": "monitor-pw-1", "feeder": "feeder-pw-2", "acct-1": "account-pw-3"}
 
 
 def messages(prefix: str, count: int, size: int = 100) -> list[tuple[str, bytes]]:
@@ -65,7 +65,7 @@ async def received(
 
 def test_a_publish_is_encoded_as_mqtt_3_1_1_says() -> None:
     """Header 0x32, remaining length, topic, packet id, payload; a 3-byte length past 16 kB."""
-    session = Session(first_packet_id=7)
+    session = PublishSession(first_packet_id=7)
     small = session.publishes([("a/b", b"hi")])
     assert b"\x32\x09\x00\x03a/b\x00\x07hi" == small
     large = session.publishes([("t", b"x" * 20_000)])
@@ -87,7 +87,7 @@ def test_connect_carries_clean_session_keepalive_and_credentials() -> None:
 
 def test_packet_ids_wrap_past_65535_and_skip_ids_in_flight() -> None:
     """After 65535 comes 1; an id whose PUBACK is still missing is skipped."""
-    session = Session(first_packet_id=MAX_PACKET_ID - 1)
+    session = PublishSession(first_packet_id=MAX_PACKET_ID - 1)
     session.publishes([("t", b"0")])  # 65534, never acknowledged
     session.inflight.add(2)  # as if 2 were still in flight from before the wrap
     packets = session.publishes([("t", b"%d" % n) for n in range(3)])
@@ -99,19 +99,19 @@ def test_packet_ids_wrap_past_65535_and_skip_ids_in_flight() -> None:
 
 def test_pubacks_are_parsed_in_bulk_across_partial_reads() -> None:
     """PUBACKs and a PINGRESP split anywhere between reads are all taken, once."""
-    session = Session()
+    session = PublishSession()
     session.publishes([("t", b"p")] * 5)
     stream = b"".join(b"\x40\x02" + n.to_bytes(2, "big") for n in (1, 2, 3)) + b"\xd0\x00"
     stream += b"\x40\x02\x00\x04\x40\x02\x00\x05"
     taken = [session.receive(stream[at : at + 3]) for at in range(0, len(stream), 3)]
-    assert (5, 1) == tuple(map(sum, zip(*taken, strict=True)))
+    assert 5 == sum(taken)
     assert set() == session.inflight
 
 
 def test_a_packet_a_publisher_never_expects_is_a_lost_connection() -> None:
     """A PUBLISH (or anything but PUBACK and PINGRESP) from the broker breaks the protocol."""
     with pytest.raises(ConnectionLost, match="unexpected packet"):
-        Session().receive(b"\x30\x03\x00\x01t")
+        PublishSession().receive(b"\x30\x03\x00\x01t")
 
 
 # -- against mosquitto --------------------------------------------------------
@@ -247,9 +247,9 @@ async def test_a_broker_that_stops_acknowledging_raises_ack_timeout(
 
 
 async def test_nobody_listening_is_a_connection_lost() -> None:
-    """No broker on the port: ConnectionLost, a PublisherError, naming the address."""
+    """No broker on the port: ConnectionLost, an MqttError, naming the address."""
     port = free_port()
-    with pytest.raises(PublisherError, match=f"cannot connect to 127.0.0.1:{port}"):
+    with pytest.raises(MqttError, match=f"cannot connect to 127.0.0.1:{port}"):
         async with Publisher.connect(MqttSettings(url=f"mqtt://127.0.0.1:{port}"), "nobody"):
             pass
 
@@ -267,20 +267,31 @@ class SecureBroker:
     cert_port: int
 
     def settings(
-        self, user: str | None, password: str | None = None, **changes: Any
+        self,
+        user: str | None,
+        password: str | None = None,
+        *,
+        client_cert: bool = False,
+        **changes: Any,
     ) -> MqttSettings:
-        """``user`` (with its password unless given) on the TLS listener."""
+        """``user`` (with its password unless given) on the TLS listener.
+
+        With ``client_cert``, on the listener that requires a client
+        certificate, presenting one.
+        """
         login = f"{user}:{password or PASSWORDS[user]}@" if user else ""
+        certificates = self.certificates
         return MqttSettings(
-            url=f"mqtts://{login}127.0.0.1:{self.tls_port}",
+            url=f"mqtts://{login}127.0.0.1:{self.cert_port if client_cert else self.tls_port}",
             topic_prefix="liqmon",
-            ca_file=str(self.certificates.ca_file),
+            ca_file=str(certificates.ca_file),
+            cert_file=str(certificates.client_cert) if client_cert else None,
+            key_file=str(certificates.client_key) if client_cert else None,
             **{"client_id": "liqmon-monitor", **changes},
         )
 
 
-@pytest.fixture
-def secure_broker(fresh_mosquitto: Any, tmp_path: Path) -> SecureBroker:
+def start_secure_broker(fresh_mosquitto: Any, tmp_path: Path) -> SecureBroker:
     """Mosquitto with a password file, the shipped ACL and two TLS listeners."""
     certificates = make_certificates(tmp_path / "certs")
     password_file = tmp_path / "mosquitto.passwd"
@@ -309,19 +320,18 @@ def secure_broker(fresh_mosquitto: Any, tmp_path: Path) -> SecureBroker:
     return SecureBroker(server, certificates, tls_port, cert_port)
 
 
+@pytest.fixture
+def secure_broker(fresh_mosquitto: Any, tmp_path: Path) -> SecureBroker:
+    """Mosquitto with a password file, the shipped ACL and two TLS listeners."""
+    return start_secure_broker(fresh_mosquitto, tmp_path)
+
+
 @pytest.mark.parametrize("client_cert", [False, True], ids=["password", "client-cert"])
 async def test_the_monitor_user_publishes_events_over_tls(
     secure_broker: SecureBroker, client_cert: bool
 ) -> None:
     """As ``liqmon`` from ``liqmon-monitor-out``, over TLS: the ACL lets events through."""
-    settings = secure_broker.settings("liqmon")
-    if client_cert:
-        settings = replace(
-            settings,
-            url=settings.url.replace(str(secure_broker.tls_port), str(secure_broker.cert_port)),
-            cert_file=str(secure_broker.certificates.client_cert),
-            key_file=str(secure_broker.certificates.client_key),
-        )
+    settings = secure_broker.settings("liqmon", client_cert=client_cert)
     account = secure_broker.settings("acct-1", client_id="acct-1-watch")
     events = [
         ("liqmon/events/acct-1/BTCUSDT/liquidation", b'{"event_id":"p-1:1:1"}'),
