@@ -75,10 +75,13 @@ class Daemon:
         self.metrics = Metrics()
         self.redis = aioredis.Redis.from_url(
             settings.redis.url,
-            # No socket_timeout: with one, redis-py wraps every send in
-            # asyncio.wait_for, which on Python 3.11 can swallow a cancellation
-            # (a daemon that will not stop). Reads of blocking commands carry
-            # their own timeouts; a silent Redis is caught by _watch_redis.
+            # No socket_timeout (redis-py 8 defaults to 5 s unless told None):
+            # with one, redis-py wraps every send in asyncio.wait_for, a task
+            # per command (~30 µs of a tick's CPU) that on Python 3.11 can
+            # also swallow a cancellation (a daemon that will not stop).
+            # Reads of blocking commands carry their own timeouts; a silent
+            # Redis is caught by _watch_redis.
+            socket_timeout=None,
             socket_connect_timeout=5,
             socket_keepalive=True,
             # A pooled connection idle for a second is checked before use, so
