@@ -11,19 +11,8 @@ from __future__ import annotations
 
 import socket
 
-
-def _varint(length: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, length = length % 128, length // 128
-        out.append(byte | (0x80 if length else 0))
-        if not length:
-            return bytes(out)
-
-
-def _utf8(text: str) -> bytes:
-    raw = text.encode()
-    return len(raw).to_bytes(2, "big") + raw
+# The packet encoding is the monitor's own (monitor.mqtt), shared on purpose.
+from monitor.mqtt import _string, _varint, connect_packet
 
 
 class Publisher:
@@ -32,9 +21,8 @@ class Publisher:
     def __init__(self, host: str, port: int, client_id: str) -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # protocol name, level 4, flags: clean session; keep-alive 0 (off)
-        body = _utf8("MQTT") + b"\x04\x02\x00\x00" + _utf8(client_id)
-        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        # keep-alive 0: off (the broker never writes back after CONNACK for QoS 0)
+        self.sock.sendall(connect_packet(client_id, 0))
         connack = b""
         while len(connack) < 4:
             chunk = self.sock.recv(4 - len(connack))
@@ -48,7 +36,7 @@ class Publisher:
     @staticmethod
     def packet(topic: str, payload: bytes) -> bytes:
         """The bytes of one QoS 0 PUBLISH."""
-        body = _utf8(topic) + payload
+        body = _string(topic) + payload
         return b"\x30" + _varint(len(body)) + body
 
     def publish(self, topic: str, payload: bytes) -> None:
