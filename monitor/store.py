@@ -217,24 +217,18 @@ class Store:
         the tick path's own connection (:mod:`monitor.channel`).
         """
         commands = [self._mark_command(symbol, mark, ts_ms) for symbol, mark, ts_ms in marks]
-        replies = await self._on_tick_path(self._candidates, commands)
-        return [
-            self._candidates_of(symbol, mark, ts_ms, reply)
-            for (symbol, mark, ts_ms), reply in zip(marks, replies, strict=True)
-        ]
-
-    async def _on_tick_path(self, script: AsyncScript, commands: list[bytes]) -> list[Any]:
-        """Replies to packed EVALSHAs of ``script``, sent on the tick path's connection."""
         replies = await self._ticks.execute(commands)
         if any(isinstance(reply, NoScriptError) for reply in replies):
-            # Redis restarted or flushed its script cache (nothing ran): load
-            # the script and send again.
-            await self.client.script_load(script.script)
+            # Redis restarted or flushed its script cache: load and send again.
+            await self.client.script_load(self._candidates.script)
             replies = await self._ticks.execute(commands)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
-        return replies
+        return [
+            self._candidates_of(symbol, mark, ts_ms, reply)
+            for (symbol, mark, ts_ms), reply in zip(marks, replies, strict=True)
+        ]
 
     def _mark_command(self, symbol: str, mark: Decimal, ts_ms: int) -> bytes:
         """EVALSHA of candidates.lua for one mark, packed; a symbol's keys are packed once."""
@@ -332,8 +326,7 @@ class Store:
         if not writes:
             return set()
         keys, args = self._commit_call(symbol, writes, decided_at)
-        command = resp_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
-        return _conflicts((await self._on_tick_path(self._commit, [command]))[0])
+        return _conflicts(await self._commit(keys=keys, args=args))
 
     async def commit_many(self, calls: Sequence[Commit]) -> list[set[str] | None]:
         """Several :meth:`commit` calls in one round trip, each atomic on its own.
