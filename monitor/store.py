@@ -86,8 +86,10 @@ def _raw(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
-def _script(name: str) -> str:
-    return resources.files("monitor").joinpath("lua", name).read_text(encoding="utf-8")
+def _script(name: str, *preludes: str) -> str:
+    """A Lua script's source, after the preludes it uses (Redis has no includes)."""
+    lua = resources.files("monitor").joinpath("lua")
+    return "\n".join(lua.joinpath(part).read_text(encoding="utf-8") for part in (*preludes, name))
 
 
 def score_at_or_above(price: Decimal) -> str:
@@ -191,10 +193,10 @@ class Store:
         self._outbox_reader = Channel(client)
         self._outbox_reads: dict[tuple[Any, ...], tuple[bytes, dict[str, str]]] = {}
         self._mark_heads: dict[str, bytes] = {}
-        self._commit = client.register_script(_script("commit.lua"))
+        self._commit = client.register_script(_script("commit.lua", "fields.lua"))
         self._versions = client.register_script(_script("versions.lua"))
         self._ack = client.register_script(_script("ack.lua"))
-        self._published = client.register_script(_script("published.lua"))
+        self._published = client.register_script(_script("published.lua", "fields.lua"))
 
     async def ping(self) -> bool:
         """True when Redis answers."""

@@ -4,6 +4,7 @@
 -- ARGV[2]: the writes, fields separated by NUL, 9 per write: id, expected record
 --       ("" = must be absent), new record, side, down score ("" = none),
 --       up score ("" = none), event_id ("" = none), topic, payload
+--       (read with nul_fields, from the prelude fields.lua)
 -- A group whose stored record differs from the expected one was changed by
 -- someone else since it was read (another monitor, a newer version): it is
 -- skipped and its id returned, so the caller re-reads and decides again. This
@@ -19,22 +20,9 @@ if ARGV[1] ~= '' then
     return {'stale_quote'}
   end
 end
-local blob = ARGV[2]
-local at = 1
-local function field()
-  local stop = string.find(blob, '\0', at, true)
-  local value
-  if stop then
-    value = string.sub(blob, at, stop - 1)
-    at = stop + 1
-  else
-    value = string.sub(blob, at)
-    at = #blob + 2
-  end
-  return value
-end
+local field, more = nul_fields(ARGV[2])
 local conflicts = {}
-while at <= #blob + 1 do
+while more() do
   local id, expected, record, side = field(), field(), field(), field()
   local down_score, up_score = field(), field()
   local event_id, topic, payload = field(), field(), field()
