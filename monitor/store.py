@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -219,14 +219,7 @@ class Store:
         the tick path's own connection (:mod:`monitor.channel`).
         """
         commands = [self._mark_command(symbol, mark, ts_ms) for symbol, mark, ts_ms in marks]
-        replies = await self._ticks.execute(commands)
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            # Redis restarted or flushed its script cache: load and send again.
-            await self.client.script_load(self._candidates.script)
-            replies = await self._ticks.execute(commands)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
+        replies = await self._scripted(self._candidates, lambda: self._ticks.execute(commands))
         return [
             self._candidates_of(symbol, mark, ts_ms, reply)
             for (symbol, mark, ts_ms), reply in zip(marks, replies, strict=True)
@@ -246,23 +239,33 @@ class Store:
         self, script: AsyncScript, calls: Sequence[tuple[list[str], Sequence[str | int | bytes]]]
     ) -> list[Any]:
         # Not Script-on-pipeline: redis-py then asks SCRIPT EXISTS on every
-        # execute, a second round trip. A flushed script cache is rare:
-        # load it and send the pipeline again. Errors are raised here, not by
-        # redis-py, which would first quote the whole command in the message
-        # (a commit's argument of 300 kB takes ~0.1 s to shorten).
-        for attempt in range(2):
+        # execute, a second round trip.
+        async def send() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             for keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
-            if not attempt and any(isinstance(reply, NoScriptError) for reply in replies):
-                script.sha = await self.client.script_load(script.script)
-                continue
-            for reply in replies:
-                if isinstance(reply, ResponseError):
-                    raise reply
-            return replies
-        raise AssertionError("unreachable")
+            return await pipe.execute(raise_on_error=False)
+
+        return await self._scripted(script, send)
+
+    async def _scripted(
+        self, script: AsyncScript, send: Callable[[], Awaitable[list[Any]]]
+    ) -> list[Any]:
+        """The replies of ``send()``, EVALSHAs of ``script``; the first error reply raised.
+
+        A flushed script cache (Redis restarted) is rare: load the script and
+        send again (nothing ran). Errors are raised here, not by redis-py,
+        which would first quote the whole command in the message (a commit's
+        argument of 300 kB takes ~0.1 s to shorten).
+        """
+        replies = await send()
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            script.sha = await self.client.script_load(script.script)
+            replies = await send()
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
 
     @staticmethod
     def _candidates_of(symbol: str, mark: Decimal, ts_ms: int, reply: Any) -> Candidates | None:
