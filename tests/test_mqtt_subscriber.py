@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from harness import mqtt_client
-from test_publisher import messages, start_secure_broker
+from test_publisher import messages
+from tls import make_certificates, start_secure_broker
 
 from monitor.config import MqttSettings
 from monitor.embedded import MosquittoServer
@@ -480,8 +481,10 @@ async def test_the_monitor_user_reads_prices_and_positions_over_tls(
     fresh_mosquitto: Any, tmp_path: Path, client_cert: bool
 ) -> None:
     """As ``liqmon`` over TLS, subscribed as the Bus is: the ACL lets the feeder's ticks in."""
-    secure_broker = start_secure_broker(fresh_mosquitto, tmp_path)
-    settings = secure_broker.settings("liqmon", client_cert=client_cert)
+    secure_broker = start_secure_broker(
+        fresh_mosquitto, make_certificates(tmp_path / "certs"), tmp_path
+    )
+    settings = secure_broker.settings("liqmon", client_cert=client_cert, client_id="liqmon-monitor")
     feeder = secure_broker.settings("feeder", client_id="feeder-1")
     sent = [
         ("liqmon/prices/BTCUSDT/mark", b'{"price":"64000.5","ts":1}'),
@@ -499,8 +502,13 @@ async def test_wrong_credentials_are_refused_with_the_reason(
     fresh_mosquitto: Any, tmp_path: Path
 ) -> None:
     """A wrong password or no login: Refused, naming CONNACK's return code."""
-    secure_broker = start_secure_broker(fresh_mosquitto, tmp_path)
-    for settings in (secure_broker.settings("liqmon", "guess"), secure_broker.settings(None)):
+    secure_broker = start_secure_broker(
+        fresh_mosquitto, make_certificates(tmp_path / "certs"), tmp_path
+    )
+    for settings in (
+        secure_broker.settings("liqmon", "guess", client_id="liqmon-monitor"),
+        secure_broker.settings(None, client_id="liqmon-monitor"),
+    ):
         with pytest.raises(Refused, match=r"not authorized \(CONNACK code 5\)") as refused:
             async with Subscriber.connect(settings, settings.client_id, ["liqmon/positions"]):
                 pass

@@ -10,20 +10,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 from harness import Collector, mqtt_client, publish, running, settings_for, stored_positions
-from tls import Certificates, make_certificates
+from tls import SecureBroker, make_certificates, start_secure_broker
 
 from monitor.bus import make_client
 from monitor.config import MqttSettings
-from monitor.embedded import MosquittoServer, free_port, which_or_explain
+from monitor.embedded import MosquittoServer, free_port
 from monitor.mqtt import (
     MAX_PACKET_ID,
     AckTimeout,
@@ -34,9 +32,6 @@ from monitor.mqtt import (
     Refused,
     connect_packet,
 )
-
-ACL_FILE = Path(__file__).resolve().parents[1] / "config" / "mosquitto.acl"
-PASSWORDS = {"liqmon": "monitor-pw-1", "feeder": "feeder-pw-2", "acct-1": "account-pw-3"}
 
 
 def messages(prefix: str, count: int, size: int = 100) -> list[tuple[str, bytes]]:
@@ -257,73 +252,10 @@ async def test_nobody_listening_is_a_connection_lost() -> None:
 # -- passwords, ACL and TLS ----------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SecureBroker:
-    """Passwords, the shipped ACL, a TLS listener and one that requires a client certificate."""
-
-    server: MosquittoServer
-    certificates: Certificates
-    tls_port: int
-    cert_port: int
-
-    def settings(
-        self,
-        user: str | None,
-        password: str | None = None,
-        *,
-        client_cert: bool = False,
-        **changes: Any,
-    ) -> MqttSettings:
-        """``user`` (with its password unless given) on the TLS listener.
-
-        With ``client_cert``, on the listener that requires a client
-        certificate, presenting one.
-        """
-        login = f"{user}:{password or PASSWORDS[user]}@" if user else ""
-        certificates = self.certificates
-        return MqttSettings(
-            url=f"mqtts://{login}127.0.0.1:{self.cert_port if client_cert else self.tls_port}",
-            topic_prefix="liqmon",
-            ca_file=str(certificates.ca_file),
-            cert_file=str(certificates.client_cert) if client_cert else None,
-            key_file=str(certificates.client_key) if client_cert else None,
-            **{"client_id": "liqmon-monitor", **changes},
-        )
-
-
-def start_secure_broker(fresh_mosquitto: Any, tmp_path: Path) -> SecureBroker:
-    """Mosquitto with a password file, the shipped ACL and two TLS listeners."""
-    certificates = make_certificates(tmp_path / "certs")
-    password_file = tmp_path / "mosquitto.passwd"
-    passwd = which_or_explain("mosquitto_passwd")
-    for n, (user, password) in enumerate(PASSWORDS.items()):
-        create = ["-c"] if n == 0 else []
-        subprocess.run([passwd, *create, "-b", str(password_file), user, password], check=True)
-    tls_port, cert_port = free_port(), free_port()
-    tls = [
-        f"cafile {certificates.ca_file}",
-        f"certfile {certificates.server_cert}",
-        f"keyfile {certificates.server_key}",
-    ]
-    server = fresh_mosquitto(
-        allow_anonymous=False,
-        extra_config=[
-            f"password_file {password_file}",
-            f"acl_file {ACL_FILE}",
-            f"listener {tls_port} 127.0.0.1",
-            *tls,
-            f"listener {cert_port} 127.0.0.1",
-            *tls,
-            "require_certificate true",
-        ],
-    )
-    return SecureBroker(server, certificates, tls_port, cert_port)
-
-
 @pytest.fixture
 def secure_broker(fresh_mosquitto: Any, tmp_path: Path) -> SecureBroker:
     """Mosquitto with a password file, the shipped ACL and two TLS listeners."""
-    return start_secure_broker(fresh_mosquitto, tmp_path)
+    return start_secure_broker(fresh_mosquitto, make_certificates(tmp_path / "certs"), tmp_path)
 
 
 @pytest.mark.parametrize("client_cert", [False, True], ids=["password", "client-cert"])
@@ -331,7 +263,7 @@ async def test_the_monitor_user_publishes_events_over_tls(
     secure_broker: SecureBroker, client_cert: bool
 ) -> None:
     """As ``liqmon`` from ``liqmon-monitor-out``, over TLS: the ACL lets events through."""
-    settings = secure_broker.settings("liqmon", client_cert=client_cert)
+    settings = secure_broker.settings("liqmon", client_cert=client_cert, client_id="liqmon-monitor")
     account = secure_broker.settings("acct-1", client_id="acct-1-watch")
     events = [
         ("liqmon/events/acct-1/BTCUSDT/liquidation", b'{"event_id":"p-1:1:1"}'),
@@ -349,7 +281,10 @@ async def test_wrong_or_missing_credentials_are_refused_with_the_reason(
     secure_broker: SecureBroker,
 ) -> None:
     """A wrong password or no login: Refused, naming CONNACK's return code."""
-    for settings in (secure_broker.settings("liqmon", "guess"), secure_broker.settings(None)):
+    for settings in (
+        secure_broker.settings("liqmon", "guess", client_id="liqmon-monitor"),
+        secure_broker.settings(None, client_id="liqmon-monitor"),
+    ):
         with pytest.raises(Refused, match=r"not authorized \(CONNACK code 5\)") as refused:
             async with Publisher.connect(settings, "liqmon-monitor-out"):
                 pass

@@ -14,7 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,49 +24,20 @@ import pytest
 import redis
 from harness import CONFIG, settings_for, settled, stored_positions
 from harness import running as running_daemon
-from tls import Certificates, TlsRedisServer, make_certificates
+from tls import (
+    PASSWORDS,
+    Certificates,
+    SecureBroker,
+    TlsRedisServer,
+    make_certificates,
+    start_secure_broker,
+)
 
 from monitor.bus import make_client
-from monitor.config import HttpSettings, MqttSettings, load_settings
-from monitor.embedded import MosquittoServer, free_port, which_or_explain
+from monitor.config import HttpSettings, load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 LIQMON = Path(sys.executable).parent / "liqmon"
-ACL_FILE = ROOT / "config" / "mosquitto.acl"
-PASSWORDS = {
-    "liqmon": "monitor-pw-1",
-    "feeder": "feeder-pw-2",
-    "acct-1": "account-pw-3",
-    "acct-2": "account-pw-4",
-}
 REDIS_ACL = ["~liqmon:*", "+@all", "-@dangerous"]
-
-
-@dataclass(frozen=True, slots=True)
-class SecureBroker:
-    """A broker with passwords and the shipped ACL, a TLS listener and one that wants a cert."""
-
-    server: MosquittoServer
-    certificates: Certificates
-    tls_port: int
-    cert_port: int
-
-    def settings(self, user: str, *, client_cert: bool = False) -> MqttSettings:
-        """``user`` over TLS; with ``client_cert``, on the listener that requires one."""
-        port = self.cert_port if client_cert else self.tls_port
-        return MqttSettings(
-            url=f"mqtts://{user}:{PASSWORDS[user]}@127.0.0.1:{port}",
-            topic_prefix="liqmon",
-            client_id=f"{user}-{os.urandom(4).hex()}",
-            ca_file=str(self.certificates.ca_file),
-            cert_file=str(self.certificates.client_cert) if client_cert else None,
-            key_file=str(self.certificates.client_key) if client_cert else None,
-        )
-
-    def client(self, user: str) -> aiomqtt.Client:
-        """A TLS client logged in as ``user``, made as ``liqmon watch`` makes its own."""
-        settings = self.settings(user)
-        return make_client(settings, settings.client_id, persistent=False)
 
 
 @pytest.fixture
@@ -78,30 +49,7 @@ def certificates(tmp_path: Path) -> Certificates:
 @pytest.fixture
 def secure_broker(fresh_mosquitto: Any, certificates: Certificates, tmp_path: Path) -> SecureBroker:
     """Mosquitto with a password file, the shipped ACL and two TLS listeners."""
-    password_file = tmp_path / "mosquitto.passwd"
-    passwd = which_or_explain("mosquitto_passwd")
-    for n, (user, password) in enumerate(PASSWORDS.items()):
-        create = ["-c"] if n == 0 else []
-        subprocess.run([passwd, *create, "-b", str(password_file), user, password], check=True)
-    tls_port, cert_port = free_port(), free_port()
-    tls = [
-        f"cafile {certificates.ca_file}",
-        f"certfile {certificates.server_cert}",
-        f"keyfile {certificates.server_key}",
-    ]
-    server = fresh_mosquitto(
-        allow_anonymous=False,
-        extra_config=[
-            f"password_file {password_file}",
-            f"acl_file {ACL_FILE}",
-            f"listener {tls_port} 127.0.0.1",
-            *tls,
-            f"listener {cert_port} 127.0.0.1",
-            *tls,
-            "require_certificate true",
-        ],
-    )
-    return SecureBroker(server, certificates, tls_port, cert_port)
+    return start_secure_broker(fresh_mosquitto, certificates, tmp_path)
 
 
 @pytest.fixture

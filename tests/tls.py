@@ -1,4 +1,5 @@
-"""TLS for the tests: certificates they make, and a Redis that speaks only TLS.
+"""TLS for the tests: certificates they make, a Redis that speaks only TLS, and a
+broker with passwords, the shipped ACL and TLS listeners.
 
 Elliptic-curve keys (P-256) so that making them costs milliseconds. The
 server certificate names ``127.0.0.1`` and ``localhost``, the addresses the
@@ -9,19 +10,33 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import socket
 import ssl
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from monitor.embedded import RedisServer
+from monitor.bus import make_client
+from monitor.channel import resp_command
+from monitor.config import MqttSettings
+from monitor.embedded import MosquittoServer, RedisServer, free_port, which_or_explain
+
+ACL_FILE = Path(__file__).resolve().parents[1] / "config" / "mosquitto.acl"
+PASSWORDS = {
+    "liqmon": "monitor-pw-1",
+    "feeder": "feeder-pw-2",
+    "acct-1": "account-pw-3",
+    "acct-2": "account-pw-4",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +48,6 @@ class Certificates:
     server_key: Path
     client_cert: Path
     client_key: Path
-
-
-def _resp(*parts: str) -> bytes:
-    """A Redis command in RESP."""
-    out = [f"*{len(parts)}\r\n".encode()]
-    for part in parts:
-        raw = part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -197,7 +203,7 @@ class TlsRedisServer(RedisServer):
 
     def _probe(self) -> bool:
         # AUTH as the ACL user, then PING, over TLS (the plain port is closed).
-        request = _resp("AUTH", self.user, self.password) + _resp("PING")
+        request = resp_command("AUTH", self.user, self.password) + resp_command("PING")
         with (
             socket.create_connection((self.host, self.port), timeout=0.25) as raw,
             self.client_context().wrap_socket(raw, server_hostname=self.host) as sock,
@@ -210,3 +216,72 @@ class TlsRedisServer(RedisServer):
                     return False
                 data += chunk
         return data.splitlines()[1] == b"+PONG"
+
+
+@dataclass(frozen=True, slots=True)
+class SecureBroker:
+    """Passwords, the shipped ACL, a TLS listener and one that requires a client certificate."""
+
+    server: MosquittoServer
+    certificates: Certificates
+    tls_port: int
+    cert_port: int
+
+    def settings(
+        self,
+        user: str | None,
+        password: str | None = None,
+        *,
+        client_cert: bool = False,
+        **changes: Any,
+    ) -> MqttSettings:
+        """``user`` (with its password unless given) on the TLS listener, a fresh client id.
+
+        With ``client_cert``, on the listener that requires a client
+        certificate, presenting one.
+        """
+        login = f"{user}:{password or PASSWORDS[user]}@" if user else ""
+        certificates = self.certificates
+        return MqttSettings(
+            url=f"mqtts://{login}127.0.0.1:{self.cert_port if client_cert else self.tls_port}",
+            topic_prefix="liqmon",
+            ca_file=str(certificates.ca_file),
+            cert_file=str(certificates.client_cert) if client_cert else None,
+            key_file=str(certificates.client_key) if client_cert else None,
+            **{"client_id": f"{user}-{os.urandom(4).hex()}", **changes},
+        )
+
+    def client(self, user: str) -> aiomqtt.Client:
+        """A TLS client logged in as ``user``, made as ``liqmon watch`` makes its own."""
+        settings = self.settings(user)
+        return make_client(settings, settings.client_id, persistent=False)
+
+
+def start_secure_broker(
+    fresh_mosquitto: Any, certificates: Certificates, tmp_path: Path
+) -> SecureBroker:
+    """Mosquitto with a password file, the shipped ACL and two TLS listeners."""
+    password_file = tmp_path / "mosquitto.passwd"
+    passwd = which_or_explain("mosquitto_passwd")
+    for n, (user, password) in enumerate(PASSWORDS.items()):
+        create = ["-c"] if n == 0 else []
+        subprocess.run([passwd, *create, "-b", str(password_file), user, password], check=True)
+    tls_port, cert_port = free_port(), free_port()
+    tls = [
+        f"cafile {certificates.ca_file}",
+        f"certfile {certificates.server_cert}",
+        f"keyfile {certificates.server_key}",
+    ]
+    server = fresh_mosquitto(
+        allow_anonymous=False,
+        extra_config=[
+            f"password_file {password_file}",
+            f"acl_file {ACL_FILE}",
+            f"listener {tls_port} 127.0.0.1",
+            *tls,
+            f"listener {cert_port} 127.0.0.1",
+            *tls,
+            "require_certificate true",
+        ],
+    )
+    return SecureBroker(server, certificates, tls_port, cert_port)
