@@ -181,10 +181,15 @@ def commands_delta(
 
 
 class Monitor:
-    """``liqmon run`` as a subprocess, with its HTTP endpoint and CPU time."""
+    """``liqmon run`` as a subprocess, with its HTTP endpoint and CPU time; with
+    ``separate``, a ``liqmon publish`` beside it, whose CPU time counts too."""
 
-    def __init__(self, config: Path, redis_url: str, mqtt_url: str, workdir: Path) -> None:
+    def __init__(
+        self, config: Path, redis_url: str, mqtt_url: str, workdir: Path, separate: bool
+    ) -> None:
         self.config = config
+        self.separate = separate
+        self.publisher: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self.env = dict(
             os.environ,
@@ -216,6 +221,15 @@ class Monitor:
             stderr=subprocess.STDOUT,
         )
         logfile.close()
+        if self.separate and (self.publisher is None or self.publisher.poll() is not None):
+            with (self.workdir / "publisher.log").open("ab") as publog:
+                self.publisher = subprocess.Popen(
+                    [str(LIQMON), "--config", str(self.config), "publish"],
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=publog,
+                    stderr=subprocess.STDOUT,
+                )
         deadline = started + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
@@ -257,7 +271,13 @@ class Monitor:
         return text
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        publisher = self.publisher
+        return cpu_seconds(self.pid) + (cpu_seconds(publisher.pid) if publisher else 0.0)
+
+    def stop_publisher(self) -> None:
+        if self.publisher is not None and self.publisher.poll() is None:
+            self.publisher.terminate()
+            self.publisher.wait(timeout=15)
 
     def metrics(self) -> str:
         return self._get("/metrics")[1].decode()
@@ -562,7 +582,7 @@ class BookRun:
         self.mqtt = mqtt
         self.symbols = book.universe(args.symbols)
         self.config = workdir / "liqmon.toml"
-        self.config.write_text(book.config_text(self.symbols))
+        self.config.write_text(book.config_text(self.symbols, publisher=args.publisher))
         self.settings = load_settings(self.config, environ={})
         self.result: dict[str, Any] = {"positions": n, "symbols": len(self.symbols)}
         self.redis_server = RedisServer(workdir / "redis")
@@ -630,7 +650,13 @@ class BookRun:
         data.unlink()
 
     def start_monitor(self) -> None:
-        self.monitor = Monitor(self.config, self.redis_server.url, self.mqtt.url, self.workdir)
+        self.monitor = Monitor(
+            self.config,
+            self.redis_server.url,
+            self.mqtt.url,
+            self.workdir,
+            separate=self.args.publisher == "separate",
+        )
         first = self.monitor.start()
         stop = self.monitor.stop()
         again = self.monitor.start()
@@ -982,6 +1008,19 @@ class BookRun:
             "highest_rate_keeping_up": keeping_up,
         }
 
+    def process_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of every process taking part in a tick's way to a subscriber."""
+        pids = {
+            "monitor": self.monitor.pid,
+            "publisher": self.monitor.publisher.pid if self.monitor.publisher else None,
+            "redis": self.redis_server.pid,
+            "mosquitto": self.mqtt.pid,
+            "mosquitto_sub": self.watchers.subscriber.pid,
+            "keyspace_observer": self.watchers.observer.pid,
+        }
+        spent = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
+        return spent | {"bench_driver": time.process_time()}
+
     def burst(self) -> None:
         """One tick on the burst symbol that liquidates 10 % of the whole book."""
         contract = self.settings.symbols[book.BURST_SYMBOL]
@@ -1002,6 +1041,7 @@ class BookRun:
         expected = sum(1 for v in calls if v >= price)
         self.watchers.events.mark()
         hist0 = tick_histogram(self.monitor.metrics())
+        cpu0 = self.process_cpu()
         tick = self.driver.tick(book.BURST_SYMBOL, decimal_str(price), "burst", expected)
         arrivals: list[tuple[int, dict[str, Any]]] = []
         deadline = time.monotonic() + (60 if self.profile.name == "quick" else 300)
@@ -1017,6 +1057,7 @@ class BookRun:
         time.sleep(0.2)
         arrivals += [(s, e) for s, e in self.watchers.read_events() if e["price_ts"] == tick.ts]
         hist = histogram_delta(hist0, tick_histogram(self.monitor.metrics()))
+        cpu = {name: round(spent - cpu0[name], 2) for name, spent in self.process_cpu().items()}
         stamps = sorted(s - tick.send_ns for s, _ in arrivals)
         types = collections.Counter(e["type"] for _, e in arrivals)
         unique = len({e["event_id"] for _, e in arrivals})
@@ -1050,6 +1091,7 @@ class BookRun:
             "last_event_s": round(last_s, 3) if last_s else None,
             "events_per_s": round(len(arrivals) / last_s) if last_s else None,
             "evaluation_and_commit_s": hist["sum_s"],
+            "cpu_seconds_by_process": cpu,
             "order_spearman_arrival_vs_liquidation_price": order,
             "timeline": timeline,
         }
@@ -1099,6 +1141,8 @@ class BookRun:
             self.driver.publisher.close()
         with contextlib.suppress(Exception):
             self.monitor.stop()
+        with contextlib.suppress(Exception):
+            self.monitor.stop_publisher()
         with contextlib.suppress(Exception):
             self.watchers.stop()
         with contextlib.suppress(Exception):
@@ -1229,6 +1273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed,
             "ticks": "QoS 0 on liqmon/prices/{S}/mark; events received with mosquitto_sub -q 1",
             "broker_set_tcp_nodelay": args.broker_nodelay,
+            "publisher": args.publisher,
         },
         "runs": [],
     }
@@ -1301,6 +1346,13 @@ def main() -> None:
         default=True,
         help="mosquitto with set_tcp_nodelay true (default; without it Nagle's algorithm "
         "and delayed ACKs hold small packets for up to ~40 ms)",
+    )
+    parser.add_argument(
+        "--publisher",
+        choices=("separate", "inline"),
+        default="separate",
+        help="events published by a `liqmon publish` process beside the monitor (default) "
+        "or inside it (mqtt.publisher)",
     )
     parser.add_argument("--skip-sustained", action="store_true")
     parser.add_argument("--out", type=Path, help="results directory (default: dated)")

@@ -76,7 +76,9 @@ def _inline(table: dict[str, str]) -> str:
     return "{ " + ", ".join(f'{key} = "{value}"' for key, value in table.items()) + " }"
 
 
-def config_text(symbols: dict[str, float], client_id: str = "liqmon-bench") -> str:
+def config_text(
+    symbols: dict[str, float], client_id: str = "liqmon-bench", publisher: str = "inline"
+) -> str:
     """A complete liqmon configuration for ``symbols`` (URLs and port come from LIQMON_*)."""
     brackets = ",\n".join(f"  {_inline(bracket)}" for bracket in btcusdt_brackets())
     lines = [
@@ -86,6 +88,7 @@ def config_text(symbols: dict[str, float], client_id: str = "liqmon-bench") -> s
         "[mqtt]",
         'topic_prefix = "liqmon"',
         f'client_id = "{client_id}"',
+        f'publisher = "{publisher}"',
         "[http]",
         'host = "127.0.0.1"',
         "[limits]",

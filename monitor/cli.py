@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     commands.add_parser("run", help="run the monitor daemon")
+
+    publish = commands.add_parser(
+        "publish", help="publish the outbox's events (beside monitors with mqtt.publisher=separate)"
+    )
+    publish.add_argument(
+        "--name",
+        default="publisher",
+        help="this publisher's name, distinct per process (client id {mqtt.client_id}-NAME)",
+    )
+    publish.add_argument(
+        "--http-port", type=int, help="serve /healthz, /readyz and /metrics on this port"
+    )
 
     calc = commands.add_parser("calc", help="liquidation, margin-call and bankruptcy prices")
     calc.add_argument("--symbol", required=True)
@@ -161,7 +173,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "calc":
         _calc(settings, args)
     elif args.command == "run":
-        _run_daemon(settings)
+        _run_daemon(_run(settings))
+    elif args.command == "publish":
+        try:
+            check_name("--name", args.name)
+        except Rejection as rejection:
+            _fail(rejection.detail)
+        _run_daemon(_publish(settings, args.name, args.http_port))
     elif args.command == "positions" and args.action == "load":
         _load(settings, args)
     elif args.command == "positions":
@@ -184,8 +202,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(record(list(settings.sources), args.file, args.duration))
 
 
-def _run_daemon(settings: Settings) -> None:
-    """``liqmon run`` on uvloop where it is installed (Linux and macOS wheels).
+def _run_daemon(main: Coroutine[Any, Any, None]) -> None:
+    """A long-running command on uvloop where it is installed (Linux and macOS wheels).
 
     uvloop takes about a fifth off every event-loop hop of a tick. The short
     switch interval bounds how long the loop waits for the GIL when the
@@ -195,10 +213,10 @@ def _run_daemon(settings: Settings) -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_run(settings))
+        asyncio.run(main)
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_run(settings))
+        runner.run(main)
 
 
 async def _run(settings: Settings) -> None:
@@ -208,6 +226,14 @@ async def _run(settings: Settings) -> None:
     daemon = Daemon(settings, list(settings.sources), freeze_heap_after_s=5.0)
     daemon.install_signal_handlers()
     await daemon.run()
+
+
+async def _publish(settings: Settings, name: str, http_port: int | None) -> None:
+    from monitor.daemon import PublisherDaemon
+
+    publisher = PublisherDaemon(settings, name, http_port)
+    publisher.install_signal_handlers()
+    await publisher.run()
 
 
 def _calc(settings: Settings, args: argparse.Namespace) -> None:

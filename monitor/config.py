@@ -56,6 +56,10 @@ class RedisSettings:
         return {name: value for name, value in given.items() if value}
 
 
+PUBLISHERS = ("inline", "separate")
+"""Where a monitor's events are published from (``mqtt.publisher``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
     """The broker. ``url`` is ``mqtt://`` or ``mqtts://`` (TLS), with optional user:pass."""
@@ -67,6 +71,8 @@ class MqttSettings:
     cert_file: str | None = None
     key_file: str | None = None
     max_inflight: int = 1000
+    publisher: str = "inline"
+    """``inline``: the monitor publishes its events; ``separate``: ``liqmon publish`` does."""
 
     @property
     def host(self) -> str:
@@ -161,7 +167,16 @@ def parse_settings(
     reader.only(
         mqtt_doc,
         "mqtt",
-        {"url", "topic_prefix", "client_id", "ca_file", "cert_file", "key_file", "max_inflight"},
+        {
+            "url",
+            "topic_prefix",
+            "client_id",
+            "ca_file",
+            "cert_file",
+            "key_file",
+            "max_inflight",
+            "publisher",
+        },
     )
     reader.only(http_doc, "http", {"host", "port", "token"})
     reader.only(risk_doc, "risk", {"margin_call_ratio", "margin_call_clear_ratio"})
@@ -184,6 +199,7 @@ def parse_settings(
         cert_file=reader.optional_str(mqtt_doc, "mqtt.cert_file"),
         key_file=reader.optional_str(mqtt_doc, "mqtt.key_file"),
         max_inflight=reader.integer(mqtt_doc, "mqtt.max_inflight", MqttSettings().max_inflight, 1),
+        publisher=reader.choice(mqtt_doc, "mqtt.publisher", PUBLISHERS),
     )
     port_text = environ.get("LIQMON_HTTP_PORT")
     if port_text is not None:
@@ -301,6 +317,13 @@ class _Reader:
         value = table.get(key.rsplit(".", 1)[-1], default)
         if not isinstance(value, str) or not value:
             self.fail(key, f"must be a non-empty string, got {value!r}")
+        return value  # type: ignore[no-any-return]
+
+    def choice(self, table: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
+        """One of ``choices``; the first is the default."""
+        value = table.get(key.rsplit(".", 1)[-1], choices[0])
+        if value not in choices:
+            self.fail(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
         return value  # type: ignore[no-any-return]
 
     def optional_str(self, table: Mapping[str, Any], key: str) -> str | None:

@@ -19,14 +19,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import redis.asyncio as aioredis
 import structlog
+from redis.asyncio import Redis
 
 from feeds.errors import FeedError
 from feeds.source import PriceSource
 from feeds.tick import PriceKind, PriceTick
 from monitor.api import Api
-from monitor.bus import Backoff, Bus
+from monitor.backoff import Backoff
+from monitor.bus import Bus
 from monitor.cancellation import raise_if_cancelling
 from monitor.coalesce import HeldBack, MarkCoalescer
 from monitor.config import Settings
@@ -39,7 +40,8 @@ from monitor.keys import Keys
 from monitor.lease import Leases
 from monitor.metrics import Metrics
 from monitor.position import PositionUpdate
-from monitor.store import REDIS_DOWN, Store
+from monitor.relay import Relay
+from monitor.store import REDIS_DOWN, Store, connect
 
 log = structlog.get_logger("liqmon.daemon")
 
@@ -55,7 +57,136 @@ TICK_BATCH = 64
 """Most symbols whose marks share one Redis round trip (bounds one reply's size)."""
 
 
-class Daemon:
+class Service:
+    """What every liqmon process shares: Redis, the MQTT bus, readiness, SIGTERM.
+
+    Subclasses set the attributes below in their ``__init__``.
+    """
+
+    settings: Settings
+    metrics: Metrics
+    redis: Redis
+    store: Store
+    bus: Bus
+    redis_ok: bool
+    stopping: asyncio.Event
+
+    async def run(self) -> None:
+        """Run until :attr:`stopping` is set (or the task is cancelled)."""
+        raise NotImplementedError
+
+    async def failing(self) -> dict[str, str]:
+        """Dependencies that are not usable right now (empty: ready)."""
+        failing = {}
+        if not self.redis_ok:
+            failing["redis"] = "not connected"
+        if not self.bus.connected.is_set():
+            failing["mqtt"] = "not connected"
+        return failing
+
+    def install_signal_handlers(self) -> None:
+        """Turn SIGTERM and SIGINT into a graceful stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+
+    async def _retry_redis(self, call: Callable[..., Awaitable[T]], *args: object) -> T:
+        """Run ``call`` until Redis answers, backing off meanwhile (reported as not ready)."""
+        backoff = Backoff(cap_s=2.0)
+        while True:
+            raise_if_cancelling()
+            try:
+                result = await call(*args)
+                self.redis_ok = True
+                return result
+            except REDIS_DOWN as error:
+                self.redis_ok = False
+                log.warning("redis_unavailable", error=str(error))
+                await backoff.wait()
+
+    async def _watch_redis(self) -> None:
+        # Readiness every second (one PING); the outbox backlog, two commands
+        # per symbol, every BACKLOG_EVERY_S.
+        symbols = list(self.settings.symbols)
+        next_backlog = 0.0
+        while True:
+            raise_if_cancelling()
+            try:
+                async with asyncio.timeout(3):
+                    if time.monotonic() >= next_backlog:
+                        next_backlog = time.monotonic() + BACKLOG_EVERY_S
+                        length, oldest_s = await self.store.outbox_backlog(
+                            symbols, time.time_ns() // 1_000_000
+                        )
+                        self.metrics.outbox_length.set(length)
+                        self.metrics.outbox_oldest_age.set(oldest_s)
+                    else:
+                        await self.store.ping()
+                self.redis_ok = True
+            except (TimeoutError, *REDIS_DOWN):
+                self.redis_ok = False
+                next_backlog = 0.0
+            self.metrics.ready.set(0 if await self.failing() else 1)
+            await asyncio.sleep(1.0)
+
+
+class PublisherDaemon(Service):
+    """``liqmon publish``: the outbox relay as a process of its own.
+
+    Beside monitors configured with ``mqtt.publisher = "separate"``. It reads
+    every configured symbol's outbox as consumer ``{client_id}-{name}`` and
+    publishes with that MQTT client id; run more than one under distinct
+    names. With ``http_port``, it serves ``/healthz``, ``/readyz`` and
+    ``/metrics`` (``liqmon_events_published_total``, the outbox backlog).
+    Stopping is immediate: a batch not yet acknowledged by the broker stays
+    pending in Redis and is sent first at the next start.
+    """
+
+    def __init__(self, settings: Settings, name: str, http_port: int | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.redis = connect(settings.redis)
+        self.store = Store(
+            self.redis, Keys(settings.redis.key_prefix), settings.limits.dead_letter_maxlen
+        )
+        identity = f"{settings.mqtt.client_id}-{name}"
+        relay = Relay(self.store, list(settings.symbols), identity, self.metrics)
+        self.bus = Bus(settings.mqtt, None, relay, identity)
+        self.http = (
+            None
+            if http_port is None
+            else HttpEndpoint(
+                settings.http.host,
+                http_port,
+                self.metrics,
+                self.failing,
+                token=settings.http.token,
+            )
+        )
+        self.redis_ok = False
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Publish until :attr:`stopping` is set (or the task is cancelled)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._watch_redis(), name="redis-watch")]
+                if self.http is not None:
+                    tasks.append(group.create_task(self.http.run(), name="http"))
+                await self._retry_redis(
+                    self.store.ensure_outbox_groups, list(self.settings.symbols)
+                )
+                tasks.append(group.create_task(self.bus.run(), name="mqtt"))
+                await self.stopping.wait()
+                log.info("stopping")
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self.redis.aclose()
+        log.info("stopped")
+
+
+class Daemon(Service):
     """One monitor process."""
 
     def __init__(
@@ -73,22 +204,7 @@ class Daemon:
         self.workers = workers
         self.drain_timeout_s = drain_timeout_s
         self.metrics = Metrics()
-        self.redis = aioredis.Redis.from_url(
-            settings.redis.url,
-            # No socket_timeout (redis-py 8 defaults to 5 s unless told None):
-            # with one, redis-py wraps every send in asyncio.wait_for, a task
-            # per command (~30 µs of a tick's CPU) that on Python 3.11 can
-            # also swallow a cancellation (a daemon that will not stop).
-            # Reads of blocking commands carry their own timeouts; a silent
-            # Redis is caught by _watch_redis.
-            socket_timeout=None,
-            socket_connect_timeout=5,
-            socket_keepalive=True,
-            # A pooled connection idle for a second is checked before use, so
-            # the first command after a Redis restart does not fail on it.
-            health_check_interval=1,
-            **settings.redis.client_options(),
-        )
+        self.redis = connect(settings.redis)
         self.store = Store(
             self.redis, Keys(settings.redis.key_prefix), settings.limits.dead_letter_maxlen
         )
@@ -109,13 +225,14 @@ class Daemon:
             self.metrics,
             self.guards,
         )
+        relay = None
+        if settings.mqtt.publisher == "inline":
+            relay = Relay(self.store, list(settings.symbols), settings.mqtt.client_id, self.metrics)
         self.bus = Bus(
             settings.mqtt,
-            self.store,
-            list(settings.symbols),
-            self.intake.subscriptions,
-            self.intake.on_message,
-            self.metrics,
+            (self.intake.subscriptions, self.intake.on_message),
+            relay,
+            f"{settings.mqtt.client_id}-out",
         )
         self.leases = Leases(
             self.redis,
@@ -152,22 +269,12 @@ class Daemon:
 
     async def failing(self) -> dict[str, str]:
         """Dependencies that are not usable right now (empty: ready)."""
-        failing = {}
-        if not self.redis_ok:
-            failing["redis"] = "not connected"
-        if not self.bus.connected.is_set():
-            failing["mqtt"] = "not connected"
+        failing = await super().failing()
         if not self.recovered.is_set():
             failing["recovery"] = "not finished"
         if not self.leased.is_set():
             failing["leases"] = "not yet refreshed"
         return failing
-
-    def install_signal_handlers(self) -> None:
-        """Turn SIGTERM and SIGINT into a graceful stop."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
 
     async def run(self) -> None:
         """Run until :attr:`stopping` is set (or the task is cancelled)."""
@@ -236,47 +343,12 @@ class Daemon:
             async with asyncio.timeout(self.drain_timeout_s):
                 while not self.idle():  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
-                while self.bus.connected.is_set() and await self.store.outbox_length(symbols):  # noqa: ASYNC110
+                while (  # noqa: ASYNC110
+                    self.bus.relay is not None
+                    and self.bus.connected.is_set()
+                    and await self.store.outbox_length(symbols)
+                ):
                     await asyncio.sleep(0.02)
-
-    async def _retry_redis(self, call: Callable[..., Awaitable[T]], *args: object) -> T:
-        """Run ``call`` until Redis answers, backing off meanwhile (reported as not ready)."""
-        backoff = Backoff(cap_s=2.0)
-        while True:
-            raise_if_cancelling()
-            try:
-                result = await call(*args)
-                self.redis_ok = True
-                return result
-            except REDIS_DOWN as error:
-                self.redis_ok = False
-                log.warning("redis_unavailable", error=str(error))
-                await backoff.wait()
-
-    async def _watch_redis(self) -> None:
-        # Readiness every second (one PING); the outbox backlog, two commands
-        # per symbol, every BACKLOG_EVERY_S.
-        symbols = list(self.settings.symbols)
-        next_backlog = 0.0
-        while True:
-            raise_if_cancelling()
-            try:
-                async with asyncio.timeout(3):
-                    if time.monotonic() >= next_backlog:
-                        next_backlog = time.monotonic() + BACKLOG_EVERY_S
-                        length, oldest_s = await self.store.outbox_backlog(
-                            symbols, time.time_ns() // 1_000_000
-                        )
-                        self.metrics.outbox_length.set(length)
-                        self.metrics.outbox_oldest_age.set(oldest_s)
-                    else:
-                        await self.store.ping()
-                self.redis_ok = True
-            except (TimeoutError, *REDIS_DOWN):
-                self.redis_ok = False
-                next_backlog = 0.0
-            self.metrics.ready.set(0 if await self.failing() else 1)
-            await asyncio.sleep(1.0)
 
     async def _tick_worker(self) -> None:
         while True:

@@ -31,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.cancellation import raise_if_cancelling
 from monitor.channel import Channel, resp_command, resp_parts
+from monitor.config import RedisSettings
 from monitor.evaluation import Event, Quote, Triggers
 from monitor.keys import OUTBOX_GROUP, Keys
 from monitor.margin import Side
@@ -179,6 +180,26 @@ def _conflicts(reply: Sequence[bytes]) -> set[str] | None:
     if reply and reply[0] == b"stale_quote":
         return None
     return {raw.decode() for raw in reply}
+
+
+def connect(settings: RedisSettings) -> aioredis.Redis:
+    """The long-running processes' Redis client (TLS and credentials from the settings)."""
+    return aioredis.Redis.from_url(
+        settings.url,
+        # No socket_timeout (redis-py 8 defaults to 5 s unless told None):
+        # with one, redis-py wraps every send in asyncio.wait_for, a task per
+        # command (~30 µs of a tick's CPU) that on Python 3.11 can also
+        # swallow a cancellation (a daemon that will not stop). Reads of
+        # blocking commands carry their own timeouts; a silent Redis is
+        # caught by the daemon's readiness PING.
+        socket_timeout=None,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        # A pooled connection idle for a second is checked before use, so the
+        # first command after a Redis restart does not fail on it.
+        health_check_interval=1,
+        **settings.client_options(),
+    )
 
 
 class Store:

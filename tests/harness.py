@@ -11,13 +11,15 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 import orjson
 
 from monitor.config import HttpSettings, MqttSettings, RedisSettings, Settings, load_settings
-from monitor.daemon import Daemon
+from monitor.daemon import Daemon, PublisherDaemon, Service
+
+S = TypeVar("S", bound=Service)
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "liqmon.toml"
 
@@ -34,22 +36,49 @@ def settings_for(redis_url: str, mqtt_url: str, prefix: str, **changes: Any) -> 
     )
 
 
+def btc_long(position_id: str, margin: str = "3000", account: str = "acct-1") -> dict[str, Any]:
+    """A BTCUSDT long of 1 BTC at 60,000 (liquidated well above 50,000 with 3,000 of margin)."""
+    return {
+        "id": position_id,
+        "account": account,
+        "symbol": "BTCUSDT",
+        "side": "long",
+        "qty": "1",
+        "entry_price": "60000",
+        "margin": margin,
+        "seq": 1,
+    }
+
+
 @contextlib.asynccontextmanager
 async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Daemon]:
     """A daemon running in this event loop, ready when entered, stopped on exit."""
-    daemon = Daemon(settings, **kwargs)
-    task = asyncio.create_task(daemon.run(), name="daemon")
-    _tasks[daemon] = task
+    async with serving(Daemon(settings, **kwargs)) as daemon:
+        yield daemon
+
+
+@contextlib.asynccontextmanager
+async def publishing(settings: Settings, name: str = "publisher") -> AsyncIterator[PublisherDaemon]:
+    """``liqmon publish``'s process in this event loop, ready when entered, stopped on exit."""
+    async with serving(PublisherDaemon(settings, name)) as publisher:
+        yield publisher
+
+
+@contextlib.asynccontextmanager
+async def serving(service: S) -> AsyncIterator[S]:
+    """Run ``service`` until exit, once it reports itself ready."""
+    task = asyncio.create_task(service.run(), name=type(service).__name__)
+    _tasks[service] = task
     try:
         async with asyncio.timeout(15):
-            while await daemon.failing():
+            while await service.failing():
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.02)
-        yield daemon
+        yield service
     finally:
-        _tasks.pop(daemon, None)
-        daemon.stopping.set()
+        _tasks.pop(service, None)
+        service.stopping.set()
         if not task.done():
             try:
                 async with asyncio.timeout(15):
@@ -60,7 +89,7 @@ async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Daemon]:
                     await task
 
 
-_tasks: dict[Daemon, asyncio.Task[None]] = {}
+_tasks: dict[Service, asyncio.Task[None]] = {}
 
 
 async def crash(daemon: Daemon) -> None:

@@ -147,6 +147,11 @@ def test_toml_numbers_are_read_exactly(write: Write) -> None:
             'url = "mqtt://127.0.0.1:99999"',
             "mqtt.url: port must be between 0 and 65535, got 'mqtt://127.0.0.1:99999'",
         ),
+        (
+            'url = "mqtt://127.0.0.1:1883"',
+            'url = "mqtt://127.0.0.1:1883"\npublisher = "elsewhere"',
+            "mqtt.publisher: must be one of 'inline', 'separate', got 'elsewhere'",
+        ),
         ("port = 8321", "port = 70000", "http.port: must be between 0 and 65535, got 70000"),
         ("port = 8321", "port = -1", "http.port: must be between 0 and 65535, got -1"),
         ("port = 8321", 'port = "8321"', "http.port: must be an integer, got '8321'"),

@@ -1,4 +1,4 @@
-"""A monitor killed with SIGKILL in the middle of a burst, then started again.
+"""A monitor, or the separate publisher, killed with SIGKILL mid-burst, then started again.
 
 Every transition of the burst must reach the subscriber (none missing), and
 none may be committed twice: a re-sent publish carries the same event id and
@@ -19,6 +19,7 @@ from typing import Any
 
 import aiomqtt
 import orjson
+import pytest
 import redis
 
 from monitor.config import load_settings
@@ -79,20 +80,30 @@ async def ready(port: int) -> None:
             await asyncio.sleep(0.1)
 
 
-def start(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start(env: dict[str, str], config: Path, command: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [str(LIQMON), "--config", str(CONFIG), "run"],
+        [str(LIQMON), "--config", str(config), command],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
 
+@pytest.mark.parametrize("killed", ["monitor", "publisher"])
 async def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(
-    redis_url: str, fresh_mosquitto: Any, tmp_path: Path
+    redis_url: str, fresh_mosquitto: Any, tmp_path: Path, killed: str
 ) -> None:
-    """Killed after a few hundred of ~10,000 events and restarted: all arrive, none twice."""
+    """Killed after a few hundred of ~10,000 events and restarted: all arrive, none twice.
+
+    ``publisher``: the monitor runs with ``mqtt.publisher = "separate"`` and
+    ``liqmon publish`` beside it is the process killed.
+    """
     broker = fresh_mosquitto()
+    config = CONFIG
+    if killed == "publisher":
+        config = tmp_path / "liqmon.toml"
+        separate = CONFIG.read_text().replace("[mqtt]\n", '[mqtt]\npublisher = "separate"\n')
+        config.write_text(separate)
     items = positions()
     want = expected(items)
     assert 5000 < len(want) < COUNT
@@ -115,7 +126,9 @@ async def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(
     subscriber = aiomqtt.Client(
         broker.host, broker.port, identifier="crash-sub", clean_session=False
     )
-    monitor = start(env)
+    monitor = start(env, config, "run")
+    publishing = start(env, config, "publish") if killed == "publisher" else None
+    victim = publishing or monitor
     restarted = None
     try:
         async with subscriber:
@@ -133,14 +146,14 @@ async def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(
                     received.append(orjson.loads(message.payload))
                     seen.add(received[-1]["event_id"])
                     if len(received) == 300 and restarted is None:
-                        monitor.send_signal(signal.SIGKILL)
-                        monitor.wait()
+                        victim.send_signal(signal.SIGKILL)
+                        victim.wait()
                         killed_at = len(received)
-                        restarted = start(env)
+                        restarted = start(env, config, "run" if victim is monitor else "publish")
                     if len(seen) == len(want):
                         break
     finally:
-        for process in (monitor, restarted):
+        for process in (monitor, publishing, restarted):
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=15)

@@ -18,6 +18,7 @@ from harness import (
     Collector,
     mqtt_client,
     publish,
+    publishing,
     running,
     settings_for,
     settled,
@@ -118,16 +119,18 @@ def expected_events(settings: Settings, positions: list[dict[str, Any]]) -> set[
     return expected
 
 
-@pytest.mark.parametrize("monitors", [1, 2])
+@pytest.mark.parametrize(("monitors", "publisher"), [(1, "inline"), (2, "inline"), (1, "separate")])
 async def test_events_equal_the_independently_computed_set(
-    redis_url: str, mqtt_url: str, prefix: str, monitors: int
+    redis_url: str, mqtt_url: str, prefix: str, monitors: int, publisher: str
 ) -> None:
     """3,000 positions, a wobbling path of 20 marks: exactly the expected events arrive.
 
     With two monitors on one Redis and one broker, both evaluate every tick,
-    and still each transition is published once.
+    and still each transition is published once. With ``separate``, a
+    ``liqmon publish`` process publishes what the monitor commits.
     """
     settings = settings_for(redis_url, mqtt_url, prefix)
+    settings = replace(settings, mqtt=replace(settings.mqtt, publisher=publisher))
     positions = make_positions(settings, 3000)
     expected = expected_events(settings, positions)
     kinds = {kind for _, kind in expected}
@@ -142,6 +145,8 @@ async def test_events_equal_the_independently_computed_set(
             )
             for n in range(monitors)
         ]
+        if publisher == "separate":
+            await stack.enter_async_context(publishing(settings))
         events = await stack.enter_async_context(Collector(mqtt_url, prefix))
         client = await stack.enter_async_context(mqtt_client(mqtt_url))
         ts = 1

@@ -6,7 +6,7 @@ import pytest
 import redis.asyncio as aioredis
 from harness import Collector, running, settings_for
 
-from monitor import bus
+from monitor import relay
 from monitor.keys import OUTBOX_GROUP, Keys
 
 
@@ -14,8 +14,8 @@ async def test_events_a_dead_publisher_read_but_never_acknowledged_are_delivered
     redis_url: str, mqtt_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Entries read by a consumer that then vanished reach subscribers, once, in order."""
-    monkeypatch.setattr(bus, "CLAIM_EVERY_S", 0.2)
-    monkeypatch.setattr(bus, "ABANDONED_AFTER_MS", 300)
+    monkeypatch.setattr(relay, "CLAIM_EVERY_S", 0.2)
+    monkeypatch.setattr(relay, "ABANDONED_AFTER_MS", 300)
     settings = settings_for(redis_url, mqtt_url, prefix)
     keys = Keys(prefix)
     outbox = keys.outbox("ETHUSDT")

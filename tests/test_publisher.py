@@ -16,7 +16,15 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from harness import Collector, mqtt_client, publish, running, settings_for, stored_positions
+from harness import (
+    Collector,
+    btc_long,
+    mqtt_client,
+    publish,
+    running,
+    settings_for,
+    stored_positions,
+)
 from tls import SecureBroker, make_certificates, start_secure_broker
 
 from monitor.bus import make_client
@@ -299,19 +307,7 @@ async def test_the_daemon_reconnects_when_its_publisher_connection_is_taken_over
 ) -> None:
     """Another client takes ``{client_id}-out``: the bus is not ready, reconnects, delivers."""
     settings = settings_for(redis_url, mqtt_url, prefix)
-    book = [
-        {
-            "id": f"p-{n}",
-            "account": "acct-1",
-            "symbol": "BTCUSDT",
-            "side": "long",
-            "qty": "1",
-            "entry_price": "60000",
-            "margin": "3000",
-            "seq": 1,
-        }
-        for n in range(3)
-    ]
+    book = [btc_long(f"p-{n}") for n in range(3)]
     async with (
         running(settings) as daemon,
         Collector(mqtt_url, prefix) as collector,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,19 +11,47 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import orjson
-from harness import publish, running, settings_for, stored_positions
+import redis.asyncio as aioredis
+from harness import (
+    Collector,
+    btc_long,
+    publish,
+    publishing,
+    running,
+    settings_for,
+    stored_positions,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from feeds.tick import PriceKind, PriceTick
 from monitor.embedded import free_port
+from monitor.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 LIQMON = Path(sys.executable).parent / "liqmon"
+
+
+@contextlib.contextmanager
+def spawned(
+    args: list[str], env: dict[str, str], **options: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``liqmon --config <the shipped file> ARGS`` as a child, killed on the way out if alive."""
+    config = str(ROOT / "config" / "liqmon.toml")
+    process = subprocess.Popen([str(LIQMON), "--config", config, *args], env=env, **options)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -46,13 +75,7 @@ def test_liqmon_run_is_ready_serves_metrics_and_stops_cleanly_on_sigterm(
         LIQMON_HTTP_PORT=str(port),
         LIQMON_LOG_FORMAT="json",
     )
-    process = subprocess.Popen(
-        [str(LIQMON), "--config", str(ROOT / "config" / "liqmon.toml"), "run"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    with spawned(["run"], env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
         deadline = time.monotonic() + 15
         status = 0
         while time.monotonic() < deadline:
@@ -72,11 +95,7 @@ def test_liqmon_run_is_ready_serves_metrics_and_stops_cleanly_on_sigterm(
         assert get(f"http://127.0.0.1:{port}/nope")[0] == 404
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        _, stderr = process.communicate()
+    _, stderr = process.communicate()
     lines = [orjson.loads(line) for line in stderr.splitlines() if line.startswith(b"{")]
     assert "stopped" in [line["event"] for line in lines]
 
@@ -148,3 +167,76 @@ async def test_events_wait_in_redis_while_the_broker_is_down(
 
     assert sorted(e["event_id"] for e in received) == sorted(f"p-{n}:1:1" for n in range(50))
     assert {e["type"] for e in received} == {"liquidation"}
+
+
+async def test_liqmon_publish_delivers_the_outbox_serves_metrics_and_stops_on_sigterm(
+    redis_url: str, mqtt_url: str
+) -> None:
+    """`liqmon publish` gets ready, delivers a committed event once, counts it, exits 0."""
+    port = free_port()
+    env = dict(os.environ, LIQMON_REDIS_URL=redis_url, LIQMON_MQTT_URL=mqtt_url)
+    command = ["publish", "--name", "p1", "--http-port", str(port)]
+    with spawned(command, env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+        host, mqtt_port = mqtt_url.removeprefix("mqtt://").split(":")
+        async with asyncio.timeout(15):
+            while True:
+                try:
+                    if get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                await asyncio.sleep(0.1)
+        async with aiomqtt.Client(host, int(mqtt_port), identifier="publish-sub") as subscriber:
+            await subscriber.subscribe("liqmon/events/#", qos=1)
+            outbox = Keys("liqmon").outbox("BTCUSDT")
+            client = aioredis.Redis.from_url(redis_url)
+            payload = b'{"event_id": "p-1:1:1", "type": "liquidation"}'
+            await client.xadd(
+                outbox,
+                {
+                    "event_id": "p-1:1:1",
+                    "topic": "liqmon/events/acct-1/BTCUSDT/liquidation",
+                    "payload": payload,
+                },
+            )
+            async with asyncio.timeout(10):
+                message = await anext(aiter(subscriber.messages))
+            assert message.payload == payload
+            async with asyncio.timeout(5):
+                while await client.xlen(outbox):
+                    await asyncio.sleep(0.05)
+            await client.aclose()
+        metrics = get(f"http://127.0.0.1:{port}/metrics")[1].decode()
+        published = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(metrics)
+            for sample in family.samples
+        }
+        assert published["liqmon_events_published_total"] == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+
+
+async def test_a_monitor_with_a_separate_publisher_leaves_events_to_it(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """With no publisher running, a liquidation waits in the outbox; one starts and it arrives."""
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    settings = replace(settings, mqtt=replace(settings.mqtt, publisher="separate"))
+    position = btc_long("p-1")
+    async with Collector(mqtt_url, prefix) as events, running(settings) as daemon:
+        host, port = mqtt_url.removeprefix("mqtt://").split(":")
+        async with aiomqtt.Client(host, int(port)) as client:
+            await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "60000", "ts": 1})
+            await publish(client, f"{prefix}/positions", [position])
+            await stored_positions(daemon, "BTCUSDT", 1)
+            await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "50000", "ts": 2})
+        async with asyncio.timeout(10):
+            while not await daemon.store.outbox_length(["BTCUSDT"]):
+                await asyncio.sleep(0.05)
+        assert await events.quiet(0.5) == [], "the monitor itself publishes nothing"
+        async with publishing(settings):
+            received = await events.wait_for(1)
+            await events.quiet(0.3)
+        assert [(e["event_id"], e["type"]) for e in received] == [("p-1:1:1", "liquidation")]
+        assert await daemon.store.outbox_length(["BTCUSDT"]) == 0

@@ -22,7 +22,7 @@ import aiomqtt
 import orjson
 import pytest
 import redis
-from harness import CONFIG, settings_for, settled, stored_positions
+from harness import CONFIG, btc_long, settings_for, settled, stored_positions
 from harness import running as running_daemon
 from tls import (
     PASSWORDS,
@@ -66,25 +66,11 @@ def secure_redis(certificates: Certificates, tmp_path: Path) -> Any:
         yield server
 
 
-def position(pid: str, account: str, margin: str) -> dict[str, Any]:
-    """A 1 BTC long at 60,000 with ``margin`` of collateral."""
-    return {
-        "id": pid,
-        "account": account,
-        "symbol": "BTCUSDT",
-        "side": "long",
-        "qty": "1",
-        "entry_price": "60000",
-        "margin": margin,
-        "seq": 1,
-    }
-
-
 # p-1 and p-2 are liquidated by a crash to 50,000; p-3 stays healthy.
 BOOK = [
-    position("p-1", "acct-1", "3000"),
-    position("p-2", "acct-2", "3000"),
-    position("p-3", "acct-1", "30000"),
+    btc_long("p-1", "3000", "acct-1"),
+    btc_long("p-2", "3000", "acct-2"),
+    btc_long("p-3", "30000", "acct-1"),
 ]
 
 

@@ -1,0 +1,126 @@
+"""The outbox relay: moves committed events from the Redis outbox to the broker.
+
+Every state change and its event are written in one Lua script; the relay
+reads the outbox streams as one consumer of the ``publishers`` group, writes
+each batch to the broker on one connection (so per-position order holds) and
+acknowledges the entries in Redis only once every PUBACK has arrived. An
+entry whose publish did not complete stays pending and is sent again: event
+ids are deterministic and subscribers de-duplicate on them.
+
+The relay runs inside the monitor (``mqtt.publisher = "inline"``) or as a
+process of its own, ``liqmon publish`` (``"separate"``): on a machine with
+more than one core, a burst of liquidations then goes out while the monitor
+is still evaluating it, instead of after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+
+from monitor.backoff import Backoff
+from monitor.cancellation import raise_if_cancelling
+from monitor.metrics import Metrics
+from monitor.mqtt import Publisher
+from monitor.store import REDIS_DOWN, OutboxEntry, Store
+
+log = structlog.get_logger("liqmon.relay")
+
+CLAIM_EVERY_S = 5.0
+ABANDONED_AFTER_MS = 15_000
+"""An outbox entry read this long ago and never acknowledged belongs to a dead publisher."""
+
+READ_BLOCK_MS = 2000
+"""How long one outbox read waits for new events (claimed entries wait at most this)."""
+
+
+class Relay:
+    """Drains every symbol's outbox through a connected :class:`~monitor.mqtt.Publisher`.
+
+    ``consumer`` names this relay in the outbox's consumer group: a relay
+    restarted under the same name sends what it had read and not seen
+    acknowledged first; entries of a consumer that vanished are claimed by
+    the others after :data:`ABANDONED_AFTER_MS`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        symbols: Sequence[str],
+        consumer: str,
+        metrics: Metrics,
+        batch_size: int = 500,
+    ) -> None:
+        self.store = store
+        self.symbols = list(symbols)
+        self.consumer = consumer
+        self.metrics = metrics
+        self.batch_size = batch_size
+
+    async def run(self, publisher: Publisher) -> None:
+        """Publish until cancelled or the publisher fails (its MqttError propagates)."""
+        # Redis away is not an MQTT error: keep the broker connection up and
+        # start the outbox over, pending entries first, once Redis answers.
+        backoff = Backoff(first_s=0.5, cap_s=2.0)
+        # Claimed entries wait here until the publishing loop is free; keyed
+        # by entry, since a later claim may return them again meanwhile.
+        claimed: dict[tuple[str, bytes], OutboxEntry] = {}
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._claim_abandoned(claimed), name="outbox-claim")
+            while True:
+                raise_if_cancelling()
+                try:
+                    await self._publish(publisher, claimed)
+                except REDIS_DOWN as error:
+                    log.warning("outbox_unavailable", error=str(error))
+                    await backoff.wait()
+
+    async def _publish(
+        self, publisher: Publisher, claimed: dict[tuple[str, bytes], OutboxEntry]
+    ) -> None:
+        # First what this consumer read but never saw acknowledged (a crash or
+        # a lost connection), then new entries as they are committed.
+        pending = True
+        while True:
+            raise_if_cancelling()
+            entries = await self.store.read_outbox(
+                self.symbols, self.consumer, self.batch_size, READ_BLOCK_MS, pending
+            )
+            if pending and not entries:
+                pending = False
+                continue
+            if entries:
+                await self._send(publisher, entries)
+            if claimed:
+                taken = list(claimed.values())
+                await self._send(publisher, taken)
+                for entry in taken:
+                    claimed.pop((entry.symbol, entry.entry_id), None)
+
+    async def _claim_abandoned(self, claimed: dict[tuple[str, bytes], OutboxEntry]) -> None:
+        # Events another relay read and never got acknowledged (it died).
+        # Its own task: asking every symbol's outbox takes tens of
+        # milliseconds, which the publishing loop must not wait for.
+        while True:
+            await asyncio.sleep(CLAIM_EVERY_S)
+            try:
+                abandoned = await self.store.claim_abandoned(
+                    self.symbols, self.consumer, ABANDONED_AFTER_MS, self.batch_size
+                )
+            except REDIS_DOWN:
+                continue
+            if abandoned:
+                log.warning("outbox_claimed", count=len(abandoned))
+                for entry in abandoned:
+                    claimed.setdefault((entry.symbol, entry.entry_id), entry)
+
+    async def _send(self, publisher: Publisher, entries: Sequence[OutboxEntry]) -> None:
+        # A batch is written on one connection in outbox order, so the broker
+        # keeps per-position order; it is acknowledged in Redis only once
+        # every PUBACK has arrived.
+        await publisher.publish_batch([(entry.topic, entry.payload) for entry in entries])
+        await self.store.ack_outbox(entries)
+        await self.store.record_published(entries)
+        self.metrics.published.inc(len(entries))
