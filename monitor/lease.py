@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 import structlog
 
-from monitor.store import pipelined
+from monitor.store import PIPELINE_SLICE, evalsha_all
 
 log = structlog.get_logger("liqmon.lease")
 
@@ -114,13 +114,16 @@ class Leases:
         # A few round trips renew every lease held (a script per key, so each
         # stays within its symbol's hash slot on a cluster).
         held = sorted(self.held)
-        renewed_all = await pipelined(
-            self.client,
-            held,
-            lambda pipe, symbol: self._renew(
-                keys=[self.key(symbol)], args=[self.owner, self.ttl_ms], client=pipe
-            ),
-        )
+        renewed_all = []
+        for start in range(0, len(held), PIPELINE_SLICE):
+            renewed_all += await evalsha_all(
+                self.client,
+                self._renew,
+                [
+                    ([self.key(symbol)], [self.owner, self.ttl_ms])
+                    for symbol in held[start : start + PIPELINE_SLICE]
+                ],
+            )
         for symbol, renewed in zip(held, renewed_all, strict=True):
             if not renewed:
                 self.held.discard(symbol)

@@ -79,6 +79,44 @@ async def pipelined(
     return replies
 
 
+async def evalsha_all(
+    client: aioredis.Redis,
+    script: AsyncScript,
+    calls: Sequence[tuple[list[str], Sequence[str | int | bytes]]],
+) -> list[Any]:
+    """The replies of one pipeline of EVALSHAs of ``script`` (see :func:`scripted`)."""
+
+    # Not Script-on-pipeline: redis-py then asks SCRIPT EXISTS on every
+    # execute, a second round trip.
+    async def send() -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return await pipe.execute(raise_on_error=False)
+
+    return await scripted(client, script, send)
+
+
+async def scripted(
+    client: aioredis.Redis, script: AsyncScript, send: Callable[[], Awaitable[list[Any]]]
+) -> list[Any]:
+    """The replies of ``send()``, EVALSHAs of ``script``; the first error reply raised.
+
+    A flushed script cache (Redis restarted) is rare: load the script and
+    send again (nothing ran). Errors are raised here, not by redis-py,
+    which would first quote the whole command in the message (a commit's
+    argument of 300 kB takes ~0.1 s to shorten).
+    """
+    replies = await send()
+    if any(isinstance(reply, NoScriptError) for reply in replies):
+        script.sha = await client.script_load(script.script)
+        replies = await send()
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -240,7 +278,9 @@ class Store:
         the tick path's own connection (:mod:`monitor.channel`).
         """
         commands = [self._mark_command(symbol, mark, ts_ms) for symbol, mark, ts_ms in marks]
-        replies = await self._scripted(self._candidates, lambda: self._ticks.execute(commands))
+        replies = await scripted(
+            self.client, self._candidates, lambda: self._ticks.execute(commands)
+        )
         return [
             self._candidates_of(symbol, mark, ts_ms, reply)
             for (symbol, mark, ts_ms), reply in zip(marks, replies, strict=True)
@@ -255,38 +295,6 @@ class Store:
             head = resp_parts("EVALSHA", self._candidates.sha, len(keys), *keys)
             self._mark_heads[symbol] = head
         return b"*12\r\n" + head + resp_parts(decimal_str(mark), ts_ms, repr(float(mark)))
-
-    async def _evalsha_all(
-        self, script: AsyncScript, calls: Sequence[tuple[list[str], Sequence[str | int | bytes]]]
-    ) -> list[Any]:
-        # Not Script-on-pipeline: redis-py then asks SCRIPT EXISTS on every
-        # execute, a second round trip.
-        async def send() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            return await pipe.execute(raise_on_error=False)
-
-        return await self._scripted(script, send)
-
-    async def _scripted(
-        self, script: AsyncScript, send: Callable[[], Awaitable[list[Any]]]
-    ) -> list[Any]:
-        """The replies of ``send()``, EVALSHAs of ``script``; the first error reply raised.
-
-        A flushed script cache (Redis restarted) is rare: load the script and
-        send again (nothing ran). Errors are raised here, not by redis-py,
-        which would first quote the whole command in the message (a commit's
-        argument of 300 kB takes ~0.1 s to shorten).
-        """
-        replies = await send()
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            script.sha = await self.client.script_load(script.script)
-            replies = await send()
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return replies
 
     @staticmethod
     def _candidates_of(symbol: str, mark: Decimal, ts_ms: int, reply: Any) -> Candidates | None:
@@ -334,7 +342,7 @@ class Store:
             ([self.keys.price(symbol), self.keys.positions(symbol)], ["\0".join(ids)])
             for symbol, ids in wanted.items()
         ]
-        replies = await self._evalsha_all(self._versions, calls)
+        replies = await evalsha_all(self.client, self._versions, calls)
         return {
             symbol: (_quote(reply[:3]), _found(symbol, ids, reply[3:]))
             for (symbol, ids), reply in zip(wanted.items(), replies, strict=True)
@@ -361,7 +369,7 @@ class Store:
         runs the calls in the order given.
         """
         sent = [self._commit_call(*call) for call in calls if call[1]]
-        replies = iter(await self._evalsha_all(self._commit, sent) if sent else [])
+        replies = iter(await evalsha_all(self.client, self._commit, sent) if sent else [])
         return [_conflicts(next(replies)) if writes else set() for _, writes, _ in calls]
 
     def _commit_call(
@@ -522,7 +530,7 @@ class Store:
             ([self.keys.outbox(symbol)], [OUTBOX_GROUP, b" ".join(ids)])
             for symbol, ids in by_symbol.items()
         ]
-        await self._evalsha_all(self._ack, calls)
+        await evalsha_all(self.client, self._ack, calls)
 
     async def record_published(
         self, entries: Sequence[OutboxEntry], maxlen: int = PUBLISHED_MAXLEN
@@ -540,8 +548,10 @@ class Store:
             fields += (entry.event_id.encode(), entry.symbol.encode(), entry.topic.encode())
             fields.append(entry.payload)
         try:
-            await self._evalsha_all(
-                self._published, [([self.keys.published], [maxlen, b"\0".join(fields)])]
+            await evalsha_all(
+                self.client,
+                self._published,
+                [([self.keys.published], [maxlen, b"\0".join(fields)])],
             )
         except REDIS_DOWN:
             return

@@ -44,6 +44,20 @@ async def test_two_monitors_split_the_symbols_and_rebalance(redis_url: str) -> N
         await client.aclose()
 
 
+async def test_leases_are_renewed_after_redis_forgot_the_scripts(redis_url: str) -> None:
+    """After SCRIPT FLUSH (a restarted Redis), a refresh renews every lease still held."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        leases = Leases(client, "t", "m1", SYMBOLS, ttl_s=3)
+        await leases.refresh()
+        await client.script_flush()
+        assert await leases.refresh() == []
+        assert leases.held == set(SYMBOLS)
+        assert {await client.pttl(leases.key(symbol)) > 2000 for symbol in SYMBOLS} == {True}
+    finally:
+        await client.aclose()
+
+
 def monitor(settings: Settings, name: str) -> Settings:
     return replace(
         settings, mqtt=replace(settings.mqtt, client_id=f"{settings.mqtt.topic_prefix}-{name}")
