@@ -22,7 +22,7 @@ from monitor.daemon import Daemon
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config"
-SERVICES = {"redis", "mosquitto", "monitor", "prometheus", "grafana"}
+SERVICES = {"redis", "mosquitto", "monitor", "publisher", "prometheus", "grafana"}
 
 
 def compose_command() -> list[str] | None:
@@ -37,7 +37,7 @@ def compose_command() -> list[str] | None:
 
 
 def test_compose_file_validates_and_has_the_whole_stack() -> None:
-    """``docker-compose config -q`` accepts the file; it defines the five services."""
+    """``docker-compose config -q`` accepts the file; it defines the six services."""
     command = compose_command()
     if command is None:
         pytest.skip("neither docker-compose nor the docker compose plugin is installed")
