@@ -58,6 +58,18 @@ _NAME = re.compile(r"[A-Za-z0-9._:@=-]+")
 
 def decimal_str(value: Decimal) -> str:
     """A Decimal as a plain decimal string (never exponent notation)."""
+    # str() is the fast path (every event carries a dozen of these); it
+    # writes an exponent only for large exponents or tiny magnitudes, and
+    # the special values, which go the slow way.
+    text = str(value)
+    if "E" in text or "n" in text or "N" in text:
+        return _plain(value)
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _plain(value: Decimal) -> str:
     if not value.is_finite():
         return str(value)
     if value.is_zero():
@@ -65,7 +77,7 @@ def decimal_str(value: Decimal) -> str:
     text = format(value, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
-    return text or "0"
+    return text
 
 
 def check_name(kind: str, value: object, max_length: int = MAX_NAME_LENGTH) -> str:

@@ -411,6 +411,11 @@ def test_longest_names_are_accepted() -> None:
         (Decimal("-2.5E+3"), "-2500"),
         (Decimal("100"), "100"),
         (Decimal("Infinity"), "Infinity"),
+        (Decimal("-Infinity"), "-Infinity"),
+        (Decimal("NaN"), "NaN"),
+        (Decimal("0.000001234"), "0.000001234"),
+        (Decimal("1.0E-7"), "0.0000001"),
+        (Decimal("-0.00000010"), "-0.0000001"),
     ],
 )
 def test_decimal_str_examples(value: Decimal, text: str) -> None:
@@ -426,6 +431,7 @@ def test_decimal_str_never_prints_an_exponent(digits: int, exponent: int) -> Non
     assert "E" not in text.upper()
     assert Decimal(text) == value
     assert text == "0" or not text.endswith("0") or "." not in text
+    assert text != "-0"
 
 
 # --- fuzzing ---------------------------------------------------------------------------------
