@@ -672,34 +672,18 @@ def test_no_margin_call_price_means_never_called(scenario: Scenario) -> None:
         assert ratio_price(contract, position, CALL_RATIO) is not None, called_at
 
 
-@PROPERTY_SETTINGS
-@given(
-    scenarios(
-        kinds=(ContractKind.LINEAR,),
-        sides=(Side.LONG,),
-        leverages=st.decimals(D("0.1"), D("0.99"), places=2),
-    )
+@pytest.mark.parametrize(
+    ("kind", "side"), [(ContractKind.LINEAR, Side.LONG), (ContractKind.INVERSE, Side.SHORT)]
 )
-def test_unleveraged_linear_long_has_no_liquidation_price(scenario: Scenario) -> None:
-    """A linear long with margin ≥ notional shows no liquidation price and never liquidates."""
-    contract, position = scenario.contract, scenario.position
-    assert liquidation_price(contract, position) is None
-    assert bankruptcy_price(contract, position) is None
-    for price in sample_prices(position):
-        if in_table(contract, position, price):
-            assert assess(contract, position, price).liquidatable is False, price
-
-
 @PROPERTY_SETTINGS
-@given(
-    scenarios(
-        kinds=(ContractKind.INVERSE,),
-        sides=(Side.SHORT,),
-        leverages=st.decimals(D("0.1"), D("0.99"), places=2),
-    )
-)
-def test_unleveraged_inverse_short_has_no_liquidation_price(scenario: Scenario) -> None:
-    """An inverse short with margin ≥ face value in coin shows no liquidation price."""
+@given(data=st.data())
+def test_unleveraged_position_has_no_liquidation_price(
+    kind: ContractKind, side: Side, data: st.DataObject
+) -> None:
+    """A linear long with margin ≥ notional, or an inverse short with margin ≥ face value
+    in coin, shows no liquidation or bankruptcy price and never liquidates."""
+    leverages = st.decimals(D("0.1"), D("0.99"), places=2)
+    scenario = data.draw(scenarios(kinds=(kind,), sides=(side,), leverages=leverages))
     contract, position = scenario.contract, scenario.position
     assert liquidation_price(contract, position) is None
     assert bankruptcy_price(contract, position) is None
