@@ -68,6 +68,8 @@ class Service:
     redis: Redis
     store: Store
     bus: Bus
+    leases: Leases
+    leased: asyncio.Event
     redis_ok: bool
     stopping: asyncio.Event
 
@@ -82,7 +84,21 @@ class Service:
             failing["redis"] = "not connected"
         if not self.bus.connected.is_set():
             failing["mqtt"] = "not connected"
+        if not self.leased.is_set():
+            failing["leases"] = "not yet refreshed"
         return failing
+
+    async def _keep_leases(self) -> None:
+        period_s = self.leases.ttl_ms / 3000
+        while True:
+            raise_if_cancelling()
+            acquired = await self._retry_redis(self.leases.refresh)
+            self.leased.set()
+            await self._taken_over(acquired)
+            await asyncio.sleep(period_s)
+
+    async def _taken_over(self, symbols: list[str]) -> None:
+        """Called with the symbols a lease refresh has just acquired."""
 
     def install_signal_handlers(self) -> None:
         """Turn SIGTERM and SIGINT into a graceful stop."""
@@ -142,7 +158,13 @@ class PublisherDaemon(Service):
     pending in Redis and is sent first at the next start.
     """
 
-    def __init__(self, settings: Settings, name: str, http_port: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        http_port: int | None = None,
+        lease_ttl_s: float = 3.0,
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.redis = connect(settings.redis)
@@ -150,7 +172,17 @@ class PublisherDaemon(Service):
             self.redis, Keys(settings.redis.key_prefix), settings.limits.dead_letter_maxlen
         )
         identity = f"{settings.mqtt.client_id}-{name}"
-        relay = Relay(self.store, list(settings.symbols), identity, self.metrics)
+        # Publishers share the symbols by leases of their own (one reader per
+        # outbox keeps each position's events in order).
+        self.leases = Leases(
+            self.redis,
+            f"{settings.redis.key_prefix}:publishers",
+            identity,
+            list(settings.symbols),
+            lease_ttl_s,
+        )
+        self.leased = asyncio.Event()
+        relay = Relay(self.store, list(settings.symbols), identity, self.metrics, self.leases.owns)
         self.bus = Bus(settings.mqtt, None, relay, identity)
         self.http = (
             None
@@ -176,11 +208,14 @@ class PublisherDaemon(Service):
                 await self._retry_redis(
                     self.store.ensure_outbox_groups, list(self.settings.symbols)
                 )
+                tasks.append(group.create_task(self._keep_leases(), name="leases"))
                 tasks.append(group.create_task(self.bus.run(), name="mqtt"))
                 await self.stopping.wait()
                 log.info("stopping")
                 for task in tasks:
                     task.cancel()
+            with contextlib.suppress(*REDIS_DOWN):
+                await self.leases.release_all()
         finally:
             await self.redis.aclose()
         log.info("stopped")
@@ -225,21 +260,27 @@ class Daemon(Service):
             self.metrics,
             self.guards,
         )
-        relay = None
-        if settings.mqtt.publisher == "inline":
-            relay = Relay(self.store, list(settings.symbols), settings.mqtt.client_id, self.metrics)
-        self.bus = Bus(
-            settings.mqtt,
-            (self.intake.subscriptions, self.intake.on_message),
-            relay,
-            f"{settings.mqtt.client_id}-out",
-        )
         self.leases = Leases(
             self.redis,
             settings.redis.key_prefix,
             settings.mqtt.client_id,
             list(settings.symbols),
             lease_ttl_s,
+        )
+        relay = None
+        if settings.mqtt.publisher == "inline":
+            relay = Relay(
+                self.store,
+                list(settings.symbols),
+                settings.mqtt.client_id,
+                self.metrics,
+                self.leases.owns,
+            )
+        self.bus = Bus(
+            settings.mqtt,
+            (self.intake.subscriptions, self.intake.on_message),
+            relay,
+            f"{settings.mqtt.client_id}-out",
         )
         self.intake.owns = self.leases.owns
         self.intake.held_back = HeldBack(window_s=2 * lease_ttl_s)
@@ -272,8 +313,6 @@ class Daemon(Service):
         failing = await super().failing()
         if not self.recovered.is_set():
             failing["recovery"] = "not finished"
-        if not self.leased.is_set():
-            failing["leases"] = "not yet refreshed"
         return failing
 
     async def run(self) -> None:
@@ -338,7 +377,7 @@ class Daemon(Service):
     async def _drain(self) -> None:
         # Polling, not an Event: "nothing queued anywhere" is a condition over
         # several queues and Redis, checked only during shutdown.
-        symbols = list(self.settings.symbols)
+        symbols = sorted(self.leases.held)
         with contextlib.suppress(TimeoutError, *REDIS_DOWN):
             async with asyncio.timeout(self.drain_timeout_s):
                 while not self.idle():  # noqa: ASYNC110
@@ -413,25 +452,17 @@ class Daemon(Service):
             self.metrics.positions.labels("ignored_stale_seq").inc(outcome.ignored)
             self._log_events(outcome)
 
-    async def _keep_leases(self) -> None:
-        period_s = self.leases.ttl_ms / 3000
-        while True:
-            raise_if_cancelling()
-            acquired = await self._retry_redis(self.leases.refresh)
-            self.leased.set()
-            for symbol in acquired:
-                # The previous holder may have died mid-tick: evaluate at the
-                # stored mark, then at what arrived here during the hand-over.
-                ticks = self.intake.held_back.take(symbol, time.monotonic())
-                quote = await self._retry_redis(self.store.quote, symbol)
-                if quote is not None:
-                    stored = PriceTick(
-                        symbol, PriceKind.MARK, quote.mark, quote.mark_ts_ms, "takeover"
-                    )
-                    ticks = sorted([stored, *ticks], key=lambda tick: tick.ts_ms)
-                for tick in ticks:
-                    self.coalescer.offer(tick)
-            await asyncio.sleep(period_s)
+    async def _taken_over(self, symbols: list[str]) -> None:
+        for symbol in symbols:
+            # The previous holder may have died mid-tick: evaluate at the
+            # stored mark, then at what arrived here during the hand-over.
+            ticks = self.intake.held_back.take(symbol, time.monotonic())
+            quote = await self._retry_redis(self.store.quote, symbol)
+            if quote is not None:
+                stored = PriceTick(symbol, PriceKind.MARK, quote.mark, quote.mark_ts_ms, "takeover")
+                ticks = sorted([stored, *ticks], key=lambda tick: tick.ts_ms)
+            for tick in ticks:
+                self.coalescer.offer(tick)
 
     async def _sweep_guards(self) -> None:
         while True:

@@ -11,12 +11,20 @@ The relay runs inside the monitor (``mqtt.publisher = "inline"``) or as a
 process of its own, ``liqmon publish`` (``"separate"``): on a machine with
 more than one core, a burst of liquidations then goes out while the monitor
 is still evaluating it, instead of after.
+
+A relay reads only the symbols its process holds a lease on (the monitor's
+own leases inline; ``liqmon publish`` processes share the symbols by leases
+of their own), so one symbol's outbox has one reader at a time and one
+position's events leave in the order they were committed. When a lease
+moves, the new holder starts reading within one blocking read
+(:data:`READ_BLOCK_MS`) and claims what the old one had read and not
+published after :data:`ABANDONED_AFTER_MS`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -35,9 +43,13 @@ ABANDONED_AFTER_MS = 15_000
 READ_BLOCK_MS = 2000
 """How long one outbox read waits for new events (claimed entries wait at most this)."""
 
+LEASE_WAIT_S = 0.1
+"""How often a relay holding no lease looks again."""
+
 
 class Relay:
-    """Drains every symbol's outbox through a connected :class:`~monitor.mqtt.Publisher`.
+    """Drains the outboxes of the symbols it ``owns`` through a connected
+    :class:`~monitor.mqtt.Publisher`.
 
     ``consumer`` names this relay in the outbox's consumer group: a relay
     restarted under the same name sends what it had read and not seen
@@ -51,13 +63,20 @@ class Relay:
         symbols: Sequence[str],
         consumer: str,
         metrics: Metrics,
+        owns: Callable[[str], bool],
         batch_size: int = 500,
     ) -> None:
         self.store = store
-        self.symbols = list(symbols)
+        self.all_symbols = list(symbols)
         self.consumer = consumer
         self.metrics = metrics
+        self.owns = owns
         self.batch_size = batch_size
+
+    @property
+    def symbols(self) -> list[str]:
+        """The symbols whose outboxes this relay reads now (those it holds a lease on)."""
+        return [symbol for symbol in self.all_symbols if self.owns(symbol)]
 
     async def run(self, publisher: Publisher) -> None:
         """Publish until cancelled or the publisher fails (its MqttError propagates)."""
@@ -85,8 +104,12 @@ class Relay:
         pending = True
         while True:
             raise_if_cancelling()
+            symbols = self.symbols
+            if not symbols:  # no lease yet (or any more): nothing to read
+                await asyncio.sleep(LEASE_WAIT_S)
+                continue
             entries = await self.store.read_outbox(
-                self.symbols, self.consumer, self.batch_size, READ_BLOCK_MS, pending
+                symbols, self.consumer, self.batch_size, READ_BLOCK_MS, pending
             )
             if pending and not entries:
                 pending = False
@@ -105,9 +128,12 @@ class Relay:
         # milliseconds, which the publishing loop must not wait for.
         while True:
             await asyncio.sleep(CLAIM_EVERY_S)
+            symbols = self.symbols
+            if not symbols:
+                continue
             try:
                 abandoned = await self.store.claim_abandoned(
-                    self.symbols, self.consumer, ABANDONED_AFTER_MS, self.batch_size
+                    symbols, self.consumer, ABANDONED_AFTER_MS, self.batch_size
                 )
             except REDIS_DOWN:
                 continue

@@ -44,6 +44,9 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 PUBLISHED_MAXLEN = 10_000
 """About how many published events the ``published`` stream keeps."""
 
+OUTBOX_READS_KEPT = 16
+"""Packed outbox reads kept (one per set of symbols read; the set changes with leases)."""
+
 PIPELINE_SLICE = 50
 """Commands per round trip in the per-symbol sweeps (metrics, leases, claims).
 
@@ -470,6 +473,8 @@ class Store:
         shape = (tuple(symbols), consumer, count, block_ms, pending)
         read = self._outbox_reads.get(shape)
         if read is None:
+            if len(self._outbox_reads) >= OUTBOX_READS_KEPT:  # leases moved many times
+                self._outbox_reads.clear()
             keys = [self.keys.outbox(symbol) for symbol in symbols]
             block: list[str | int] = [] if pending else ["BLOCK", block_ms]
             command = resp_command(

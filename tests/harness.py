@@ -67,7 +67,7 @@ async def publishing(settings: Settings, name: str = "publisher") -> AsyncIterat
 @contextlib.asynccontextmanager
 async def serving(service: S) -> AsyncIterator[S]:
     """Run ``service`` until exit, once it reports itself ready."""
-    task = asyncio.create_task(service.run(), name=type(service).__name__)
+    task = asyncio.create_task(service.run(), name=type(service).__name__.lower())
     _tasks[service] = task
     try:
         async with asyncio.timeout(15):

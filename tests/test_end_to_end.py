@@ -119,18 +119,20 @@ def expected_events(settings: Settings, positions: list[dict[str, Any]]) -> set[
     return expected
 
 
-@pytest.mark.parametrize(("monitors", "publisher"), [(1, "inline"), (2, "inline"), (1, "separate")])
+@pytest.mark.parametrize(("monitors", "publishers"), [(1, 0), (2, 0), (1, 1), (1, 2)])
 async def test_events_equal_the_independently_computed_set(
-    redis_url: str, mqtt_url: str, prefix: str, monitors: int, publisher: str
+    redis_url: str, mqtt_url: str, prefix: str, monitors: int, publishers: int
 ) -> None:
-    """3,000 positions, a wobbling path of 20 marks: exactly the expected events arrive.
+    """3,000 positions, a wobbling path of 20 marks: exactly the expected events arrive,
+    each position's in the order of its transitions.
 
     With two monitors on one Redis and one broker, both evaluate every tick,
-    and still each transition is published once. With ``separate``, a
-    ``liqmon publish`` process publishes what the monitor commits.
+    and still each transition is published once. With ``publishers``, the
+    monitor leaves its events to that many ``liqmon publish`` processes.
     """
     settings = settings_for(redis_url, mqtt_url, prefix)
-    settings = replace(settings, mqtt=replace(settings.mqtt, publisher=publisher))
+    if publishers:
+        settings = replace(settings, mqtt=replace(settings.mqtt, publisher="separate"))
     positions = make_positions(settings, 3000)
     expected = expected_events(settings, positions)
     kinds = {kind for _, kind in expected}
@@ -145,8 +147,8 @@ async def test_events_equal_the_independently_computed_set(
             )
             for n in range(monitors)
         ]
-        if publisher == "separate":
-            await stack.enter_async_context(publishing(settings))
+        for n in range(publishers):
+            await stack.enter_async_context(publishing(settings, f"p{n}"))
         events = await stack.enter_async_context(Collector(mqtt_url, prefix))
         client = await stack.enter_async_context(mqtt_client(mqtt_url))
         ts = 1
@@ -173,6 +175,11 @@ async def test_events_equal_the_independently_computed_set(
     ids = [(e["event_id"], e["type"]) for e in received]
     assert len(ids) == len(set(ids)), "no event may arrive twice"
     assert set(ids) == expected
+    arrived: dict[str, list[int]] = {}
+    for event_id, _ in ids:
+        position, _, transition = event_id.rpartition(":")
+        arrived.setdefault(position, []).append(int(transition))
+    assert all(numbers == sorted(numbers) for numbers in arrived.values())
     assert all(
         topic.split("/")[-1] == e["type"] for topic, e in zip(events.topics, received, strict=True)
     )

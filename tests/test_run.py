@@ -240,3 +240,20 @@ async def test_a_monitor_with_a_separate_publisher_leaves_events_to_it(
             await events.quiet(0.3)
         assert [(e["event_id"], e["type"]) for e in received] == [("p-1:1:1", "liquidation")]
         assert await daemon.store.outbox_length(["BTCUSDT"]) == 0
+
+
+async def test_two_publishers_share_the_outboxes_by_lease(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """Two `liqmon publish` processes read disjoint sets of outboxes that cover every symbol."""
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    async with publishing(settings, "p1") as first, publishing(settings, "p2") as second:
+        async with asyncio.timeout(10):
+            while len(first.leases.held) + len(second.leases.held) != len(settings.symbols) or (
+                not first.leases.held or not second.leases.held
+            ):
+                await asyncio.sleep(0.05)
+        assert first.leases.held.isdisjoint(second.leases.held)
+        assert first.bus.relay is not None and second.bus.relay is not None
+        assert set(first.bus.relay.symbols) == first.leases.held
+        assert set(second.bus.relay.symbols) == second.leases.held
