@@ -10,6 +10,10 @@ on a connection it keeps: about 55 µs per tick alone, 25 µs in fours.
 The connection is borrowed from the client's pool, so it has the client's
 address, credentials, TLS and protocol, and :meth:`redis.asyncio.Redis.aclose`
 closes it; replies go through redis-py's parser (hiredis).
+
+On a Redis Cluster (:class:`ClusterChannels`) there is one such channel per
+primary, borrowed from that node's pool; each command goes to the node that
+owns its key's slot, the nodes' writes in parallel.
 """
 
 from __future__ import annotations
@@ -19,8 +23,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
+from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError, ResponseError
+
+REDIRECTS = 3
+"""Times a command answered MOVED or ASK (slots migrating) is sent again, to the new owner."""
 
 
 def resp_parts(*parts: str | bytes | int) -> bytes:
@@ -51,10 +60,25 @@ class Channel:
     taken for the next command's; the next call connects again.
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._pool = client.connection_pool
+    def __init__(self, source: aioredis.Redis | ClusterNode) -> None:
+        """A channel to ``source``: a client's server, or one node of a cluster."""
+        self._source = source
         self._connection: AbstractConnection | None = None
         self._turn = asyncio.Lock()
+
+    async def _borrow(self) -> AbstractConnection:
+        source = self._source
+        if isinstance(source, ClusterNode):
+            return source.acquire_connection()
+        connection: AbstractConnection = await source.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        return connection
+
+    async def _give_back(self, connection: AbstractConnection) -> None:
+        source = self._source
+        if isinstance(source, ClusterNode):
+            source.release(connection)  # type: ignore[arg-type]
+        else:
+            await source.connection_pool.release(connection)
 
     async def execute(self, commands: Sequence[bytes]) -> list[Any]:
         """The replies to ``commands`` (packed with :func:`resp_command`), in order.
@@ -66,7 +90,7 @@ class Channel:
         async with self._turn:
             connection = self._connection
             if connection is None:
-                connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                connection = await self._borrow()
                 self._connection = connection
             try:
                 await connection.send_packed_command(b"".join(commands), check_health=False)
@@ -80,5 +104,89 @@ class Channel:
             except BaseException:
                 self._connection = None
                 await connection.disconnect(nowait=True)
-                await self._pool.release(connection)
+                await self._give_back(connection)
                 raise
+
+
+class ClusterChannels:
+    """A :class:`Channel` per primary of a Redis Cluster; commands go where their slot lives.
+
+    Each command names one key (hash-tagged: every key of one call shares a
+    slot). A command answered MOVED (the slot moved for good) is sent again
+    once the cluster's slot map is read again; one answered ASK (the slot is
+    migrating) goes to the importing node after ``ASKING``. Nothing ran on
+    the node that redirected, so sending again runs it once.
+    """
+
+    def __init__(self, client: aioredis.RedisCluster) -> None:
+        self._client = client
+        self._channels: dict[str, Channel] = {}
+        self._slots: dict[str, int] = {}
+
+    def _channel(self, node: ClusterNode) -> Channel:
+        channel = self._channels.get(node.name)
+        if channel is None:
+            channel = self._channels[node.name] = Channel(node)
+        return channel
+
+    def node_of(self, key: str) -> ClusterNode:
+        """The primary that owns ``key``'s slot (as last read from the cluster)."""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = key_slot(key.encode())
+        return self._client.nodes_manager.get_node_from_slot(slot)
+
+    async def execute(self, commands: Sequence[bytes], keys: Sequence[str]) -> list[Any]:
+        """The replies to ``commands``, in order; ``keys[i]`` routes ``commands[i]``.
+
+        Error replies come back in their place, as :meth:`Channel.execute` does.
+        """
+        await self._client.initialize()  # a no-op once the slot map is known
+        replies: list[Any] = [None] * len(commands)
+        sends: dict[Channel, list[tuple[int | None, bytes]]] = {}
+        for index, key in enumerate(keys):
+            sends.setdefault(self._channel(self.node_of(key)), []).append((index, commands[index]))
+        for attempt in range(REDIRECTS + 1):
+            await _send(sends, replies)
+            redirected = [i for i, reply in enumerate(replies) if isinstance(reply, AskError)]
+            if not redirected or attempt == REDIRECTS:
+                break
+            if any(isinstance(replies[i], MovedError) for i in redirected):
+                await self._client.nodes_manager.initialize()
+            sends = {}
+            for index in redirected:
+                error = replies[index]
+                if isinstance(error, MovedError):
+                    sends.setdefault(self._channel(self.node_of(keys[index])), []).append(
+                        (index, commands[index])
+                    )
+                    continue
+                target = self._client.get_node(error.host, error.port)
+                batch = sends.setdefault(self._channel(target or self.node_of(keys[index])), [])
+                batch += [(None, _ASKING), (index, commands[index])]
+        return replies
+
+
+_ASKING = resp_command("ASKING")
+
+
+async def _send(sends: dict[Channel, list[tuple[int | None, bytes]]], replies: list[Any]) -> None:
+    """Each channel's batch, the channels in parallel; replies stored by index (None: dropped)."""
+
+    async def send(channel: Channel, batch: list[tuple[int | None, bytes]]) -> None:
+        answers = await channel.execute([command for _, command in batch])
+        for (index, _), answer in zip(batch, answers, strict=True):
+            if index is not None:
+                replies[index] = answer
+
+    if len(sends) == 1:
+        ((channel, batch),) = sends.items()
+        await send(channel, batch)
+        return
+    try:
+        async with asyncio.TaskGroup() as group:
+            for channel, batch in sends.items():
+                group.create_task(send(channel, batch))
+    except ExceptionGroup as failures:
+        # Callers handle the one error (a node unreachable), as on one server.
+        raise failures.exceptions[0] from failures

@@ -37,6 +37,7 @@ __all__ = [
     "EmbeddedServer",
     "EmbeddedServerError",
     "MosquittoServer",
+    "RedisClusterServers",
     "RedisServer",
     "ServerNotFoundError",
     "ServerStartError",
@@ -407,6 +408,80 @@ class RedisServer(EmbeddedServer):
                     return False
                 data += chunk
         return data.splitlines()[expected - 1] == b"+PONG"
+
+
+_CLUSTER_NODE_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+
+
+class RedisClusterServers:
+    """A private Redis Cluster: ``primaries`` :class:`RedisServer` nodes, no replicas.
+
+    Each node has its own directory (and ``nodes.conf``), a free port and a
+    free cluster-bus port; :meth:`start` joins them with ``redis-cli --cluster
+    create`` and returns once every node reports ``cluster_state:ok``.
+    """
+
+    def __init__(self, workdir: Path, *, primaries: int = 3, start_timeout: float = 20.0) -> None:
+        """Configure (but do not start) the nodes."""
+        self.start_timeout = start_timeout
+        # Each node its own free cluster-bus port: the default, port + 10000,
+        # may be taken or beyond 65535 for a port the OS picked.
+        self.nodes = [
+            RedisServer(
+                Path(workdir) / f"node-{n}",
+                extra_args=[*_CLUSTER_NODE_ARGS, "--cluster-port", str(free_port())],
+            )
+            for n in range(primaries)
+        ]
+
+    @property
+    def url(self) -> str:
+        """The URL of one node (a cluster client finds the others)."""
+        return self.nodes[0].url
+
+    def start(self) -> Self:
+        """Start every node, form the cluster and wait until it serves every slot."""
+        for node in self.nodes:
+            node.start()
+        cli = which_or_explain("redis-cli")
+        addresses = [f"{node.host}:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=self.start_timeout,
+        )
+        deadline = time.monotonic() + self.start_timeout
+        for node in self.nodes:
+            while (
+                b"cluster_state:ok"
+                not in subprocess.run(
+                    [cli, "-h", node.host, "-p", str(node.port), "CLUSTER", "INFO"],
+                    check=True,
+                    capture_output=True,
+                    timeout=self.start_timeout,
+                ).stdout
+            ):
+                if time.monotonic() >= deadline:
+                    raise ServerStartError(f"Redis Cluster not ok within {self.start_timeout}s")
+                time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 class MosquittoServer(EmbeddedServer):

@@ -17,8 +17,10 @@ import pytest
 from harness import (
     Collector,
     mqtt_client,
+    nodes_holding,
     publish,
     publishing,
+    redis_url_of,
     running,
     settings_for,
     settled,
@@ -26,6 +28,7 @@ from harness import (
 )
 
 from monitor.config import Settings
+from monitor.keys import Keys
 from monitor.margin import Contract, ContractKind, Position, Side, assess
 
 SYMBOLS = ("BTCUSDT", "BTCUSD")
@@ -119,17 +122,37 @@ def expected_events(settings: Settings, positions: list[dict[str, Any]]) -> set[
     return expected
 
 
-@pytest.mark.parametrize(("monitors", "publisher"), [(1, "inline"), (2, "inline"), (1, "separate")])
+@pytest.mark.parametrize(
+    ("monitors", "publisher", "cluster"),
+    [
+        (1, "inline", False),
+        (2, "inline", False),
+        (1, "separate", False),
+        (1, "inline", True),
+        (2, "inline", True),
+        (1, "separate", True),
+    ],
+)
 async def test_events_equal_the_independently_computed_set(
-    redis_url: str, mqtt_url: str, prefix: str, monitors: int, publisher: str
+    request: pytest.FixtureRequest,
+    mqtt_url: str,
+    prefix: str,
+    monitors: int,
+    publisher: str,
+    cluster: bool,
 ) -> None:
     """3,000 positions, a wobbling path of 20 marks: exactly the expected events arrive.
 
     With two monitors on one Redis and one broker, both evaluate every tick,
     and still each transition is published once. With ``separate``, a
-    ``liqmon publish`` process publishes what the monitor commits.
+    ``liqmon publish`` process publishes what the monitor commits. On a
+    Redis Cluster, the two symbols live on different nodes.
     """
-    settings = settings_for(redis_url, mqtt_url, prefix)
+    redis_url = redis_url_of(request, cluster)
+    if cluster:
+        outboxes = [Keys(prefix).outbox(symbol) for symbol in SYMBOLS]
+        assert len(nodes_holding(redis_url, outboxes)) == 2
+    settings = settings_for(redis_url, mqtt_url, prefix, cluster)
     settings = replace(settings, mqtt=replace(settings.mqtt, publisher=publisher))
     positions = make_positions(settings, 3000)
     expected = expected_events(settings, positions)
