@@ -90,7 +90,9 @@ async def pipelined(
         pipe = client.pipeline(transaction=False)
         for item in items[start : start + step]:
             queued = queue(pipe, item)
-            if inspect.isawaitable(queued):
+            # Not isawaitable: a pipeline is awaitable too, and awaiting a
+            # cluster pipeline empties its queue.
+            if inspect.iscoroutine(queued):
                 await queued
         replies.extend(await pipe.execute())
     return replies
