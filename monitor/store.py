@@ -37,8 +37,14 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.cancellation import raise_if_cancelling
@@ -50,7 +56,15 @@ from monitor.margin import Side
 from monitor.position import PositionRecord
 from monitor.wire import decimal_str
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+REDIS_DOWN = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    # A cluster without a primary for some slots, or in the middle of moving one.
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 """Errors that mean Redis is unreachable right now: retry with backoff, report not ready."""
 
 PUBLISHED_MAXLEN = 10_000
