@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import ClassVar, Self
 
 from monitor.channel import resp_command
@@ -117,7 +116,25 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class EmbeddedServer:
+class _Started:
+    """``with`` starts (returning what :meth:`start` does) and stops."""
+
+    def start(self) -> Self:
+        """Start; return ``self``."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class EmbeddedServer(_Started):
     """Shared life cycle of one server child process.
 
     Subclasses say how to build the command line and how to tell that the
@@ -246,17 +263,6 @@ class EmbeddedServer:
         """Stop (if running) and start again on the same port and data dir."""
         self.stop()
         return self.start()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.running else "stopped"
@@ -413,7 +419,7 @@ class RedisServer(EmbeddedServer):
 _CLUSTER_NODE_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
 
 
-class RedisClusterServers:
+class RedisClusterServers(_Started):
     """A private Redis Cluster: ``primaries`` :class:`RedisServer` nodes, no replicas.
 
     Each node has its own directory (and ``nodes.conf``), a free port and a
@@ -471,17 +477,6 @@ class RedisClusterServers:
         """Stop every node."""
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class MosquittoServer(EmbeddedServer):
