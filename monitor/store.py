@@ -139,11 +139,10 @@ async def scripted(
 
     A flushed script cache (Redis restarted) is rare: load the script and
     send again (nothing ran). On a cluster, redis-py sends SCRIPT LOAD to
-    every primary, so whichever node answered NOSCRIPT has it for the
-    second send; a NOSCRIPT reply did not run, so nothing runs twice.
-    Errors are raised here, not by redis-py,
-    which would first quote the whole command in the message (a commit's
-    argument of 300 kB takes ~0.1 s to shorten).
+    every primary, so whichever node answered NOSCRIPT has the script for
+    the second send. Errors are raised here, not by redis-py, which would
+    first quote the whole command in the message (a commit's argument of
+    300 kB takes ~0.1 s to shorten).
     """
     replies = await send()
     if any(isinstance(reply, NoScriptError) for reply in replies):
@@ -317,7 +316,6 @@ class Store:
             self._ticks = Channel(client)
             self._outbox_reader = Channel(client)
         self._outbox_reads: dict[tuple[Any, ...], tuple[bytes, dict[str, str]]] = {}
-        self._ready_args: tuple[bytes, ...] = (keys.outbox_ready.encode(),) if self.cluster else ()
         self._mark_heads: dict[str, bytes] = {}
         self._commit = client.register_script(_script("commit.lua", "fields.lua"))
         self._versions = client.register_script(_script("versions.lua"))
@@ -481,8 +479,8 @@ class Store:
                     orjson.dumps(event.payload),
                 )
         args: list[str | bytes] = [check, b"\0".join(fields)]
-        if self._ready_args:
-            args += [*self._ready_args, symbol]
+        if self.cluster:  # commit.lua announces the events it queues (see watch_outbox)
+            args += [self.keys.outbox_ready, symbol]
         keys = [self.keys.positions(symbol), *self.keys.all_triggers(symbol)]
         keys += [self.keys.outbox(symbol), self.keys.price(symbol)]
         return keys, args
@@ -555,10 +553,8 @@ class Store:
             )  # fmt: skip
             read = self._outbox_reads[shape] = (command, dict(zip(keys, symbols, strict=True)))
         command, symbol_of = read
-        reply = (await self._outbox_reader.execute([command]))[0]
-        if await self._outbox_lost(reply, symbols):
-            return []
-        return _outbox_entries([reply], symbol_of)
+        replies = await self._outbox_reader.execute([command])
+        return _outbox_entries(await self._readable(replies, symbols), symbol_of)
 
     async def read_outboxes(
         self, symbols: Sequence[str], consumer: str, count: int, pending: bool
@@ -583,26 +579,25 @@ class Store:
             commands.append(read[0])
             keys.append(self.keys.outbox(symbol))
         replies = await self._outbox_nodes.execute(commands, keys)
-        for reply in replies:
-            if await self._outbox_lost(reply, symbols):
-                return []
-        return _outbox_entries(replies, dict(zip(keys, symbols, strict=True)))
+        readable = await self._readable(replies, symbols)
+        return _outbox_entries(readable, dict(zip(keys, symbols, strict=True)))
 
-    async def _outbox_lost(self, reply: Any, symbols: Sequence[str]) -> bool:
-        """True when ``reply`` says the consumer groups are gone (they are made again)."""
-        if not isinstance(reply, ResponseError):
-            return False
-        if "NOGROUP" not in str(reply):
-            raise reply
-        # Redis lost its data (restarted without persistence, or flushed):
-        # make the groups again; there is nothing pending to read.
-        await self.ensure_outbox_groups(symbols)
-        return True
+    async def _readable(self, replies: Sequence[Any], symbols: Sequence[str]) -> list[Any]:
+        """The XREADGROUP replies that are not errors; an error other than NOGROUP is raised."""
+        errors = [reply for reply in replies if isinstance(reply, ResponseError)]
+        for error in errors:
+            if "NOGROUP" not in str(error):
+                raise error
+        if errors:
+            # Redis lost its data (restarted without persistence, or flushed):
+            # make the groups again; there is nothing pending in those outboxes.
+            await self.ensure_outbox_groups(symbols)
+        return [reply for reply in replies if not isinstance(reply, ResponseError)]
 
     async def watch_outbox(
         self, on_ready: Callable[[str], None], subscribed: asyncio.Event
     ) -> None:
-        """Call ``on_ready(symbol)`` for each commit that queued events (cluster only).
+        """Call ``on_ready(symbol)`` for each commit that queued events (on a cluster).
 
         Sets ``subscribed`` once the subscription is active: what is
         committed from then on is announced; what was committed before must
@@ -610,7 +605,6 @@ class Store:
         a connection is never repeated), so a reader also sweeps every
         stream now and then. Runs until cancelled (safe) or Redis fails.
         """
-        assert isinstance(self.client, aioredis.RedisCluster)
         pubsub = self.client.pubsub()
         try:
             await pubsub.subscribe(self.keys.outbox_ready)
@@ -619,7 +613,8 @@ class Store:
                 if message["type"] == "message":
                     on_ready(_text(message["data"]))
         finally:
-            await pubsub.aclose()
+            # redis-py leaves one server's PubSub.aclose untyped (a cluster's is typed).
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def claim_abandoned(
         self, symbols: Sequence[str], consumer: str, min_idle_ms: int, count: int
