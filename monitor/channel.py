@@ -183,10 +183,14 @@ async def _send(sends: dict[Channel, list[tuple[int | None, bytes]]], replies: l
         ((channel, batch),) = sends.items()
         await send(channel, batch)
         return
-    try:
-        async with asyncio.TaskGroup() as group:
-            for channel, batch in sends.items():
-                group.create_task(send(channel, batch))
-    except ExceptionGroup as failures:
-        # Callers handle the one error (a node unreachable), as on one server.
-        raise failures.exceptions[0] from failures
+    # gather, not a TaskGroup: on Python 3.11 a TaskGroup whose task fails
+    # while the group waits at its exit cancels the caller and never takes
+    # the cancellation back, so the caller's next raise_if_cancelling (the
+    # relay's, the tick worker's) would end it for good.
+    outcomes = await asyncio.gather(
+        *(send(channel, batch) for channel, batch in sends.items()), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            # Callers handle the one error (a node unreachable), as on one server.
+            raise outcome
