@@ -19,6 +19,7 @@ owns its key's slot, the nodes' writes in parallel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,24 +89,62 @@ class Channel:
         readable. Connection errors raise redis-py's ``ConnectionError``.
         """
         async with self._turn:
-            connection = self._connection
-            if connection is None:
-                connection = await self._borrow()
-                self._connection = connection
+            connection = self._connection or await self._connected()
             try:
                 await connection.send_packed_command(b"".join(commands), check_health=False)
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(await connection.read_response())
-                    except ResponseError as error:
-                        replies.append(error)
-                return replies
+                return await _replies(connection, len(commands))
             except BaseException:
-                self._connection = None
-                await connection.disconnect(nowait=True)
-                await self._give_back(connection)
+                await self._drop(connection)
                 raise
+
+    @staticmethod
+    async def execute_each(batches: Sequence[tuple[Channel, Sequence[bytes]]]) -> list[list[Any]]:
+        """:meth:`execute` on several channels at once, one list of replies per channel.
+
+        Every channel's commands are written before any reply is read, so
+        the servers work in parallel, without a task per channel. A failure
+        drops every connection written to (their replies are unread).
+        """
+        async with contextlib.AsyncExitStack() as turns:
+            # Turns taken in one order by every caller, so two never wait on each other.
+            for channel in sorted((channel for channel, _ in batches), key=id):
+                await turns.enter_async_context(channel._turn)
+            written: list[tuple[Channel, AbstractConnection]] = []
+            try:
+                for channel, commands in batches:
+                    connection = await channel._connected()
+                    written.append((channel, connection))
+                    await connection.send_packed_command(b"".join(commands), check_health=False)
+                return [
+                    await _replies(connection, len(commands))
+                    for (_, connection), (_, commands) in zip(written, batches, strict=True)
+                ]
+            except BaseException:
+                for channel, connection in written:
+                    await channel._drop(connection)
+                raise
+
+    async def _connected(self) -> AbstractConnection:
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = await self._borrow()
+        return connection
+
+    async def _drop(self, connection: AbstractConnection) -> None:
+        self._connection = None
+        await connection.disconnect(nowait=True)
+        await self._give_back(connection)
+
+
+async def _replies(connection: AbstractConnection, count: int) -> list[Any]:
+    """The next ``count`` replies on ``connection``, error replies in their place."""
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(await connection.read_response())
+        except ResponseError as error:
+            replies.append(error)
+    return replies
 
 
 class ClusterChannels:
@@ -171,26 +210,13 @@ _ASKING = resp_command("ASKING")
 
 
 async def _send(sends: dict[Channel, list[tuple[int | None, bytes]]], replies: list[Any]) -> None:
-    """Each channel's batch, the channels in parallel; replies stored by index (None: dropped)."""
-
-    async def send(channel: Channel, batch: list[tuple[int | None, bytes]]) -> None:
-        answers = await channel.execute([command for _, command in batch])
-        for (index, _), answer in zip(batch, answers, strict=True):
+    """Each channel's batch, all written before any is read; replies stored by index
+    (None: dropped)."""
+    batches = list(sends.items())
+    answers = await Channel.execute_each(
+        [(channel, [command for _, command in batch]) for channel, batch in batches]
+    )
+    for (_, batch), channel_answers in zip(batches, answers, strict=True):
+        for (index, _), answer in zip(batch, channel_answers, strict=True):
             if index is not None:
                 replies[index] = answer
-
-    if len(sends) == 1:
-        ((channel, batch),) = sends.items()
-        await send(channel, batch)
-        return
-    # gather, not a TaskGroup: on Python 3.11 a TaskGroup whose task fails
-    # while the group waits at its exit cancels the caller and never takes
-    # the cancellation back, so the caller's next raise_if_cancelling (the
-    # relay's, the tick worker's) would end it for good.
-    outcomes = await asyncio.gather(
-        *(send(channel, batch) for channel, batch in sends.items()), return_exceptions=True
-    )
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            # Callers handle the one error (a node unreachable), as on one server.
-            raise outcome
