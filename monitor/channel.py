@@ -124,6 +124,17 @@ class Channel:
                     await channel._drop(connection)
                 raise
 
+    @property
+    def source(self) -> aioredis.Redis | ClusterNode:
+        """Where the connection comes from."""
+        return self._source
+
+    async def close(self) -> None:
+        """Close the kept connection, if any (the next call connects again)."""
+        async with self._turn:
+            if self._connection is not None:
+                await self._drop(self._connection)
+
     async def _connected(self) -> AbstractConnection:
         connection = self._connection
         if connection is None:
@@ -162,9 +173,13 @@ class ClusterChannels:
         self._channels: dict[str, Channel] = {}
         self._slots: dict[str, int] = {}
 
-    def _channel(self, node: ClusterNode) -> Channel:
+    async def _channel(self, node: ClusterNode) -> Channel:
         channel = self._channels.get(node.name)
-        if channel is None:
+        if channel is None or channel.source is not node:
+            # A node redis-py replaced (it left the slot map and came back):
+            # the new one's pool is the one the client closes.
+            if channel is not None:
+                await channel.close()
             channel = self._channels[node.name] = Channel(node)
         return channel
 
@@ -184,7 +199,8 @@ class ClusterChannels:
         replies: list[Any] = [None] * len(commands)
         sends: dict[Channel, list[tuple[int | None, bytes]]] = {}
         for index, key in enumerate(keys):
-            sends.setdefault(self._channel(self.node_of(key)), []).append((index, commands[index]))
+            channel = await self._channel(self.node_of(key))
+            sends.setdefault(channel, []).append((index, commands[index]))
         for attempt in range(REDIRECTS + 1):
             await _send(sends, replies)
             redirected = [i for i, reply in enumerate(replies) if isinstance(reply, AskError)]
@@ -196,13 +212,12 @@ class ClusterChannels:
             for index in redirected:
                 error = replies[index]
                 if isinstance(error, MovedError):
-                    sends.setdefault(self._channel(self.node_of(keys[index])), []).append(
-                        (index, commands[index])
-                    )
+                    channel = await self._channel(self.node_of(keys[index]))
+                    sends.setdefault(channel, []).append((index, commands[index]))
                     continue
                 target = self._client.get_node(error.host, error.port)
-                batch = sends.setdefault(self._channel(target or self.node_of(keys[index])), [])
-                batch += [(None, _ASKING), (index, commands[index])]
+                channel = await self._channel(target or self.node_of(keys[index]))
+                sends.setdefault(channel, []).extend([(None, _ASKING), (index, commands[index])])
         return replies
 
 

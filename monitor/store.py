@@ -626,13 +626,23 @@ class Store:
         survivors publish them.
         """
         entries: list[OutboxEntry] = []
-        replies = await pipelined(
-            self.client,
-            symbols,
-            lambda pipe, symbol: pipe.xautoclaim(
-                self.keys.outbox(symbol), OUTBOX_GROUP, consumer, min_idle_ms, "0-0", count=count
-            ),
-        )
+        try:
+            replies = await pipelined(
+                self.client,
+                symbols,
+                lambda pipe, symbol: pipe.xautoclaim(
+                    self.keys.outbox(symbol),
+                    OUTBOX_GROUP,
+                    consumer,
+                    min_idle_ms,
+                    "0-0",
+                    count=count,
+                ),
+            )
+        except ResponseError as error:
+            # A server (a cluster node) lost its data: nothing is left to claim there.
+            await self._readable([error], symbols)
+            return entries
         for symbol, reply in zip(symbols, replies, strict=True):
             for entry_id, fields in reply[1]:
                 if fields:
