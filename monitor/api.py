@@ -52,7 +52,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from redis.asyncio.client import Pipeline
 
 from monitor.console import describe
 from monitor.evaluation import Quote
@@ -60,7 +59,7 @@ from monitor.guards import AlertType, PriceGuards
 from monitor.margin import Contract, Side, liquidation_price
 from monitor.position import PositionRecord
 from monitor.status import EventType, Status
-from monitor.store import Store, pipelined
+from monitor.store import AnyPipeline, Store, pipelined
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -608,7 +607,7 @@ class Api:
         symbols = self.symbols
         keys = self.store.keys
 
-        def queue(pipe: Pipeline, symbol: str) -> None:
+        def queue(pipe: AnyPipeline, symbol: str) -> None:
             pipe.hlen(keys.positions(symbol))
             pipe.zcard(keys.triggers(symbol, Side.LONG, "down"))
             pipe.zcard(keys.triggers(symbol, Side.SHORT, "up"))

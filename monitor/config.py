@@ -38,6 +38,8 @@ class RedisSettings:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    cluster: bool = False
+    """True: ``url`` names one node of a Redis Cluster, whose other nodes are discovered."""
 
     @property
     def tls(self) -> bool:
@@ -163,7 +165,9 @@ def parse_settings(
     http_doc = reader.table(document, "http")
     risk_doc = reader.table(document, "risk")
     limits_doc = reader.table(document, "limits")
-    reader.only(redis_doc, "redis", {"url", "key_prefix", "ca_file", "cert_file", "key_file"})
+    reader.only(
+        redis_doc, "redis", {"url", "key_prefix", "ca_file", "cert_file", "key_file", "cluster"}
+    )
     reader.only(
         mqtt_doc,
         "mqtt",
@@ -189,6 +193,9 @@ def parse_settings(
         ca_file=reader.optional_str(redis_doc, "redis.ca_file"),
         cert_file=reader.optional_str(redis_doc, "redis.cert_file"),
         key_file=reader.optional_str(redis_doc, "redis.key_file"),
+        cluster=_env_flag(environ, "LIQMON_REDIS_CLUSTER")
+        if environ.get("LIQMON_REDIS_CLUSTER")
+        else reader.flag(redis_doc, "redis.cluster", RedisSettings().cluster),
     )
     mqtt = MqttSettings(
         url=_env_url(environ, "LIQMON_MQTT_URL", ("mqtt", "mqtts"))
@@ -291,6 +298,18 @@ def _env_url(environ: Mapping[str, str], name: str, schemes: tuple[str, ...]) ->
     return value
 
 
+_FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _env_flag(environ: Mapping[str, str], name: str) -> bool:
+    """A true/false override from the environment (true/false, 1/0 or yes/no)."""
+    value = environ[name]
+    flag = _FLAGS.get(value.strip().lower())
+    if flag is None:
+        raise ConfigError(f"{name}: must be true or false, got {value!r}")
+    return flag
+
+
 class _Reader:
     """Typed access to a TOML document that names the file and key in every error."""
 
@@ -324,6 +343,12 @@ class _Reader:
         value = table.get(key.rsplit(".", 1)[-1], choices[0])
         if value not in choices:
             self.fail(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value  # type: ignore[no-any-return]
+
+    def flag(self, table: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, got {value!r}")
         return value  # type: ignore[no-any-return]
 
     def optional_str(self, table: Mapping[str, Any], key: str) -> str | None:

@@ -11,7 +11,6 @@ from itertools import islice
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from monitor.config import Settings
 from monitor.engine import Engine
@@ -21,13 +20,13 @@ from monitor.keys import Keys
 from monitor.margin import Contract, Side, assess, bankruptcy_price, liquidation_price
 from monitor.position import PositionRecord, PositionUpdate
 from monitor.status import Status
-from monitor.store import Store
+from monitor.store import Store, connect
 from monitor.wire import decimal_str
 
 
 def open_store(settings: Settings) -> Store:
     """A Store on the configured Redis (the caller closes ``store.client``)."""
-    client = aioredis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
+    client = connect(settings.redis)
     return Store(client, Keys(settings.redis.key_prefix), settings.limits.dead_letter_maxlen)
 
 

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
-from redis.asyncio import Redis
 
 from feeds.errors import FeedError
 from feeds.source import PriceSource
@@ -41,7 +40,7 @@ from monitor.lease import Leases
 from monitor.metrics import Metrics
 from monitor.position import PositionUpdate
 from monitor.relay import Relay
-from monitor.store import REDIS_DOWN, Store, connect
+from monitor.store import REDIS_DOWN, Client, Store, connect
 
 log = structlog.get_logger("liqmon.daemon")
 
@@ -65,7 +64,7 @@ class Service:
 
     settings: Settings
     metrics: Metrics
-    redis: Redis
+    redis: Client
     store: Store
     bus: Bus
     leases: Leases

@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import ClassVar, Self
 
 from monitor.channel import resp_command
@@ -37,6 +36,7 @@ __all__ = [
     "EmbeddedServer",
     "EmbeddedServerError",
     "MosquittoServer",
+    "RedisClusterServers",
     "RedisServer",
     "ServerNotFoundError",
     "ServerStartError",
@@ -116,7 +116,25 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class EmbeddedServer:
+class _Started:
+    """``with`` starts (returning what :meth:`start` does) and stops."""
+
+    def start(self) -> Self:
+        """Start; return ``self``."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class EmbeddedServer(_Started):
     """Shared life cycle of one server child process.
 
     Subclasses say how to build the command line and how to tell that the
@@ -245,17 +263,6 @@ class EmbeddedServer:
         """Stop (if running) and start again on the same port and data dir."""
         self.stop()
         return self.start()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.running else "stopped"
@@ -407,6 +414,69 @@ class RedisServer(EmbeddedServer):
                     return False
                 data += chunk
         return data.splitlines()[expected - 1] == b"+PONG"
+
+
+_CLUSTER_NODE_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+
+
+class RedisClusterServers(_Started):
+    """A private Redis Cluster: ``primaries`` :class:`RedisServer` nodes, no replicas.
+
+    Each node has its own directory (and ``nodes.conf``), a free port and a
+    free cluster-bus port; :meth:`start` joins them with ``redis-cli --cluster
+    create`` and returns once every node reports ``cluster_state:ok``.
+    """
+
+    def __init__(self, workdir: Path, *, primaries: int = 3, start_timeout: float = 20.0) -> None:
+        """Configure (but do not start) the nodes."""
+        self.start_timeout = start_timeout
+        # Each node its own free cluster-bus port: the default, port + 10000,
+        # may be taken or beyond 65535 for a port the OS picked.
+        self.nodes = [
+            RedisServer(
+                Path(workdir) / f"node-{n}",
+                extra_args=[*_CLUSTER_NODE_ARGS, "--cluster-port", str(free_port())],
+            )
+            for n in range(primaries)
+        ]
+
+    @property
+    def url(self) -> str:
+        """The URL of one node (a cluster client finds the others)."""
+        return self.nodes[0].url
+
+    def start(self) -> Self:
+        """Start every node, form the cluster and wait until it serves every slot."""
+        for node in self.nodes:
+            node.start()
+        cli = which_or_explain("redis-cli")
+        addresses = [f"{node.host}:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=self.start_timeout,
+        )
+        deadline = time.monotonic() + self.start_timeout
+        for node in self.nodes:
+            while (
+                b"cluster_state:ok"
+                not in subprocess.run(
+                    [cli, "-h", node.host, "-p", str(node.port), "CLUSTER", "INFO"],
+                    check=True,
+                    capture_output=True,
+                    timeout=self.start_timeout,
+                ).stdout
+            ):
+                if time.monotonic() >= deadline:
+                    raise ServerStartError(f"Redis Cluster not ok within {self.start_timeout}s")
+                time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop()
 
 
 class MosquittoServer(EmbeddedServer):

@@ -119,6 +119,11 @@ class Engine:
                     committing = group.create_task(
                         self._commit(tick.symbol, writes, quote, outcome, allow_liquidation)
                     )
+                if committing is not None:
+                    # Awaited here, not left to the group's exit: on Python 3.11 a
+                    # task failing while the group waits at its exit leaves the
+                    # caller cancelled for good (the worker's raise_if_cancelling).
+                    await committing
         except ExceptionGroup as failures:
             # Callers retry on the one error (Redis down): the tick is decided
             # again, and compare-and-set keeps what was committed from being
@@ -193,8 +198,10 @@ class Engine:
 
         try:
             async with asyncio.TaskGroup() as tasks:
-                for group in _groups(wave, COMMIT_SLICE):
-                    tasks.create_task(apply(group))
+                # Waited for here, not left to the group's exit (see on_candidates).
+                await asyncio.wait(
+                    [tasks.create_task(apply(g)) for g in _groups(wave, COMMIT_SLICE)]
+                )
         except ExceptionGroup as failures:
             # Callers retry on the one error (Redis down); a version applied
             # before it is ignored on the retry (its seq is no longer newer).

@@ -26,6 +26,8 @@ key                                      what
 ``liqmon:events``                        stream: events and alerts the broker
                                          acknowledged (event_id, symbol, topic,
                                          payload), trimmed to about 10,000
+``liqmon:outbox-ready``                  pub/sub channel (Redis Cluster only, not a
+                                         key): a symbol whose outbox was added to
 =======================================  ===========================================
 """
 
@@ -72,6 +74,11 @@ class Keys:
     def dead_letter(self) -> str:
         """Stream of rejected input messages."""
         return f"{self.prefix}:deadletter"
+
+    @property
+    def outbox_ready(self) -> str:
+        """Pub/sub channel on which commits name a symbol whose outbox they added to (cluster)."""
+        return f"{self.prefix}:outbox-ready"
 
     @property
     def published(self) -> str:

@@ -20,10 +20,9 @@ import time
 import zlib
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
 import structlog
 
-from monitor.store import PIPELINE_SLICE, evalsha_all
+from monitor.store import PIPELINE_SLICE, Client, evalsha_all
 
 log = structlog.get_logger("liqmon.lease")
 
@@ -69,7 +68,7 @@ class Leases:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         prefix: str,
         owner: str,
         symbols: Sequence[str],

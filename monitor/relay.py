@@ -19,11 +19,21 @@ position's events leave in the order they were committed. When a lease
 moves, the new holder starts reading within one blocking read
 (:data:`READ_BLOCK_MS`) and claims what the old one had read and not
 published after :data:`ABANDONED_AFTER_MS`.
+
+On a Redis Cluster one blocking read cannot span every symbol's outbox (their
+keys live in different slots). There, each commit that queues an event
+PUBLISHes its symbol on ``{prefix}:outbox-ready`` in the same script; the
+relay subscribes, reads the announced symbols' outboxes with non-blocking
+reads (grouped per node) and, since pub/sub drops what a lost connection
+missed, sweeps every outbox each :data:`SWEEP_EVERY_S`. A read hands out
+each entry once (consumer group ``>``), so a sweep and an announcement that
+race read it once; an entry is acknowledged only after its PUBACK.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -45,6 +55,9 @@ READ_BLOCK_MS = 2000
 
 LEASE_WAIT_S = 0.1
 """How often a relay holding no lease looks again."""
+
+SWEEP_EVERY_S = 2.0
+"""On a cluster: how often every outbox is read, whatever was announced (the safety net)."""
 
 
 class Relay:
@@ -99,6 +112,9 @@ class Relay:
     async def _publish(
         self, publisher: Publisher, claimed: dict[tuple[str, bytes], OutboxEntry]
     ) -> None:
+        if self.store.cluster:
+            await self._publish_announced(publisher, claimed)
+            return
         # First what this consumer read but never saw acknowledged (a crash or
         # a lost connection), then new entries as they are committed.
         pending = True
@@ -116,11 +132,77 @@ class Relay:
                 continue
             if entries:
                 await self._send(publisher, entries)
-            if claimed:
-                taken = list(claimed.values())
-                await self._send(publisher, taken)
-                for entry in taken:
-                    claimed.pop((entry.symbol, entry.entry_id), None)
+            await self._send_claimed(publisher, claimed)
+
+    async def _publish_announced(
+        self, publisher: Publisher, claimed: dict[tuple[str, bytes], OutboxEntry]
+    ) -> None:
+        """:meth:`_publish` on a cluster: read the outboxes commits announce, sweep the rest."""
+        ready: set[str] = set()
+        announced = asyncio.Event()
+
+        def on_ready(symbol: str) -> None:
+            ready.add(symbol)
+            announced.set()
+
+        subscribed = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(
+                    self.store.watch_outbox(on_ready, subscribed), name="outbox-announcements"
+                )
+                await subscribed.wait()
+                # Subscribed first: whatever is committed from now on is
+                # announced; what came before, the first sweep reads.
+                await self._drain_pending(publisher)
+                next_sweep = 0.0
+                while True:
+                    raise_if_cancelling()
+                    wait_s = next_sweep - time.monotonic()
+                    if wait_s <= 0:
+                        next_sweep = time.monotonic() + SWEEP_EVERY_S
+                        symbols = self.symbols
+                    else:
+                        try:
+                            async with asyncio.timeout(wait_s):
+                                await announced.wait()
+                        except TimeoutError:
+                            continue
+                        symbols = [symbol for symbol in self.symbols if symbol in ready]
+                    announced.clear()
+                    ready.clear()
+                    entries = await self.store.read_outboxes(
+                        symbols, self.consumer, self.batch_size, pending=False
+                    )
+                    counts: dict[str, int] = {}
+                    for entry in entries:
+                        counts[entry.symbol] = counts.get(entry.symbol, 0) + 1
+                    for symbol, count in counts.items():
+                        if count >= self.batch_size:  # more waiting: read it again at once
+                            on_ready(symbol)
+                    if entries:
+                        await self._send(publisher, entries)
+                    await self._send_claimed(publisher, claimed)
+        except ExceptionGroup as failures:
+            # Relay.run retries on the one error (Redis down): subscribe and sweep again.
+            raise failures.exceptions[0] from failures
+
+    async def _drain_pending(self, publisher: Publisher) -> None:
+        # What this consumer read but never saw acknowledged (a crash or a
+        # lost connection) goes out first.
+        while entries := await self.store.read_outboxes(
+            self.symbols, self.consumer, self.batch_size, pending=True
+        ):
+            await self._send(publisher, entries)
+
+    async def _send_claimed(
+        self, publisher: Publisher, claimed: dict[tuple[str, bytes], OutboxEntry]
+    ) -> None:
+        if claimed:
+            taken = list(claimed.values())
+            await self._send(publisher, taken)
+            for entry in taken:
+                claimed.pop((entry.symbol, entry.entry_id), None)
 
     async def _claim_abandoned(self, claimed: dict[tuple[str, bytes], OutboxEntry]) -> None:
         # Events another relay read and never got acknowledged (it died).

@@ -9,28 +9,46 @@ Trigger prices are Decimals; Redis scores are doubles. A score is only used
 to find candidates, so each is widened by one ulp away from the safe side:
 a mark at or beyond the exact trigger is always inside the range queried, and
 the occasional extra candidate is settled by exact Decimal math.
+
+On a Redis Cluster (``redis.cluster = true``) every call still touches one
+symbol's keys (one hash tag, one slot); what differs is how calls of several
+symbols travel: the tick path's packed EVALSHAs go per node
+(:class:`~monitor.channel.ClusterChannels`), pipelines are redis-py's cluster
+pipelines (split per node), and the outbox cannot be read in one blocking
+XREADGROUP over every symbol's stream (a cluster refuses keys of several
+slots in one command), so commits announce their symbol on the
+:attr:`~monitor.keys.Keys.outbox_ready` channel and the relay reads those
+streams (:meth:`Store.read_outboxes`, :meth:`Store.watch_outbox`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.cancellation import raise_if_cancelling
-from monitor.channel import Channel, resp_command, resp_parts
+from monitor.channel import Channel, ClusterChannels, resp_command, resp_parts
 from monitor.config import RedisSettings
 from monitor.evaluation import Event, Quote, Triggers
 from monitor.keys import OUTBOX_GROUP, Keys
@@ -38,7 +56,15 @@ from monitor.margin import Side
 from monitor.position import PositionRecord
 from monitor.wire import decimal_str
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+REDIS_DOWN = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    # A cluster without a primary for some slots, or in the middle of moving one.
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 """Errors that mean Redis is unreachable right now: retry with backoff, report not ready."""
 
 PUBLISHED_MAXLEN = 10_000
@@ -57,11 +83,16 @@ budget. Slices of 50 hold it for under a millisecond and let ticks through.
 
 T = TypeVar("T")
 
+Client: TypeAlias = aioredis.Redis | aioredis.RedisCluster
+"""A client of one Redis server or of a Redis Cluster (``redis.cluster``)."""
+
+AnyPipeline: TypeAlias = Pipeline | ClusterPipeline
+
 
 async def pipelined(
-    client: aioredis.Redis,
+    client: Client,
     items: Sequence[T],
-    queue: Callable[[Pipeline, T], object],
+    queue: Callable[[AnyPipeline, T], object],
     per_item: int = 1,
 ) -> list[Any]:
     """The replies of ``queue(pipe, item)`` for every item, in round trips of
@@ -76,14 +107,16 @@ async def pipelined(
         pipe = client.pipeline(transaction=False)
         for item in items[start : start + step]:
             queued = queue(pipe, item)
-            if inspect.isawaitable(queued):
+            # Not isawaitable: a pipeline is awaitable too, and awaiting a
+            # cluster pipeline empties its queue.
+            if inspect.iscoroutine(queued):
                 await queued
         replies.extend(await pipe.execute())
     return replies
 
 
 async def evalsha_all(
-    client: aioredis.Redis,
+    client: Client,
     script: AsyncScript,
     calls: Sequence[tuple[list[str], Sequence[str | int | bytes]]],
 ) -> list[Any]:
@@ -94,21 +127,25 @@ async def evalsha_all(
     async def send() -> list[Any]:
         pipe = client.pipeline(transaction=False)
         for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            # execute_command, not pipe.evalsha: redis-py's cluster pipeline
+            # blocks the method (it routes the raw command by its keys).
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         return await pipe.execute(raise_on_error=False)
 
     return await scripted(client, script, send)
 
 
 async def scripted(
-    client: aioredis.Redis, script: AsyncScript, send: Callable[[], Awaitable[list[Any]]]
+    client: Client, script: AsyncScript, send: Callable[[], Awaitable[list[Any]]]
 ) -> list[Any]:
     """The replies of ``send()``, EVALSHAs of ``script``; the first error reply raised.
 
     A flushed script cache (Redis restarted) is rare: load the script and
-    send again (nothing ran). Errors are raised here, not by redis-py,
-    which would first quote the whole command in the message (a commit's
-    argument of 300 kB takes ~0.1 s to shorten).
+    send again (nothing ran). On a cluster, redis-py sends SCRIPT LOAD to
+    every primary, so whichever node answered NOSCRIPT has the script for
+    the second send. Errors are raised here, not by redis-py, which would
+    first quote the whole command in the message (a commit's argument of
+    300 kB takes ~0.1 s to shorten).
     """
     replies = await send()
     if any(isinstance(reply, NoScriptError) for reply in replies):
@@ -216,6 +253,22 @@ def _found(symbol: str, ids: Sequence[str], raws: Sequence[bytes | str | None]) 
     ]
 
 
+def _outbox_entries(replies: Iterable[Any], symbol_of: Mapping[str, str]) -> list[OutboxEntry]:
+    """The entries in XREADGROUP replies; ``symbol_of`` maps an outbox key to its symbol."""
+    entries: list[OutboxEntry] = []
+    for reply in replies:
+        # RESP3 answers a map of stream → entries; RESP2 a list of [stream, entries].
+        streams = reply.items() if isinstance(reply, dict) else (reply or [])
+        for key, stream_entries in streams:
+            symbol = symbol_of[_text(key)]
+            for entry_id, flat in stream_entries:
+                if not flat:  # acknowledged and deleted meanwhile
+                    continue
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                entries.append(OutboxEntry.from_fields(symbol, entry_id, fields))
+    return entries
+
+
 def _conflicts(reply: Sequence[bytes]) -> set[str] | None:
     """commit.lua's reply: the conflicting ids, or None for a stale quote."""
     if reply and reply[0] == b"stale_quote":
@@ -223,10 +276,13 @@ def _conflicts(reply: Sequence[bytes]) -> set[str] | None:
     return {raw.decode() for raw in reply}
 
 
-def connect(settings: RedisSettings) -> aioredis.Redis:
-    """The long-running processes' Redis client (TLS and credentials from the settings)."""
-    return aioredis.Redis.from_url(
-        settings.url,
+def connect(settings: RedisSettings) -> Client:
+    """liqmon's Redis client (TLS and credentials from the settings).
+
+    With ``settings.cluster``, a cluster client that finds the other nodes
+    from the one in the URL.
+    """
+    options: dict[str, Any] = dict(
         # No socket_timeout (redis-py 8 defaults to 5 s unless told None):
         # with one, redis-py wraps every send in asyncio.wait_for, a task per
         # command (~30 µs of a tick's CPU) that on Python 3.11 can also
@@ -241,18 +297,27 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
         health_check_interval=1,
         **settings.client_options(),
     )
+    if settings.cluster:
+        return aioredis.RedisCluster.from_url(settings.url, **options)
+    return aioredis.Redis.from_url(settings.url, **options)
 
 
 class Store:
     """Async access to liqmon's Redis state for one key prefix."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, dead_letter_maxlen: int) -> None:
+    def __init__(self, client: Client, keys: Keys, dead_letter_maxlen: int) -> None:
         self.client = client
         self.keys = keys
         self.dead_letter_maxlen = dead_letter_maxlen
         self._candidates = client.register_script(_script("candidates.lua"))
-        self._ticks = Channel(client)
-        self._outbox_reader = Channel(client)
+        self.cluster = isinstance(client, aioredis.RedisCluster)
+        """True on a Redis Cluster: see the module's docstring for what changes."""
+        if isinstance(client, aioredis.RedisCluster):
+            self._tick_nodes = ClusterChannels(client)
+            self._outbox_nodes = ClusterChannels(client)
+        else:
+            self._ticks = Channel(client)
+            self._outbox_reader = Channel(client)
         self._outbox_reads: dict[tuple[Any, ...], tuple[bytes, dict[str, str]]] = {}
         self._mark_heads: dict[str, bytes] = {}
         self._commit = client.register_script(_script("commit.lua", "fields.lua"))
@@ -281,9 +346,15 @@ class Store:
         the tick path's own connection (:mod:`monitor.channel`).
         """
         commands = [self._mark_command(symbol, mark, ts_ms) for symbol, mark, ts_ms in marks]
-        replies = await scripted(
-            self.client, self._candidates, lambda: self._ticks.execute(commands)
-        )
+        if self.cluster:
+            routes = [self.keys.price(symbol) for symbol, _, _ in marks]
+            replies = await scripted(
+                self.client, self._candidates, lambda: self._tick_nodes.execute(commands, routes)
+            )
+        else:
+            replies = await scripted(
+                self.client, self._candidates, lambda: self._ticks.execute(commands)
+            )
         return [
             self._candidates_of(symbol, mark, ts_ms, reply)
             for (symbol, mark, ts_ms), reply in zip(marks, replies, strict=True)
@@ -411,6 +482,8 @@ class Store:
                     orjson.dumps(event.payload),
                 )
         args: list[str | bytes] = [check, b"\0".join(fields)]
+        if self.cluster:  # commit.lua announces the events it queues (see watch_outbox)
+            args += [self.keys.outbox_ready, symbol]
         keys = [self.keys.positions(symbol), *self.keys.all_triggers(symbol)]
         keys += [self.keys.outbox(symbol), self.keys.price(symbol)]
         return keys, args
@@ -420,6 +493,8 @@ class Store:
         await self.client.xadd(
             self.keys.outbox(symbol), {"event_id": event_id, "topic": topic, "payload": payload}
         )
+        if self.cluster:
+            await self.client.publish(self.keys.outbox_ready, symbol)
 
     async def symbol_of(self, position_id: str, symbols: Iterable[str]) -> str | None:
         """The symbol a position id belongs to, if any holds it.
@@ -483,25 +558,68 @@ class Store:
             )  # fmt: skip
             read = self._outbox_reads[shape] = (command, dict(zip(keys, symbols, strict=True)))
         command, symbol_of = read
-        reply = (await self._outbox_reader.execute([command]))[0]
-        if isinstance(reply, ResponseError):
-            if "NOGROUP" not in str(reply):
-                raise reply
+        replies = await self._outbox_reader.execute([command])
+        return _outbox_entries(await self._readable(replies, symbols), symbol_of)
+
+    async def read_outboxes(
+        self, symbols: Sequence[str], consumer: str, count: int, pending: bool
+    ) -> list[OutboxEntry]:
+        """:meth:`read_outbox` on a cluster: one non-blocking XREADGROUP per symbol.
+
+        Up to ``count`` entries per symbol; the reads of one node share a
+        round trip, the nodes in parallel. Which symbols to read is the
+        caller's (those announced by :meth:`watch_outbox`, or all of them).
+        """
+        commands, keys = [], []
+        for symbol in symbols:
+            shape = (symbol, consumer, count, pending)
+            read = self._outbox_reads.get(shape)
+            if read is None:
+                key = self.keys.outbox(symbol)
+                command = resp_command(
+                    "XREADGROUP", "GROUP", OUTBOX_GROUP, consumer, "COUNT", count,
+                    "STREAMS", key, "0" if pending else ">",
+                )  # fmt: skip
+                read = self._outbox_reads[shape] = (command, {key: symbol})
+            commands.append(read[0])
+            keys.append(self.keys.outbox(symbol))
+        replies = await self._outbox_nodes.execute(commands, keys)
+        readable = await self._readable(replies, symbols)
+        return _outbox_entries(readable, dict(zip(keys, symbols, strict=True)))
+
+    async def _readable(self, replies: Sequence[Any], symbols: Sequence[str]) -> list[Any]:
+        """The XREADGROUP replies that are not errors; an error other than NOGROUP is raised."""
+        errors = [reply for reply in replies if isinstance(reply, ResponseError)]
+        for error in errors:
+            if "NOGROUP" not in str(error):
+                raise error
+        if errors:
             # Redis lost its data (restarted without persistence, or flushed):
-            # make the groups again; there is nothing pending to read.
+            # make the groups again; there is nothing pending in those outboxes.
             await self.ensure_outbox_groups(symbols)
-            return []
-        entries: list[OutboxEntry] = []
-        # RESP3 answers a map of stream → entries; RESP2 a list of [stream, entries].
-        streams = reply.items() if isinstance(reply, dict) else (reply or [])
-        for key, stream_entries in streams:
-            symbol = symbol_of[_text(key)]
-            for entry_id, flat in stream_entries:
-                if not flat:  # acknowledged and deleted meanwhile
-                    continue
-                fields = dict(zip(flat[::2], flat[1::2], strict=True))
-                entries.append(OutboxEntry.from_fields(symbol, entry_id, fields))
-        return entries
+        return [reply for reply in replies if not isinstance(reply, ResponseError)]
+
+    async def watch_outbox(
+        self, on_ready: Callable[[str], None], subscribed: asyncio.Event
+    ) -> None:
+        """Call ``on_ready(symbol)`` for each commit that queued events (on a cluster).
+
+        Sets ``subscribed`` once the subscription is active: what is
+        committed from then on is announced; what was committed before must
+        be read by a sweep. Announcements are fire-and-forget (one lost with
+        a connection is never repeated), so a reader also sweeps every
+        stream now and then. Runs until cancelled (safe) or Redis fails.
+        """
+        pubsub = self.client.pubsub()
+        try:
+            await pubsub.subscribe(self.keys.outbox_ready)
+            subscribed.set()
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    on_ready(_text(message["data"]))
+        finally:
+            # redis-py leaves one server's PubSub.aclose untyped (a cluster's is typed).
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def claim_abandoned(
         self, symbols: Sequence[str], consumer: str, min_idle_ms: int, count: int
@@ -513,13 +631,23 @@ class Store:
         survivors publish them.
         """
         entries: list[OutboxEntry] = []
-        replies = await pipelined(
-            self.client,
-            symbols,
-            lambda pipe, symbol: pipe.xautoclaim(
-                self.keys.outbox(symbol), OUTBOX_GROUP, consumer, min_idle_ms, "0-0", count=count
-            ),
-        )
+        try:
+            replies = await pipelined(
+                self.client,
+                symbols,
+                lambda pipe, symbol: pipe.xautoclaim(
+                    self.keys.outbox(symbol),
+                    OUTBOX_GROUP,
+                    consumer,
+                    min_idle_ms,
+                    "0-0",
+                    count=count,
+                ),
+            )
+        except ResponseError as error:
+            # A server (a cluster node) lost its data: nothing is left to claim there.
+            await self._readable([error], symbols)
+            return entries
         for symbol, reply in zip(symbols, replies, strict=True):
             for entry_id, fields in reply[1]:
                 if fields:
@@ -578,7 +706,7 @@ class Store:
         each outbox tells its oldest entry's age without reading the entry.
         """
 
-        def queue(pipe: Pipeline, symbol: str) -> None:
+        def queue(pipe: AnyPipeline, symbol: str) -> None:
             pipe.xlen(self.keys.outbox(symbol))
             pipe.xrange(self.keys.outbox(symbol), count=1)
 

@@ -3,7 +3,9 @@
 One Redis and one Mosquitto serve the whole session (cheap tests share them;
 ``redis_url`` flushes Redis and ``prefix`` isolates MQTT topics per test).
 Tests that stop, kill or restart a server ask ``fresh_redis`` /
-``fresh_mosquitto`` for a private instance instead.
+``fresh_mosquitto`` for a private instance instead. A three-primary Redis
+Cluster, started on first use, serves the tests that run on a cluster too
+(``cluster_url`` flushes every primary).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if importlib.util.find_spec("monitor") is None:  # pragma: no cover
 
 import redis
 
-from monitor.embedded import MosquittoServer, RedisServer
+from monitor.embedded import MosquittoServer, RedisClusterServers, RedisServer
 
 
 class RedisFactory(Protocol):
@@ -44,6 +46,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A session-wide Redis Cluster of three primaries; prefer ``cluster_url``."""
+    with RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisClusterServers) -> str:
+    """URL of one node of the session Redis Cluster, every primary emptied (FLUSHALL) first."""
+    for node in redis_cluster.nodes:
+        with redis.Redis.from_url(node.url) as client:
+            client.flushall()
+    return redis_cluster.url
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import aiomqtt
 import orjson
+import pytest
+import redis
 
 from monitor.config import HttpSettings, MqttSettings, RedisSettings, Settings, load_settings
 from monitor.daemon import Daemon, PublisherDaemon, Service
@@ -24,16 +26,30 @@ S = TypeVar("S", bound=Service)
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "liqmon.toml"
 
 
-def settings_for(redis_url: str, mqtt_url: str, prefix: str, **changes: Any) -> Settings:
+def settings_for(
+    redis_url: str, mqtt_url: str, prefix: str, cluster: bool = False, **changes: Any
+) -> Settings:
     """The shipped example configuration, pointed at the test servers and prefix."""
     base = load_settings(CONFIG, environ={})
     return replace(
         base,
-        redis=RedisSettings(url=redis_url, key_prefix=prefix),
+        redis=RedisSettings(url=redis_url, key_prefix=prefix, cluster=cluster),
         mqtt=MqttSettings(url=mqtt_url, topic_prefix=prefix, client_id=f"{prefix}-monitor"),
         http=HttpSettings(port=0),
         **changes,
     )
+
+
+def redis_url_of(request: pytest.FixtureRequest, cluster: bool) -> str:
+    """The URL of the session Redis Cluster (``cluster_url``) or server (``redis_url``), emptied."""
+    url: str = request.getfixturevalue("cluster_url" if cluster else "redis_url")
+    return url
+
+
+def nodes_holding(cluster_url: str, keys: list[str]) -> set[str]:
+    """The cluster nodes (host:port) that own ``keys``' slots."""
+    with redis.RedisCluster.from_url(cluster_url) as client:
+        return {client.get_node_from_key(key).name for key in keys}
 
 
 def btc_long(position_id: str, margin: str = "3000", account: str = "acct-1") -> dict[str, Any]:

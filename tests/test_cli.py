@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from harness import nodes_holding, redis_url_of
 
 from monitor.keys import Keys
 
@@ -21,15 +22,20 @@ LIQMON = Path(sys.executable).parent / "liqmon"
 CONFIGURED = "BTCUSDT, ETHUSDT, SOLUSDT, BTCUSD, ETHUSD"
 
 
-def liqmon(*args: str, redis_url: str | None = None) -> subprocess.CompletedProcess[str]:
+def liqmon(
+    *args: str, redis_url: str | None = None, cluster: bool = False
+) -> subprocess.CompletedProcess[str]:
     """Run the installed command from the repository root, as a user would.
 
     Output is decoded without newline translation, so a progress line's
-    carriage returns stay visible.
+    carriage returns stay visible. With ``cluster``, ``redis_url`` names a
+    node of a Redis Cluster.
     """
     env = {key: value for key, value in os.environ.items() if not key.startswith("LIQMON_")}
     if redis_url is not None:
         env["LIQMON_REDIS_URL"] = redis_url
+    if cluster:
+        env["LIQMON_REDIS_CLUSTER"] = "true"
     done = subprocess.run(
         [str(LIQMON), *args], cwd=REPO, env=env, capture_output=True, timeout=30, check=False
     )
@@ -196,14 +202,28 @@ def _jsonl(lines: list[Any]) -> str:
     return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
 
 
-def test_positions_load_list_and_show(redis_url: str, tmp_path: Path) -> None:
-    """Loading a JSONL file reports what it loaded and rejected; list and show print them back."""
-    with redis.Redis.from_url(redis_url) as client:
+def _client(url: str, cluster: bool) -> redis.Redis | redis.RedisCluster:
+    return redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
+def test_positions_load_list_and_show(
+    request: pytest.FixtureRequest, tmp_path: Path, cluster: bool
+) -> None:
+    """Loading a JSONL file reports what it loaded and rejected; list and show print them back.
+
+    On a Redis Cluster, the book's two symbols live on different nodes.
+    """
+    redis_url = redis_url_of(request, cluster)
+    if cluster:
+        symbols = [line["symbol"] for line in LINES if isinstance(line, dict)]
+        assert len(nodes_holding(redis_url, [Keys().positions(s) for s in symbols])) == 2
+    with _client(redis_url, cluster) as client:
         client.hset(Keys().price("BTCUSDT"), mapping={"mark": "55000", "mark_ts": 1})
     path = tmp_path / "book.jsonl"
     path.write_text(_jsonl(LINES))
 
-    done = liqmon("positions", "load", str(path), redis_url=redis_url)
+    done = liqmon("positions", "load", str(path), redis_url=redis_url, cluster=cluster)
     assert (done.returncode, done.stdout) == (0, "")
     first, progress, end = done.stderr.split("\n")
     assert (first, end) == ("line 4: rejected: non_positive: margin must be positive, got -5", "")
@@ -213,7 +233,7 @@ def test_positions_load_list_and_show(redis_url: str, tmp_path: Path) -> None:
         r"loaded 3 positions in \d+\.\d s; 0 ignored \(not newer\), 1 rejected, 0 events queued",
         summary,
     ), progress
-    with redis.Redis.from_url(redis_url) as client:
+    with _client(redis_url, cluster) as client:
         ((_, fields),) = client.xrange(Keys().dead_letter)
     assert fields == {
         b"source": b"load",
@@ -222,7 +242,7 @@ def test_positions_load_list_and_show(redis_url: str, tmp_path: Path) -> None:
         b"payload": (json.dumps(LINES[3]) + "\n").encode(),
     }
 
-    done = liqmon("positions", "list", "--symbol", "BTCUSDT", redis_url=redis_url)
+    done = liqmon("positions", "list", "--symbol", "BTCUSDT", redis_url=redis_url, cluster=cluster)
     assert (done.returncode, done.stderr) == (0, "")
     assert [line.split() for line in done.stdout.splitlines()] == [
         [
@@ -264,7 +284,7 @@ def test_positions_load_list_and_show(redis_url: str, tmp_path: Path) -> None:
         ["(2", "positions)"],
     ]
 
-    done = liqmon("positions", "show", "p-2", redis_url=redis_url)
+    done = liqmon("positions", "show", "p-2", redis_url=redis_url, cluster=cluster)
     assert (done.returncode, done.stderr) == (0, "")
     assert json.loads(done.stdout) == {
         "id": "p-2",
@@ -283,7 +303,7 @@ def test_positions_load_list_and_show(redis_url: str, tmp_path: Path) -> None:
         "margin_ratio": "0.01999981818347105935400587267",
     }
 
-    done = liqmon("positions", "show", "p-bad", redis_url=redis_url)
+    done = liqmon("positions", "show", "p-bad", redis_url=redis_url, cluster=cluster)
     assert (done.returncode, done.stdout, done.stderr) == (
         2,
         "",

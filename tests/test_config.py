@@ -95,6 +95,7 @@ def test_a_minimal_file_gets_the_defaults(write: Write) -> None:
     """Keys left out take their documented defaults; decimals are exact."""
     settings = load_settings(write(MINIMAL), environ={})
     assert settings.http.host == "127.0.0.1"
+    assert settings.redis.cluster is False
     assert settings.mqtt.topic_prefix == "liqmon"
     assert settings.limits == Limits()
     assert settings.symbols == {
@@ -151,6 +152,11 @@ def test_toml_numbers_are_read_exactly(write: Write) -> None:
             'url = "mqtt://127.0.0.1:1883"',
             'url = "mqtt://127.0.0.1:1883"\npublisher = "elsewhere"',
             "mqtt.publisher: must be one of 'inline', 'separate', got 'elsewhere'",
+        ),
+        (
+            'url = "redis://127.0.0.1:6379/0"',
+            'url = "redis://127.0.0.1:6379/0"\ncluster = "yes"',
+            "redis.cluster: must be true or false, got 'yes'",
         ),
         ("port = 8321", "port = 70000", "http.port: must be between 0 and 65535, got 70000"),
         ("port = 8321", "port = -1", "http.port: must be between 0 and 65535, got -1"),
@@ -291,6 +297,25 @@ def test_environment_overrides_apply(write: Write) -> None:
     assert settings.http.port == 9000
 
 
+@pytest.mark.parametrize(
+    ("in_file", "environ", "cluster"),
+    [
+        ("cluster = true", {}, True),
+        ("cluster = false", {"LIQMON_REDIS_CLUSTER": "true"}, True),
+        ("cluster = true", {"LIQMON_REDIS_CLUSTER": "0"}, False),
+        ("cluster = true", {"LIQMON_REDIS_CLUSTER": ""}, True),
+    ],
+)
+def test_redis_cluster_is_read_from_the_file_or_the_environment(
+    write: Write, in_file: str, environ: dict[str, str], cluster: bool
+) -> None:
+    """redis.cluster selects a Redis Cluster; LIQMON_REDIS_CLUSTER (when not empty) wins."""
+    text = MINIMAL.replace(
+        'url = "redis://127.0.0.1:6379/0"', f'url = "redis://n1:7000"\n{in_file}'
+    )
+    assert load_settings(write(text), environ=environ).redis.cluster is cluster
+
+
 def test_environment_overrides_are_optional(write: Write) -> None:
     """Without the variables (or with empty ones) the file's values stand."""
     environ = {"LIQMON_REDIS_URL": "", "LIQMON_MQTT_URL": ""}
@@ -304,6 +329,11 @@ def test_environment_overrides_are_optional(write: Write) -> None:
     ("name", "value", "message"),
     [
         ("LIQMON_HTTP_PORT", "eighty", "LIQMON_HTTP_PORT: must be a port number, got 'eighty'"),
+        (
+            "LIQMON_REDIS_CLUSTER",
+            "maybe",
+            "LIQMON_REDIS_CLUSTER: must be true or false, got 'maybe'",
+        ),
         ("LIQMON_HTTP_PORT", "65536", "LIQMON_HTTP_PORT: must be a port number, got '65536'"),
         (
             "LIQMON_MQTT_URL",

@@ -17,8 +17,10 @@ import pytest
 from harness import (
     Collector,
     mqtt_client,
+    nodes_holding,
     publish,
     publishing,
+    redis_url_of,
     running,
     settings_for,
     settled,
@@ -26,6 +28,7 @@ from harness import (
 )
 
 from monitor.config import Settings
+from monitor.keys import Keys
 from monitor.margin import Contract, ContractKind, Position, Side, assess
 
 SYMBOLS = ("BTCUSDT", "BTCUSD")
@@ -119,18 +122,39 @@ def expected_events(settings: Settings, positions: list[dict[str, Any]]) -> set[
     return expected
 
 
-@pytest.mark.parametrize(("monitors", "publishers"), [(1, 0), (2, 0), (1, 1), (1, 2)])
+@pytest.mark.parametrize(
+    ("monitors", "publishers", "cluster"),
+    [
+        (1, 0, False),
+        (2, 0, False),
+        (1, 1, False),
+        (1, 2, False),
+        (1, 0, True),
+        (2, 0, True),
+        (1, 1, True),
+    ],
+)
 async def test_events_equal_the_independently_computed_set(
-    redis_url: str, mqtt_url: str, prefix: str, monitors: int, publishers: int
+    request: pytest.FixtureRequest,
+    mqtt_url: str,
+    prefix: str,
+    monitors: int,
+    publishers: int,
+    cluster: bool,
 ) -> None:
     """3,000 positions, a wobbling path of 20 marks: exactly the expected events arrive,
     each position's in the order of its transitions.
 
     With two monitors on one Redis and one broker, both evaluate every tick,
     and still each transition is published once. With ``publishers``, the
-    monitor leaves its events to that many ``liqmon publish`` processes.
+    monitor leaves its events to that many ``liqmon publish`` processes. On a
+    Redis Cluster, the two symbols live on different nodes.
     """
-    settings = settings_for(redis_url, mqtt_url, prefix)
+    redis_url = redis_url_of(request, cluster)
+    if cluster:
+        outboxes = [Keys(prefix).outbox(symbol) for symbol in SYMBOLS]
+        assert len(nodes_holding(redis_url, outboxes)) == 2
+    settings = settings_for(redis_url, mqtt_url, prefix, cluster)
     if publishers:
         settings = replace(settings, mqtt=replace(settings.mqtt, publisher="separate"))
     positions = make_positions(settings, 3000)

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiomqtt
 import orjson
+import pytest
 import redis
 from harness import (
     CONFIG,
@@ -33,8 +34,12 @@ from harness import (
 from feeds.tick import PriceKind, PriceTick
 from monitor.config import load_settings
 from monitor.daemon import Daemon
+from monitor.engine import Engine
+from monitor.keys import Keys
 from monitor.margin import Position, Side, assess
 from monitor.status import Status, event_for, next_status
+from monitor.store import REDIS_DOWN, Store, connect
+from monitor.wire import position_from_object
 
 SYMBOL = "BTCUSDT"
 SETTINGS = load_settings(CONFIG, environ={})
@@ -403,3 +408,34 @@ async def test_a_flood_of_garbage_keeps_dead_letters_bounded_and_the_monitor_wor
         await collector.wait_for(1)
         events = await collector.quiet(0.3)
     assert [("p-1:1:1", "liquidation")] == [(e["event_id"], e["type"]) for e in events]
+
+
+async def test_a_redis_failure_mid_evaluation_leaves_no_cancellation_pending(
+    fresh_redis: Any, mqtt_url: str, prefix: str
+) -> None:
+    """A commit or a version read that fails (Redis gone) raises the one error and leaves the
+    caller with no cancellation pending: Python 3.11's TaskGroup, failing at its exit, left
+    one, and the worker's next raise_if_cancelling would have ended it for good."""
+    server = fresh_redis()
+    settings = settings_for(server.url, mqtt_url, prefix)
+    client = connect(settings.redis)
+    store = Store(client, Keys(prefix), 100)
+    engine = Engine(store, settings.symbols, settings.risk, prefix)
+    book = [position_from_object(long(f"p-{n}", 2000 + n), settings.symbols) for n in range(10)]
+    try:
+        await store.accept_marks([(SYMBOL, Decimal(60000), 1)])
+        await engine.apply_updates(book)
+        tick = PriceTick(SYMBOL, PriceKind.MARK, Decimal(40000), 2, "t")
+        (candidates,) = await engine.accept_marks([tick])
+        assert candidates is not None and len(candidates.records) == 10
+        server.stop()
+        task = asyncio.current_task()
+        assert task is not None
+        with pytest.raises(REDIS_DOWN):
+            await engine.on_candidates(tick, candidates)
+        assert 0 == task.cancelling()
+        with pytest.raises(REDIS_DOWN):
+            await engine.apply_updates(book)
+        assert 0 == task.cancelling()
+    finally:
+        await client.aclose()

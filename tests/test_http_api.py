@@ -19,13 +19,23 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import mqtt_client, publish, running, settings_for, settled, stored_positions
+from harness import (
+    mqtt_client,
+    nodes_holding,
+    publish,
+    redis_url_of,
+    running,
+    settings_for,
+    settled,
+    stored_positions,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor import api as api_module
 from monitor.api import PositionsQuery, distance
 from monitor.console import describe
 from monitor.daemon import Daemon
+from monitor.keys import Keys
 from monitor.margin import ContractKind, Side
 from monitor.status import Status
 
@@ -86,10 +96,15 @@ def make_positions(count: int, seed: int = 5) -> list[dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def seeded(
-    redis_url: str, mqtt_url: str, prefix: str, count: int
+    redis_url: str, mqtt_url: str, prefix: str, count: int, cluster: bool = False
 ) -> AsyncIterator[tuple[Daemon, Any]]:
-    """A running daemon with marks and ``count`` positions stored; yields it and an MQTT client."""
-    settings = settings_for(redis_url, mqtt_url, prefix)
+    """A running daemon with marks and ``count`` positions stored; yields it and an MQTT client.
+
+    With ``cluster``, ``redis_url`` is a Redis Cluster's, over whose nodes the symbols spread.
+    """
+    settings = settings_for(redis_url, mqtt_url, prefix, cluster)
+    if cluster:
+        assert len(nodes_holding(redis_url, [Keys(prefix).positions(s) for s in MARKS])) > 1
     async with running(settings) as daemon, mqtt_client(mqtt_url) as client:
         for symbol, mark in MARKS.items():
             await publish(client, f"{prefix}/prices/{symbol}/index", {"price": str(mark), "ts": 1})
@@ -122,11 +137,13 @@ async def brute_force(
     return rows
 
 
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
 async def test_positions_listing_is_the_exact_closest_set_with_filters(
-    redis_url: str, mqtt_url: str, prefix: str
+    request: pytest.FixtureRequest, mqtt_url: str, prefix: str, cluster: bool
 ) -> None:
     """/api/positions equals a brute-force ordering over every record, for each filter."""
-    async with seeded(redis_url, mqtt_url, prefix, 1500) as (daemon, _):
+    redis_url = redis_url_of(request, cluster)
+    async with seeded(redis_url, mqtt_url, prefix, 1500, cluster) as (daemon, _):
         everything = await brute_force(daemon, list(MARKS))
         open_rows = [r for r in everything if r[2]["status"] in ("healthy", "margin_call")]
         assert any(r[2]["status"] == "margin_call" for r in open_rows)
@@ -288,11 +305,13 @@ async def test_events_appear_after_a_liquidation(
         assert body["events"][0]["payload"]["detail"]["mark"] == "60000"
 
 
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
 async def test_symbols_report_prices_and_feed_state(
-    redis_url: str, mqtt_url: str, prefix: str
+    request: pytest.FixtureRequest, mqtt_url: str, prefix: str, cluster: bool
 ) -> None:
     """/api/symbols: stored mark and index, the guards' feed view, and position counts."""
-    async with seeded(redis_url, mqtt_url, prefix, 300) as (daemon, _):
+    redis_url = redis_url_of(request, cluster)
+    async with seeded(redis_url, mqtt_url, prefix, 300, cluster) as (daemon, _):
         status, body, _ = await get(daemon, "/api/symbols")
         assert 200 == status
         by_symbol = {s["symbol"]: s for s in body["symbols"]}

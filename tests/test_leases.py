@@ -7,11 +7,22 @@ import contextlib
 import time
 from dataclasses import replace
 
+import pytest
 import redis.asyncio as aioredis
-from harness import Collector, crash, mqtt_client, publish, running, settings_for, stored_positions
+from harness import (
+    Collector,
+    crash,
+    mqtt_client,
+    publish,
+    redis_url_of,
+    running,
+    settings_for,
+    stored_positions,
+)
 
-from monitor.config import Settings
+from monitor.config import RedisSettings, Settings
 from monitor.lease import Leases, fair_share, preference
+from monitor.store import connect
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BTCUSD", "ETHUSD"]
 
@@ -44,9 +55,15 @@ async def test_two_monitors_split_the_symbols_and_rebalance(redis_url: str) -> N
         await client.aclose()
 
 
-async def test_leases_are_renewed_after_redis_forgot_the_scripts(redis_url: str) -> None:
-    """After SCRIPT FLUSH (a restarted Redis), a refresh renews every lease still held."""
-    client = aioredis.Redis.from_url(redis_url)
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
+async def test_leases_are_renewed_after_redis_forgot_the_scripts(
+    request: pytest.FixtureRequest, cluster: bool
+) -> None:
+    """After SCRIPT FLUSH (a restarted Redis), a refresh renews every lease still held.
+
+    On a Redis Cluster the five symbols' leases live on all three nodes.
+    """
+    client = connect(RedisSettings(redis_url_of(request, cluster), cluster=cluster))
     try:
         leases = Leases(client, "t", "m1", SYMBOLS, ttl_s=3)
         await leases.refresh()

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import pytest
-import redis.asyncio as aioredis
-from harness import Collector, running, settings_for
+from harness import Collector, redis_url_of, running, settings_for
 
 from monitor import relay
 from monitor.keys import OUTBOX_GROUP, Keys
+from monitor.store import Store, connect
 
 
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
 async def test_events_a_dead_publisher_read_but_never_acknowledged_are_delivered(
-    redis_url: str, mqtt_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    mqtt_url: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: bool,
 ) -> None:
     """Entries read by a consumer that then vanished reach subscribers, once, in order."""
     monkeypatch.setattr(relay, "CLAIM_EVERY_S", 0.2)
     monkeypatch.setattr(relay, "ABANDONED_AFTER_MS", 300)
-    settings = settings_for(redis_url, mqtt_url, prefix)
+    settings = settings_for(redis_url_of(request, cluster), mqtt_url, prefix, cluster)
     keys = Keys(prefix)
     outbox = keys.outbox("ETHUSDT")
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(settings.redis)
     await client.xgroup_create(outbox, OUTBOX_GROUP, id="0", mkstream=True)
     topic = f"{prefix}/events/acct-9/ETHUSDT/liquidation"
     for n in range(5):
@@ -37,3 +42,22 @@ async def test_events_a_dead_publisher_read_but_never_acknowledged_are_delivered
     await client.aclose()
     assert [event["n"] for event in events] == [0, 1, 2, 3, 4]
     assert left == 0
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
+async def test_claiming_where_the_groups_were_lost_makes_them_again(
+    request: pytest.FixtureRequest, prefix: str, cluster: bool
+) -> None:
+    """A server (a cluster node) that lost its data has nothing to claim: the groups come back."""
+    client = connect(
+        settings_for(redis_url_of(request, cluster), "mqtt://x", prefix, cluster).redis
+    )
+    store = Store(client, Keys(prefix), 100)
+    try:
+        assert [] == await store.claim_abandoned(["BTCUSDT", "BTCUSD"], "me", 0, 10)
+        assert [1, 1] == [
+            len(await client.xinfo_groups(store.keys.outbox(symbol)))
+            for symbol in ("BTCUSDT", "BTCUSD")
+        ]
+    finally:
+        await client.aclose()

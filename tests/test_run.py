@@ -19,12 +19,14 @@ from typing import Any
 
 import aiomqtt
 import orjson
-import redis.asyncio as aioredis
+import pytest
 from harness import (
     Collector,
     btc_long,
+    nodes_holding,
     publish,
     publishing,
+    redis_url_of,
     running,
     settings_for,
     stored_positions,
@@ -32,8 +34,10 @@ from harness import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from feeds.tick import PriceKind, PriceTick
+from monitor.config import RedisSettings
 from monitor.embedded import free_port
 from monitor.keys import Keys
+from monitor.store import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 LIQMON = Path(sys.executable).parent / "liqmon"
@@ -169,12 +173,27 @@ async def test_events_wait_in_redis_while_the_broker_is_down(
     assert {e["type"] for e in received} == {"liquidation"}
 
 
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
 async def test_liqmon_publish_delivers_the_outbox_serves_metrics_and_stops_on_sigterm(
-    redis_url: str, mqtt_url: str
+    request: pytest.FixtureRequest, mqtt_url: str, cluster: bool
 ) -> None:
-    """`liqmon publish` gets ready, delivers a committed event once, counts it, exits 0."""
+    """`liqmon publish` gets ready, delivers committed events once, counts them, exits 0.
+
+    The events are queued in two symbols' outboxes, which on a Redis Cluster
+    live on different nodes; written there by hand, unannounced, they go out
+    with the relay's sweep.
+    """
+    redis_url = redis_url_of(request, cluster)
+    outboxes = [Keys("liqmon").outbox(symbol) for symbol in ("BTCUSDT", "BTCUSD")]
+    if cluster:
+        assert len(nodes_holding(redis_url, outboxes)) == 2
     port = free_port()
-    env = dict(os.environ, LIQMON_REDIS_URL=redis_url, LIQMON_MQTT_URL=mqtt_url)
+    env = dict(
+        os.environ,
+        LIQMON_REDIS_URL=redis_url,
+        LIQMON_REDIS_CLUSTER=str(cluster).lower(),
+        LIQMON_MQTT_URL=mqtt_url,
+    )
     command = ["publish", "--name", "p1", "--http-port", str(port)]
     with spawned(command, env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
         host, mqtt_port = mqtt_url.removeprefix("mqtt://").split(":")
@@ -188,22 +207,28 @@ async def test_liqmon_publish_delivers_the_outbox_serves_metrics_and_stops_on_si
                 await asyncio.sleep(0.1)
         async with aiomqtt.Client(host, int(mqtt_port), identifier="publish-sub") as subscriber:
             await subscriber.subscribe("liqmon/events/#", qos=1)
-            outbox = Keys("liqmon").outbox("BTCUSDT")
-            client = aioredis.Redis.from_url(redis_url)
-            payload = b'{"event_id": "p-1:1:1", "type": "liquidation"}'
-            await client.xadd(
-                outbox,
-                {
-                    "event_id": "p-1:1:1",
-                    "topic": "liqmon/events/acct-1/BTCUSDT/liquidation",
-                    "payload": payload,
-                },
-            )
+            client = connect(RedisSettings(redis_url, cluster=cluster))
+            payloads = {}
+            for n, (outbox, symbol) in enumerate(zip(outboxes, ("BTCUSDT", "BTCUSD"), strict=True)):
+                payload = b'{"event_id": "p-%d:1:1", "type": "liquidation"}' % n
+                payloads[f"liqmon/events/acct-1/{symbol}/liquidation"] = payload
+                await client.xadd(
+                    outbox,
+                    {
+                        "event_id": f"p-{n}:1:1",
+                        "topic": f"liqmon/events/acct-1/{symbol}/liquidation",
+                        "payload": payload,
+                    },
+                )
+            received = {}
             async with asyncio.timeout(10):
-                message = await anext(aiter(subscriber.messages))
-            assert message.payload == payload
+                async for message in subscriber.messages:
+                    received[message.topic.value] = message.payload
+                    if len(received) == len(payloads):
+                        break
+            assert received == payloads
             async with asyncio.timeout(5):
-                while await client.xlen(outbox):
+                while any([await client.xlen(outbox) for outbox in outboxes]):
                     await asyncio.sleep(0.05)
             await client.aclose()
         metrics = get(f"http://127.0.0.1:{port}/metrics")[1].decode()
@@ -212,7 +237,7 @@ async def test_liqmon_publish_delivers_the_outbox_serves_metrics_and_stops_on_si
             for family in text_string_to_metric_families(metrics)
             for sample in family.samples
         }
-        assert published["liqmon_events_published_total"] == 1
+        assert published["liqmon_events_published_total"] == 2
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
 

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import redis.asyncio as aioredis
-from harness import settings_for
+import pytest
+from harness import nodes_holding, redis_url_of, settings_for
 
 from feeds.tick import PriceKind, PriceTick
 from monitor.console import load_positions
 from monitor.engine import Engine
 from monitor.keys import Keys
-from monitor.store import Store
+from monitor.store import Client, Store, connect
 from monitor.wire import position_from_object
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 ENTRY = {"BTCUSDT": 64000, "ETHUSDT": 3400, "SOLUSDT": 150}
 
 
-async def _book(redis_url: str, mqtt_url: str, prefix: str) -> tuple[Engine, aioredis.Redis]:
-    settings = settings_for(redis_url, mqtt_url, prefix)
+async def _book(
+    redis_url: str, mqtt_url: str, prefix: str, cluster: bool = False
+) -> tuple[Engine, Client]:
+    settings = settings_for(redis_url, mqtt_url, prefix, cluster)
     items = [
         (n, b"", position_from_object(
             {"id": f"{symbol}-{n}", "account": "a", "symbol": symbol, "side": "long",
@@ -30,7 +32,7 @@ async def _book(redis_url: str, mqtt_url: str, prefix: str) -> tuple[Engine, aio
         for symbol in SYMBOLS
         for n in range(20)
     ]  # fmt: skip
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(settings.redis)
     for symbol in SYMBOLS:
         await client.hset(Keys(prefix).price(symbol), mapping={"mark": ENTRY[symbol], "mark_ts": 1})
     await load_positions(settings, items, batch_size=100, progress=False)
@@ -57,11 +59,19 @@ async def test_batched_marks_find_each_symbols_candidates_and_drop_stale_ones(
     ]
 
 
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
 async def test_batched_marks_survive_a_flushed_script_cache(
-    redis_url: str, mqtt_url: str, prefix: str
+    request: pytest.FixtureRequest, mqtt_url: str, prefix: str, cluster: bool
 ) -> None:
-    """After SCRIPT FLUSH (a Redis restart, a failover) the batch loads the script and goes on."""
-    engine, client = await _book(redis_url, mqtt_url, prefix)
+    """After SCRIPT FLUSH (a Redis restart, a failover) the batch loads the script and goes on.
+
+    On a Redis Cluster the symbols live on two nodes; the script is flushed
+    on every primary, and reloaded where NOSCRIPT was answered.
+    """
+    redis_url = redis_url_of(request, cluster)
+    if cluster:
+        assert len(nodes_holding(redis_url, [Keys(prefix).price(s) for s in SYMBOLS])) == 2
+    engine, client = await _book(redis_url, mqtt_url, prefix, cluster)
     await client.script_flush()
     found = await engine.accept_marks([_crash(symbol, 10) for symbol in SYMBOLS])
     outcomes = [

@@ -5,6 +5,9 @@
 --       ("" = must be absent), new record, side, down score ("" = none),
 --       up score ("" = none), event_id ("" = none), topic, payload
 --       (read with nul_fields, from the prelude fields.lua)
+-- ARGV[3], ARGV[4] (on a Redis Cluster only): a pub/sub channel and the symbol,
+--       published there when an event was queued, so the relay reads this
+--       outbox now (a cluster cannot block on every symbol's outbox at once).
 -- A group whose stored record differs from the expected one was changed by
 -- someone else since it was read (another monitor, a newer version): it is
 -- skipped and its id returned, so the caller re-reads and decides again. This
@@ -22,6 +25,7 @@ if ARGV[1] ~= '' then
 end
 local field, more = nul_fields(ARGV[2])
 local conflicts = {}
+local queued = false
 while more() do
   local id, expected, record, side = field(), field(), field(), field()
   local down_score, up_score = field(), field()
@@ -42,7 +46,11 @@ while more() do
     if up_score ~= '' then redis.call('ZADD', up, up_score, id) end
     if event_id ~= '' then
       redis.call('XADD', KEYS[6], '*', 'event_id', event_id, 'topic', topic, 'payload', payload)
+      queued = true
     end
   end
+end
+if queued and ARGV[3] then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
 return conflicts
