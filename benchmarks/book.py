@@ -88,7 +88,8 @@ def config_text(
         "[mqtt]",
         'topic_prefix = "liqmon"',
         f'client_id = "{client_id}"',
-        f'publisher = "{publisher}"',
+        # Only when not the default: older trees (PYTHONPATH) refuse the key.
+        *([f'publisher = "{publisher}"'] if publisher != "inline" else []),
         "[http]",
         'host = "127.0.0.1"',
         "[limits]",
