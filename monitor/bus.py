@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import aiomqtt
 import structlog
@@ -94,13 +95,27 @@ class Bus:
                     backoff.reset()
                     log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
                     async with asyncio.TaskGroup() as group:
+                        tasks: list[asyncio.Task[Any]] = []
                         if subscriber is not None and self.intake is not None:
-                            group.create_task(subscriber.run(self.intake[1]), name="mqtt-consume")
+                            tasks.append(
+                                group.create_task(
+                                    subscriber.run(self.intake[1]), name="mqtt-consume"
+                                )
+                            )
                         if publisher is not None and self.relay is not None:
-                            group.create_task(self.relay.run(publisher), name="outbox-publish")
+                            tasks.append(
+                                group.create_task(self.relay.run(publisher), name="outbox-publish")
+                            )
                             # An idle publisher connection that broke ends
                             # readiness now, not at the next event.
-                            group.create_task(publisher.raise_when_lost(), name="outbox-watch")
+                            tasks.append(
+                                group.create_task(publisher.raise_when_lost(), name="outbox-watch")
+                            )
+                        # Waited for here, not at the group's exit: on Python
+                        # 3.11 a task failing while the group waits at its exit
+                        # leaves this task cancelled for good, and the loop
+                        # reconnects after the failure in this same task.
+                        await asyncio.wait(tasks)
             except* MqttError as errors:
                 self.connected.clear()
                 log.warning("mqtt_disconnected", error=str(errors.exceptions[0]))

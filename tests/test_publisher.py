@@ -334,5 +334,8 @@ async def test_the_daemon_reconnects_when_its_publisher_connection_is_taken_over
         async with asyncio.timeout(5):
             while await daemon.store.outbox_length(["BTCUSDT"]):
                 await asyncio.sleep(0.02)
+        # The reconnection left the bus's task with no cancellation pending.
+        (bus,) = [t for t in asyncio.all_tasks() if t.get_name() == "mqtt"]
+        assert bus.cancelling() == 0
     assert ["p-0:1:1", "p-1:1:1", "p-2:1:1"] == sorted(e["event_id"] for e in events)
     assert {"liquidation"} == {e["type"] for e in events}
