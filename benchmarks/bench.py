@@ -53,7 +53,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from decimal import Decimal
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +71,7 @@ from monitor.keys import Keys
 from monitor.margin import Position, Side, assess, liquidation_price, ratio_price
 from monitor.position import PositionRecord
 from monitor.status import Status, next_status
+from monitor.store import script_source
 from monitor.wire import decimal_str
 
 HERE = Path(__file__).resolve().parent
@@ -1134,7 +1134,7 @@ class BookRun:
         """The bare servers: EVALSHA of the candidates script, mosquitto QoS 1, one hop."""
         out: dict[str, Any] = {}
         self.client.config_set("notify-keyspace-events", "")
-        script = resources.files("monitor").joinpath("lua", "candidates.lua").read_text()
+        script = script_source("candidates.lua")
         sha = self.client.script_load(script)
         band = self.quiet[0]
         stored = self.client.hgetall(KEYS.price(band.symbol))

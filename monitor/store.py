@@ -165,7 +165,7 @@ def _raw(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
-def _script(name: str, *preludes: str) -> str:
+def script_source(name: str, *preludes: str) -> str:
     """A Lua script's source, after the preludes it uses (Redis has no includes)."""
     lua = resources.files("monitor").joinpath("lua")
     return "\n".join(lua.joinpath(part).read_text(encoding="utf-8") for part in (*preludes, name))
@@ -309,7 +309,7 @@ class Store:
         self.client = client
         self.keys = keys
         self.dead_letter_maxlen = dead_letter_maxlen
-        self._candidates = client.register_script(_script("candidates.lua"))
+        self._candidates = client.register_script(script_source("candidates.lua"))
         self.cluster = isinstance(client, aioredis.RedisCluster)
         """True on a Redis Cluster: see the module's docstring for what changes."""
         if isinstance(client, aioredis.RedisCluster):
@@ -320,10 +320,10 @@ class Store:
             self._outbox_reader = Channel(client)
         self._outbox_reads: dict[tuple[Any, ...], tuple[bytes, dict[str, str]]] = {}
         self._mark_heads: dict[str, bytes] = {}
-        self._commit = client.register_script(_script("commit.lua", "fields.lua"))
-        self._versions = client.register_script(_script("versions.lua"))
-        self._ack = client.register_script(_script("ack.lua"))
-        self._published = client.register_script(_script("published.lua", "fields.lua"))
+        self._commit = client.register_script(script_source("commit.lua", "fields.lua"))
+        self._versions = client.register_script(script_source("versions.lua"))
+        self._ack = client.register_script(script_source("ack.lua"))
+        self._published = client.register_script(script_source("published.lua", "fields.lua"))
 
     async def ping(self) -> bool:
         """True when Redis answers."""
