@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, overload
 
 import orjson
 import redis.asyncio as aioredis
@@ -197,7 +197,42 @@ class Candidates:
     """What a mark tick brought back: the symbol's quote and the positions to evaluate."""
 
     quote: Quote
-    records: list[tuple[PositionRecord, bytes]]
+    records: Sequence[tuple[PositionRecord, bytes]]
+
+
+class CandidateRecords(Sequence[tuple[PositionRecord, bytes]]):
+    """Candidates as Redis returned them, each decoded when it is read.
+
+    A crash brings back a whole book side at once (100,000 records take over
+    a second to decode): decoded slice by slice as they are decided, the
+    most underwater positions' events go out while the rest wait.
+    """
+
+    __slots__ = ("raw", "symbol")
+
+    def __init__(self, symbol: str, raw: list[tuple[bytes, bytes]]) -> None:
+        self.symbol = symbol
+        self.raw = raw
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[PositionRecord, bytes]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[PositionRecord, bytes]]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[PositionRecord, bytes] | list[tuple[PositionRecord, bytes]]:
+        if isinstance(index, slice):
+            return [self._decoded(pair) for pair in self.raw[index]]
+        return self._decoded(self.raw[index])
+
+    def _decoded(self, pair: tuple[bytes, bytes]) -> tuple[PositionRecord, bytes]:
+        raw_id, raw = pair
+        return PositionRecord.decode(raw_id.decode(), self.symbol, raw), raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,8 +416,8 @@ class Store:
         for raw_id, raw in zip(reply[3::2], reply[4::2], strict=True):
             if raw_id not in seen:
                 seen.add(raw_id)
-                records.append((PositionRecord.decode(raw_id.decode(), symbol, raw), raw))
-        return Candidates(quote, records)
+                records.append((raw_id, raw))
+        return Candidates(quote, CandidateRecords(symbol, records))
 
     async def accept_index(self, symbol: str, index: Decimal, ts_ms: int) -> bool:
         """Store an index tick unless it is older than the stored one."""
