@@ -74,7 +74,31 @@ class Service:
 
     async def run(self) -> None:
         """Run until :attr:`stopping` is set (or the task is cancelled)."""
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+
+                def start(coro: Awaitable[None], name: str) -> None:
+                    tasks.append(group.create_task(coro, name=name))  # type: ignore[arg-type]
+
+                await self._start(start)
+                await self.stopping.wait()
+                log.info("stopping")
+                await self._drain()
+                for task in tasks:
+                    task.cancel()
+            with contextlib.suppress(*REDIS_DOWN):
+                await self.leases.release_all()
+        finally:
+            await self.redis.aclose()
+        log.info("stopped")
+
+    async def _start(self, start: Callable[[Awaitable[None], str], None]) -> None:
+        """Start the process's tasks with ``start(coroutine, name)``."""
         raise NotImplementedError
+
+    async def _drain(self) -> None:
+        """Finish what is queued before the tasks are cancelled (bounded)."""
 
     async def failing(self) -> dict[str, str]:
         """Dependencies that are not usable right now (empty: ready)."""
@@ -197,27 +221,13 @@ class PublisherDaemon(Service):
         self.redis_ok = False
         self.stopping = asyncio.Event()
 
-    async def run(self) -> None:
-        """Publish until :attr:`stopping` is set (or the task is cancelled)."""
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._watch_redis(), name="redis-watch")]
-                if self.http is not None:
-                    tasks.append(group.create_task(self.http.run(), name="http"))
-                await self._retry_redis(
-                    self.store.ensure_outbox_groups, list(self.settings.symbols)
-                )
-                tasks.append(group.create_task(self._keep_leases(), name="leases"))
-                tasks.append(group.create_task(self.bus.run(), name="mqtt"))
-                await self.stopping.wait()
-                log.info("stopping")
-                for task in tasks:
-                    task.cancel()
-            with contextlib.suppress(*REDIS_DOWN):
-                await self.leases.release_all()
-        finally:
-            await self.redis.aclose()
-        log.info("stopped")
+    async def _start(self, start: Callable[[Awaitable[None], str], None]) -> None:
+        start(self._watch_redis(), "redis-watch")
+        if self.http is not None:
+            start(self.http.run(), "http")
+        await self._retry_redis(self.store.ensure_outbox_groups, list(self.settings.symbols))
+        start(self._keep_leases(), "leases")
+        start(self.bus.run(), "mqtt")
 
 
 class Daemon(Service):
@@ -314,43 +324,23 @@ class Daemon(Service):
             failing["recovery"] = "not finished"
         return failing
 
-    async def run(self) -> None:
-        """Run until :attr:`stopping` is set (or the task is cancelled)."""
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            async with asyncio.TaskGroup() as group:
-
-                def start(coro: Awaitable[None], name: str) -> None:
-                    tasks.append(group.create_task(coro, name=name))  # type: ignore[arg-type]
-
-                start(self.http.run(), "http")
-                start(self._watch_redis(), "redis-watch")
-                await self._retry_redis(
-                    self.store.ensure_outbox_groups, list(self.settings.symbols)
-                )
-                recovered = await self._retry_redis(self.engine.recover)
-                self.recovered.set()
-                log.info("recovered", events=recovered)
-                start(self._keep_leases(), "leases")
-                start(self.bus.run(), "mqtt")
-                for n in range(self.workers):
-                    start(self._tick_worker(), f"tick-worker-{n}")
-                start(self._position_worker(), "position-worker")
-                start(self._sweep_guards(), "guard-sweep")
-                for source in self.sources:
-                    start(self._run_source(source), f"source-{source.name}")
-                if self.freeze_heap_after_s is not None:
-                    start(self._freeze_heap(self.freeze_heap_after_s), "heap")
-                await self.stopping.wait()
-                log.info("stopping")
-                await self._drain()
-                for task in tasks:
-                    task.cancel()
-            with contextlib.suppress(*REDIS_DOWN):
-                await self.leases.release_all()
-        finally:
-            await self.redis.aclose()
-        log.info("stopped")
+    async def _start(self, start: Callable[[Awaitable[None], str], None]) -> None:
+        start(self.http.run(), "http")
+        start(self._watch_redis(), "redis-watch")
+        await self._retry_redis(self.store.ensure_outbox_groups, list(self.settings.symbols))
+        recovered = await self._retry_redis(self.engine.recover)
+        self.recovered.set()
+        log.info("recovered", events=recovered)
+        start(self._keep_leases(), "leases")
+        start(self.bus.run(), "mqtt")
+        for n in range(self.workers):
+            start(self._tick_worker(), f"tick-worker-{n}")
+        start(self._position_worker(), "position-worker")
+        start(self._sweep_guards(), "guard-sweep")
+        for source in self.sources:
+            start(self._run_source(source), f"source-{source.name}")
+        if self.freeze_heap_after_s is not None:
+            start(self._freeze_heap(self.freeze_heap_after_s), "heap")
 
     async def _freeze_heap(self, after_s: float) -> None:
         # Python's full collections walk every live object and hold the event
