@@ -211,25 +211,10 @@ class Monitor:
     def start(self, timeout: float = 120.0) -> float:
         """Start and wait for /readyz; returns seconds from spawn to ready."""
         self.starts += 1
-        logfile = (self.workdir / f"monitor-{self.starts}.log").open("wb")
         started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [str(LIQMON), "--config", str(self.config), "run"],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-        )
-        logfile.close()
+        self.proc = self._spawn("run", self.workdir / f"monitor-{self.starts}.log", "wb")
         if self.separate and (self.publisher is None or self.publisher.poll() is not None):
-            with (self.workdir / "publisher.log").open("ab") as publog:
-                self.publisher = subprocess.Popen(
-                    [str(LIQMON), "--config", str(self.config), "publish"],
-                    env=self.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=publog,
-                    stderr=subprocess.STDOUT,
-                )
+            self.publisher = self._spawn("publish", self.workdir / "publisher.log", "ab")
         deadline = started + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
@@ -238,6 +223,17 @@ class Monitor:
                 return time.perf_counter() - started
             time.sleep(0.01)
         raise RuntimeError(f"liqmon run not ready after {timeout} s:\n{self.tail()}")
+
+    def _spawn(self, command: str, log: Path, mode: str) -> subprocess.Popen[bytes]:
+        """``liqmon COMMAND`` with this run's configuration, its output into ``log``."""
+        with log.open(mode) as output:
+            return subprocess.Popen(
+                [str(LIQMON), "--config", str(self.config), command],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
 
     def wait_warm(self, timeout: float = 15.0) -> float | None:
         """Seconds until the monitor logs ``heap_frozen`` (None: not within ``timeout``).
