@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -50,6 +51,19 @@ def nodes_holding(cluster_url: str, keys: list[str]) -> set[str]:
     """The cluster nodes (host:port) that own ``keys``' slots."""
     with redis.RedisCluster.from_url(cluster_url) as client:
         return {client.get_node_from_key(key).name for key in keys}
+
+
+async def http_ready(port: int, timeout: float = 20.0) -> None:
+    """Wait until a liqmon process's ``/readyz`` on ``port`` answers 200."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
 
 
 def btc_long(position_id: str, margin: str = "3000", account: str = "acct-1") -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -123,20 +123,21 @@ async def test_a_batch_stores_and_announces_what_one_version_at_a_time_does(
     assert expected == actual
 
 
-class _MarkMovesOnce(Store):
-    """A Store whose first read is followed by a tick moving ``symbol``'s mark."""
+class _InterferedOnce(Store):
+    """A Store whose first read of versions is followed by another writer's ``write``."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, symbol: str, mark: str) -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys, write: Callable[[], Awaitable[object]]
+    ) -> None:
         super().__init__(client, keys, 1000)
-        self.moves: list[tuple[str, str]] = [(symbol, mark)]
+        self.writes = [write]
 
     async def versions(
         self, wanted: Mapping[str, Sequence[str]]
     ) -> dict[str, tuple[Quote | None, list[Found]]]:
         found = await super().versions(wanted)
-        if self.moves:
-            symbol, mark = self.moves.pop()
-            await self.client.hset(self.keys.price(symbol), mapping={"mark": mark, "mark_ts": 2})
+        if self.writes:
+            await self.writes.pop()()
         return found
 
 
@@ -146,7 +147,13 @@ async def test_a_mark_moved_between_read_and_commit_is_decided_again_at_the_new_
     """The commit refuses the stale decision; the retry calls the margin at the new mark."""
     client = aioredis.Redis.from_url(redis_url)
     await _market(client, prefix)
-    store = _MarkMovesOnce(client, Keys(prefix), "BTCUSDT", "57880")
+    keys = Keys(prefix)
+    # A tick moves BTCUSDT's mark.
+    store = _InterferedOnce(
+        client,
+        keys,
+        lambda: client.hset(keys.price("BTCUSDT"), mapping={"mark": "57880", "mark_ts": 2}),
+    )
     engine = _engine(store, redis_url, mqtt_url, prefix)
     # 1 BTC long at 64,000 with 6,400 margin: healthy at 64,000, MM/MB = 0.855 at 57,880.
     called = PositionUpdate(
@@ -163,23 +170,6 @@ async def test_a_mark_moved_between_read_and_commit_is_decided_again_at_the_new_
     ]
 
 
-class _NewerVersionLandsOnce(Store):
-    """A Store whose first read is followed by another monitor storing ``record`` for an id."""
-
-    def __init__(self, client: aioredis.Redis, keys: Keys, symbol: str, raw: bytes) -> None:
-        super().__init__(client, keys, 1000)
-        self.writes = [(symbol, raw)]
-
-    async def versions(
-        self, wanted: Mapping[str, Sequence[str]]
-    ) -> dict[str, tuple[Quote | None, list[Found]]]:
-        found = await super().versions(wanted)
-        if self.writes:
-            symbol, raw = self.writes.pop()
-            await self.client.hset(self.keys.positions(symbol), "p-1", raw)
-        return found
-
-
 async def test_a_newer_version_stored_meanwhile_wins_the_compare_and_set(
     redis_url: str, mqtt_url: str, prefix: str
 ) -> None:
@@ -187,7 +177,11 @@ async def test_a_newer_version_stored_meanwhile_wins_the_compare_and_set(
     client = aioredis.Redis.from_url(redis_url)
     await _market(client, prefix)
     newer = b'["a","long","2","64000","6400",5,"healthy",0]'
-    store = _NewerVersionLandsOnce(client, Keys(prefix), "BTCUSDT", newer)
+    keys = Keys(prefix)
+    # Another monitor stores a newer version of p-1.
+    store = _InterferedOnce(
+        client, keys, lambda: client.hset(keys.positions("BTCUSDT"), "p-1", newer)
+    )
     engine = _engine(store, redis_url, mqtt_url, prefix)
     updates = [
         PositionUpdate(

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import aiomqtt
 import orjson
 import pytest
 import redis
+from harness import http_ready
 
 from monitor.config import load_settings
 from monitor.embedded import free_port
@@ -65,19 +65,6 @@ def expected(items: list[dict[str, Any]]) -> dict[str, str]:
         if status is not Status.HEALTHY:
             out[f"{p['id']}:1:1"] = {"liquidated": "liquidation"}.get(status.value, status.value)
     return out
-
-
-async def ready(port: int) -> None:
-    """Wait until the monitor's /readyz answers 200 (subscriptions in place)."""
-    async with asyncio.timeout(20):
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            await asyncio.sleep(0.1)
 
 
 def start(env: dict[str, str], config: Path, command: str) -> subprocess.Popen[bytes]:
@@ -134,7 +121,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(
         async with subscriber:
             await subscriber.subscribe("liqmon/events/#", qos=1)
             async with aiomqtt.Client(broker.host, broker.port) as publisher:
-                await ready(int(env["LIQMON_HTTP_PORT"]))
+                await http_ready(int(env["LIQMON_HTTP_PORT"]))
                 await publisher.publish(
                     "liqmon/prices/BTCUSDT/mark",
                     orjson.dumps({"price": str(CRASH), "ts": 2}),

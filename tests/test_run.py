@@ -23,6 +23,7 @@ import pytest
 from harness import (
     Collector,
     btc_long,
+    http_ready,
     nodes_holding,
     publish,
     publishing,
@@ -197,14 +198,7 @@ async def test_liqmon_publish_delivers_the_outbox_serves_metrics_and_stops_on_si
     command = ["publish", "--name", "p1", "--http-port", str(port)]
     with spawned(command, env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
         host, mqtt_port = mqtt_url.removeprefix("mqtt://").split(":")
-        async with asyncio.timeout(15):
-            while True:
-                try:
-                    if get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                await asyncio.sleep(0.1)
+        await http_ready(port, timeout=15)
         async with aiomqtt.Client(host, int(mqtt_port), identifier="publish-sub") as subscriber:
             await subscriber.subscribe("liqmon/events/#", qos=1)
             client = connect(RedisSettings(redis_url, cluster=cluster))
