@@ -2,10 +2,13 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY requirements/lock.txt ./requirements/lock.txt
 COPY monitor ./monitor
 COPY feeds ./feeds
 COPY config ./config
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 liqmon
+RUN pip install --no-cache-dir --require-hashes -r requirements/lock.txt \
+ && pip install --no-cache-dir --no-deps . \
+ && useradd --system --uid 10001 liqmon
 USER liqmon
 ENV LIQMON_LOG_FORMAT=json
 EXPOSE 8321

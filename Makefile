@@ -1,30 +1,46 @@
-# liqmon: every target sets up what it needs (venv, package, redis-server and
+# liqmon: every target sets up what it needs (venv, locked packages, redis-server and
 # mosquitto binaries), so `make test` and `make demo` work on a fresh machine.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The exact set installed: requirements/lock.txt (the package) and requirements/dev.txt
+# (the package, the test tools, setuptools and uv), both with hashes, written by `make lock`.
+LOCK := requirements/lock.txt
+DEV_LOCK := requirements/dev.txt
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) $(DEV_LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: setup binaries test check lint format demo clean
+.PHONY: setup binaries test test-unit check lint format demo clean lock check-lock
 
 setup: binaries $(STAMP)
 
 binaries:
 	@scripts/ensure-binaries.sh
 
-$(STAMP): pyproject.toml
+# --require-hashes: exactly the locked files, nothing resolved at install time. The
+# editable install adds only liqmon itself, built by the locked setuptools.
+$(STAMP): pyproject.toml $(LOCK) $(DEV_LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+## lock: re-resolve the lock files from pyproject.toml, keeping every pin that still fits;
+## `make lock UPGRADE=1` takes the newest releases instead. uv comes from PyPI if missing.
+lock:
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv; }
+	UPGRADE=$(UPGRADE) scripts/lock.sh $(BIN)/uv
+
+## check-lock: fails when pyproject.toml and the lock files disagree
+check-lock: setup
+	@scripts/lock.sh $(BIN)/uv --check
 
 ## test: lint, type-check and the whole suite against real Redis and Mosquitto
 test: setup check
 	$(BIN)/pytest
 
 ## check: ruff (lint and format) and mypy --strict on the package
-check: setup
+check: setup check-lock
 	$(BIN)/ruff check monitor feeds tests
 	$(BIN)/ruff format --check monitor feeds tests
 	$(BIN)/mypy

@@ -653,8 +653,7 @@ class Store:
                 if message["type"] == "message":
                     on_ready(_text(message["data"]))
         finally:
-            # redis-py leaves one server's PubSub.aclose untyped (a cluster's is typed).
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def claim_abandoned(
         self, symbols: Sequence[str], consumer: str, min_idle_ms: int, count: int
