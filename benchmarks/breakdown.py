@@ -29,7 +29,7 @@ from load import generate_positions
 
 from feeds.tick import PriceKind, PriceTick
 from monitor.coalesce import MarkCoalescer
-from monitor.config import load_settings
+from monitor.config import Limits, load_settings
 from monitor.embedded import MosquittoServer, RedisServer
 from monitor.guards import PriceGuards
 from monitor.keys import Keys
@@ -53,7 +53,7 @@ async def redis_stage(
 ) -> dict[str, float]:
     """CPU per call of Store.accept_mark (EVALSHA of candidates.lua) on redis.asyncio."""
     client = aioredis.Redis.from_url(url, **options)
-    store = Store(client, KEYS, 1000)
+    store = Store(client, KEYS, Limits())
     ts = int(time.time() * 1000)
     for n in range(200):  # warm up: script load, connection
         await store.accept_mark(symbol, mark, ts + n)

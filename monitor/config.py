@@ -113,6 +113,10 @@ class HttpSettings:
     """Bearer token required by /api, /ws and /metrics when set (LIQMON_HTTP_TOKEN)."""
 
 
+DEAD_LETTER_OVERHEAD_BYTES = 65_536
+"""What a dead-letter entry may hold beyond its payload (source, detail, reasons)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds on what outside input may cost."""
@@ -120,6 +124,10 @@ class Limits:
     max_payload_bytes: int = 1_048_576
     max_batch: int = 10_000
     dead_letter_maxlen: int = 10_000
+    dead_letter_max_bytes: int = 64 << 20
+    """Most bytes the dead-letter stream keeps (its entries' payloads, details and reasons)."""
+    dead_letter_payload_bytes: int = 1_048_576
+    """A dead-lettered payload is kept up to this many bytes (its full size is recorded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +192,17 @@ def parse_settings(
     )
     reader.only(http_doc, "http", {"host", "port", "token"})
     reader.only(risk_doc, "risk", {"margin_call_ratio", "margin_call_clear_ratio"})
-    reader.only(limits_doc, "limits", {"max_payload_bytes", "max_batch", "dead_letter_maxlen"})
+    reader.only(
+        limits_doc,
+        "limits",
+        {
+            "max_payload_bytes",
+            "max_batch",
+            "dead_letter_maxlen",
+            "dead_letter_max_bytes",
+            "dead_letter_payload_bytes",
+        },
+    )
 
     redis = RedisSettings(
         url=_env_url(environ, "LIQMON_REDIS_URL", ("redis", "rediss"))
@@ -242,7 +260,19 @@ def parse_settings(
         dead_letter_maxlen=reader.integer(
             limits_doc, "limits.dead_letter_maxlen", Limits().dead_letter_maxlen, 1
         ),
+        dead_letter_max_bytes=reader.integer(
+            limits_doc, "limits.dead_letter_max_bytes", Limits().dead_letter_max_bytes, 1
+        ),
+        dead_letter_payload_bytes=reader.integer(
+            limits_doc, "limits.dead_letter_payload_bytes", Limits().dead_letter_payload_bytes, 0
+        ),
     )
+    if limits.dead_letter_payload_bytes + DEAD_LETTER_OVERHEAD_BYTES > limits.dead_letter_max_bytes:
+        reader.fail(
+            "limits.dead_letter_max_bytes",
+            f"must hold one whole entry: at least dead_letter_payload_bytes + "
+            f"{DEAD_LETTER_OVERHEAD_BYTES}, got {limits.dead_letter_max_bytes}",
+        )
     symbols_doc = reader.table(document, "symbols")
     if not symbols_doc:
         reader.fail("symbols", "configure at least one [symbols.NAME] table")

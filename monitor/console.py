@@ -27,7 +27,7 @@ from monitor.wire import decimal_str
 def open_store(settings: Settings) -> Store:
     """A Store on the configured Redis (the caller closes ``store.client``)."""
     client = connect(settings.redis)
-    return Store(client, Keys(settings.redis.key_prefix), settings.limits.dead_letter_maxlen)
+    return Store(client, Keys(settings.redis.key_prefix), settings.limits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,9 +191,7 @@ class PublisherDaemon(Service):
         self.settings = settings
         self.metrics = Metrics()
         self.redis = connect(settings.redis)
-        self.store = Store(
-            self.redis, Keys(settings.redis.key_prefix), settings.limits.dead_letter_maxlen
-        )
+        self.store = Store(self.redis, Keys(settings.redis.key_prefix), settings.limits)
         identity = f"{settings.mqtt.client_id}-{name}"
         # Publishers share the symbols by leases of their own (one reader per
         # outbox keeps each position's events in order).
@@ -249,9 +247,7 @@ class Daemon(Service):
         self.drain_timeout_s = drain_timeout_s
         self.metrics = Metrics()
         self.redis = connect(settings.redis)
-        self.store = Store(
-            self.redis, Keys(settings.redis.key_prefix), settings.limits.dead_letter_maxlen
-        )
+        self.store = Store(self.redis, Keys(settings.redis.key_prefix), settings.limits)
         self.engine = Engine(
             self.store, settings.symbols, settings.risk, settings.mqtt.topic_prefix
         )
@@ -332,6 +328,7 @@ class Daemon(Service):
         self.recovered.set()
         log.info("recovered", events=recovered)
         start(self._keep_leases(), "leases")
+        start(self.intake.dead_letters.run(), "dead-letters")
         start(self.bus.run(), "mqtt")
         for n in range(self.workers):
             start(self._tick_worker(), f"tick-worker-{n}")
@@ -361,6 +358,7 @@ class Daemon(Service):
             or self.coalescer.backlog
             or not self.positions.empty()
             or self.positions_in_flight
+            or not self.intake.dead_letters.idle
         )
 
     async def _drain(self) -> None:

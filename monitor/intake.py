@@ -14,10 +14,12 @@ from collections.abc import Callable, Container, Sequence
 
 import orjson
 import structlog
+from redis.exceptions import ResponseError
 
 from feeds.tick import PriceKind, PriceTick
 from monitor.coalesce import HeldBack, MarkCoalescer
 from monitor.config import Limits
+from monitor.deadletter import DeadLetter, ObjectRejection, batch_letter
 from monitor.errors import Rejection
 from monitor.guards import Alert, AlertType, PriceGuards, RejectReason
 from monitor.metrics import Metrics
@@ -89,6 +91,7 @@ class Intake:
         """Whether this monitor evaluates ``symbol`` (its lease); set by the daemon."""
         self.held_back = HeldBack(window_s=10.0)
         self.throttle = LogThrottle()
+        self.dead_letters = DeadLetterWriter(store, metrics)
 
     @property
     def subscriptions(self) -> list[str]:
@@ -168,8 +171,13 @@ class Intake:
     async def reject(
         self, source: str, reason: str, detail: str, payload: bytes, topic: str = ""
     ) -> None:
-        """Count, log and dead-letter one unusable message (not kept while Redis is down)."""
+        """Count, log and dead-letter one unusable message (without waiting for Redis)."""
         self.metrics.rejected.labels(source, reason).inc()
+        self._log_rejection(source, topic, reason, detail)
+        where = f"{source}:{topic}" if topic else source
+        self.dead_letters.offer(DeadLetter(where, reason, detail, payload))
+
+    def _log_rejection(self, source: str, topic: str, reason: str, detail: str) -> None:
         suppressed = self.throttle.allow(source, self.clock())
         if suppressed is not None:
             if suppressed:
@@ -177,12 +185,6 @@ class Intake:
             log.warning(
                 "message_rejected", source=source, topic=topic, reason=reason, detail=detail
             )
-        try:
-            await self.store.dead_letter(
-                f"{source}:{topic}" if topic else source, reason, detail, payload
-            )
-        except REDIS_DOWN as error:
-            log.error("dead_letter_lost", source=source, reason=reason, error=str(error))
 
     async def _route(self, topic: str, payload: bytes) -> None:
         levels = topic.split("/")
@@ -202,15 +204,72 @@ class Intake:
 
     async def _positions(self, payload: bytes) -> None:
         good: list[PositionUpdate] = []
+        bad: list[ObjectRejection] = []
         parsed = positions_from_payload(
             payload, self.symbols, self.limits.max_payload_bytes, self.limits.max_batch
         )
-        for item in parsed:
+        for index, item in enumerate(parsed):
             if isinstance(item, Rejection):
-                await self.reject(
-                    "mqtt", item.reason, item.detail, payload, f"{self.prefix}/positions"
-                )
+                self.metrics.rejected.labels("mqtt", item.reason).inc()
+                bad.append(ObjectRejection(index, item.reason, item.detail))
             else:
                 good.append(item)
+        if bad:
+            # One entry for the message, listing its bad objects: a batch with many
+            # is one write and one copy of the payload, whatever the count.
+            topic = f"{self.prefix}/positions"
+            letter = batch_letter(f"mqtt:{topic}", payload, bad, len(good) + len(bad))
+            self._log_rejection("mqtt", topic, letter.reason, letter.detail)
+            self.dead_letters.offer(letter)
         if good:
             await self.positions.put(good)
+
+
+class DeadLetterWriter:
+    """Dead letters written off the message loop: taken at once, written in pipelines.
+
+    Rejecting a flood then costs the message loop no Redis round trip. While
+    Redis is slow or away, up to ``capacity`` letters wait; past that, and on a
+    Redis error, letters are lost, logged and counted (``liqmon_dead_letters_lost_total``):
+    the rejection itself is counted either way.
+    """
+
+    def __init__(self, store: Store, metrics: Metrics, capacity: int = 1000) -> None:
+        self.store = store
+        self.metrics = metrics
+        self._queue: asyncio.Queue[DeadLetter] = asyncio.Queue(capacity)
+        self._writing = 0
+
+    @property
+    def idle(self) -> bool:
+        """True when no letter waits or is being written."""
+        return self._queue.empty() and not self._writing
+
+    def offer(self, letter: DeadLetter) -> None:
+        """Queue ``letter`` for writing; never waits."""
+        try:
+            self._queue.put_nowait(letter)
+        except asyncio.QueueFull:
+            self._lost(1, "queue full")
+
+    async def run(self) -> None:
+        """Write letters as they come, up to :data:`DEAD_LETTER_BATCH` per round trip."""
+        while True:
+            letters = [await self._queue.get()]
+            while len(letters) < DEAD_LETTER_BATCH and not self._queue.empty():
+                letters.append(self._queue.get_nowait())
+            self._writing = len(letters)
+            try:
+                await self.store.dead_letters(letters)
+            except (*REDIS_DOWN, ResponseError) as error:
+                self._lost(len(letters), str(error))
+            finally:
+                self._writing = 0
+
+    def _lost(self, count: int, why: str) -> None:
+        self.metrics.dead_letters_lost.inc(count)
+        log.error("dead_letters_lost", count=count, error=why)
+
+
+DEAD_LETTER_BATCH = 50
+"""Dead letters per round trip (each may carry a payload of up to a mebibyte)."""

@@ -44,6 +44,11 @@ class Metrics:
             ["source", "reason"],
             registry=r,
         )
+        self.dead_letters_lost = Counter(
+            "liqmon_dead_letters_lost_total",
+            "Rejected messages counted but not kept (the writer's queue full, or Redis failing)",
+            registry=r,
+        )
         self.positions = Counter(
             "liqmon_position_updates_total", "Position versions by result", ["result"], registry=r
         )

@@ -49,7 +49,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.cancellation import raise_if_cancelling
 from monitor.channel import Channel, ClusterChannels, resp_command, resp_parts
-from monitor.config import RedisSettings
+from monitor.config import Limits, RedisSettings
+from monitor.deadletter import DeadLetter, entry_of
 from monitor.evaluation import Event, Quote, Triggers
 from monitor.keys import OUTBOX_GROUP, Keys
 from monitor.margin import Side
@@ -340,10 +341,10 @@ def connect(settings: RedisSettings) -> Client:
 class Store:
     """Async access to liqmon's Redis state for one key prefix."""
 
-    def __init__(self, client: Client, keys: Keys, dead_letter_maxlen: int) -> None:
+    def __init__(self, client: Client, keys: Keys, limits: Limits) -> None:
         self.client = client
         self.keys = keys
-        self.dead_letter_maxlen = dead_letter_maxlen
+        self.limits = limits
         self._candidates = client.register_script(script_source("candidates.lua"))
         self.cluster = isinstance(client, aioredis.RedisCluster)
         """True on a Redis Cluster: see the module's docstring for what changes."""
@@ -359,6 +360,7 @@ class Store:
         self._versions = client.register_script(script_source("versions.lua"))
         self._ack = client.register_script(script_source("ack.lua"))
         self._published = client.register_script(script_source("published.lua", "fields.lua"))
+        self._dead_letter = client.register_script(script_source("deadletter.lua"))
 
     async def ping(self) -> bool:
         """True when Redis answers."""
@@ -554,13 +556,22 @@ class Store:
         return records
 
     async def dead_letter(self, source: str, reason: str, detail: str, payload: bytes) -> None:
-        """Keep a rejected message whole, with its reason, in a length-bounded stream."""
-        await self.client.xadd(
-            self.keys.dead_letter,
-            {"source": source, "reason": reason, "detail": detail, "payload": payload},
-            maxlen=self.dead_letter_maxlen,
-            approximate=True,
-        )
+        """Keep one rejected message for inspection (see :meth:`dead_letters`)."""
+        await self.dead_letters([DeadLetter(source, reason, detail, payload)])
+
+    async def dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Keep rejected messages, one entry each, in one round trip.
+
+        The stream drops its oldest entries past ``limits.dead_letter_maxlen``
+        entries or ``limits.dead_letter_max_bytes`` bytes (``lua/deadletter.lua``).
+        """
+        keys = [self.keys.dead_letter, self.keys.dead_letter_bytes]
+        bounds = (self.limits.dead_letter_maxlen, self.limits.dead_letter_max_bytes)
+        calls = []
+        for letter in letters:
+            size, fields = entry_of(letter, self.limits.dead_letter_payload_bytes)
+            calls.append((keys, (*bounds, size, *fields)))
+        await evalsha_all(self.client, self._dead_letter, calls)
 
     async def ensure_outbox_groups(self, symbols: Iterable[str]) -> None:
         """Create the publishers' consumer group on every outbox (idempotent)."""

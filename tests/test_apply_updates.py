@@ -11,6 +11,7 @@ import orjson
 import redis.asyncio as aioredis
 from harness import settings_for
 
+from monitor.config import Limits
 from monitor.engine import Engine
 from monitor.evaluation import Quote
 from monitor.keys import Keys
@@ -99,9 +100,9 @@ async def test_a_batch_stores_and_announces_what_one_version_at_a_time_does(
         await _market(client, name)
     updates = _batch(seed=7, count=300)
 
-    engine = _engine(Store(client, Keys(batched), 1000), redis_url, mqtt_url, prefix)
+    engine = _engine(Store(client, Keys(batched), Limits()), redis_url, mqtt_url, prefix)
     together = await engine.apply_updates(updates)
-    engine = _engine(Store(client, Keys(single), 1000), redis_url, mqtt_url, prefix)
+    engine = _engine(Store(client, Keys(single), Limits()), redis_url, mqtt_url, prefix)
     one_by_one = [await engine.apply_updates([update]) for update in updates]
 
     expected = await _state(client, single)

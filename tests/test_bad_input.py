@@ -123,7 +123,12 @@ async def test_garbage_is_dead_lettered_and_changes_nothing(
             "payload_too_large",
             f"{len(big_position)} bytes exceeds the limit of {MAX_PAYLOAD}",
         ),
-        (positions, mixed, "unknown_side", "side must be long or short, got 'buy'"),
+        (
+            positions,
+            mixed,
+            "unknown_side",
+            "1 of 2 objects rejected; first [0]: side must be long or short, got 'buy'",
+        ),
         (
             positions,
             raw(position("p-long", 2, qty="1e999999999")),

@@ -22,7 +22,7 @@ from harness import (
 )
 from redis.crc import key_slot
 
-from monitor.config import RedisSettings
+from monitor.config import Limits, RedisSettings
 from monitor.embedded import RedisClusterServers
 from monitor.keys import Keys
 from monitor.store import REDIS_DOWN, Store, connect
@@ -55,7 +55,7 @@ async def test_the_tick_path_follows_a_slot_that_moves(
     keys = Keys(prefix)
     slot = key_slot(MOVING.encode())
     client = connect(RedisSettings(cluster_url, cluster=True))
-    store = Store(client, keys, 100)
+    store = Store(client, keys, Limits())
     # The slot map is read, and the script loaded on every primary.
     assert await store.accept_marks([("BTCUSDT", Decimal(1), 1)]) != [None]
     owner_node = client.nodes_manager.get_node_from_slot(slot)

@@ -32,7 +32,7 @@ from harness import (
 )
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.config import load_settings
+from monitor.config import Limits, load_settings
 from monitor.daemon import Daemon
 from monitor.engine import Engine
 from monitor.keys import Keys
@@ -419,7 +419,7 @@ async def test_a_redis_failure_mid_evaluation_leaves_no_cancellation_pending(
     server = fresh_redis()
     settings = settings_for(server.url, mqtt_url, prefix)
     client = connect(settings.redis)
-    store = Store(client, Keys(prefix), 100)
+    store = Store(client, Keys(prefix), Limits())
     engine = Engine(store, settings.symbols, settings.risk, prefix)
     book = [position_from_object(long(f"p-{n}", 2000 + n), settings.symbols) for n in range(10)]
     try:

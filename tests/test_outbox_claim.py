@@ -6,6 +6,7 @@ import pytest
 from harness import Collector, redis_url_of, running, settings_for
 
 from monitor import relay
+from monitor.config import Limits
 from monitor.keys import OUTBOX_GROUP, Keys
 from monitor.store import Store, connect
 
@@ -52,7 +53,7 @@ async def test_claiming_where_the_groups_were_lost_makes_them_again(
     client = connect(
         settings_for(redis_url_of(request, cluster), "mqtt://x", prefix, cluster).redis
     )
-    store = Store(client, Keys(prefix), 100)
+    store = Store(client, Keys(prefix), Limits())
     try:
         assert [] == await store.claim_abandoned(["BTCUSDT", "BTCUSD"], "me", 0, 10)
         assert [1, 1] == [

@@ -8,6 +8,7 @@ import pytest
 from harness import nodes_holding, redis_url_of, settings_for
 
 from feeds.tick import PriceKind, PriceTick
+from monitor.config import Limits
 from monitor.console import load_positions
 from monitor.engine import Engine
 from monitor.keys import Keys
@@ -36,7 +37,7 @@ async def _book(
     for symbol in SYMBOLS:
         await client.hset(Keys(prefix).price(symbol), mapping={"mark": ENTRY[symbol], "mark_ts": 1})
     await load_positions(settings, items, batch_size=100, progress=False)
-    store = Store(client, Keys(prefix), 1000)
+    store = Store(client, Keys(prefix), Limits())
     return Engine(store, settings.symbols, settings.risk, prefix), client
 
 
