@@ -128,6 +128,9 @@ class Limits:
     """Most bytes the dead-letter stream keeps (its entries' payloads, details and reasons)."""
     dead_letter_payload_bytes: int = 1_048_576
     """A dead-lettered payload is kept up to this many bytes (its full size is recorded)."""
+    tombstone_retention_s: int = 7 * 86_400
+    """How long a closed or liquidated position's record is kept: within it, an older
+    version replayed is refused; after it, the record is forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +204,7 @@ def parse_settings(
             "dead_letter_maxlen",
             "dead_letter_max_bytes",
             "dead_letter_payload_bytes",
+            "tombstone_retention_s",
         },
     )
 
@@ -265,6 +269,9 @@ def parse_settings(
         ),
         dead_letter_payload_bytes=reader.integer(
             limits_doc, "limits.dead_letter_payload_bytes", Limits().dead_letter_payload_bytes, 0
+        ),
+        tombstone_retention_s=reader.integer(
+            limits_doc, "limits.tombstone_retention_s", Limits().tombstone_retention_s, 1
         ),
     )
     if limits.dead_letter_payload_bytes + DEAD_LETTER_OVERHEAD_BYTES > limits.dead_letter_max_bytes:

@@ -334,6 +334,7 @@ class Daemon(Service):
             start(self._tick_worker(), f"tick-worker-{n}")
         start(self._position_worker(), "position-worker")
         start(self._sweep_guards(), "guard-sweep")
+        start(self._expire_tombstones(), "tombstones")
         for source in self.sources:
             start(self._run_source(source), f"source-{source.name}")
         if self.freeze_heap_after_s is not None:
@@ -466,6 +467,19 @@ class Daemon(Service):
                 self.metrics.feed_stale.labels(symbol).set(1 if state.get("stale") else 0)
                 self.metrics.liquidation_hold.labels(symbol).set(1 if state.get("holding") else 0)
             await asyncio.sleep(1.0)
+
+    async def _expire_tombstones(self) -> None:
+        """Forget old tombstones of the symbols this monitor holds, a few times per retention."""
+        retention_s = self.settings.limits.tombstone_retention_s
+        while True:
+            await asyncio.sleep(min(retention_s / 4, 60.0))
+            try:
+                deleted = await self.store.expire_tombstones(sorted(self.leases.held), retention_s)
+            except REDIS_DOWN:
+                continue  # the next round tries again; readiness reports Redis
+            if deleted:
+                self.metrics.tombstones_expired.inc(deleted)
+                log.info("tombstones_expired", count=deleted)
 
     async def _run_source(self, source: PriceSource) -> None:
         """Run one price source; a source that cannot work stops alone, loudly.

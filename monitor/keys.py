@@ -18,6 +18,9 @@ key                                      what
 ``liqmon:{S}:trig:short:up``             zset: shorts by margin-call / liquidation price
 ``liqmon:{S}:trig:short:down``           zset: shorts in margin call by clearing price
 ``liqmon:{S}:price``                     hash: mark, mark_ts, index, index_ts
+``liqmon:{S}:tombstones``                zset: closed and liquidated positions by when
+                                         they became so (ms), forgotten after
+                                         ``limits.tombstone_retention_s``
 ``liqmon:{S}:outbox``                    stream: events not yet acknowledged by the
                                          broker (fields event_id, topic, payload)
 ``liqmon:deadletter``                    stream: rejected input messages (source,
@@ -71,6 +74,10 @@ class Keys:
     def price(self, symbol: str) -> str:
         """Hash of the latest accepted mark and index prices."""
         return f"{self.prefix}:{{{symbol}}}:price"
+
+    def tombstones(self, symbol: str) -> str:
+        """Sorted set of the symbol's tombstones (closed or liquidated) by when they became so."""
+        return f"{self.prefix}:{{{symbol}}}:tombstones"
 
     def outbox(self, symbol: str) -> str:
         """Stream of events waiting for the broker's acknowledgement."""

@@ -49,6 +49,11 @@ class Metrics:
             "Rejected messages counted but not kept (the writer's queue full, or Redis failing)",
             registry=r,
         )
+        self.tombstones_expired = Counter(
+            "liqmon_tombstones_expired_total",
+            "Closed or liquidated position records forgotten after limits.tombstone_retention_s",
+            registry=r,
+        )
         self.positions = Counter(
             "liqmon_position_updates_total", "Position versions by result", ["result"], registry=r
         )

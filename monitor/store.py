@@ -71,6 +71,9 @@ REDIS_DOWN = (
 PUBLISHED_MAXLEN = 10_000
 """About how many published events the ``published`` stream keeps."""
 
+EXPIRE_SLICE = 1000
+"""Tombstones one expire.lua call forgets at most (it holds Redis while it runs)."""
+
 OUTBOX_READS_KEPT = 16
 """Packed outbox reads kept (one per set of symbols read; the set changes with leases)."""
 
@@ -356,7 +359,10 @@ class Store:
             self._outbox_reader = Channel(client)
         self._outbox_reads: dict[tuple[Any, ...], tuple[bytes, dict[str, str]]] = {}
         self._mark_heads: dict[str, bytes] = {}
-        self._commit = client.register_script(script_source("commit.lua", "fields.lua"))
+        self._commit = client.register_script(
+            script_source("commit.lua", "fields.lua", "tombstone.lua")
+        )
+        self._expire = client.register_script(script_source("expire.lua", "tombstone.lua"))
         self._versions = client.register_script(script_source("versions.lua"))
         self._ack = client.register_script(script_source("ack.lua"))
         self._published = client.register_script(script_source("published.lua", "fields.lua"))
@@ -522,8 +528,28 @@ class Store:
         if self.cluster:  # commit.lua announces the events it queues (see watch_outbox)
             args += [self.keys.outbox_ready, symbol]
         keys = [self.keys.positions(symbol), *self.keys.all_triggers(symbol)]
-        keys += [self.keys.outbox(symbol), self.keys.price(symbol)]
+        keys += [self.keys.outbox(symbol), self.keys.price(symbol), self.keys.tombstones(symbol)]
         return keys, args
+
+    async def expire_tombstones(self, symbols: Sequence[str], retention_s: int) -> int:
+        """Forget the tombstones older than ``retention_s`` (``lua/expire.lua``), in slices.
+
+        Returns how many records were deleted. The age is the Redis server's clock.
+        """
+        deleted = 0
+        pending = list(symbols)
+        while pending:
+            calls = [
+                (
+                    [self.keys.positions(s), self.keys.tombstones(s)],
+                    (retention_s * 1000, EXPIRE_SLICE),
+                )
+                for s in pending
+            ]
+            replies = await evalsha_all(self.client, self._expire, calls)
+            deleted += sum(int(reply[0]) for reply in replies)
+            pending = [s for s, reply in zip(pending, replies, strict=True) if int(reply[1])]
+        return deleted
 
     async def enqueue(self, symbol: str, event_id: str, topic: str, payload: bytes) -> None:
         """Queue a message (an alert) in the symbol's outbox, to go out like events do."""

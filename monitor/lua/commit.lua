@@ -1,10 +1,11 @@
 -- Apply decided transitions atomically: record, trigger sets and outbox event together.
--- KEYS: positions, long:down, long:up, short:down, short:up, outbox, price
+-- KEYS: positions, long:down, long:up, short:down, short:up, outbox, price, tombstones
 -- ARGV[1]: "mark_ts|mark" the decisions were made at ("" = do not check, "-" = no mark yet),
 -- ARGV[2]: the writes, fields separated by NUL, 9 per write: id, expected record
 --       ("" = must be absent), new record, side, down score ("" = none),
 --       up score ("" = none), event_id ("" = none), topic, payload
---       (read with nul_fields, from the prelude fields.lua)
+--       (read with nul_fields, from the prelude fields.lua; is_tombstone is from
+--       the prelude tombstone.lua)
 -- ARGV[3], ARGV[4] (on a Redis Cluster only): a pub/sub channel and the symbol,
 --       published there when an event was queued, so the relay reads this
 --       outbox now (a cluster cannot block on every symbol's outbox at once).
@@ -12,6 +13,9 @@
 -- someone else since it was read (another monitor, a newer version): it is
 -- skipped and its id returned, so the caller re-reads and decides again. This
 -- compare-and-set is what stops two monitors from emitting one transition twice.
+-- A record written closed or liquidated (a tombstone) is stamped in the tombstones
+-- set with the server's time, so lua/expire.lua can forget it after the retention;
+-- a newer version that is open again leaves the set.
 -- Position versions are decided against the latest mark; if a tick moved the
 -- mark since, the whole batch is refused ({"stale_quote"}) and decided again,
 -- or a position could join the trigger index just after the tick that
@@ -24,6 +28,7 @@ if ARGV[1] ~= '' then
   end
 end
 local field, more = nul_fields(ARGV[2])
+local now_ms
 local conflicts = {}
 local queued = false
 while more() do
@@ -44,6 +49,15 @@ while more() do
     if side == 'short' then down, up = KEYS[4], KEYS[5] end
     if down_score ~= '' then redis.call('ZADD', down, down_score, id) end
     if up_score ~= '' then redis.call('ZADD', up, up_score, id) end
+    if is_tombstone(record) then
+      if not now_ms then
+        local now = redis.call('TIME')
+        now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+      end
+      redis.call('ZADD', KEYS[8], now_ms, id)
+    elseif is_tombstone(current) then
+      redis.call('ZREM', KEYS[8], id)
+    end
     if event_id ~= '' then
       redis.call('XADD', KEYS[6], '*', 'event_id', event_id, 'topic', topic, 'payload', payload)
       queued = true
