@@ -17,8 +17,11 @@ own leases inline; ``liqmon publish`` processes share the symbols by leases
 of their own), so one symbol's outbox has one reader at a time and one
 position's events leave in the order they were committed. When a lease
 moves, the new holder starts reading within one blocking read
-(:data:`READ_BLOCK_MS`) and claims what the old one had read and not
-published after :data:`ABANDONED_AFTER_MS`.
+(:data:`READ_BLOCK_MS`), and first publishes every entry of that outbox
+the old holder had read and not seen acknowledged (:meth:`Relay._take_over`),
+so a position's events keep their commit order across the hand-over. Entries
+read by a consumer that vanished are also claimed after
+:data:`ABANDONED_AFTER_MS` (a safety net for symbols held throughout).
 
 On a Redis Cluster one blocking read cannot span every symbol's outbox (their
 keys live in different slots). There, each commit that queues an event
@@ -118,12 +121,14 @@ class Relay:
         # First what this consumer read but never saw acknowledged (a crash or
         # a lost connection), then new entries as they are committed.
         pending = True
+        taken: set[str] = set()
         while True:
             raise_if_cancelling()
             symbols = self.symbols
             if not symbols:  # no lease yet (or any more): nothing to read
                 await asyncio.sleep(LEASE_WAIT_S)
                 continue
+            await self._take_over(publisher, symbols, taken)
             entries = await self.store.read_outbox(
                 symbols, self.consumer, self.batch_size, READ_BLOCK_MS, pending
             )
@@ -155,20 +160,23 @@ class Relay:
                 # Subscribed first: whatever is committed from now on is
                 # announced; what came before, the first sweep reads.
                 await self._drain_pending(publisher)
+                taken: set[str] = set()
                 next_sweep = 0.0
                 while True:
                     raise_if_cancelling()
+                    held = self.symbols
+                    await self._take_over(publisher, held, taken)
                     wait_s = next_sweep - time.monotonic()
                     if wait_s <= 0:
                         next_sweep = time.monotonic() + SWEEP_EVERY_S
-                        symbols = self.symbols
+                        symbols = held
                     else:
                         try:
                             async with asyncio.timeout(wait_s):
                                 await announced.wait()
                         except TimeoutError:
                             continue
-                        symbols = [symbol for symbol in self.symbols if symbol in ready]
+                        symbols = [symbol for symbol in held if symbol in ready]
                     announced.clear()
                     ready.clear()
                     entries = await self.store.read_outboxes(
@@ -194,6 +202,23 @@ class Relay:
             self.symbols, self.consumer, self.batch_size, pending=True
         ):
             await self._send(publisher, entries)
+
+    async def _take_over(self, publisher: Publisher, symbols: list[str], taken: set[str]) -> None:
+        """Before reading anything new of a symbol this relay just took (its lease), publish
+        every entry of its outbox that some consumer read and never saw acknowledged.
+
+        Its predecessor may have died (or stalled) with margin calls in flight whose clears
+        were committed after: those must not reach subscribers first. ``taken`` holds the
+        symbols already taken over; it follows the leases.
+        """
+        new = [symbol for symbol in symbols if symbol not in taken]
+        taken.intersection_update(symbols)
+        if not new:
+            return
+        while entries := await self.store.claim_abandoned(new, self.consumer, 0, self.batch_size):
+            log.info("outbox_taken_over", count=len(entries))
+            await self._send(publisher, entries)
+        taken.update(new)
 
     async def _send_claimed(
         self, publisher: Publisher, claimed: dict[tuple[str, bytes], OutboxEntry]

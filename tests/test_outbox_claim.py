@@ -62,3 +62,43 @@ async def test_claiming_where_the_groups_were_lost_makes_them_again(
         ]
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
+async def test_a_successor_publishes_what_its_predecessor_had_read_before_anything_newer(
+    request: pytest.FixtureRequest,
+    mqtt_url: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: bool,
+) -> None:
+    """A publisher read five margin calls and died; their clears were committed after. The
+    monitor that takes the symbol over sends the margin calls first, then the clears: a
+    subscriber never sees a clear before its margin call."""
+    monkeypatch.setattr(relay, "CLAIM_EVERY_S", 0.2)
+    monkeypatch.setattr(relay, "ABANDONED_AFTER_MS", 1000)
+    settings = settings_for(redis_url_of(request, cluster), mqtt_url, prefix, cluster)
+    outbox = Keys(prefix).outbox("ETHUSDT")
+    client = connect(settings.redis)
+    await client.xgroup_create(outbox, OUTBOX_GROUP, id="0", mkstream=True)
+
+    async def commit(kind: str, n: int) -> None:
+        event_id = f"p-{n}:1:{1 if kind == 'margin_call' else 2}"
+        topic = f"{prefix}/events/acct-9/ETHUSDT/{kind}"
+        payload = f'{{"event_id": "{event_id}", "type": "{kind}", "n": {n}}}'
+        await client.xadd(outbox, {"event_id": event_id, "topic": topic, "payload": payload})
+
+    for n in range(5):
+        await commit("margin_call", n)
+    await client.xreadgroup(OUTBOX_GROUP, "dead-publisher", {outbox: ">"}, count=10)
+    for n in range(5):
+        await commit("margin_call_cleared", n)
+
+    async with Collector(mqtt_url, prefix) as collector, running(settings):
+        events = await collector.wait_for(10, timeout=10)
+        await collector.quiet(0.5)
+    await client.aclose()
+    assert [(e["type"], e["n"]) for e in events] == [
+        *((("margin_call", n) for n in range(5))),
+        *((("margin_call_cleared", n) for n in range(5))),
+    ]
