@@ -10,17 +10,25 @@ query must be one the monitor exports.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import settings_for
+from harness import http_ready, settings_for
 
 from monitor.daemon import Daemon
+from monitor.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config"
@@ -69,13 +77,17 @@ def compose_model() -> dict[str, Any]:
     if command is None:
         pytest.skip("neither docker-compose nor the docker compose plugin is installed")
     compose = [*command, "-f", str(ROOT / "docker-compose.yml"), "config"]
+    # The file's own defaults, whatever this shell exports.
+    env = {name: value for name, value in os.environ.items() if name != "LIQMON_MQTT_PASSWORD"}
     if command == ["docker", "compose"]:
-        text = subprocess.run([*compose, "--format", "json"], capture_output=True, check=True)
+        text = subprocess.run(
+            [*compose, "--format", "json"], capture_output=True, check=True, env=env
+        )
         return json.loads(text.stdout)  # type: ignore[no-any-return]
     python = system_python()
     if python is None:
         pytest.skip("docker-compose is not the Python one whose YAML reader can be borrowed")
-    resolved = subprocess.run(compose, capture_output=True, check=True).stdout
+    resolved = subprocess.run(compose, capture_output=True, check=True, env=env).stdout
     as_json = subprocess.run(
         [python, "-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"],
         input=resolved,
@@ -234,3 +246,108 @@ def test_grafana_dashboard_and_rules_query_only_exported_metrics(
     sources = {panel["datasource"]["uid"] for panel in dashboard["panels"] if "datasource" in panel}
     assert {uid.group(1)} == sources
     assert "monitor:8321" in (CONFIG / "prometheus.yml").read_text()
+
+
+def readme_commands(tool: str) -> list[list[str]]:
+    """The ``tool`` command lines of README's "Docker" section, continuations joined."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Docker\n") :]
+    section = section[: section.index("\n## ", 1)]
+    text = section.replace("\\\n", " ")
+    return [shlex.split(line) for line in text.splitlines() if line.startswith(f"{tool} ")]
+
+
+def on_port(command: list[str], port: int) -> list[str]:
+    """``command`` with its ``-p 1883`` pointed at ``port``."""
+    at = command.index("-p")
+    return [*command[: at + 1], str(port), *command[at + 2 :]]
+
+
+async def run(command: list[str], timeout: float = 30.0) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of a command given a deadline."""
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def liqmon(args: list[str], env: dict[str, str]) -> AsyncIterator[None]:
+    """``liqmon --config config/liqmon.docker.toml ARGS`` as compose runs it, stopped after."""
+    command = [str(Path(sys.executable).parent / "liqmon"), "--config"]
+    process = await asyncio.create_subprocess_exec(
+        *command, str(CONFIG / "liqmon.docker.toml"), *args, env={**os.environ, **env}
+    )
+    try:
+        yield
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(15):
+                    await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+
+async def test_the_walk_through_liquidates_with_the_shipped_broker_users(
+    fresh_redis: Any, fresh_mosquitto: Any
+) -> None:
+    """README's broker commands, as the shipped users, end in a liquidation the operator reads."""
+    subscribe = readme_commands("mosquitto_sub")
+    feed = readme_commands("mosquitto_pub")
+    assert (1, 2) == (len(subscribe), len(feed))
+    redis = fresh_redis()
+    broker = fresh_mosquitto(
+        allow_anonymous=False,
+        extra_config=[
+            f"password_file {CONFIG / 'mosquitto.passwd'}",
+            f"acl_file {CONFIG / 'mosquitto.acl'}",
+        ],
+    )
+    monitor_port, publisher_port = free_port(), free_port()
+    env = {
+        "LIQMON_REDIS_URL": redis.url,
+        "LIQMON_MQTT_URL": f"mqtt://liqmon:change-me@127.0.0.1:{broker.port}",
+        "LIQMON_HTTP_PORT": str(monitor_port),
+        "LIQMON_LOG_FORMAT": "json",
+    }
+    # A persistent session, subscribed before anything is fed, keeps the event
+    # for the operator's command however fast it is published.
+    operator = [*on_port(subscribe[0], broker.port), "-c", "-i", "readme-operator"]
+    assert 0 == (await run([*operator, "-E"]))[0]
+    async with (
+        liqmon(["run"], env),
+        liqmon(["publish", "--http-port", str(publisher_port)], env),
+    ):
+        await http_ready(monitor_port)
+        await http_ready(publisher_port)
+        anonymous = [
+            word
+            for word in on_port(feed[0], broker.port)
+            if word not in {"-u", "-P", "feeder", "change-me"}
+        ]
+        status, _, refused = await run(anonymous)
+        first_line = refused.splitlines()[0]
+        assert (5, "Connection error: Connection Refused: not authorised.") == (status, first_line)
+        for command in feed:
+            assert (0, "", "") == await run(on_port(command, broker.port))
+        status, received, _ = await run([*operator, "-C", "1", "-W", "20"])
+    topic, payload = received.split(" ", 1)
+    event = json.loads(payload)
+    assert "liqmon/events/acct-42/BTCUSDT/liquidation" == topic
+    assert ("p-1", "liquidation", "54000") == (
+        event["position_id"],
+        event["type"],
+        event["mark_price"],
+    )
