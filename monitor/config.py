@@ -1,5 +1,9 @@
 """Configuration: a TOML file plus environment overrides, validated once at start.
 
+A file may start with ``include = "OTHER.toml"`` to be read as OTHER.toml
+with its own keys laid on top (see :func:`_resolve_include`), so a variant
+such as ``config/liqmon.docker.toml`` says only how it differs.
+
 Every problem is reported as ``FILE: KEY: PROBLEM`` through
 :class:`monitor.errors.ConfigError`; the daemon refuses to start rather than
 run with a table it would misread. Decimals may be written as TOML strings
@@ -108,6 +112,7 @@ class HttpSettings:
     """The health, metrics and API endpoint."""
 
     host: str = "127.0.0.1"
+    """Loopback unless told otherwise (``http.host`` or LIQMON_HTTP_HOST, e.g. in a container)."""
     port: int = 8321
     token: str | None = None
     """Bearer token required by /api, /ws and /metrics when set (LIQMON_HTTP_TOKEN)."""
@@ -151,16 +156,57 @@ class Settings:
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate ``path``, then apply ``LIQMON_*`` environment overrides."""
     environ = os.environ if environ is None else environ
+    document = _read(path, "file not found (pass --config FILE)")
+    return parse_settings(_resolve_include(document, path, ()), str(path), environ)
+
+
+def _read(path: Path, missing: str) -> dict[str, Any]:
+    """One TOML file, decoded; ``missing`` is the problem reported when it does not exist."""
     try:
         with path.open("rb") as handle:
-            document = tomllib.load(handle, parse_float=Decimal)
+            return tomllib.load(handle, parse_float=Decimal)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (pass --config FILE)") from None
+        raise ConfigError(f"{path}: {missing}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-    return parse_settings(document, str(path), environ)
+
+
+def _resolve_include(
+    document: dict[str, Any], path: Path, including: tuple[Path, ...]
+) -> dict[str, Any]:
+    """``document`` laid over the file its ``include`` key names (relative to ``path``).
+
+    An included file may include another; a file that includes itself, even
+    through others, is refused. The including file wins key by key, tables are
+    merged down to their leaves, and an array (brackets, ``[[sources]]``)
+    replaces the included one whole.
+    """
+    if "include" not in document:
+        return document
+    name = document.pop("include")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}: include: must be a file name, got {name!r}")
+    chain = (*including, path.resolve())
+    target = path.parent / name
+    if target.resolve() in chain:
+        files = " -> ".join(str(link) for link in (*chain, target.resolve()))
+        raise ConfigError(f"{path}: include: {name!r} closes a cycle ({files})")
+    included = _read(target, f"file not found (included by {path})")
+    return _merged(_resolve_include(included, target, chain), document)
+
+
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s keys laid on top, tables merged key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        if isinstance(below, dict) and isinstance(value, dict):
+            merged[key] = _merged(below, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def parse_settings(
@@ -238,7 +284,8 @@ def parse_settings(
     else:
         http_port = reader.integer(http_doc, "http.port", HttpSettings().port, 0, 65535)
     http = HttpSettings(
-        host=reader.string(http_doc, "http.host", HttpSettings().host),
+        host=environ.get("LIQMON_HTTP_HOST")
+        or reader.string(http_doc, "http.host", HttpSettings().host),
         port=http_port,
         token=environ.get("LIQMON_HTTP_TOKEN") or reader.optional_str(http_doc, "http.token"),
     )

@@ -2,7 +2,8 @@
 # Make sure the real servers the tests and the demo start are on this machine:
 # redis-server and mosquitto (with their clients), chromium for the
 # dashboard's browser test, docker-compose to validate the compose file (no
-# engine needed) and promtool, from the distribution's packages.
+# engine needed), promtool and amtool (Prometheus' and Alertmanager's config
+# checkers), from the distribution's packages.
 set -euo pipefail
 
 missing=()
@@ -13,6 +14,7 @@ have mosquitto_pub || missing+=(mosquitto-clients)
 have chromium || missing+=(chromium)  # the dashboard's headless-browser test
 have docker-compose || missing+=(docker-compose)  # validates docker-compose.yml offline
 have promtool || missing+=(prometheus)  # promtool lints /metrics and the alert rules
+have amtool || missing+=(prometheus-alertmanager)  # amtool checks config/alertmanager.yml
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
 [ ${#missing[@]} -eq 0 ] && exit 0

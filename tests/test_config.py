@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from monitor.margin import Bracket, Contract, ContractKind
 from monitor.status import RiskLimits
 
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "liqmon.toml"
+DOCKER = SHIPPED.with_name("liqmon.docker.toml")
 
 MINIMAL = """\
 [redis]
@@ -280,10 +282,11 @@ def test_a_directory_instead_of_a_file(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_apply(write: Write) -> None:
-    """LIQMON_REDIS_URL, LIQMON_MQTT_URL and LIQMON_HTTP_PORT win over the file."""
+    """LIQMON_REDIS_URL, LIQMON_MQTT_URL, LIQMON_HTTP_HOST and LIQMON_HTTP_PORT beat the file."""
     environ = {
         "LIQMON_REDIS_URL": "rediss://user:secret@redis.internal:6380/2",
         "LIQMON_MQTT_URL": "mqtts://broker.internal",
+        "LIQMON_HTTP_HOST": "0.0.0.0",
         "LIQMON_HTTP_PORT": "9000",
     }
     settings = load_settings(write(MINIMAL), environ=environ)
@@ -294,7 +297,7 @@ def test_environment_overrides_apply(write: Write) -> None:
         8883,
         True,
     )
-    assert settings.http.port == 9000
+    assert (settings.http.host, settings.http.port) == ("0.0.0.0", 9000)
 
 
 @pytest.mark.parametrize(
@@ -318,11 +321,12 @@ def test_redis_cluster_is_read_from_the_file_or_the_environment(
 
 def test_environment_overrides_are_optional(write: Write) -> None:
     """Without the variables (or with empty ones) the file's values stand."""
-    environ = {"LIQMON_REDIS_URL": "", "LIQMON_MQTT_URL": ""}
-    settings = load_settings(write(MINIMAL), environ=environ)
+    environ = {"LIQMON_REDIS_URL": "", "LIQMON_MQTT_URL": "", "LIQMON_HTTP_HOST": ""}
+    text = MINIMAL.replace("[http]\n", '[http]\nhost = "::1"\n')
+    settings = load_settings(write(text), environ=environ)
     assert settings.redis.url == "redis://127.0.0.1:6379/0"
     assert settings.mqtt.url == "mqtt://127.0.0.1:1883"
-    assert settings.http.port == 8321
+    assert (settings.http.host, settings.http.port) == ("::1", 8321)
 
 
 @pytest.mark.parametrize(
@@ -360,3 +364,114 @@ def test_the_process_environment_is_the_default(
     """Without environ=, load_settings reads the real process environment."""
     monkeypatch.setenv("LIQMON_HTTP_PORT", "9123")
     assert load_settings(write(MINIMAL)).http.port == 9123
+
+
+def test_the_docker_configuration_is_the_shipped_one_with_a_separate_publisher() -> None:
+    """config/liqmon.docker.toml includes liqmon.toml and changes only mqtt.publisher."""
+    shipped = load_settings(SHIPPED, environ={})
+    docker = load_settings(DOCKER, environ={})
+    assert "[symbols" not in DOCKER.read_text()
+    assert (shipped.mqtt.publisher, docker.mqtt.publisher) == ("inline", "separate")
+    assert replace(docker, mqtt=shipped.mqtt, source=shipped.source) == shipped
+
+
+def test_the_image_binds_every_interface_only_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped file binds loopback; LIQMON_HTTP_HOST from the process environment wins."""
+    monkeypatch.delenv("LIQMON_HTTP_HOST", raising=False)
+    assert load_settings(DOCKER).http.host == "127.0.0.1"
+    monkeypatch.setenv("LIQMON_HTTP_HOST", "0.0.0.0")
+    assert load_settings(DOCKER).http.host == "0.0.0.0"
+
+
+def test_an_including_file_wins_key_by_key(tmp_path: Path) -> None:
+    """Keys of the including file replace the included ones; the others are kept."""
+    (tmp_path / "base.toml").write_text(MINIMAL)
+    variant = tmp_path / "variant.toml"
+    variant.write_text(
+        'include = "base.toml"\n[http]\nhost = "0.0.0.0"\n[risk]\nmargin_call_ratio = "0.9"\n'
+    )
+    settings = load_settings(variant, environ={})
+    assert settings.source == str(variant)
+    assert (settings.http.host, settings.http.port) == ("0.0.0.0", 8321)
+    assert settings.risk == RiskLimits(Decimal("0.9"), Decimal("0.7"))
+    assert settings.symbols == load_settings(tmp_path / "base.toml", environ={}).symbols
+
+
+def test_nested_tables_merge_and_arrays_are_replaced_whole(tmp_path: Path) -> None:
+    """A symbol's table merges with the included one; a brackets array replaces it whole."""
+    (tmp_path / "base.toml").write_text(MINIMAL)
+    variant = tmp_path / "variant.toml"
+    variant.write_text(
+        'include = "base.toml"\n'
+        '[symbols.BTCUSDT]\nclose_fee_rate = "0.0005"\n'
+        '[symbols.ETHUSDT]\ncontract = "linear"\nbrackets = [{ mmr = "0.01" }]\n'
+    )
+    symbols = load_settings(variant, environ={}).symbols
+    base = load_settings(tmp_path / "base.toml", environ={}).symbols["BTCUSDT"]
+    assert list(symbols) == ["BTCUSDT", "ETHUSDT"]
+    assert symbols["BTCUSDT"] == replace(base, close_fee_rate=Decimal("0.0005"))
+    assert symbols["ETHUSDT"].brackets == (Bracket(None, Decimal("0.01"), Decimal(0)),)
+    variant.write_text('include = "base.toml"\n[symbols.BTCUSDT]\nbrackets = [{ mmr = "0.02" }]\n')
+    assert load_settings(variant, environ={}).symbols["BTCUSDT"].brackets == (
+        Bracket(None, Decimal("0.02"), Decimal(0)),
+    )
+
+
+def test_includes_chain_and_are_relative_to_the_including_file(tmp_path: Path) -> None:
+    """An included file may include another, each path read from its own directory."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "base.toml").write_text(MINIMAL)
+    (tmp_path / "shared" / "staging.toml").write_text(
+        'include = "base.toml"\n[http]\nport = 9001\n'
+    )
+    top = tmp_path / "top.toml"
+    top.write_text('include = "shared/staging.toml"\n[http]\nhost = "0.0.0.0"\n')
+    http = load_settings(top, environ={}).http
+    assert (http.host, http.port) == ("0.0.0.0", 9001)
+
+
+def test_a_missing_included_file(tmp_path: Path) -> None:
+    """An include naming no file says which file is missing and who included it."""
+    top = tmp_path / "top.toml"
+    top.write_text('include = "nope.toml"\n')
+    assert fails(top) == f"{tmp_path / 'nope.toml'}: file not found (included by {top})"
+
+
+def test_a_bad_included_file_is_named(tmp_path: Path) -> None:
+    """Broken TOML in an included file names that file, not the one that included it."""
+    (tmp_path / "base.toml").write_text("[redis\n")
+    top = tmp_path / "top.toml"
+    top.write_text('include = "base.toml"\n')
+    assert fails(top).startswith(f"{tmp_path / 'base.toml'}: not valid TOML: ")
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"a.toml": "a.toml"}, "{a}: include: 'a.toml' closes a cycle ({a} -> {a})"),
+        (
+            {"a.toml": "b.toml", "b.toml": "./a.toml"},
+            "{b}: include: './a.toml' closes a cycle ({a} -> {b} -> {a})",
+        ),
+    ],
+)
+def test_an_include_cycle_is_refused(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    """A file that includes itself, directly or through another, fails with the chain of files."""
+    folder = tmp_path.resolve()
+    for name, included in files.items():
+        (folder / name).write_text(f'include = "{included}"\n')
+    a, b = folder / "a.toml", folder / "b.toml"
+    assert fails(a) == message.format(a=a, b=b)
+
+
+@pytest.mark.parametrize("value", ["3", '""', '["base.toml"]'])
+def test_an_include_that_is_not_a_file_name(write: Write, value: str) -> None:
+    """include takes one file name; anything else is refused naming the key."""
+    path = write(f"include = {value}\n" + MINIMAL)
+    assert fails(path).startswith(f"{path}: include: must be a file name, got ")
+
+
+def test_include_is_a_top_level_key_only(write: Write) -> None:
+    """An include inside a table is an unknown key there, not a second include."""
+    path = write(MINIMAL.replace("[http]\n", '[http]\ninclude = "other.toml"\n'))
+    assert fails(path) == f"{path}: http.include: unknown key"
