@@ -99,6 +99,6 @@ async def test_a_successor_publishes_what_its_predecessor_had_read_before_anythi
         await collector.quiet(0.5)
     await client.aclose()
     assert [(e["type"], e["n"]) for e in events] == [
-        *((("margin_call", n) for n in range(5))),
-        *((("margin_call_cleared", n) for n in range(5))),
+        *(("margin_call", n) for n in range(5)),
+        *(("margin_call_cleared", n) for n in range(5)),
     ]
