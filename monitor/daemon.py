@@ -254,14 +254,13 @@ class Daemon(Service):
         self.coalescer = MarkCoalescer()
         self.guards = PriceGuards(settings.guards)
         self.engine.may_decide = lambda symbol: self.guards.may_decide(symbol, time.monotonic())
-        self.positions: asyncio.Queue[list[PositionUpdate]] = asyncio.Queue(maxsize=1000)
         self.intake = Intake(
             self.store,
             settings.symbols,
             settings.limits,
             settings.mqtt.topic_prefix,
             self.coalescer,
-            self.positions,
+            self._apply_positions,
             self.metrics,
             self.guards,
         )
@@ -332,7 +331,6 @@ class Daemon(Service):
         start(self.bus.run(), "mqtt")
         for n in range(self.workers):
             start(self._tick_worker(), f"tick-worker-{n}")
-        start(self._position_worker(), "position-worker")
         start(self._sweep_guards(), "guard-sweep")
         start(self._expire_tombstones(), "tombstones")
         for source in self.sources:
@@ -357,7 +355,6 @@ class Daemon(Service):
         return not (
             self.coalescer.busy
             or self.coalescer.backlog
-            or not self.positions.empty()
             or self.positions_in_flight
             or not self.intake.dead_letters.idle
         )
@@ -423,22 +420,28 @@ class Daemon(Service):
             self.metrics.ticks_evaluated.labels(tick.symbol).inc()
             self.metrics.tick_seconds.observe(time.perf_counter() - started)
 
-    async def _position_worker(self) -> None:
-        while True:
-            raise_if_cancelling()
-            batch = await self.positions.get()
-            self.positions_in_flight = len(batch)
-            try:
-                outcome = await self._retry_redis(self.engine.apply_updates, batch)
-            except Exception:
-                self.metrics.evaluation_errors.labels("positions").inc()
-                log.exception("position_batch_failed", count=len(batch))
-                continue
-            finally:
-                self.positions_in_flight = 0
-            self.metrics.positions.labels("applied").inc(outcome.applied)
-            self.metrics.positions.labels("ignored_stale_seq").inc(outcome.ignored)
-            self._log_events(outcome)
+    async def _apply_positions(self, batch: list[PositionUpdate]) -> None:
+        """Store one message's position versions; return once they are stored.
+
+        The intake awaits this before the message is acknowledged to the broker.
+        While Redis is away it retries (the message waits, unacknowledged);
+        cancelling it (a stop) leaves the message to come again, and a version
+        stored twice is ignored the second time (same ``seq``).
+        """
+        self.positions_in_flight += len(batch)
+        try:
+            outcome = await self._retry_redis(self.engine.apply_updates, batch)
+        except Exception:
+            # A bug, not bad input (that was rejected before): counted and
+            # logged, and the message acknowledged, so it cannot wedge the session.
+            self.metrics.evaluation_errors.labels("positions").inc()
+            log.exception("position_batch_failed", count=len(batch))
+            return
+        finally:
+            self.positions_in_flight -= len(batch)
+        self.metrics.positions.labels("applied").inc(outcome.applied)
+        self.metrics.positions.labels("ignored_stale_seq").inc(outcome.ignored)
+        self._log_events(outcome)
 
     async def _taken_over(self, symbols: list[str]) -> None:
         for symbol in symbols:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 
 import orjson
 import structlog
@@ -63,7 +63,7 @@ class LogThrottle:
 
 
 class Intake:
-    """Routes parsed ticks to the coalescer and position versions to their queue."""
+    """Routes parsed ticks to the coalescer; stores position versions before they are acked."""
 
     def __init__(
         self,
@@ -72,7 +72,7 @@ class Intake:
         limits: Limits,
         topic_prefix: str,
         coalescer: MarkCoalescer,
-        positions: asyncio.Queue[list[PositionUpdate]],
+        apply_positions: Callable[[list[PositionUpdate]], Awaitable[None]],
         metrics: Metrics,
         guards: PriceGuards,
         clock: Callable[[], float] = time.monotonic,
@@ -82,7 +82,8 @@ class Intake:
         self.limits = limits
         self.prefix = topic_prefix
         self.coalescer = coalescer
-        self.positions = positions
+        self.apply_positions = apply_positions
+        """Stores a message's good versions; returns once they are stored (see _positions)."""
         self.metrics = metrics
         self.guards = guards
         self.clock = clock
@@ -222,7 +223,10 @@ class Intake:
             self._log_rejection("mqtt", topic, letter.reason, letter.detail)
             self.dead_letters.offer(letter)
         if good:
-            await self.positions.put(good)
+            # Awaited, not queued: the broker gets this message's PUBACK only
+            # once its versions are stored, so a stop or a crash meanwhile
+            # leaves it unacknowledged, and it comes again.
+            await self.apply_positions(good)
 
 
 class DeadLetterWriter:
