@@ -288,3 +288,20 @@ async def test_after_a_restart_a_minutes_old_stored_mark_is_stale_at_once(
     assert feed["age_s"] >= 180
     assert f"BTCUSDT:feed_stale:{marked + stale_after_ms}" == stale["alert_id"]
     assert "60000" == stale["detail"]["mark"] and float(stale["detail"]["age_s"]) >= 180
+
+
+async def test_a_stored_index_stamped_in_the_future_does_not_freeze_the_index(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """An index_ts in the future left in Redis by an older version: new index ticks are stored."""
+    now = wall_ms()
+    with redis.Redis.from_url(redis_url) as plain:
+        plain.hset(Keys(prefix).price("BTCUSDT"), mapping={"index": "1", "index_ts": now * 1000})
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    async with running(settings) as daemon, mqtt_client(mqtt_url) as client:
+        await publish(client, f"{prefix}/prices/BTCUSDT/index", {"price": "60000", "ts": now})
+        await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "60000", "ts": now})
+        await settled(daemon, "BTCUSDT", now)
+        status, body, _ = await get(daemon, "/api/symbols")
+    btc = {s["symbol"]: s for s in body["symbols"]}["BTCUSDT"]
+    assert (200, "60000", now) == (status, btc["index"], btc["index_ts"])
