@@ -139,7 +139,8 @@ class Engine:
 
     async def on_index(self, tick: PriceTick) -> bool:
         """Keep an index price for reporting; False if it was older than the stored one."""
-        return await self.store.accept_index(tick.symbol, tick.price, tick.ts_ms)
+        ceiling = self.ts_ceiling_ms(tick.symbol)
+        return await self.store.accept_index(tick.symbol, tick.price, tick.ts_ms, ceiling)
 
     async def apply_updates(self, updates: Iterable[PositionUpdate]) -> Outcome:
         """Store new position versions, evaluating each against its symbol's latest mark.

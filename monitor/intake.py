@@ -145,7 +145,8 @@ class Intake:
             # reported with it. The index is informational: when Redis is down
             # it is dropped rather than holding up the message loop.
             try:
-                await self.store.accept_index(tick.symbol, verdict.index, tick.ts_ms)
+                ceiling = self.guards.ts_ceiling_ms(tick.symbol, now_ms)
+                await self.store.accept_index(tick.symbol, verdict.index, tick.ts_ms, ceiling)
             except REDIS_DOWN:
                 self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
         if verdict.mark is not None:

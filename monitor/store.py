@@ -429,11 +429,20 @@ class Store:
                 records.append((raw_id, raw))
         return Candidates(quote, CandidateRecords(symbol, records))
 
-    async def accept_index(self, symbol: str, index: Decimal, ts_ms: int) -> bool:
-        """Store an index tick unless it is older than the stored one."""
+    async def accept_index(
+        self, symbol: str, index: Decimal, ts_ms: int, ceiling: int | None = None
+    ) -> bool:
+        """Store an index tick unless it is older than the stored one.
+
+        A stored ``index_ts`` after ``ceiling`` (from the future) is not believed.
+        """
         key = self.keys.price(symbol)
         stored = await self.client.hget(key, "index_ts")
-        if stored is not None and int(stored) > ts_ms:
+        if (
+            stored is not None
+            and int(stored) > ts_ms
+            and (ceiling is None or int(stored) <= ceiling)
+        ):
             return False
         await self.client.hset(key, mapping={"index": decimal_str(index), "index_ts": ts_ms})
         return True
