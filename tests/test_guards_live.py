@@ -132,6 +132,12 @@ class Alerts(Collector):
         return found
 
 
+def stored_price(redis_url: str, prefix: str, **fields: int | str) -> None:
+    """Write BTCUSDT's price hash as an earlier monitor (or an older version) left it."""
+    with redis.Redis.from_url(redis_url) as plain:
+        plain.hset(Keys(prefix).price("BTCUSDT"), mapping=dict(fields))
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -190,8 +196,7 @@ async def test_a_symbol_frozen_by_a_stored_future_mark_recovers_at_start(
 ) -> None:
     """A mark_ts in the future left in Redis by an older version does not block correct marks."""
     now = wall_ms()
-    with redis.Redis.from_url(redis_url) as plain:
-        plain.hset(Keys(prefix).price("BTCUSDT"), mapping={"mark": "60000", "mark_ts": now * 1000})
+    stored_price(redis_url, prefix, mark="60000", mark_ts=now * 1000)
     settings = settings_for(redis_url, mqtt_url, prefix)
     async with (
         running(settings) as daemon,
@@ -275,8 +280,7 @@ async def test_after_a_restart_a_minutes_old_stored_mark_is_stale_at_once(
 ) -> None:
     """The feed died with the monitor: the stored mark's age counts, so feed_stale comes at once."""
     marked = wall_ms() - 180_000
-    with redis.Redis.from_url(redis_url) as plain:
-        plain.hset(Keys(prefix).price("BTCUSDT"), mapping={"mark": "60000", "mark_ts": marked})
+    stored_price(redis_url, prefix, mark="60000", mark_ts=marked)
     settings = settings_for(redis_url, mqtt_url, prefix)
     stale_after_ms = int(settings.guards.get("BTCUSDT", DEFAULT_GUARDS).stale_after_s * 1000)
     async with Alerts(mqtt_url, prefix, "BTCUSDT") as alerts, running(settings) as daemon:
@@ -295,8 +299,7 @@ async def test_a_stored_index_stamped_in_the_future_does_not_freeze_the_index(
 ) -> None:
     """An index_ts in the future left in Redis by an older version: new index ticks are stored."""
     now = wall_ms()
-    with redis.Redis.from_url(redis_url) as plain:
-        plain.hset(Keys(prefix).price("BTCUSDT"), mapping={"index": "1", "index_ts": now * 1000})
+    stored_price(redis_url, prefix, index="1", index_ts=now * 1000)
     settings = settings_for(redis_url, mqtt_url, prefix)
     async with running(settings) as daemon, mqtt_client(mqtt_url) as client:
         await publish(client, f"{prefix}/prices/BTCUSDT/index", {"price": "60000", "ts": now})
