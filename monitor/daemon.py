@@ -56,10 +56,6 @@ TICK_BATCH = 64
 """Most symbols whose marks share one Redis round trip (bounds one reply's size)."""
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Service:
     """What every liqmon process shares: Redis, the MQTT bus, readiness, SIGTERM.
 
@@ -262,7 +258,9 @@ class Daemon(Service):
         self.coalescer = MarkCoalescer()
         self.guards = PriceGuards(settings.guards)
         self.engine.may_decide = lambda symbol: self.guards.may_decide(symbol, time.monotonic())
-        self.engine.ts_ceiling_ms = lambda symbol: self.guards.ts_ceiling_ms(symbol, _wall_ms())
+        self.engine.ts_ceiling_ms = lambda symbol: self.guards.ts_ceiling_ms(
+            symbol, self.engine.clock_ms()
+        )
         self.positions: asyncio.Queue[list[PositionUpdate]] = asyncio.Queue(maxsize=1000)
         self.intake = Intake(
             self.store,
@@ -273,6 +271,7 @@ class Daemon(Service):
             self.positions,
             self.metrics,
             self.guards,
+            wall_clock_ms=self.engine.clock_ms,
         )
         self.leases = Leases(
             self.redis,
@@ -456,7 +455,7 @@ class Daemon(Service):
             # stored mark, then at what arrived here during the hand-over.
             ticks = self.intake.held_back.take(symbol, time.monotonic())
             quote = await self._retry_redis(self.store.quote, symbol)
-            now_ms = _wall_ms()
+            now_ms = self.engine.clock_ms()
             stored = None
             if quote is not None and quote.mark_ts_ms <= self.guards.ts_ceiling_ms(symbol, now_ms):
                 stored = PriceTick(symbol, PriceKind.MARK, quote.mark, quote.mark_ts_ms, "takeover")
