@@ -254,6 +254,9 @@ class Daemon(Service):
         self.coalescer = MarkCoalescer()
         self.guards = PriceGuards(settings.guards)
         self.engine.may_decide = lambda symbol: self.guards.may_decide(symbol, time.monotonic())
+        self.engine.ts_ceiling_ms = lambda symbol: self.guards.ts_ceiling_ms(
+            symbol, self.engine.clock_ms()
+        )
         self.intake = Intake(
             self.store,
             settings.symbols,
@@ -263,6 +266,7 @@ class Daemon(Service):
             self._apply_positions,
             self.metrics,
             self.guards,
+            wall_clock_ms=self.engine.clock_ms,
         )
         self.leases = Leases(
             self.redis,
@@ -444,14 +448,21 @@ class Daemon(Service):
         self._log_events(outcome)
 
     async def _taken_over(self, symbols: list[str]) -> None:
+        # The guards raise alerts for the symbols held here only, so two
+        # monitors do not announce one episode twice.
+        for symbol in self.guards.watching - self.leases.held:
+            self.guards.unwatch(symbol)
         for symbol in symbols:
             # The previous holder may have died mid-tick: evaluate at the
             # stored mark, then at what arrived here during the hand-over.
             ticks = self.intake.held_back.take(symbol, time.monotonic())
             quote = await self._retry_redis(self.store.quote, symbol)
-            if quote is not None:
+            now_ms = self.engine.clock_ms()
+            stored = None
+            if quote is not None and quote.mark_ts_ms <= self.guards.ts_ceiling_ms(symbol, now_ms):
                 stored = PriceTick(symbol, PriceKind.MARK, quote.mark, quote.mark_ts_ms, "takeover")
                 ticks = sorted([stored, *ticks], key=lambda tick: tick.ts_ms)
+            await self.intake.alerts(self.guards.watch(symbol, time.monotonic(), now_ms, stored))
             for tick in ticks:
                 self.coalescer.offer(tick)
 
@@ -465,10 +476,14 @@ class Daemon(Service):
                     # Hundreds of symbols: let ticks through between slices.
                     await asyncio.sleep(0)
                 state = self.guards.state(symbol, now)
-                if state.get("age_s") is not None:
-                    self.metrics.feed_age.labels(symbol).set(float(str(state["age_s"])))
-                self.metrics.feed_stale.labels(symbol).set(1 if state.get("stale") else 0)
-                self.metrics.liquidation_hold.labels(symbol).set(1 if state.get("holding") else 0)
+                if state.get("silent_s") is not None:
+                    self.metrics.feed_age.labels(symbol).set(float(str(state["silent_s"])))
+                # Only the lease holder reports a symbol stale or held, so one
+                # LiqmonFeedStale fires however many monitors run.
+                held = symbol in self.leases.held
+                stale, holding = held and state.get("stale"), held and state.get("holding")
+                self.metrics.feed_stale.labels(symbol).set(1 if stale else 0)
+                self.metrics.liquidation_hold.labels(symbol).set(1 if holding else 0)
             await asyncio.sleep(1.0)
 
     async def _expire_tombstones(self) -> None:

@@ -72,6 +72,9 @@ class Engine:
         self.clock_ms = clock_ms
         self.may_decide: Callable[[str], bool] = lambda symbol: True
         """Whether the symbol's mark may be used to decide (the daemon's price guards)."""
+        self.ts_ceiling_ms: Callable[[str], int | None] = lambda symbol: None
+        """The latest believable ``ts_ms`` of the symbol's stored mark (the price guards'
+        ``max_future_skew_s``); a stored mark stamped later does not hold new ticks back."""
 
     def topic(self, event: Event) -> str:
         """The MQTT topic of an event."""
@@ -87,7 +90,10 @@ class Engine:
     async def accept_marks(self, ticks: Sequence[PriceTick]) -> list[Candidates | None]:
         """Store mark ticks of distinct symbols in one round trip; each one's candidates
         (None for a stale tick). Follow with :meth:`on_candidates` for each."""
-        return await self.store.accept_marks([(t.symbol, t.price, t.ts_ms) for t in ticks])
+        return await self.store.accept_marks(
+            [(t.symbol, t.price, t.ts_ms) for t in ticks],
+            [self.ts_ceiling_ms(t.symbol) for t in ticks],
+        )
 
     async def on_candidates(
         self, tick: PriceTick, candidates: Candidates, allow_liquidation: bool = True
@@ -133,7 +139,8 @@ class Engine:
 
     async def on_index(self, tick: PriceTick) -> bool:
         """Keep an index price for reporting; False if it was older than the stored one."""
-        return await self.store.accept_index(tick.symbol, tick.price, tick.ts_ms)
+        ceiling = self.ts_ceiling_ms(tick.symbol)
+        return await self.store.accept_index(tick.symbol, tick.price, tick.ts_ms, ceiling)
 
     async def apply_updates(self, updates: Iterable[PositionUpdate]) -> Outcome:
         """Store new position versions, evaluating each against its symbol's latest mark.

@@ -29,6 +29,11 @@ from monitor.wire import positions_from_payload, price_from_payload
 
 log = structlog.get_logger("liqmon.intake")
 
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 _DROPPED = {
     RejectReason.OUT_OF_ORDER.value,
     RejectReason.NOT_MARK_SOURCE.value,
@@ -76,6 +81,7 @@ class Intake:
         metrics: Metrics,
         guards: PriceGuards,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self.store = store
         self.symbols = symbols
@@ -87,6 +93,7 @@ class Intake:
         self.metrics = metrics
         self.guards = guards
         self.clock = clock
+        self.wall_clock_ms = wall_clock_ms
         self.last_mark: dict[str, PriceTick] = {}
         self.owns: Callable[[str], bool] = lambda symbol: True
         """Whether this monitor evaluates ``symbol`` (its lease); set by the daemon."""
@@ -114,26 +121,36 @@ class Intake:
         """Accept a tick from any source (MQTT, a venue feed, a replay), through the guards.
 
         Raises :class:`Rejection` for a tick that must be dead-lettered (bad
-        price, absurd jump, unknown symbol); out-of-order ticks and ticks from
-        a source not chosen for the symbol are dropped and counted.
+        price, absurd jump, a ``ts`` in the future, unknown symbol);
+        out-of-order ticks and ticks from a source not chosen for the symbol
+        are dropped and counted.
         """
         self.metrics.ticks_received.labels(tick.symbol, tick.kind.value, tick.source).inc()
         if tick.symbol not in self.symbols:
             raise Rejection("unknown_symbol", f"no contract is configured for symbol {tick.symbol}")
-        verdict = self.guards.on_tick(tick, self.clock())
+        now_ms = self.wall_clock_ms()
+        verdict = self.guards.on_tick(tick, self.clock(), now_ms)
         await self.alerts(verdict.alerts)
         if not verdict.accepted:
             reason = verdict.reason.value if verdict.reason else "rejected"
             if reason in _DROPPED:
                 self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
                 return
-            raise Rejection(reason, f"{tick.kind.value} {tick.price} from {tick.source}")
+            detail = f"{tick.kind.value} {tick.price} from {tick.source}"
+            if verdict.reason is RejectReason.FUTURE_TS:
+                ahead_s = (tick.ts_ms - now_ms) / 1000
+                detail += (
+                    f": ts {tick.ts_ms} is {ahead_s:.0f} s ahead of this monitor's clock"
+                    " (ts is epoch milliseconds; see max_future_skew_s)"
+                )
+            raise Rejection(reason, detail)
         if tick.kind is PriceKind.INDEX and verdict.index is not None:
             # Stored at once, in arrival order, so a mark that follows it is
             # reported with it. The index is informational: when Redis is down
             # it is dropped rather than holding up the message loop.
             try:
-                await self.store.accept_index(tick.symbol, verdict.index, tick.ts_ms)
+                ceiling = self.guards.ts_ceiling_ms(tick.symbol, now_ms)
+                await self.store.accept_index(tick.symbol, verdict.index, tick.ts_ms, ceiling)
             except REDIS_DOWN:
                 self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
         if verdict.mark is not None:
@@ -148,8 +165,8 @@ class Intake:
         for alert in alerts:
             self.metrics.alerts.labels(alert.symbol, alert.type.value).inc()
             log.warning("price_alert", symbol=alert.symbol, type=alert.type.value, **alert.detail)
-            emitted_ms = time.time_ns() // 1_000_000
-            alert_id = f"{alert.symbol}:{alert.type.value}:{emitted_ms}"
+            emitted_ms = self.wall_clock_ms()
+            alert_id = alert.alert_id
             payload = {
                 "schema": 1,
                 "alert_id": alert_id,

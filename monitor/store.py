@@ -380,15 +380,24 @@ class Store:
         return (await self.accept_marks([(symbol, mark, ts_ms)]))[0]
 
     async def accept_marks(
-        self, marks: Sequence[tuple[str, Decimal, int]]
+        self,
+        marks: Sequence[tuple[str, Decimal, int]],
+        ceilings: Sequence[int | None] | None = None,
     ) -> list[Candidates | None]:
         """:meth:`accept_mark` for several ``(symbol, mark, ts_ms)`` in one round trip.
+
+        ``ceilings`` (one per mark): a stored mark stamped after its ceiling is
+        not believed (a timestamp from the future) and does not hold the tick back.
 
         A round trip through redis.asyncio costs ~100 µs of CPU whatever it
         carries, so ticks of several symbols waiting together share one, on
         the tick path's own connection (:mod:`monitor.channel`).
         """
-        commands = [self._mark_command(symbol, mark, ts_ms) for symbol, mark, ts_ms in marks]
+        bounds = ceilings if ceilings is not None else [None] * len(marks)
+        commands = [
+            self._mark_command(symbol, mark, ts_ms, ceiling)
+            for (symbol, mark, ts_ms), ceiling in zip(marks, bounds, strict=True)
+        ]
         if self.cluster:
             routes = [self.keys.price(symbol) for symbol, _, _ in marks]
             replies = await scripted(
@@ -403,7 +412,7 @@ class Store:
             for (symbol, mark, ts_ms), reply in zip(marks, replies, strict=True)
         ]
 
-    def _mark_command(self, symbol: str, mark: Decimal, ts_ms: int) -> bytes:
+    def _mark_command(self, symbol: str, mark: Decimal, ts_ms: int, ceiling: int | None) -> bytes:
         """EVALSHA of candidates.lua for one mark, packed; a symbol's keys are packed once."""
         head = self._mark_heads.get(symbol)
         if head is None:
@@ -411,7 +420,8 @@ class Store:
             keys += self.keys.all_triggers(symbol)
             head = resp_parts("EVALSHA", self._candidates.sha, len(keys), *keys)
             self._mark_heads[symbol] = head
-        return b"*12\r\n" + head + resp_parts(decimal_str(mark), ts_ms, repr(float(mark)))
+        bound = "" if ceiling is None else ceiling
+        return b"*13\r\n" + head + resp_parts(decimal_str(mark), ts_ms, repr(float(mark)), bound)
 
     @staticmethod
     def _candidates_of(symbol: str, mark: Decimal, ts_ms: int, reply: Any) -> Candidates | None:
@@ -427,11 +437,20 @@ class Store:
                 records.append((raw_id, raw))
         return Candidates(quote, CandidateRecords(symbol, records))
 
-    async def accept_index(self, symbol: str, index: Decimal, ts_ms: int) -> bool:
-        """Store an index tick unless it is older than the stored one."""
+    async def accept_index(
+        self, symbol: str, index: Decimal, ts_ms: int, ceiling: int | None = None
+    ) -> bool:
+        """Store an index tick unless it is older than the stored one.
+
+        A stored ``index_ts`` after ``ceiling`` (from the future) is not believed.
+        """
         key = self.keys.price(symbol)
         stored = await self.client.hget(key, "index_ts")
-        if stored is not None and int(stored) > ts_ms:
+        if (
+            stored is not None
+            and int(stored) > ts_ms
+            and (ceiling is None or int(stored) <= ceiling)
+        ):
             return False
         await self.client.hset(key, mapping={"index": decimal_str(index), "index_ts": ts_ms})
         return True

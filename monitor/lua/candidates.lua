@@ -1,11 +1,15 @@
 -- Accept a mark tick for one symbol and return the positions whose trigger it crossed.
 -- KEYS: price, positions, long:down, long:up, short:down, short:up
--- ARGV: mark (decimal string), mark_ts (epoch ms), score (the mark as a double, for ranges)
+-- ARGV: mark (decimal string), mark_ts (epoch ms), score (the mark as a double, for ranges),
+--       ceiling (epoch ms, or "" for none: the latest believable stored mark_ts)
 -- Returns {0} when the tick is older than the stored mark (dropped), else
 -- {1, index_price or "", index_ts or "", id1, record1, id2, record2, ...},
 -- most underwater first within each direction.
-local stored_ts = redis.call('HGET', KEYS[1], 'mark_ts')
-if stored_ts and tonumber(stored_ts) > tonumber(ARGV[2]) then
+-- A stored mark_ts beyond the ceiling came from the future (a ts in microseconds
+-- kept by an older version): it is not believed, or no tick would ever pass again.
+local stored_ts = tonumber(redis.call('HGET', KEYS[1], 'mark_ts'))
+local ceiling = tonumber(ARGV[4])
+if stored_ts and stored_ts > tonumber(ARGV[2]) and not (ceiling and stored_ts > ceiling) then
   return {0}
 end
 redis.call('HSET', KEYS[1], 'mark', ARGV[1], 'mark_ts', ARGV[2])
