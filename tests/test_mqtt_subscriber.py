@@ -218,8 +218,14 @@ def test_a_suback_must_grant_every_filter() -> None:
 
 
 @contextlib.asynccontextmanager
-async def scripted_broker(suback: bytes, then: bytes = b"") -> AsyncIterator[MqttSettings]:
-    """A server that accepts CONNECT, answers SUBSCRIBE with ``suback`` and sends ``then``."""
+async def scripted_broker(
+    suback: bytes, then: bytes = b"", before: bytes = b""
+) -> AsyncIterator[MqttSettings]:
+    """A server that accepts CONNECT, answers SUBSCRIBE with ``suback`` and sends ``then``.
+
+    ``before`` (stored messages) goes out first, on its own: the SUBACK
+    follows in a later write.
+    """
 
     async def packet(reader: asyncio.StreamReader) -> bytes:
         buffer = b""
@@ -239,6 +245,10 @@ async def scripted_broker(suback: bytes, then: bytes = b"") -> AsyncIterator[Mqt
             assert 0x10 == (await packet(reader))[0]
             writer.write(b"\x20\x02\x00\x00")
             assert 0x82 == (await packet(reader))[0]
+            if before:
+                writer.write(before)
+                await writer.drain()
+                await asyncio.sleep(0.2)  # a segment of its own, read before the SUBACK
             if suback:
                 writer.write(suback + then)
             with contextlib.suppress(ConnectionError):
