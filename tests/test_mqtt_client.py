@@ -94,7 +94,7 @@ async def raw_producer(broker: MosquittoServer) -> AsyncIterator[asyncio.StreamW
 
 
 def test_a_qos_2_publish_is_delivered_once_and_its_pubrel_answered() -> None:
-    """QoS 2 comes out flagged for a PUBREC; a repeat before PUBREL is dropped; PUBREL gets PUBCOMP."""
+    """QoS 2 comes out flagged for a PUBREC, once before its PUBREL; a PUBREL gets a PUBCOMP."""
     session = SubscribeSession()
     first = session.receive(publish("p/x", b"1", qos=2, packet_id=9))
     assert [("p/x", b"1", 9 | 0x10000)] == first
@@ -110,7 +110,7 @@ def test_a_qos_2_publish_is_delivered_once_and_its_pubrel_answered() -> None:
 async def test_qos_2_messages_stored_in_the_session_are_delivered_once_and_completed(
     fresh_mosquitto: Broker, prefix: str
 ) -> None:
-    """An operator once subscribed as the monitor at QoS 2: the stored messages arrive once, in order."""
+    """Someone once subscribed as the monitor at QoS 2: stored messages arrive once, in order."""
     broker = fresh_mosquitto()
     settings = MqttSettings(url=broker.url)
     client_id, filters = f"{prefix}-in", [f"{prefix}/#"]
@@ -139,7 +139,7 @@ async def test_qos_2_messages_stored_in_the_session_are_delivered_once_and_compl
 async def test_a_stored_backlog_larger_than_read_ahead_comes_before_the_suback(
     fresh_mosquitto: Broker, prefix: str
 ) -> None:
-    """``max_inflight_messages 0``: 3,000 stored messages precede the SUBACK; all arrive, memory bounded."""
+    """No inflight limit: 3,000 stored messages precede the SUBACK; all arrive, memory bounded."""
     broker = fresh_mosquitto(max_inflight_messages=0)
     settings = MqttSettings(url=broker.url)
     client_id, filters = f"{prefix}-in", [f"{prefix}/#"]
@@ -169,7 +169,7 @@ async def test_a_stored_backlog_larger_than_read_ahead_comes_before_the_suback(
 
 
 async def test_a_refusal_after_stored_messages_is_raised_by_run(prefix: str) -> None:
-    """Stored messages fill the read-ahead before a SUBACK 0x80: they are handed over, then run raises."""
+    """Stored messages fill the read-ahead before a SUBACK 0x80: handed over, then run raises."""
     stored = publish("p/a", b"1", qos=1, packet_id=1) + publish("p/b", b"2", qos=1, packet_id=2)
     async with scripted_broker(b"\x90\x03\x00\x01\x80", before=stored) as settings:
         handler = Handler()
@@ -188,7 +188,7 @@ async def test_a_refusal_after_stored_messages_is_raised_by_run(prefix: str) -> 
 async def test_a_stalled_handler_under_a_qos_0_flood_keeps_its_connection(
     fresh_mosquitto: Broker, prefix: str
 ) -> None:
-    """Keep-alive 1 s, the handler stuck for 3 s under ticks: the connection lives, stale ticks go."""
+    """Keep-alive 1 s, the handler stuck 3 s under ticks: the connection lives, stale ticks go."""
     broker = fresh_mosquitto()
     settings = MqttSettings(url=broker.url)
     handler = Stalled()
@@ -224,7 +224,7 @@ async def test_a_stalled_handler_under_a_qos_0_flood_keeps_its_connection(
 async def test_a_stalled_handler_under_a_qos_1_backlog_keeps_its_connection(
     fresh_mosquitto: Broker, prefix: str
 ) -> None:
-    """``max_inflight_messages 0``, keep-alive 1 s, handler stuck 3 s: nothing lost, connection kept."""
+    """No inflight limit, keep-alive 1 s, handler stuck 3 s: nothing lost, connection kept."""
     broker = fresh_mosquitto(max_inflight_messages=0)
     settings = MqttSettings(url=broker.url)
     batch = messages(prefix, 3000, size=300)
@@ -280,7 +280,7 @@ async def test_a_session_the_broker_lost_is_reported_on_reconnect(
 async def test_a_subscription_granted_at_qos_0_is_logged_naming_the_filter(
     fresh_mosquitto: Broker, prefix: str
 ) -> None:
-    """``max_qos 0`` on the broker: one warning naming the downgraded filter; messages still flow."""
+    """``max_qos 0`` on the broker: one warning naming the downgraded filters; messages flow."""
     broker = fresh_mosquitto(extra_config=["max_qos 0"])
     settings = MqttSettings(url=broker.url)
     filters = [f"{prefix}/positions", f"{prefix}/prices/+/mark"]
@@ -340,7 +340,7 @@ async def test_an_invalid_topic_is_refused_before_writing_and_the_connection_liv
 async def test_a_broker_that_stops_reading_fails_the_publisher_within_its_deadline(
     fresh_mosquitto: Broker, prefix: str
 ) -> None:
-    """SIGSTOP mid-batch, keep-alive 30 s: the stuck write fails in seconds, and the watch sees it."""
+    """SIGSTOP mid-batch, keep-alive 30 s: the stuck write fails in seconds; the watch sees it."""
     broker = fresh_mosquitto()
     settings = MqttSettings(url=broker.url)
     batch = [(f"{prefix}/big", os.urandom(1_000_000))] * 40
