@@ -245,19 +245,16 @@ def _varint(length: int) -> bytes:
 
 def _string(text: str, what: str = "string", *, secret: bool = False) -> bytes:
     """``text`` as MQTT's length-prefixed UTF-8; errors name ``what``, shown unless secret."""
-    shown = "" if secret else f" {text[:40]!r}{'...' if len(text) > 40 else ''}"
     try:
         raw = text.encode()
     except UnicodeEncodeError as error:
-        raise InvalidPacket(
-            f"the {what}{shown} cannot be encoded as UTF-8: {error.reason}"
-        ) from None
-    if len(raw) > MAX_STRING_BYTES:
-        raise InvalidPacket(
-            f"the {what}{shown} is {len(raw):,} bytes in UTF-8; MQTT allows at most "
-            f"{MAX_STRING_BYTES:,}"
-        )
-    return len(raw).to_bytes(2, "big") + raw
+        problem = f"cannot be encoded as UTF-8: {error.reason}"
+    else:
+        if len(raw) <= MAX_STRING_BYTES:
+            return len(raw).to_bytes(2, "big") + raw
+        problem = f"is {len(raw):,} bytes in UTF-8; MQTT allows at most {MAX_STRING_BYTES:,}"
+    shown = "" if secret else f" {text[:40]!r}{'...' if len(text) > 40 else ''}"
+    raise InvalidPacket(f"the {what}{shown} {problem}")
 
 
 def _publish_header(length: int) -> bytes:
