@@ -49,8 +49,8 @@ Theory of operation:
   per connection, answered with a PUBREC once handled, and completed
   (PUBCOMP) when the broker's PUBREL comes.
 
-The subscriber never stops reading for the sake of its handler alone, so
-PINGRESPs and the SUBACK are always read:
+A handler that falls behind neither grows memory without bound nor
+silences the connection (an unread PINGRESP or SUBACK would fail it):
 
 * at most ``read_ahead`` messages wait for the handler; past that the
   oldest QoS 0 ones among them are dropped (down to half the read-ahead:
@@ -705,8 +705,8 @@ class Connection(asyncio.Protocol):
 
         A buffer that has not shrunk for ``write_timeout_s`` means the broker
         stopped reading (paused, overloaded, a half-open connection): that
-        fails the connection, where keep-alive would take two periods and an
-        idle keep-alive none.
+        fails the connection. Keep-alive alone would notice after two
+        periods, and never with keep-alive off.
         """
         if not self._write_paused:
             return
