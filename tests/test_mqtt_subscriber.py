@@ -24,6 +24,7 @@ from tls import make_certificates, start_secure_broker
 from monitor.config import MqttSettings
 from monitor.embedded import MosquittoServer
 from monitor.mqtt import (
+    QOS2,
     ConnectionLost,
     Message,
     Publisher,
@@ -31,9 +32,9 @@ from monitor.mqtt import (
     Subscriber,
     SubscribeSession,
     SubscriptionRefused,
+    acks,
     check_suback,
     connect_packet,
-    pubacks,
     split,
     subscribe_packet,
 )
@@ -120,7 +121,8 @@ def test_a_persistent_connect_and_a_subscribe_are_encoded_as_mqtt_3_1_1_says() -
         "mon1", 30, clean_session=False
     )
     assert b"\x82\x0e\x00\x01\x00\x03a/+\x01\x00\x03b/#\x01" == subscribe_packet(1, ["a/+", "b/#"])
-    assert b"\x40\x02\x00\x01\x40\x02\x01\x02" == pubacks([1, 258])
+    assert b"\x40\x02\x00\x01\x40\x02\x01\x02" == acks([1, 258])
+    assert b"\x50\x02\x00\x07" == acks([7 | QOS2]), "a QoS 2 message is answered with PUBREC"
 
 
 @pytest.mark.parametrize("length", [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152])
@@ -176,7 +178,7 @@ def test_messages_are_taken_in_order_across_any_split_of_the_stream() -> None:
         (b"\x30\x01\x00", "unexpected packet"),
         (b"\x32\x04\x00\x01t\x00", "unexpected packet"),
         (b"\x32\x05\x00\x01t\x00\x00", "unexpected packet"),
-        (b"\x34\x05\x00\x01t\x00\x01", "type 0x34"),
+        (b"\x34\x04\x00\x01t\x00", "type 0x34"),
         (b"\x36\x05\x00\x01t\x00\x01", "type 0x36"),
         (b"\x40\x02\x00\x01", "type 0x40"),
         (b"\xd0\x01\x00", "type 0xd0"),
@@ -189,7 +191,7 @@ def test_messages_are_taken_in_order_across_any_split_of_the_stream() -> None:
         "no-topic-length",
         "qos1-no-packet-id",
         "qos1-packet-id-0",
-        "qos2",
+        "qos2-no-packet-id",
         "qos3",
         "puback",
         "long-pingresp",
@@ -218,8 +220,14 @@ def test_a_suback_must_grant_every_filter() -> None:
 
 
 @contextlib.asynccontextmanager
-async def scripted_broker(suback: bytes, then: bytes = b"") -> AsyncIterator[MqttSettings]:
-    """A server that accepts CONNECT, answers SUBSCRIBE with ``suback`` and sends ``then``."""
+async def scripted_broker(
+    suback: bytes, then: bytes = b"", before: bytes = b""
+) -> AsyncIterator[MqttSettings]:
+    """A server that accepts CONNECT, answers SUBSCRIBE with ``suback`` and sends ``then``.
+
+    ``before`` (stored messages) goes out first, on its own: the SUBACK
+    follows in a later write.
+    """
 
     async def packet(reader: asyncio.StreamReader) -> bytes:
         buffer = b""
@@ -239,6 +247,10 @@ async def scripted_broker(suback: bytes, then: bytes = b"") -> AsyncIterator[Mqt
             assert 0x10 == (await packet(reader))[0]
             writer.write(b"\x20\x02\x00\x00")
             assert 0x82 == (await packet(reader))[0]
+            if before:
+                writer.write(before)
+                await writer.drain()
+                await asyncio.sleep(0.2)  # a segment of its own, read before the SUBACK
             if suback:
                 writer.write(suback + then)
             with contextlib.suppress(ConnectionError):
@@ -260,10 +272,10 @@ async def scripted_broker(suback: bytes, then: bytes = b"") -> AsyncIterator[Mqt
     [
         publish("p/x", b"1") + b"\x30\x06\x00\x02\xff\xfexy",
         b"\x30\xff\xff\xff\xff\x01",
-        publish("p/x", b"2", qos=2, packet_id=1),
+        publish("p/x", b"2", qos=3, packet_id=1),
         b"\xa0\x02\x00\x01",
     ],
-    ids=["topic-not-utf8", "remaining-length", "qos2", "unsuback"],
+    ids=["topic-not-utf8", "remaining-length", "qos3", "unsuback"],
 )
 async def test_garbage_from_the_broker_fails_the_connection_not_the_caller(garbage: bytes) -> None:
     """ConnectionLost (the Bus reconnects on it), from connect or run; nothing bad delivered."""
@@ -383,9 +395,14 @@ async def test_a_packet_split_across_reads_is_put_back_together(mqtt_url: str, p
     assert 2 == sum(reads)
 
 
-async def test_many_packets_in_one_read_are_all_taken_in_order(mqtt_url: str, prefix: str) -> None:
-    """While a handler holds the intake (read_ahead 1), ticks pile up; one read takes dozens."""
-    settings = MqttSettings(url=mqtt_url)
+async def test_many_packets_in_one_read_are_all_taken_in_order(
+    fresh_mosquitto: Callable[..., MosquittoServer], prefix: str
+) -> None:
+    """While a handler holds the intake, QoS 1 messages pile up unread; one read takes dozens."""
+    # No inflight limit: the broker sends all 500 at once, and with a
+    # read-ahead of 1 the connection stops reading while the handler holds.
+    broker = fresh_mosquitto(max_inflight_messages=0)
+    settings = MqttSettings(url=broker.url)
     sent = [(f"{prefix}/prices/S{n % 7}/mark", b"%06d" % n) for n in range(500)]
     release = asyncio.Event()
     handler = Handler(len(sent))
@@ -400,10 +417,12 @@ async def test_many_packets_in_one_read_are_all_taken_in_order(mqtt_url: str, pr
     ) as subscriber:
         reads = spy_on_reads(subscriber)
         running = asyncio.create_task(subscriber.run(slow_first))
-        async with mqtt_client(mqtt_url) as producer:
-            for topic, payload in sent:
-                await producer.publish(topic, payload, qos=0)
-        await asyncio.sleep(0.3)
+        async with Publisher.connect(settings, f"{prefix}-out") as publisher:
+            await publisher.publish_batch(sent[:1])
+            async with asyncio.timeout(5):
+                while not handler.got:
+                    await asyncio.sleep(0.01)
+            await publisher.publish_batch(sent[1:])
         assert 1 == len(handler.got)
         release.set()
         async with asyncio.timeout(10):
