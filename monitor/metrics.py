@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from monitor import mqtt
 
 
 class Metrics:
@@ -97,6 +103,30 @@ class Metrics:
             registry=r,
         )
 
+        r.register(_MqttCounters())
+
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class _MqttCounters(Collector):
+    """What this process's MQTT clients noticed and survived (:data:`monitor.mqtt.counters`)."""
+
+    def collect(self) -> Iterator[Metric]:
+        counters = mqtt.counters
+        yield CounterMetricFamily(
+            "liqmon_mqtt_sessions_lost",
+            "Reconnects on which the broker had lost this persistent session (its queue gone)",
+            value=counters.sessions_lost,
+        )
+        yield CounterMetricFamily(
+            "liqmon_mqtt_qos0_dropped",
+            "QoS 0 messages dropped because the intake was read_ahead messages behind",
+            value=counters.qos0_dropped,
+        )
+        yield CounterMetricFamily(
+            "liqmon_mqtt_subscriptions_downgraded",
+            "Subscriptions the broker granted at QoS 0 only",
+            value=counters.subscriptions_downgraded,
+        )
