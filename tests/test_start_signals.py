@@ -1,4 +1,4 @@
-"""Stopping `liqmon run` and `liqmon publish` at any moment, start-up included.
+"""Starting and stopping `liqmon run` and `liqmon publish`, start-up included.
 
 A process that waits for Redis at start must still obey SIGTERM and SIGINT:
 ``docker stop`` and systemd send SIGTERM and otherwise kill after a grace
@@ -13,26 +13,33 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
+from monitor import __version__
 from monitor.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LIQMON = Path(sys.executable).parent / "liqmon"
 
 
-def wait_for_line(process: subprocess.Popen[bytes], event: str, timeout: float = 15.0) -> None:
-    """Read the child's stderr until a JSON log line with ``event`` arrives."""
+def read_until(
+    process: subprocess.Popen[bytes], event: str, timeout: float = 15.0
+) -> list[dict[str, Any]]:
+    """The child's JSON log lines up to and including the first with ``event``."""
     assert process.stderr is not None
+    lines = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = process.stderr.readline()
         if not line:
             break
-        if line.startswith(b"{") and orjson.loads(line).get("event") == event:
-            return
+        if line.startswith(b"{"):
+            lines.append(orjson.loads(line))
+            if lines[-1]["event"] == event:
+                return lines
     raise AssertionError(f"no {event!r} log line within {timeout} s")
 
 
@@ -60,7 +67,7 @@ def test_a_signal_stops_the_process_while_redis_is_down_at_start(
         stderr=subprocess.PIPE,
     )
     try:
-        wait_for_line(process, "redis_unavailable")
+        read_until(process, "redis_unavailable")
         sent = time.monotonic()
         process.send_signal(sig)
         code = process.wait(timeout=10)
@@ -75,3 +82,41 @@ def test_a_signal_stops_the_process_while_redis_is_down_at_start(
     assert b"Traceback" not in rest
     events = [orjson.loads(line)["event"] for line in rest.splitlines() if line.startswith(b"{")]
     assert "stopped" in events
+
+
+@pytest.mark.parametrize(
+    ("command", "http"),
+    [(["run"], "127.0.0.1:8399"), (["publish", "--http-port", "8398"], "127.0.0.1:8398")],
+    ids=["run", "publish"],
+)
+def test_the_first_line_names_version_config_http_address_and_symbols(
+    command: list[str], http: str, mqtt_url: str
+) -> None:
+    """The first log line names the version, the config file, the HTTP address and the symbols."""
+    config = str(ROOT / "config" / "liqmon.toml")
+    env = dict(
+        os.environ,
+        LIQMON_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        LIQMON_MQTT_URL=mqtt_url,
+        LIQMON_HTTP_PORT="8399",
+        LIQMON_LOG_FORMAT="json",
+    )
+    process = subprocess.Popen(
+        [str(LIQMON), "--config", config, *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        lines = read_until(process, "starting")
+    finally:
+        process.kill()
+        process.communicate()
+    assert len(lines) == 1
+    starting = lines[0]
+    assert (starting["version"], starting["config"], starting["http"], starting["symbols"]) == (
+        __version__,
+        config,
+        http,
+        ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BTCUSD", "ETHUSD"],
+    )
