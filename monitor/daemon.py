@@ -251,7 +251,7 @@ class PublisherDaemon(Service):
         )
         self.leased = asyncio.Event()
         relay = Relay(self.store, list(settings.symbols), identity, self.metrics, self.leases.owns)
-        self.bus = Bus(settings.mqtt, None, relay, identity)
+        self.bus = Bus(settings.mqtt, None, relay, identity, self.metrics)
         self.http_address = None if http_port is None else _address(settings.http.host, http_port)
         self.http = (
             None
@@ -337,6 +337,7 @@ class Daemon(Service):
             (self.intake.subscriptions, self.intake.on_message),
             relay,
             f"{settings.mqtt.client_id}-out",
+            self.metrics,
         )
         self.intake.owns = self.leases.owns
         self.intake.held_back = HeldBack(window_s=2 * lease_ttl_s)
