@@ -1,12 +1,14 @@
 """The daemon: wires the adapters to the engine and runs them as one TaskGroup.
 
 Start-up order matters: the HTTP endpoint first (so ``/healthz`` answers and
-``/readyz`` says why it is not ready yet), then Redis, then recovery (every
-symbol re-evaluated at its last known mark before any new tick), then the
-MQTT session and the workers. SIGTERM or SIGINT stops intake, lets the
-workers finish what is queued (bounded by ``drain_timeout_s``) and exits.
-Events not yet acknowledged by the broker stay in the Redis outbox and go out
-at the next start.
+``/readyz`` says why it is not ready yet), then Redis (which must not evict:
+:mod:`monitor.prerequisites`), then recovery (every symbol re-evaluated at
+its last known mark before any new tick), then the MQTT session and the
+workers. SIGTERM or SIGINT stops intake, lets the workers finish what is
+queued (bounded by ``drain_timeout_s``) and exits; during start-up (Redis
+still awaited, recovery running) it abandons the start at once, since nothing
+was taken that needs finishing. Events not yet acknowledged by the broker
+stay in the Redis outbox and go out at the next start.
 """
 
 from __future__ import annotations
