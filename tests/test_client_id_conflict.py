@@ -7,7 +7,7 @@ import contextlib
 
 import aiomqtt
 import structlog
-from harness import running, settings_for
+from harness import publishing, running, settings_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.bus import TakeoverWatch
@@ -64,6 +64,23 @@ async def test_a_duplicate_client_id_is_logged_once_and_counted(
     assert counted >= 12
     reconnects = [line for line in logs if line["event"] == "mqtt_connected"]
     assert len(reconnects) >= 12
+
+
+async def test_a_publisher_whose_id_is_taken_names_its_own_id(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """`liqmon publish --name publisher` taken over names {client_id}-publisher, once."""
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    client_id = f"{settings.mqtt.client_id}-publisher"
+    with structlog.testing.capture_logs() as logs:
+        async with publishing(settings) as publisher, asyncio.TaskGroup() as group:
+            rival = group.create_task(take_over_again_and_again(mqtt_url, client_id))
+            async with asyncio.timeout(30):
+                while publisher.metrics.mqtt_takeovers._value.get() < 6:
+                    await asyncio.sleep(0.05)
+            rival.cancel()
+    conflicts = [line["client_id"] for line in logs if line["event"] == CONFLICT]
+    assert conflicts == [client_id]
 
 
 async def test_one_monitor_alone_reports_no_conflict(
