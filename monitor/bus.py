@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import aiomqtt
@@ -101,6 +102,15 @@ class TakeoverWatch:
             return False
         self.reported = True
         return True
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside ``error``, exception groups opened at every level."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 def make_client(settings: MqttSettings, identifier: str, *, persistent: bool) -> aiomqtt.Client:
@@ -196,7 +206,9 @@ class Bus:
                         await asyncio.wait(tasks)
             except* MqttError as errors:
                 self.connected.clear()
-                error = errors.exceptions[0]
+                # The first failure, out of the task groups' nesting (the
+                # relay's own group adds a level).
+                error = next(_leaves(errors))
                 log.warning("mqtt_disconnected", error=str(error))
                 if up_since is not None and isinstance(error, ConnectionLost):
                     self._closed_by_broker(error, opened, time.monotonic() - up_since)
