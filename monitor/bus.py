@@ -16,6 +16,13 @@ outbox is the durable store), driven by a :class:`~monitor.relay.Relay`.
 A bus may hold either side alone: the monitor without its relay when
 ``liqmon publish`` runs beside it, that process with the relay only.
 
+Two clients with one client id knock each other off the broker: each
+CONNECT makes the broker close the other's connection, which reconnects at
+once and does the same (two monitors with the default id: 73 times in
+12 s, measured), and MQTT 3.1.1 gives no reason. The loop tells that apart
+from a broker going away (after which reconnecting fails for a while) with
+:class:`TakeoverWatch`, and says so in one error line.
+
 aiomqtt remains for the tools around the daemon (:func:`make_client`).
 """
 
@@ -23,6 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import aiomqtt
@@ -30,10 +40,77 @@ import structlog
 
 from monitor.backoff import Backoff
 from monitor.config import MqttSettings
-from monitor.mqtt import MqttError, OnMessage, Publisher, Subscriber, tls_context
+from monitor.metrics import Metrics
+from monitor.mqtt import (
+    ConnectionLost,
+    MqttError,
+    OnMessage,
+    Publisher,
+    Subscriber,
+    tls_context,
+)
 from monitor.relay import Relay
 
 log = structlog.get_logger("liqmon.bus")
+
+TAKEN_OVER_WITHIN_S = 5.0
+"""A connection the broker closes this soon after accepting it counts as taken over."""
+
+TAKEOVERS = 3
+"""Takeovers within :data:`TAKEOVER_WINDOW_S` that mean another client uses our id."""
+
+TAKEOVER_WINDOW_S = 60.0
+
+
+class TakeoverWatch:
+    """Notices the broker handing our client id to another client, again and again.
+
+    Pure (the caller passes the times): :meth:`closed` is told of every
+    connection the broker closed, with how long it had been up, and answers
+    True once, at the :data:`TAKEOVERS`-th close within
+    :data:`TAKEOVER_WINDOW_S` that came within :data:`TAKEN_OVER_WITHIN_S`
+    of the broker accepting the connection. A broker that restarts closes a
+    connection too, but then refuses the next ones for a while: closes
+    spread over minutes, or after long-lived connections, do not add up.
+    """
+
+    def __init__(
+        self,
+        takeovers: int = TAKEOVERS,
+        window_s: float = TAKEOVER_WINDOW_S,
+        within_s: float = TAKEN_OVER_WITHIN_S,
+    ) -> None:
+        self.takeovers = takeovers
+        self.window_s = window_s
+        self.within_s = within_s
+        self.reported = False
+        self._recent: deque[float] = deque(maxlen=takeovers)
+
+    def taken_over(self, up_s: float) -> bool:
+        """True if a connection closed by the broker after ``up_s`` looks taken over."""
+        return up_s < self.within_s
+
+    def closed(self, up_s: float, now_s: float) -> bool:
+        """Record a close after ``up_s`` of connection at ``now_s``; True the one time it is
+        the sign of a duplicate client id."""
+        if not self.taken_over(up_s):
+            return False
+        self._recent.append(now_s)
+        if self.reported or len(self._recent) < self.takeovers:
+            return False
+        if now_s - self._recent[0] > self.window_s:
+            return False
+        self.reported = True
+        return True
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside ``error``, exception groups opened at every level."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 def make_client(settings: MqttSettings, identifier: str, *, persistent: bool) -> aiomqtt.Client:
@@ -59,6 +136,8 @@ class Bus:
     ``intake`` is the persistent session's subscriptions and handler (None:
     no session); ``relay`` publishes the outbox as ``publisher_id`` (None:
     another process does). :attr:`connected` is set while all are up.
+    Connections the broker took over (see :class:`TakeoverWatch`) are
+    counted in ``metrics``.
     """
 
     def __init__(
@@ -67,17 +146,23 @@ class Bus:
         intake: tuple[list[str], OnMessage] | None,
         relay: Relay | None,
         publisher_id: str,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.intake = intake
         self.relay = relay
         self.publisher_id = publisher_id
+        self.metrics = metrics
         self.connected = asyncio.Event()
+        self.takeovers = TakeoverWatch()
 
     async def run(self) -> None:
         """Connect, subscribe, consume and publish until cancelled. Cancelling is safe."""
         backoff = Backoff()
         while True:
+            # (client id, connection) of what is open, and since when.
+            opened: list[tuple[str, Subscriber | Publisher]] = []
+            up_since: float | None = None
             try:
                 async with contextlib.AsyncExitStack() as connections:
                     subscriber = publisher = None
@@ -87,10 +172,13 @@ class Bus:
                                 self.settings, self.settings.client_id, self.intake[0]
                             )
                         )
+                        opened.append((self.settings.client_id, subscriber))
                     if self.relay is not None:
                         publisher = await connections.enter_async_context(
                             Publisher.connect(self.settings, self.publisher_id)
                         )
+                        opened.append((self.publisher_id, publisher))
+                    up_since = time.monotonic()
                     self.connected.set()
                     backoff.reset()
                     log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
@@ -118,5 +206,34 @@ class Bus:
                         await asyncio.wait(tasks)
             except* MqttError as errors:
                 self.connected.clear()
-                log.warning("mqtt_disconnected", error=str(errors.exceptions[0]))
+                # The first failure, out of the task groups' nesting (the
+                # relay's own group adds a level).
+                error = next(_leaves(errors))
+                log.warning("mqtt_disconnected", error=str(error))
+                if up_since is not None and isinstance(error, ConnectionLost):
+                    self._closed_by_broker(error, opened, time.monotonic() - up_since)
             await backoff.wait()
+
+    def _closed_by_broker(
+        self,
+        error: MqttError,
+        opened: list[tuple[str, Subscriber | Publisher]],
+        up_s: float,
+    ) -> None:
+        """An accepted connection was lost after ``up_s``: was it taken over?"""
+        if self.metrics is not None and self.takeovers.taken_over(up_s):
+            self.metrics.mqtt_takeovers.inc()
+        if self.takeovers.closed(up_s, time.monotonic()):
+            # The connection whose failure ended the session is the one taken over.
+            client_id = next(
+                (name for name, connection in opened if connection.failed is error),
+                opened[0][0],
+            )
+            log.error(
+                "mqtt_client_id_conflict",
+                message=f"another MQTT client is using client_id {client_id}: "
+                "give each monitor/publisher its own mqtt.client_id",
+                client_id=client_id,
+                takeovers=self.takeovers.takeovers,
+                within_s=self.takeovers.window_s,
+            )

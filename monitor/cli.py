@@ -211,12 +211,15 @@ def _run_daemon(main: Coroutine[Any, Any, None]) -> None:
     """
     sys.setswitchinterval(0.001)
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(main)
+            return
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main)
+    except ConfigError as error:  # found once a server answered, e.g. Redis may evict
+        _fail(str(error))
 
 
 async def _run(settings: Settings) -> None:

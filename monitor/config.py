@@ -44,6 +44,8 @@ class RedisSettings:
     key_file: str | None = None
     cluster: bool = False
     """True: ``url`` names one node of a Redis Cluster, whose other nodes are discovered."""
+    allow_eviction: bool = False
+    """True: start even when Redis may evict keys (any ``maxmemory-policy`` but ``noeviction``)."""
 
     @property
     def tls(self) -> bool:
@@ -223,7 +225,9 @@ def parse_settings(
     risk_doc = reader.table(document, "risk")
     limits_doc = reader.table(document, "limits")
     reader.only(
-        redis_doc, "redis", {"url", "key_prefix", "ca_file", "cert_file", "key_file", "cluster"}
+        redis_doc,
+        "redis",
+        {"url", "key_prefix", "ca_file", "cert_file", "key_file", "cluster", "allow_eviction"},
     )
     reader.only(
         mqtt_doc,
@@ -264,6 +268,9 @@ def parse_settings(
         cluster=_env_flag(environ, "LIQMON_REDIS_CLUSTER")
         if environ.get("LIQMON_REDIS_CLUSTER")
         else reader.flag(redis_doc, "redis.cluster", RedisSettings().cluster),
+        allow_eviction=_env_flag(environ, "LIQMON_REDIS_ALLOW_EVICTION")
+        if environ.get("LIQMON_REDIS_ALLOW_EVICTION")
+        else reader.flag(redis_doc, "redis.allow_eviction", RedisSettings().allow_eviction),
     )
     mqtt = MqttSettings(
         url=_env_url(environ, "LIQMON_MQTT_URL", ("mqtt", "mqtts"))

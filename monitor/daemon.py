@@ -1,12 +1,14 @@
 """The daemon: wires the adapters to the engine and runs them as one TaskGroup.
 
 Start-up order matters: the HTTP endpoint first (so ``/healthz`` answers and
-``/readyz`` says why it is not ready yet), then Redis, then recovery (every
-symbol re-evaluated at its last known mark before any new tick), then the
-MQTT session and the workers. SIGTERM or SIGINT stops intake, lets the
-workers finish what is queued (bounded by ``drain_timeout_s``) and exits.
-Events not yet acknowledged by the broker stay in the Redis outbox and go out
-at the next start.
+``/readyz`` says why it is not ready yet), then Redis (which must not evict:
+:mod:`monitor.prerequisites`), then recovery (every symbol re-evaluated at
+its last known mark before any new tick), then the MQTT session and the
+workers. SIGTERM or SIGINT stops intake, lets the workers finish what is
+queued (bounded by ``drain_timeout_s``) and exits; during start-up (Redis
+still awaited, recovery running) it abandons the start at once, since nothing
+was taken that needs finishing. Events not yet acknowledged by the broker
+stay in the Redis outbox and go out at the next start.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import structlog
 from feeds.errors import FeedError
 from feeds.source import PriceSource
 from feeds.tick import PriceKind, PriceTick
+from monitor import __version__
 from monitor.api import Api
 from monitor.backoff import Backoff
 from monitor.bus import Bus
@@ -31,7 +34,7 @@ from monitor.cancellation import raise_if_cancelling
 from monitor.coalesce import HeldBack, MarkCoalescer
 from monitor.config import Settings
 from monitor.engine import Engine, Outcome
-from monitor.errors import Rejection
+from monitor.errors import Rejection, UnsafeServer
 from monitor.guards import PriceGuards
 from monitor.http import HttpEndpoint
 from monitor.intake import Intake
@@ -39,6 +42,7 @@ from monitor.keys import Keys
 from monitor.lease import Leases
 from monitor.metrics import Metrics
 from monitor.position import PositionUpdate
+from monitor.prerequisites import check_eviction
 from monitor.relay import Relay
 from monitor.store import REDIS_DOWN, Client, Store, connect
 
@@ -54,6 +58,20 @@ EVENT_LOG_LINES = 100
 
 TICK_BATCH = 64
 """Most symbols whose marks share one Redis round trip (bounds one reply's size)."""
+
+SYMBOLS_LOGGED = 20
+"""Symbols named in the start-up line; more are counted."""
+
+
+def _shown(symbols: list[str]) -> list[str]:
+    """``symbols`` for a log line: the first :data:`SYMBOLS_LOGGED`, then how many more."""
+    if len(symbols) <= SYMBOLS_LOGGED:
+        return symbols
+    return [*symbols[:SYMBOLS_LOGGED], f"+{len(symbols) - SYMBOLS_LOGGED} more"]
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Service:
@@ -72,23 +90,48 @@ class Service:
     redis_ok: bool
     stopping: asyncio.Event
 
+    http_address: str | None
+    """Where ``/healthz``, ``/readyz`` and ``/metrics`` are served (None: nowhere)."""
+
     async def run(self) -> None:
-        """Run until :attr:`stopping` is set (or the task is cancelled)."""
+        """Run until :attr:`stopping` is set (or the task is cancelled).
+
+        Stopping works at any moment: while start-up still waits for Redis,
+        it is abandoned (nothing was started that needs draining). Raises
+        :class:`~monitor.errors.UnsafeServer` when Redis may evict.
+        """
+        log.info(
+            "starting",
+            version=__version__,
+            process=type(self).__name__,
+            config=self.settings.source,
+            http=self.http_address,
+            symbols=_shown(list(self.settings.symbols)),
+        )
         tasks: list[asyncio.Task[None]] = []
         try:
-            async with asyncio.TaskGroup() as group:
+            try:
+                async with asyncio.TaskGroup() as group:
 
-                def start(coro: Awaitable[None], name: str) -> None:
-                    tasks.append(group.create_task(coro, name=name))  # type: ignore[arg-type]
+                    def start(coro: Awaitable[None], name: str) -> None:
+                        tasks.append(group.create_task(coro, name=name))  # type: ignore[arg-type]
 
-                await self._start(start)
-                await self.stopping.wait()
-                log.info("stopping")
-                await self._drain()
-                for task in tasks:
-                    task.cancel()
-            with contextlib.suppress(*REDIS_DOWN):
-                await self.leases.release_all()
+                    starting = group.create_task(self._start(start), name="start")
+                    await self.stopping.wait()
+                    if starting.done():
+                        log.info("stopping")
+                        await self._drain()
+                    else:
+                        log.info("stopping", during="start-up")
+                        starting.cancel()
+                    for task in tasks:
+                        task.cancel()
+            except* UnsafeServer as refused:
+                # One line at the command line, not a group of one.
+                raise refused.exceptions[0] from None
+            if self.leased.is_set():  # nothing to give back before the first refresh
+                with contextlib.suppress(*REDIS_DOWN):
+                    await self.leases.release_all()
         finally:
             await self.redis.aclose()
         log.info("stopped")
@@ -111,6 +154,10 @@ class Service:
             failing["leases"] = "not yet refreshed"
         return failing
 
+    async def _check_redis(self) -> None:
+        """Wait for Redis; refuse to go on if it may evict (:mod:`monitor.prerequisites`)."""
+        await self._retry_redis(check_eviction, self.redis, self.settings.redis.allow_eviction)
+
     async def _keep_leases(self) -> None:
         period_s = self.leases.ttl_ms / 3000
         while True:
@@ -124,7 +171,7 @@ class Service:
         """Called with the symbols a lease refresh has just acquired."""
 
     def install_signal_handlers(self) -> None:
-        """Turn SIGTERM and SIGINT into a graceful stop."""
+        """Turn SIGTERM and SIGINT into a graceful stop, start-up included."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -204,7 +251,8 @@ class PublisherDaemon(Service):
         )
         self.leased = asyncio.Event()
         relay = Relay(self.store, list(settings.symbols), identity, self.metrics, self.leases.owns)
-        self.bus = Bus(settings.mqtt, None, relay, identity)
+        self.bus = Bus(settings.mqtt, None, relay, identity, self.metrics)
+        self.http_address = None if http_port is None else _address(settings.http.host, http_port)
         self.http = (
             None
             if http_port is None
@@ -223,6 +271,7 @@ class PublisherDaemon(Service):
         start(self._watch_redis(), "redis-watch")
         if self.http is not None:
             start(self.http.run(), "http")
+        await self._check_redis()
         await self._retry_redis(self.store.ensure_outbox_groups, list(self.settings.symbols))
         start(self._keep_leases(), "leases")
         start(self.bus.run(), "mqtt")
@@ -289,10 +338,12 @@ class Daemon(Service):
             (self.intake.subscriptions, self.intake.on_message),
             relay,
             f"{settings.mqtt.client_id}-out",
+            self.metrics,
         )
         self.intake.owns = self.leases.owns
         self.intake.held_back = HeldBack(window_s=2 * lease_ttl_s)
         self.leased = asyncio.Event()
+        self.http_address = _address(settings.http.host, settings.http.port)
         self.http = HttpEndpoint(
             settings.http.host,
             settings.http.port,
@@ -326,6 +377,7 @@ class Daemon(Service):
     async def _start(self, start: Callable[[Awaitable[None], str], None]) -> None:
         start(self.http.run(), "http")
         start(self._watch_redis(), "redis-watch")
+        await self._check_redis()
         await self._retry_redis(self.store.ensure_outbox_groups, list(self.settings.symbols))
         recovered = await self._retry_redis(self.engine.recover)
         self.recovered.set()

@@ -4,6 +4,7 @@
 
     LiqmonError
     ├── ConfigError      bad configuration: the daemon refuses to start (exit 2)
+    │   └── UnsafeServer a server it depends on is set up to lose data: refuses too (exit 2)
     └── Rejection        bad input from outside: reject, count, log, dead-letter; never stop
 
 Infrastructure failures are not wrapped: ``redis.exceptions.ConnectionError``,
@@ -21,6 +22,14 @@ class LiqmonError(Exception):
 
 class ConfigError(LiqmonError):
     """The configuration cannot be used; the message names the file, key and problem."""
+
+
+class UnsafeServer(ConfigError):
+    """Redis or the broker is configured so that liqmon would lose data (e.g. Redis may evict).
+
+    Found at start, once the server answers; the message is one line naming
+    the server, the setting and the fix.
+    """
 
 
 class Rejection(LiqmonError):

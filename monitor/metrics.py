@@ -95,6 +95,12 @@ class Metrics:
             "Age of the oldest event waiting for the broker",
             registry=r,
         )
+        self.mqtt_takeovers = Counter(
+            "liqmon_mqtt_takeovers_total",
+            "MQTT connections the broker closed within 5 s of accepting them "
+            "(another client with the same client id takes them over)",
+            registry=r,
+        )
         self.ready = Gauge("liqmon_ready", "1 when Redis and MQTT are connected", registry=r)
         self.tick_seconds = Histogram(
             "liqmon_tick_evaluation_seconds",
