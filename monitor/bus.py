@@ -1,16 +1,19 @@
-"""The MQTT adapter: the monitor's persistent session, which reads prices and
-positions, and the connection that publishes events, both lean MQTT 3.1.1
+"""The MQTT adapter: the monitor's persistent sessions, which read prices and
+positions, and the connection that publishes events, all lean MQTT 3.1.1
 clients from :mod:`monitor.mqtt`.
 
-Both connections live in one loop that follows aiomqtt's reconnection guide:
-connect, back off on :class:`~monitor.mqtt.MqttError`; a failure of either
-(keep-alive unanswered, a malformed packet, the broker gone) restarts both.
-The consuming session, :class:`~monitor.mqtt.Subscriber`, is persistent
+All connections live in one loop that follows aiomqtt's reconnection guide:
+connect, back off on :class:`~monitor.mqtt.MqttError`; a failure of any
+(keep-alive unanswered, a malformed packet, the broker gone) restarts all.
+Each consuming session, a :class:`~monitor.mqtt.Subscriber`, is persistent
 (``clean_session=False`` and a stable client id), so QoS 1 messages
 addressed to the monitor while it was away are delivered when it returns;
 it acknowledges a QoS 1 message only after the intake handled it, so a
-message whose handling did not finish comes again. It costs about a third
-of aiomqtt's CPU per message received (``benchmarks/receive.py``).
+message whose handling did not finish comes again. The monitor reads prices
+as ``{client_id}`` and positions as ``{client_id}-positions``: a position
+message is acknowledged only once its versions are stored, and ticks must
+not wait behind that. A subscriber costs about a third of aiomqtt's CPU per
+message received (``benchmarks/receive.py``).
 Events go out through :class:`~monitor.mqtt.Publisher` (clean session: the
 outbox is the durable store), driven by a :class:`~monitor.relay.Relay`.
 A bus may hold either side alone: the monitor without its relay when
@@ -32,7 +35,8 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -130,12 +134,26 @@ def make_client(settings: MqttSettings, identifier: str, *, persistent: bool) ->
     )
 
 
-class Bus:
-    """Keeps the MQTT connections up: subscriptions in (Subscriber), outbox out (Relay).
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One persistent MQTT session the bus keeps: who it is, what it reads, who handles it.
 
-    ``intake`` is the persistent session's subscriptions and handler (None:
-    no session); ``relay`` publishes the outbox as ``publisher_id`` (None:
-    another process does). :attr:`connected` is set while all are up.
+    ``unsubscribe`` names filters an older configuration may have left in
+    the session (see :meth:`~monitor.mqtt.Subscriber.connect`).
+    """
+
+    client_id: str
+    topics: list[str]
+    on_message: OnMessage
+    unsubscribe: tuple[str, ...] = ()
+
+
+class Bus:
+    """Keeps the MQTT connections up: sessions in (Subscribers), outbox out (Relay).
+
+    ``sessions`` are the persistent sessions to read (none: only publish);
+    ``relay`` publishes the outbox as ``publisher_id`` (None: another
+    process does). :attr:`connected` is set while all are up.
     Connections the broker took over (see :class:`TakeoverWatch`) are
     counted in ``metrics``.
     """
@@ -143,13 +161,13 @@ class Bus:
     def __init__(
         self,
         settings: MqttSettings,
-        intake: tuple[list[str], OnMessage] | None,
+        sessions: Sequence[Session],
         relay: Relay | None,
         publisher_id: str,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
-        self.intake = intake
+        self.sessions = list(sessions)
         self.relay = relay
         self.publisher_id = publisher_id
         self.metrics = metrics
@@ -165,14 +183,19 @@ class Bus:
             up_since: float | None = None
             try:
                 async with contextlib.AsyncExitStack() as connections:
-                    subscriber = publisher = None
-                    if self.intake is not None:
+                    subscribers: list[tuple[Session, Subscriber]] = []
+                    publisher = None
+                    for session in self.sessions:
                         subscriber = await connections.enter_async_context(
                             Subscriber.connect(
-                                self.settings, self.settings.client_id, self.intake[0]
+                                self.settings,
+                                session.client_id,
+                                session.topics,
+                                unsubscribe=session.unsubscribe,
                             )
                         )
-                        opened.append((self.settings.client_id, subscriber))
+                        subscribers.append((session, subscriber))
+                        opened.append((session.client_id, subscriber))
                     if self.relay is not None:
                         publisher = await connections.enter_async_context(
                             Publisher.connect(self.settings, self.publisher_id)
@@ -184,10 +207,11 @@ class Bus:
                     log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
                     async with asyncio.TaskGroup() as group:
                         tasks: list[asyncio.Task[Any]] = []
-                        if subscriber is not None and self.intake is not None:
+                        for session, subscriber in subscribers:
                             tasks.append(
                                 group.create_task(
-                                    subscriber.run(self.intake[1]), name="mqtt-consume"
+                                    subscriber.run(session.on_message),
+                                    name=f"mqtt-consume-{session.client_id}",
                                 )
                             )
                         if publisher is not None and self.relay is not None:

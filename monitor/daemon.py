@@ -29,7 +29,7 @@ from feeds.tick import PriceKind, PriceTick
 from monitor import __version__
 from monitor.api import Api
 from monitor.backoff import Backoff
-from monitor.bus import Bus
+from monitor.bus import Bus, Session
 from monitor.cancellation import raise_if_cancelling
 from monitor.coalesce import HeldBack, MarkCoalescer
 from monitor.config import Settings
@@ -251,7 +251,7 @@ class PublisherDaemon(Service):
         )
         self.leased = asyncio.Event()
         relay = Relay(self.store, list(settings.symbols), identity, self.metrics, self.leases.owns)
-        self.bus = Bus(settings.mqtt, None, relay, identity, self.metrics)
+        self.bus = Bus(settings.mqtt, [], relay, identity, self.metrics)
         self.http_address = None if http_port is None else _address(settings.http.host, http_port)
         self.http = (
             None
@@ -333,9 +333,15 @@ class Daemon(Service):
                 self.metrics,
                 self.leases.owns,
             )
+        client_id, positions = settings.mqtt.client_id, self.intake.position_topics
+        sessions = [
+            # Position topics left in the price session by older versions go.
+            Session(client_id, self.intake.price_topics, self.intake.on_message, tuple(positions)),
+            Session(f"{client_id}-positions", positions, self.intake.on_message),
+        ]
         self.bus = Bus(
             settings.mqtt,
-            (self.intake.subscriptions, self.intake.on_message),
+            sessions,
             relay,
             f"{settings.mqtt.client_id}-out",
             self.metrics,

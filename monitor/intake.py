@@ -102,13 +102,15 @@ class Intake:
         self.dead_letters = DeadLetterWriter(store, metrics)
 
     @property
-    def subscriptions(self) -> list[str]:
-        """The MQTT topic filters the daemon reads."""
-        return [
-            f"{self.prefix}/prices/+/mark",
-            f"{self.prefix}/prices/+/index",
-            f"{self.prefix}/positions",
-        ]
+    def price_topics(self) -> list[str]:
+        """The MQTT topic filters of the price ticks."""
+        return [f"{self.prefix}/prices/+/mark", f"{self.prefix}/prices/+/index"]
+
+    @property
+    def position_topics(self) -> list[str]:
+        """The MQTT topic filters of the position versions (a session of their own: their
+        handler waits for Redis, and ticks must not wait behind it)."""
+        return [f"{self.prefix}/positions"]
 
     async def on_message(self, topic: str, payload: bytes) -> None:
         """Handle one MQTT message; never raises on bad input."""

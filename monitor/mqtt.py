@@ -127,6 +127,7 @@ __all__ = [
     "split",
     "subscribe_packet",
     "tls_context",
+    "unsubscribe_packet",
 ]
 
 MAX_PACKET_ID = 65535
@@ -141,6 +142,9 @@ DISCONNECT = b"\xe0\x00"
 SUBSCRIBE_ID = 1
 """The packet id of the one SUBSCRIBE a subscriber sends (it never publishes)."""
 
+UNSUBSCRIBE_ID = 2
+"""The packet id of the one UNSUBSCRIBE a subscriber may send after it."""
+
 _CONNACK = 0x20
 _PUBLISH = 0x30
 _PUBLISH_QOS1 = 0x32
@@ -150,6 +154,8 @@ _PUBREL = 0x62
 _PUBCOMP = 0x70
 _SUBSCRIBE = 0x82
 _SUBACK = 0x90
+_UNSUBSCRIBE = 0xA2
+_UNSUBACK = 0xB0
 _PINGRESP = 0xD0
 _SUBACK_FAILURE = 0x80
 _TOPIC_CACHE_SIZE = 4096
@@ -300,6 +306,12 @@ def check_connack(packet: bytes) -> bool:
     if packet[3] != 0:
         raise Refused(packet[3])
     return bool(packet[2] & 0x01)
+
+
+def unsubscribe_packet(packet_id: int, topics: Sequence[str]) -> bytes:
+    """One UNSUBSCRIBE of every filter in ``topics``."""
+    body = _packet_id(packet_id) + b"".join(_string(topic, "topic filter") for topic in topics)
+    return bytes((_UNSUBSCRIBE,)) + _varint(len(body)) + body
 
 
 def subscribe_packet(packet_id: int, topics: Sequence[str]) -> bytes:
@@ -497,6 +509,8 @@ class SubscribeSession:
             elif kind == _SUBACK and end - start >= 3:
                 packet_id = (buffer[start] << 8) | buffer[start + 1]
                 self.granted[packet_id] = bytes(buffer[start + 2 : end])
+            elif kind == _UNSUBACK and end - start == 2:
+                pass  # nothing waits for it: the broker handles packets in order
             elif kind == _PUBREL and end - start == 2:
                 # Completed whether or not this connection saw the PUBLISH: a
                 # PUBREC sent on an earlier connection is released on this one.
@@ -1015,8 +1029,13 @@ class Subscriber(Connection):
         write_timeout_s: float = 10.0,
         clean_session: bool = False,
         read_ahead: int = 4096,
+        unsubscribe: Sequence[str] = (),
     ) -> AsyncIterator[Subscriber]:
         """Connect as ``client_id`` (a persistent session unless told), subscribe to ``topics``.
+
+        ``unsubscribe`` names filters a persistent session may still hold
+        from an older configuration: an UNSUBSCRIBE follows the SUBSCRIBE
+        (the broker handles them in order; its UNSUBACK is taken as it comes).
 
         Each filter of ``topics`` is subscribed at maximum QoS 1, in one
         SUBSCRIBE whose SUBACK is checked before this returns, unless
@@ -1045,6 +1064,8 @@ class Subscriber(Connection):
             if not clean_session:
                 subscriber._check_session(settings)
             await subscriber._subscribe(topics, connect_timeout_s)
+            if unsubscribe:
+                subscriber._write(unsubscribe_packet(UNSUBSCRIBE_ID, unsubscribe))
             yield subscriber
         finally:
             await subscriber._close()

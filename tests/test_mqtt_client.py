@@ -296,6 +296,24 @@ async def test_a_subscription_granted_at_qos_0_is_logged_naming_the_filter(
     assert "warning" == warnings[0]["log_level"]
 
 
+async def test_a_filter_an_older_configuration_left_in_the_session_is_unsubscribed(
+    mqtt_url: str, prefix: str
+) -> None:
+    """A persistent session that once held a filter no longer asked for drops it on the next
+    connection (``unsubscribe``): its messages stop coming, the others keep coming in order."""
+    settings = MqttSettings(url=mqtt_url)
+    client_id, kept, dropped = f"{prefix}-in", f"{prefix}/kept", f"{prefix}/dropped"
+    async with Subscriber.connect(settings, client_id, [kept, dropped]):
+        pass
+    async with Subscriber.connect(settings, client_id, [kept], unsubscribe=[dropped]) as subscriber:
+        async with mqtt_client(mqtt_url) as producer:
+            await producer.publish(dropped, b"1", qos=1)
+            await producer.publish(kept, b"2", qos=1)
+            await producer.publish(dropped, b"3", qos=1)
+            await producer.publish(kept, b"4", qos=1)
+        assert [(kept, b"2"), (kept, b"4")] == await collect(subscriber, 2, quiet_s=0.3)
+
+
 # -- packets MQTT cannot carry ---------------------------------------------------
 
 
