@@ -322,12 +322,17 @@
     return 10 * power;
   }
 
-  function fmtAxis(value, step) {
-    // As many decimals as the step needs: 500 → 0, 2.5 → 1, 0.25 → 2.
+  // As many decimals as a scale step needs: 500 → 0, 2.5 → 1, 0.25 → 2.
+  function stepDecimals(step) {
     let decimals = 0;
     while (decimals < 8 && Math.abs(step * 10 ** decimals - Math.round(step * 10 ** decimals)) > 1e-6) {
       decimals += 1;
     }
+    return decimals;
+  }
+
+  function fmtAxis(value, step) {
+    const decimals = stepDecimals(step);
     return value.toLocaleString("en-US", { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
   }
 
@@ -342,6 +347,7 @@
     });
     const spanMs = state.historyPoints * state.historyIntervalMs;
     const startMs = endMs - spanMs;
+    const span = `${Math.round(spanMs / 60000)} min`;
     const visible = points.filter((p) => p[0] >= startMs && p[0] <= endMs);
     svg.dataset.points = String(visible.length);
     const plotW = width - PAD.left - PAD.right;
@@ -369,8 +375,9 @@
       if (index !== null && index !== undefined) values.push(Number(index));
     }
     if (!values.length) {
-      svg.appendChild(svgEl("text", { class: "empty", x: PAD.left + plotW / 2, y: PAD.top + plotH / 2, "text-anchor": "middle" }, "no mark in the last 5 min"));
-      svg.setAttribute("aria-label", "no mark in the last five minutes");
+      const middle = { class: "empty", x: PAD.left + plotW / 2, y: PAD.top + plotH / 2, "text-anchor": "middle" };
+      svg.appendChild(svgEl("text", middle, `no mark in the last ${span}`));
+      svg.setAttribute("aria-label", `no mark in the last ${span}`);
       return svg;
     }
     let low = Math.min(...values);
@@ -381,8 +388,9 @@
       high += pad5;
     }
     const step = niceStep(high - low, 3);
-    low = Math.floor(low / step) * step;
-    high = Math.ceil(high / step) * step;
+    const decimals = stepDecimals(step);
+    low = Number((Math.floor(low / step) * step).toFixed(decimals));
+    high = Number((Math.ceil(high / step) * step).toFixed(decimals));
     const y = (v) => PAD.top + plotH - ((v - low) / (high - low)) * plotH;
     for (let n = 0, v = low; v <= high + step / 2; n += 1, v = low + n * step) {
       const py = y(v);
@@ -400,6 +408,10 @@
       let previous = null;
       const flush = () => {
         if (run.length > 1) svg.appendChild(svgEl("polyline", { class: cls, points: run.join(" ") }));
+        if (run.length === 1 && pick === 1) {
+          const [cx, cy] = run[0].split(",");
+          svg.appendChild(svgEl("circle", { class: "mark-dot lone", cx, cy, r: 1.5 }));
+        }
         run = [];
       };
       for (const p of visible) {
@@ -416,7 +428,7 @@
     svg.appendChild(svgEl("circle", { class: "mark-dot", cx: x(last[0]), cy: y(Number(last[1])), r: 2.5 }));
     svg.setAttribute(
       "aria-label",
-      `mark from ${fmtAxis(low, step)} to ${fmtAxis(high, step)} over the last five minutes`,
+      `mark between ${fmtAxis(low, step)} and ${fmtAxis(high, step)} over the last ${span}`,
     );
     return svg;
   }
