@@ -359,10 +359,14 @@ class LiveFeed:
         while True:
             raise_if_cancelling()
             now_ms = time.time_ns() // 1_000_000
-            for symbol, points in self.history.items():
-                point = self._point(symbol, now_ms)
-                if point is not None:
-                    points.append(point)
+            try:
+                for symbol, points in self.history.items():
+                    point = self._point(symbol, now_ms)
+                    if point is not None:
+                        points.append(point)
+            except Exception:  # the dashboard must never take the monitor down
+                self.errors.inc()
+                log.exception("dashboard_history_failed")
             # On whole intervals of the wall clock: every page's points line up.
             await asyncio.sleep(interval_s - (time.time() % interval_s))
 
