@@ -355,18 +355,20 @@
     const x = (t) => PAD.left + ((t - startMs) / spanMs) * plotW;
     svg.appendChild(svgEl("rect", { class: "plot", x: PAD.left, y: PAD.top, width: plotW, height: plotH }));
 
-    // Time axis: a tick each whole minute (two when narrow), labelled in local time.
+    // Time axis: a tick each whole minute (two when narrow), labelled in local time
+    // unless the label would touch the plot's edge or the previous label.
     const minuteMs = 60000;
     const every = plotW < 200 ? 2 : 1;
+    let labelledAt = -Infinity;
     for (let t = Math.ceil(startMs / minuteMs) * minuteMs; t <= endMs; t += minuteMs) {
       const d = new Date(t);
       if (d.getMinutes() % every) continue;
       const px = x(t);
       svg.appendChild(svgEl("line", { class: "grid", x1: px, x2: px, y1: PAD.top, y2: PAD.top + plotH }));
-      const anchor = px < PAD.left + 16 ? "start" : "middle";
-      svg.appendChild(
-        svgEl("text", { class: "x-label", x: px, y: height - 5, "text-anchor": anchor }, `${pad(d.getHours())}:${pad(d.getMinutes())}`),
-      );
+      if (px < PAD.left + 15 || px - labelledAt < 36) continue;
+      labelledAt = px;
+      const label = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+      svg.appendChild(svgEl("text", { class: "x-label", x: px, y: height - 5, "text-anchor": "middle" }, label));
     }
 
     const values = [];
