@@ -81,6 +81,8 @@ MAX_REUSE_S = 5.0
 HISTORY_INTERVAL_S = 1.0
 HISTORY_POINTS = 300
 """Chart points kept per symbol (one every :data:`HISTORY_INTERVAL_S`: five minutes)."""
+HISTORY_BATCH = 50
+"""Symbols sampled between two yields to the event loop (about 0.6 ms of work)."""
 QUOTE_ASSETS = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USD", "EUR")
 """Quote currencies recognised at the end of a symbol, to name the units of its sizes."""
 
@@ -360,10 +362,14 @@ class LiveFeed:
             raise_if_cancelling()
             now_ms = time.time_ns() // 1_000_000
             try:
-                for symbol, points in self.history.items():
+                for n, (symbol, points) in enumerate(self.history.items(), start=1):
                     point = self._point(symbol, now_ms)
                     if point is not None:
                         points.append(point)
+                    if n % HISTORY_BATCH == 0:
+                        # ~11 µs a symbol: 500 symbols in one go would hold
+                        # every tick behind them for ~6 ms.
+                        await asyncio.sleep(0)
             except Exception:  # the dashboard must never take the monitor down
                 self.errors.inc()
                 log.exception("dashboard_history_failed")
