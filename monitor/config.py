@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -27,6 +27,7 @@ from feeds.source import PriceSource
 from monitor.errors import ConfigError, Rejection
 from monitor.guards import DEFAULT_GUARDS, GuardSettings, parse_guard_settings
 from monitor.margin import Bracket, Contract, ContractKind, check_brackets
+from monitor.origins import normalize_host, normalize_origin
 from monitor.status import RiskLimits
 from monitor.wire import check_name
 
@@ -118,6 +119,11 @@ class HttpSettings:
     port: int = 8321
     token: str | None = None
     """Bearer token required by /api, /ws and /metrics when set (LIQMON_HTTP_TOKEN)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (besides addresses, localhost and the bind host) the page, /api and /ws
+    answer to; any other name is refused (DNS rebinding, see :mod:`monitor.origins`)."""
+    allowed_origins: tuple[str, ...] = ()
+    """Web origins (besides the page's own) allowed to open /ws and read /api."""
 
 
 DEAD_LETTER_OVERHEAD_BYTES = 65_536
@@ -243,7 +249,7 @@ def parse_settings(
             "publisher",
         },
     )
-    reader.only(http_doc, "http", {"host", "port", "token"})
+    reader.only(http_doc, "http", {"host", "port", "token", "allowed_hosts", "allowed_origins"})
     reader.only(risk_doc, "risk", {"margin_call_ratio", "margin_call_clear_ratio"})
     reader.only(
         limits_doc,
@@ -295,6 +301,8 @@ def parse_settings(
         or reader.string(http_doc, "http.host", HttpSettings().host),
         port=http_port,
         token=environ.get("LIQMON_HTTP_TOKEN") or reader.optional_str(http_doc, "http.token"),
+        allowed_hosts=reader.each(http_doc, "http.allowed_hosts", normalize_host),
+        allowed_origins=reader.each(http_doc, "http.allowed_origins", normalize_origin),
     )
     risk = RiskLimits(
         margin_call_ratio=reader.decimal(
@@ -447,6 +455,23 @@ class _Reader:
         if value is not None and not isinstance(value, str):
             self.fail(key, f"must be a string, got {value!r}")
         return value
+
+    def each(
+        self, table: Mapping[str, Any], key: str, check: Callable[[str], str]
+    ) -> tuple[str, ...]:
+        """An array of strings, each passed through ``check`` (whose ValueError names it)."""
+        values = table.get(key.rsplit(".", 1)[-1], [])
+        if not isinstance(values, list):
+            self.fail(key, f"must be an array of strings, got {values!r}")
+        checked = []
+        for index, value in enumerate(values):
+            if not isinstance(value, str):
+                self.fail(f"{key}[{index}]", f"must be a string, got {value!r}")
+            try:
+                checked.append(check(value))
+            except ValueError as error:
+                self.fail(f"{key}[{index}]", str(error))
+        return tuple(checked)
 
     def name(self, table: Mapping[str, Any], key: str, default: str) -> str:
         value = self.string(table, key, default)

@@ -357,6 +357,8 @@ class Daemon(Service):
             self.failing,
             Api(self.store, settings.symbols, self.guards),
             token=settings.http.token,
+            allowed_hosts=settings.http.allowed_hosts,
+            allowed_origins=settings.http.allowed_origins,
         )
         if settings.http.token is None and settings.http.host not in (
             "127.0.0.1",

@@ -16,7 +16,9 @@ same port as its websocket endpoint, so one port serves all of it:
 =====================================  ==============================================
 
 Bad query parameters are a 400 and unknown ids a 404, each with
-``{"error": "..."}``; a 503 says Redis is unavailable.
+``{"error": "..."}``; a 503 says Redis is unavailable. The page, ``/api/*`` and
+``/ws`` answer only requests that name this server and come from its own page
+or an allow-listed origin, else a 403 says why (:mod:`monitor.origins`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from websockets.http11 import Request, Response
 from monitor.api import Api, ApiError, parse_events_query, parse_positions_query, query_params
 from monitor.live import LiveFeed
 from monitor.metrics import Metrics
+from monitor.origins import Admission
 from monitor.store import REDIS_DOWN
 
 Checks = Callable[[], Awaitable[dict[str, str]]]
@@ -95,9 +98,12 @@ class HttpEndpoint:
         readiness: Checks,
         api: Api | None = None,
         token: str | None = None,
+        allowed_hosts: tuple[str, ...] = (),
+        allowed_origins: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         self.token = token
+        self.admission = Admission.build(host, allowed_hosts, allowed_origins)
         self.port = port
         self.metrics = metrics
         self.readiness = readiness
@@ -149,6 +155,11 @@ class HttpEndpoint:
             # in a thread, so the event loop keeps evaluating ticks meanwhile.
             body = await asyncio.to_thread(self.metrics.render)
             return _response(200, body, "text/plain; version=0.0.4; charset=utf-8")
+        origin = _single(request.headers, "Origin")
+        if path in self.static or path.startswith(CHECKED):
+            refusal = self.admission.refusal(_single(request.headers, "Host"), origin)
+            if refusal is not None:
+                return json_response(403, {"error": refusal})
         if self.token and path.startswith(PROTECTED) and not self._authorized(request, parts.query):
             return _response(
                 401,
@@ -162,14 +173,21 @@ class HttpEndpoint:
             body, content_type = self.static[path]
             return _response(200, body, content_type, (("Content-Security-Policy", PAGE_SECURITY),))
         if path.startswith("/api/") and self.api is not None:
+            # An allow-listed origin's page may read the answer; for any other
+            # cross-origin page the browser keeps it unreadable.
+            shared = (
+                (("Access-Control-Allow-Origin", origin or ""), ("Vary", "Origin"))
+                if self.admission.cross_origin(origin)
+                else ()
+            )
             try:
-                return json_response(
-                    200, await self._api(self.api, path, _without_token(parts.query))
-                )
+                document = await self._api(self.api, path, _without_token(parts.query))
+                status = 200
             except ApiError as error:
-                return json_response(error.status, {"error": error.message})
+                status, document = error.status, {"error": error.message}
             except REDIS_DOWN as error:
-                return json_response(503, {"error": f"redis unavailable: {error}"})
+                status, document = 503, {"error": f"redis unavailable: {error}"}
+            return _response(status, orjson.dumps(document), "application/json", shared)
         return _not_found(path)
 
     def _authorized(self, request: Request, query: str) -> bool:
@@ -212,9 +230,20 @@ def _without_token(query: str) -> str:
     return "&".join(pairs)
 
 
+CHECKED = ("/api/", "/ws")
+"""Paths (besides the page's files) that carry the book: Host and Origin are checked."""
+
 PROTECTED = ("/api/", "/ws", "/metrics")
 """Paths that carry data and need the bearer token when one is configured; the
 health checks and the page's static files do not."""
+
+
+def _single(headers: Headers, name: str) -> str | None:
+    """A header's value; None when absent, and an impossible value when repeated (refused)."""
+    values = headers.get_all(name)
+    if len(values) > 1:
+        return " ".join(values)
+    return values[0] if values else None
 
 
 def _not_found(path: str) -> Response:

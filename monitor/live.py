@@ -16,13 +16,20 @@ Rule 3: Redis work is shared and happens only while a page is connected: one
 positions query per distinct filter per snapshot (an account filter over a
 large book, the one expensive kind, is reused for up to ``COST_FACTOR`` times
 what it cost, at most 5 s), one tail of the ``published`` stream for all pages.
-Without pages only in-process state is sampled (the marks for the charts,
-the counters for the rates), plus the position counts (sizes of the hash and
-trigger sets, O(1) each) once a second for ``liqmon_positions``.
+Without pages only in-process state is sampled (the counters for the rates),
+plus the position counts (sizes of the hash and trigger sets, O(1) each) every
+ten seconds for ``liqmon_positions``.
+
+Rule 4: the charts' history is kept from the monitor's start, pages or not:
+once a second each symbol's last accepted mark and index (from the guards, no
+Redis) go into a ring of :data:`HISTORY_POINTS` (five minutes); nothing is done
+per tick and memory is fixed. A page that opens gets the whole ring in its
+hello. A second with a stale mark adds no point (the chart shows a gap).
 
 Messages, server to page (JSON text frames)::
 
-    {"type": "hello", "symbols": [...], "history": {S: [[ts_ms, mark, index], ...]}, ...}
+    {"type": "hello", "symbols": [{"symbol": S, "contract": kind, "units": {...}}, ...],
+     "history": {S: [[ts_ms, mark, index], ...]}, "history_interval_s": 1.0, ...}
     {"type": "snapshot", "ts": ms, "filter": {...}, "positions": [...], "complete": true,
      "symbols": [...], "totals": {...}}
     {"type": "events", "events": [...], "skipped": n, "skipped_by_type": {type: n}}
@@ -38,7 +45,8 @@ import contextlib
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -58,8 +66,10 @@ from monitor.api import (
     parse_positions_query,
 )
 from monitor.cancellation import raise_if_cancelling
+from monitor.margin import Contract, ContractKind, Position, Side, assess
 from monitor.metrics import Metrics
 from monitor.store import REDIS_DOWN
+from monitor.wire import decimal_str
 
 log = structlog.get_logger("liqmon.live")
 
@@ -68,8 +78,13 @@ MAX_PAGE_ROWS = 200
 COST_FACTOR = 25
 """An account listing that took 0.2 s is reused for 5 s: at most ~4 % of the time on it."""
 MAX_REUSE_S = 5.0
+HISTORY_INTERVAL_S = 1.0
 HISTORY_POINTS = 300
-"""Chart points kept per symbol (one a second: five minutes)."""
+"""Chart points kept per symbol (one every :data:`HISTORY_INTERVAL_S`: five minutes)."""
+HISTORY_BATCH = 50
+"""Symbols sampled between two yields to the event loop (about 0.6 ms of work)."""
+QUOTE_ASSETS = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USD", "EUR")
+"""Quote currencies recognised at the end of a symbol, to name the units of its sizes."""
 
 
 # -- pure parts -------------------------------------------------------------
@@ -104,7 +119,8 @@ class Sample:
     at_s: float
     events: Mapping[str, float]
     buckets: tuple[tuple[float, float], ...]
-    """Cumulative ``(upper bound in seconds, count)`` of the tick-to-event histogram."""
+    """Cumulative ``(upper bound in seconds, count)`` of ``liqmon_tick_evaluation_seconds``
+    (a mark's evaluation until its events are committed to the outbox)."""
     latency_sum_s: float
     latency_count: float
 
@@ -122,7 +138,7 @@ def quantile(buckets: Iterable[tuple[float, float]], q: float) -> float | None:
 
 
 class Rates:
-    """Events per minute and tick-to-event latency over the last ``window_s`` of samples."""
+    """Events per minute and evaluation-to-outbox latency over the last ``window_s`` of samples."""
 
     def __init__(self, window_s: float = 60.0) -> None:
         self.window_s = window_s
@@ -176,6 +192,54 @@ class Rates:
         }
 
 
+def assets(symbol: str) -> tuple[str, str]:
+    """``(base, quote)`` read from a symbol such as ``BTCUSDT`` or ``ETH-USD``; the
+    generic ``("coin", "quote")`` when no known quote currency ends it."""
+    upper = symbol.upper()
+    for quote in QUOTE_ASSETS:
+        base = upper.removesuffix(quote).rstrip("-_/")
+        if upper.endswith(quote) and base:
+            return base, quote
+    return "coin", "quote"
+
+
+def units(contract: Contract) -> dict[str, str]:
+    """What a position's numbers are counted in: ``size`` (base coin for a linear
+    contract, contracts for an inverse one), ``value`` (notional and margin: quote
+    for linear, coin for inverse), ``price`` (quote) and, for inverse, what one
+    contract is worth (``contract``)."""
+    base, quote = assets(contract.symbol)
+    if contract.kind is ContractKind.LINEAR:
+        return {"size": base, "value": quote, "price": quote, "contract": ""}
+    size = decimal_str(contract.contract_size)
+    return {
+        "size": "contracts",
+        "value": base,
+        "price": quote,
+        "contract": f"1 contract = {size} {quote}",
+    }
+
+
+def with_values(contract: Contract, row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` plus ``notional`` and ``margin_balance`` at its mark (in the contract's
+    value unit; None without a mark)."""
+    values: dict[str, str | None] = {"notional": None, "margin_balance": None}
+    if row.get("mark_price") is not None:
+        position = Position(
+            Side(row["side"]),
+            Decimal(row["qty"]),
+            Decimal(row["entry_price"]),
+            Decimal(row["margin"]),
+        )
+        with contextlib.suppress(ArithmeticError):
+            state = assess(contract, position, Decimal(row["mark_price"]))
+            values = {
+                "notional": decimal_str(state.notional),
+                "margin_balance": decimal_str(state.margin_balance),
+            }
+    return {**row, **values}
+
+
 def _ms(seconds: float | None) -> float | None:
     if seconds is None:
         return None
@@ -183,7 +247,7 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def sample_metrics(metrics: Metrics, at_s: float) -> Sample:
-    """Read the event counters and the tick-to-event histogram from the registry."""
+    """Read the event counters and the evaluation-to-outbox histogram from the registry."""
     events: dict[str, float] = {}
     for family in metrics.events.collect():
         for sample in family.samples:
@@ -240,6 +304,7 @@ class LiveFeed:
     events_per_s: int = 50
     flush_interval_s: float = 0.2
     queue_size: int = 32
+    history_interval_s: float = HISTORY_INTERVAL_S
     pages: set[Page] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -278,6 +343,7 @@ class LiveFeed:
     async def run(self) -> None:
         """Sample, snapshot, tail and flush until cancelled. Cancelling is safe."""
         async with asyncio.TaskGroup() as group:
+            group.create_task(self._record_history(), name="live-history")
             group.create_task(self._sample(), name="live-sample")
             group.create_task(self._snapshots(), name="live-snapshots")
             group.create_task(self._tail(), name="live-tail")
@@ -289,16 +355,31 @@ class LiveFeed:
             if not page.offer(message):
                 self.dropped_counter.inc()
 
+    async def _record_history(self) -> None:
+        """One point per symbol per interval into its ring, from start (Rule 4)."""
+        interval_s = self.history_interval_s
+        while True:
+            raise_if_cancelling()
+            now_ms = time.time_ns() // 1_000_000
+            try:
+                for n, (symbol, points) in enumerate(self.history.items(), start=1):
+                    point = self._point(symbol, now_ms)
+                    if point is not None:
+                        points.append(point)
+                    if n % HISTORY_BATCH == 0:
+                        # ~11 µs a symbol: 500 symbols in one go would hold
+                        # every tick behind them for ~6 ms.
+                        await asyncio.sleep(0)
+            except Exception:  # the dashboard must never take the monitor down
+                self.errors.inc()
+                log.exception("dashboard_history_failed")
+            # On whole intervals of the wall clock: every page's points line up.
+            await asyncio.sleep(interval_s - (time.time() % interval_s))
+
     async def _sample(self) -> None:
         while True:
             raise_if_cancelling()
-            now_s = time.monotonic()
-            self.rates.add(sample_metrics(self.metrics, now_s))
-            now_ms = time.time_ns() // 1_000_000
-            for symbol, points in self.history.items():
-                point = self._point(symbol, now_ms)
-                if point is not None:
-                    points.append(point)
+            self.rates.add(sample_metrics(self.metrics, time.monotonic()))
             await self.refresh_counts()
             # Counting positions costs a command per symbol and set: every
             # second while a page watches, every ten seconds for the metrics.
@@ -310,11 +391,12 @@ class LiveFeed:
                         await self._attached.wait()
 
     def _point(self, symbol: str, now_ms: int) -> list[Any] | None:
-        """``[ts_ms, mark, index]`` from the guards' view (no Redis); None before a mark."""
+        """``[ts_ms, mark, index]`` from the guards' view (no Redis); None before a mark
+        and while it is stale."""
         if self.api.guards is None:
             return None
         state = self.api.guards.state(symbol, time.monotonic())
-        if state.get("mark") is None:
+        if state.get("mark") is None or state.get("stale"):
             return None
         return [now_ms, state["mark"], state.get("index")]
 
@@ -391,7 +473,10 @@ class LiveFeed:
             at, cost_s, listing = cached
             if now - at < min(cost_s * COST_FACTOR, MAX_REUSE_S):
                 return listing
-        listing = await self.api.positions(query)
+        found = await self.api.positions(query)
+        contracts = self.api.contracts
+        rows = [with_values(contracts[row["symbol"]], row) for row in found.rows]
+        listing = replace(found, rows=rows)
         self._listings[query] = (now, time.monotonic() - now, listing)
         return listing
 
@@ -506,7 +591,7 @@ class LiveFeed:
             {
                 "type": "hello",
                 "symbols": [
-                    {"symbol": symbol, "contract": contract.kind.value}
+                    {"symbol": symbol, "contract": contract.kind.value, "units": units(contract)}
                     for symbol, contract in self.api.contracts.items()
                 ],
                 "rows": PAGE_ROWS,
@@ -514,6 +599,8 @@ class LiveFeed:
                 "snapshot_interval_s": self.snapshot_interval_s,
                 "events_per_s": self.events_per_s,
                 "history": {symbol: list(points) for symbol, points in self.history.items()},
+                "history_interval_s": self.history_interval_s,
+                "history_points": HISTORY_POINTS,
             }
         )
 

@@ -104,7 +104,9 @@ class Metrics:
         self.ready = Gauge("liqmon_ready", "1 when Redis and MQTT are connected", registry=r)
         self.tick_seconds = Histogram(
             "liqmon_tick_evaluation_seconds",
-            "Time from receiving a mark tick to its events being in the outbox",
+            "Seconds from a mark tick's evaluation starting (after any wait in the tick queue)"
+            " to its state and events being committed to Redis and the outbox;"
+            " publishing to MQTT is not included",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )

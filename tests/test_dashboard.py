@@ -17,20 +17,24 @@ import itertools
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import websockets
-from harness import publish, settled
+from harness import CONFIG, mqtt_client, publish, running, settings_for, settled
 from test_http_api import get, seeded
 from websockets.asyncio.client import ClientConnection
 
 from monitor.api import PositionsQuery
 from monitor.cancellation import raise_if_cancelling
-from monitor.live import Page, Rates, Sample, Throttle, quantile
+from monitor.config import load_settings
+from monitor.live import Page, Rates, Sample, Throttle, assets, quantile, units, with_values
 from monitor.margin import Side
 from monitor.status import Status
 
@@ -99,6 +103,63 @@ def test_rates_over_the_last_minute() -> None:
     }
     assert (1.0, 5.0) == (summary["latency"]["p50_le_ms"], summary["latency"]["p99_le_ms"])
     assert float("inf") == quantile(later, 0.995)
+
+
+def test_units_and_values_follow_the_contract_kind() -> None:
+    """A linear size is in its base coin and its notional in quote (qty x mark); an inverse
+    size is in contracts and its notional in coin (contracts x size / mark)."""
+    settings = load_settings(CONFIG, environ={})
+    linear, inverse = settings.symbols["ETHUSDT"], settings.symbols["BTCUSD"]
+    assert {"size": "ETH", "value": "USDT", "price": "USDT", "contract": ""} == units(linear)
+    assert {
+        "size": "contracts",
+        "value": "BTC",
+        "price": "USD",
+        "contract": "1 contract = 100 USD",
+    } == units(inverse)
+    assert [("BTC", "USDT"), ("ETH", "USD"), ("coin", "quote")] == [
+        assets(name) for name in ("BTCUSDT", "ETH-USD", "XYZ")
+    ]
+    row = {"side": "long", "qty": "2.5", "entry_price": "3000", "margin": "500"}
+    at_mark = with_values(linear, {**row, "mark_price": "3200"})
+    assert ("8000", "1000") == (at_mark["notional"], at_mark["margin_balance"])
+    coin = with_values(
+        inverse,
+        {**row, "qty": "64", "entry_price": "60000", "margin": "0.01", "mark_price": "64000"},
+    )
+    assert Decimal("0.1") == Decimal(coin["notional"])  # 64 x 100 USD at 64,000
+    assert (None, None) == tuple(
+        with_values(linear, {**row, "mark_price": None})[k] for k in ("notional", "margin_balance")
+    )
+
+
+async def test_chart_history_is_kept_with_no_page_open(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """Marks that arrive while no page is open are in the hello of the first page that opens:
+    one point a second, in order, in a bounded ring."""
+    async with (
+        running(settings_for(redis_url, mqtt_url, prefix)) as daemon,
+        mqtt_client(mqtt_url) as client,
+    ):
+        live = daemon.http.live
+        assert live is not None
+        for ts, price in enumerate(("64000", "63000", "62000"), start=1):
+            await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": price, "ts": ts})
+            async with asyncio.timeout(5):  # the next whole second's sample takes it
+                while not live.history["BTCUSDT"] or live.history["BTCUSDT"][-1][1] != price:
+                    await asyncio.sleep(0.05)
+        assert not live.pages
+        async with websockets.connect(f"ws://127.0.0.1:{daemon.http.bound_port}/ws") as page:
+            hello = orjson.loads(await page.recv())
+    points = hello["history"]["BTCUSDT"]
+    marks = [mark for n, (_, mark, _) in enumerate(points) if n == 0 or mark != points[n - 1][1]]
+    stamps = [ts for ts, _, _ in points]
+    assert ["64000", "63000", "62000"] == marks
+    assert all(later - earlier >= 900 for earlier, later in itertools.pairwise(stamps))
+    assert (1.0, 300) == (hello["history_interval_s"], hello["history_points"])
+    assert 300 == live.history["BTCUSDT"].maxlen
+    assert [] == hello["history"]["SOLUSDT"]  # no mark yet: no point
 
 
 async def test_a_cancellation_lost_inside_a_call_still_stops_the_loop() -> None:
@@ -340,25 +401,142 @@ async def chromium(executable: str, profile: Path) -> AsyncIterator[Tab]:
 
 
 ROWS = "[...document.querySelectorAll('#positions tbody tr')]"
+COLUMNS = [
+    "id",
+    "account",
+    "symbol",
+    "side",
+    "qty",
+    "notional",
+    "margin",
+    "mark_price",
+    "liquidation_price",
+    "distance_pct",
+    "margin_ratio",
+    "status",
+]
+LOOKS = {
+    "healthy": ("● healthy", "rgb(63, 178, 127)"),
+    "margin_call": ("▲ margin call", "rgb(224, 165, 38)"),
+    "liquidated": ("✖ liquidated", "rgb(229, 83, 75)"),
+}
+"""Each status's badge: a shape and a word (for readers who cannot tell colours apart), and
+its colour."""
+ZONE = "Asia/Tokyo"
+ZONE_OFFSET = timezone(timedelta(hours=9))
+"""The browser runs in a zone far from the machine's UTC, so local time must be shown."""
+TABLE = f"""{ROWS}.map(r => ({{
+    id: r.dataset.id,
+    symbol: r.children[2].textContent,
+    sizeUnit: r.children[4].querySelector('.unit')?.textContent,
+    notional: r.children[5].dataset.exact,
+    notionalUnit: r.children[5].querySelector('.unit')?.textContent,
+    margin: r.children[6].dataset.exact,
+    marginUnit: r.children[6].querySelector('.unit')?.textContent,
+    badge: r.children[11].firstChild.className,
+    label: r.children[11].textContent,
+    colour: getComputedStyle(r.children[11].firstChild).color,
+}}))"""
+CHART = """(() => {
+    const card = document.querySelector('[data-symbol=BTCUSDT]');
+    const svg = card.querySelector('svg.chart');
+    return {
+        points: Number(svg.dataset.points),
+        low: Number(svg.dataset.low),
+        high: Number(svg.dataset.high),
+        y: [...svg.querySelectorAll('.y-label')]
+            .map(t => [t.textContent, Number(t.getAttribute('y'))]),
+        x: [...svg.querySelectorAll('.x-label')].map(t => t.textContent),
+        lines: svg.querySelectorAll('polyline.mark-line').length,
+        legend: card.querySelector('.legend').textContent,
+    };
+})()"""
+
+
+def check_table(shown: list[dict[str, Any]], api: list[dict[str, Any]], daemon: Any) -> None:
+    """Every row shows its size, notional and margin with units and the exact values, and a
+    status badge whose class, shape, word and colour say the status."""
+    assert [p["id"] for p in api] == [row["id"] for row in shown]
+    units = {
+        "linear": lambda s: (f" {s.removesuffix('USDT')}", " USDT"),
+        "inverse": lambda s: (" contracts", f" {s.removesuffix('USD')}"),
+    }
+    for row, position in zip(shown, api, strict=True):
+        contract = daemon.settings.symbols[position["symbol"]]
+        qty, mark = Decimal(position["qty"]), Decimal(position["mark_price"])
+        linear = contract.kind.value == "linear"
+        notional = qty * mark if linear else qty * contract.contract_size / mark
+        size_unit, value_unit = units[contract.kind.value](position["symbol"])
+        assert (size_unit, value_unit, value_unit) == (
+            row["sizeUnit"],
+            row["notionalUnit"],
+            row["marginUnit"],
+        ), row
+        assert notional == Decimal(row["notional"]), row
+        assert Decimal(position["margin"]) == Decimal(row["margin"])
+        label, colour = LOOKS[position["status"]]
+        assert (f"status-badge st-{position['status']}", label, colour) == (
+            row["badge"],
+            row["label"],
+            row["colour"],
+        )
+    assert {"healthy", "margin_call"} <= {p["status"] for p in api}  # both colours were seen
+
+
+def check_chart(chart: dict[str, Any], ring: list[list[Any]], opened_ms: int) -> None:
+    """The chart holds the server's history from before the page opened, with a price scale
+    that covers it (labels rising up the axis) and a time axis in local clock minutes."""
+    marks = [Decimal(mark) for _, mark, _ in ring]
+    assert ring[0][0] < opened_ms - 2000 and len(marks) >= 3
+    assert chart["points"] >= len(ring) and chart["lines"] >= 1
+    assert chart["low"] <= min(marks) and chart["high"] >= max(marks)
+    values = [Decimal(text.replace(",", "")) for text, _ in chart["y"]]
+    heights = [y for _, y in chart["y"]]
+    assert (
+        len(values) >= 2 and values == sorted(values) and heights == sorted(heights, reverse=True)
+    )
+    assert (chart["low"], chart["high"]) == (float(values[0]), float(values[-1]))
+    minutes = {
+        datetime.fromtimestamp(s, ZONE_OFFSET).strftime("%H:%M")
+        for s in range(opened_ms // 1000 - 360, opened_ms // 1000 + 120, 60)
+    }
+    assert chart["x"] and set(chart["x"]) <= minutes, chart["x"]
+    assert "mark" in chart["legend"] and "index" in chart["legend"]
+    assert chart["legend"].endswith("USDT · last 5 min")
 
 
 async def test_dashboard_in_headless_chromium(
     redis_url: str, mqtt_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    """The page loads clean, fills the at-risk table, filters and sorts it, and shows a
-    liquidation live after a crash is published; the screenshot is kept as an artifact."""
+    """The page loads clean and shows what an operator reads (units, notional and margin,
+    coloured and labelled status, local time with its zone, charts with scales, an honest
+    latency label); it filters and sorts, shows a liquidation live after a crash, and a page
+    opened afterwards shows the charts' history at once. The screenshot is kept."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("chromium is not installed (Debian package 'chromium'; make test installs it)")
     async with seeded(redis_url, mqtt_url, prefix, 1500) as (daemon, client):
         port = daemon.http.bound_port
+        live = daemon.http.live
+        assert live is not None
         _, api, _ = await get(daemon, "/api/positions?limit=50")
         async with chromium(executable, tmp_path / "profile") as tab:
+            await tab.call("Emulation.setTimezoneOverride", {"timezoneId": ZONE})
             await tab.call("Page.navigate", {"url": f"http://127.0.0.1:{port}/"})
             await tab.wait_for(f"{ROWS}.length === 50")
-            ids = await tab.evaluate(f"{ROWS}.map(r => r.dataset.id)")
-            assert [p["id"] for p in api["positions"]] == ids
             assert "live" == await tab.evaluate("document.getElementById('conn').textContent")
+            headers = await tab.evaluate(
+                "[...document.querySelectorAll('#positions th')].map(th => th.dataset.key)"
+            )
+            assert COLUMNS == headers
+            check_table(await tab.evaluate(TABLE), api["positions"], daemon)
+            zone = await tab.evaluate("document.getElementById('tz').textContent")
+            assert f"times in {ZONE} (UTC+09:00)" == zone
+            latency = await tab.evaluate(
+                "document.getElementById('t-latency').parentElement.querySelector('.label')"
+                ".textContent"
+            )
+            assert "evaluation → outbox commit" == latency
 
             # Filter by symbol: the server answers with that symbol's closest rows.
             await tab.evaluate(
@@ -398,10 +576,29 @@ async def test_dashboard_in_headless_chromium(
                 timeout=15,
             )
             assert any(any(f"{i} ·" in text for i in crashed) for text in shown)
+            times = await tab.evaluate(
+                "[...document.querySelectorAll('#events li')].slice(0, 5).map(li => "
+                "[Number(li.dataset.publishedAt), li.querySelector('.time').textContent,"
+                " li.querySelector('.time').title])"
+            )
+            for published_ms, text, title in times:
+                local = datetime.fromtimestamp(published_ms / 1000, ZONE_OFFSET)
+                assert local.strftime("%H:%M:%S") == text
+                assert title.endswith(f"UTC+09:00 ({ZONE})") and local.isoformat()[:10] in title
             await tab.wait_for(
                 "document.querySelector('[data-symbol=BTCUSDT] .mark').textContent === '60,000'"
             )
-            await tab.wait_for("document.querySelectorAll('[data-symbol=BTCUSDT] polyline').length")
+
+            # A page opened now shows the last minutes of every chart at once, with scales.
+            async with asyncio.timeout(5):
+                while live.history["BTCUSDT"][-1][1] != "60000":
+                    await asyncio.sleep(0.05)
+            ring = list(live.history["BTCUSDT"])
+            opened_ms = time.time_ns() // 1_000_000
+            await tab.evaluate("window.previousPage = true")
+            await tab.call("Page.navigate", {"url": f"http://127.0.0.1:{port}/"})
+            await tab.wait_for(f"!window.previousPage && {ROWS}.length === 50")
+            check_chart(await tab.evaluate(CHART), ring, opened_ms)
             await asyncio.sleep(1.2)  # one more snapshot: totals after the crash
             totals = await tab.evaluate(
                 "Object.fromEntries([...document.querySelectorAll('.card')].map(c => "

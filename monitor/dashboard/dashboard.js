@@ -6,13 +6,31 @@
 
 (() => {
   const MAX_EVENTS = 200;
-  const CHART_POINTS = 300;
-  const NUMERIC = new Set(["qty", "mark_price", "liquidation_price", "distance_pct", "margin_ratio"]);
+  const NUMERIC = new Set([
+    "qty",
+    "notional",
+    "margin",
+    "mark_price",
+    "liquidation_price",
+    "distance_pct",
+    "margin_ratio",
+  ]);
+  // Status: a colour, and for readers who cannot tell the colours apart, a shape and a word.
+  const STATUS = {
+    healthy: ["●", "healthy", "margin ratio below the margin-call level"],
+    margin_call: ["▲", "margin call", "margin ratio at or above the margin-call level"],
+    liquidated: ["✖", "liquidated", "margin balance reached the maintenance margin"],
+    closed: ["○", "closed", "size zero: nothing at risk"],
+  };
 
   const state = {
     symbols: [],
     contracts: {},
+    units: {},
     history: {},
+    historyPoints: 300,
+    historyIntervalMs: 1000,
+    cards: {},
     rows: [],
     sort: { key: "distance_pct", dir: 1 },
     seen: new Set(),
@@ -59,9 +77,52 @@
     return n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US");
   }
 
+  // Times are shown in the browser's own time zone, named in the header.
+  const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+  const pad = (n, width = 2) => String(n).padStart(width, "0");
+
+  function utcOffset(date) {
+    const minutes = -date.getTimezoneOffset();
+    const sign = minutes < 0 ? "−" : "+";
+    const abs = Math.abs(minutes);
+    return `UTC${sign}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
+  }
+
   function fmtTime(ms) {
     const d = new Date(ms);
-    return d.toTimeString().slice(0, 8);
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
+  function fmtStamp(ms) {
+    const d = new Date(ms);
+    const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+    return `${day} ${fmtTime(ms)}.${pad(d.getMilliseconds(), 3)} ${utcOffset(d)} (${ZONE})`;
+  }
+
+  // Notional and margin: whole units from 10,000 up, two decimals from 100, else five
+  // significant digits (a coin-margined 0.0094408 BTC); the exact value is in the title.
+  function fmtValue(value) {
+    if (value === null || value === undefined) return "–";
+    const n = Number(value);
+    if (!Number.isFinite(n)) return String(value);
+    const abs = Math.abs(n);
+    if (abs >= 100) return n.toLocaleString("en-US", { maximumFractionDigits: abs >= 10000 ? 0 : 2 });
+    return n.toLocaleString("en-US", { maximumSignificantDigits: 5 });
+  }
+
+  function withUnit(text, unit) {
+    const cell = el("td", "num", text);
+    if (unit && text !== "–") cell.appendChild(el("span", "unit", ` ${unit}`));
+    return cell;
+  }
+
+  function statusBadge(status) {
+    const [glyph, label, meaning] = STATUS[status] || ["?", String(status).replaceAll("_", " "), ""];
+    const badge = el("span", `status-badge st-${status}`);
+    badge.appendChild(el("span", "glyph", glyph));
+    badge.appendChild(document.createTextNode(` ${label}`));
+    badge.title = meaning;
+    return badge;
   }
 
   // -- the live feed --
@@ -119,28 +180,34 @@
 
   function onHello(hello) {
     state.symbols = hello.symbols.map((s) => s.symbol);
+    state.historyPoints = hello.history_points || state.historyPoints;
+    state.historyIntervalMs = (hello.history_interval_s || 1) * 1000;
     const select = $("f-symbol");
     const chosen = select.value;
     select.replaceChildren(el("option", null, "all"));
     select.firstChild.value = "";
     for (const item of hello.symbols) {
       state.contracts[item.symbol] = item.contract;
+      state.units[item.symbol] = item.units || { size: "", value: "", contract: "" };
       const option = el("option", null, item.symbol);
       option.value = item.symbol;
       select.appendChild(option);
     }
     select.value = chosen;
+    // The server keeps the last minutes of every chart: a page that opens shows them at once.
     for (const [symbol, points] of Object.entries(hello.history || {})) {
-      state.history[symbol] = points.slice(-CHART_POINTS);
+      state.history[symbol] = points.slice(-state.historyPoints);
     }
   }
 
   function onSnapshot(snapshot) {
     state.rows = snapshot.positions;
     renderPositions(snapshot);
-    renderSymbols(snapshot.symbols);
+    renderSymbols(snapshot.symbols, snapshot.ts);
     renderTotals(snapshot.totals);
-    $("updated").textContent = `updated ${fmtTime(snapshot.ts)}`;
+    const updated = $("updated");
+    updated.textContent = `updated ${fmtTime(snapshot.ts)}`;
+    updated.title = fmtStamp(snapshot.ts);
   }
 
   // -- positions --
@@ -167,20 +234,36 @@
   function renderPositions(snapshot) {
     const body = document.querySelector("#positions tbody");
     const rows = sortedRows().map((p) => {
+      const units = state.units[p.symbol] || {};
       const tr = el("tr", p.status);
       tr.dataset.id = p.id;
       tr.appendChild(el("td", null, p.id));
       tr.appendChild(el("td", null, p.account));
       tr.appendChild(el("td", null, p.symbol));
       tr.appendChild(el("td", `side-${p.side}`, p.side));
-      tr.appendChild(el("td", "num", fmtQty(p.qty)));
+      const size = withUnit(fmtQty(p.qty), units.size);
+      size.title = units.contract || `${p.qty} ${units.size || ""}`.trim();
+      tr.appendChild(size);
+      const notional = withUnit(fmtValue(p.notional), units.value);
+      notional.dataset.exact = p.notional ?? "";
+      notional.title = p.notional === null ? "no mark yet" : `${p.notional} ${units.value} at mark ${p.mark_price}`;
+      tr.appendChild(notional);
+      const margin = withUnit(fmtValue(p.margin), units.value);
+      margin.dataset.exact = p.margin;
+      margin.title =
+        p.margin_balance === null || p.margin_balance === undefined
+          ? `posted margin ${p.margin} ${units.value}`
+          : `posted margin ${p.margin} ${units.value}; margin balance (with unrealized PnL) ${p.margin_balance} ${units.value}`;
+      tr.appendChild(margin);
       tr.appendChild(el("td", "num", fmtPrice(p.mark_price)));
       tr.appendChild(el("td", "num", fmtPrice(p.liquidation_price)));
       const d = p.distance_pct === null ? null : Number(p.distance_pct);
       const cls = d === null ? "num" : d < 1 ? "num close" : d < 3 ? "num near" : "num";
       tr.appendChild(el("td", cls, d === null ? "–" : `${d.toFixed(2)}%`));
       tr.appendChild(el("td", "num", fmtRatio(p.margin_ratio)));
-      tr.appendChild(el("td", `status ${p.status}`, p.status.replace("_", " ")));
+      const status = el("td", "status");
+      status.appendChild(statusBadge(p.status));
+      tr.appendChild(status);
       return tr;
     });
     body.replaceChildren(...rows);
@@ -214,73 +297,215 @@
     return ["ok", "ok"];
   }
 
-  function chart(points) {
-    const svgNS = "http://www.w3.org/2000/svg";
-    const svg = document.createElementNS(svgNS, "svg");
-    svg.setAttribute("viewBox", "0 0 240 56");
-    svg.setAttribute("preserveAspectRatio", "none");
+  // A price chart with its scale: price gridlines labelled on the right, a
+  // time axis in local clock time, the mark as a line and the index dashed,
+  // over the server's history window (five minutes) ending now. A line breaks
+  // where points are missing (the feed was stale).
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const CHART_HEIGHT = 132;
+  const PAD = { left: 4, right: 62, top: 8, bottom: 18 };
+
+  function svgEl(tag, attrs, text) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function niceStep(span, count) {
+    const raw = span / Math.max(count, 1);
+    const power = 10 ** Math.floor(Math.log10(raw));
+    for (const factor of [1, 2, 2.5, 5, 10]) {
+      if (raw <= factor * power) return factor * power;
+    }
+    return 10 * power;
+  }
+
+  // As many decimals as a scale step needs: 500 → 0, 2.5 → 1, 0.25 → 2.
+  function stepDecimals(step) {
+    let decimals = 0;
+    while (decimals < 8 && Math.abs(step * 10 ** decimals - Math.round(step * 10 ** decimals)) > 1e-6) {
+      decimals += 1;
+    }
+    return decimals;
+  }
+
+  function fmtAxis(value, step) {
+    const decimals = stepDecimals(step);
+    return value.toLocaleString("en-US", { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+  }
+
+  function chart(points, width, endMs) {
+    const height = CHART_HEIGHT;
+    const svg = svgEl("svg", {
+      class: "chart",
+      width,
+      height,
+      viewBox: `0 0 ${width} ${height}`,
+      role: "img",
+    });
+    const spanMs = state.historyPoints * state.historyIntervalMs;
+    const startMs = endMs - spanMs;
+    const span = `${Math.round(spanMs / 60000)} min`;
+    const visible = points.filter((p) => p[0] >= startMs && p[0] <= endMs);
+    svg.dataset.points = String(visible.length);
+    const plotW = width - PAD.left - PAD.right;
+    const plotH = height - PAD.top - PAD.bottom;
+    const x = (t) => PAD.left + ((t - startMs) / spanMs) * plotW;
+    svg.appendChild(svgEl("rect", { class: "plot", x: PAD.left, y: PAD.top, width: plotW, height: plotH }));
+
+    // Time axis: a tick each whole minute (two when narrow), labelled in local time
+    // unless the label would touch the plot's edge or the previous label.
+    const minuteMs = 60000;
+    const every = plotW < 200 ? 2 : 1;
+    let labelledAt = -Infinity;
+    for (let t = Math.ceil(startMs / minuteMs) * minuteMs; t <= endMs; t += minuteMs) {
+      const d = new Date(t);
+      if (d.getMinutes() % every) continue;
+      const px = x(t);
+      svg.appendChild(svgEl("line", { class: "grid", x1: px, x2: px, y1: PAD.top, y2: PAD.top + plotH }));
+      if (px < PAD.left + 15 || px - labelledAt < 36) continue;
+      labelledAt = px;
+      const label = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+      svg.appendChild(svgEl("text", { class: "x-label", x: px, y: height - 5, "text-anchor": "middle" }, label));
+    }
+
     const values = [];
-    for (const [, mark, index] of points) {
+    for (const [, mark, index] of visible) {
       values.push(Number(mark));
       if (index !== null && index !== undefined) values.push(Number(index));
     }
-    if (points.length < 2) return svg;
+    if (!values.length) {
+      const middle = { class: "empty", x: PAD.left + plotW / 2, y: PAD.top + plotH / 2, "text-anchor": "middle" };
+      svg.appendChild(svgEl("text", middle, `no mark in the last ${span}`));
+      svg.setAttribute("aria-label", `no mark in the last ${span}`);
+      return svg;
+    }
     let low = Math.min(...values);
     let high = Math.max(...values);
-    if (high - low < high * 1e-6) {
-      low -= high * 0.0005;
-      high += high * 0.0005;
+    if (high - low < Math.abs(high) * 1e-5) {
+      const pad5 = Math.max(Math.abs(high) * 0.0005, 1e-8);
+      low -= pad5;
+      high += pad5;
     }
-    const t0 = points[0][0];
-    const span = Math.max(points[points.length - 1][0] - t0, 1);
-    const x = (t) => (((t - t0) / span) * 238 + 1).toFixed(1);
-    const y = (v) => (54 - ((v - low) / (high - low)) * 52).toFixed(1);
+    const step = niceStep(high - low, 3);
+    const decimals = stepDecimals(step);
+    low = Number((Math.floor(low / step) * step).toFixed(decimals));
+    high = Number((Math.ceil(high / step) * step).toFixed(decimals));
+    const y = (v) => PAD.top + plotH - ((v - low) / (high - low)) * plotH;
+    for (let n = 0, v = low; v <= high + step / 2; n += 1, v = low + n * step) {
+      const py = y(v);
+      svg.appendChild(svgEl("line", { class: "grid", x1: PAD.left, x2: PAD.left + plotW, y1: py, y2: py }));
+      svg.appendChild(
+        svgEl("text", { class: "y-label", x: width - 4, y: py + 3.5, "text-anchor": "end" }, fmtAxis(v, step)),
+      );
+    }
+    svg.dataset.low = String(low);
+    svg.dataset.high = String(high);
+
+    const gapMs = state.historyIntervalMs * 2.5;
     const line = (pick, cls) => {
-      const coords = points
-        .filter((p) => p[pick] !== null && p[pick] !== undefined)
-        .map((p) => `${x(p[0])},${y(Number(p[pick]))}`);
-      if (coords.length < 2) return;
-      const polyline = document.createElementNS(svgNS, "polyline");
-      polyline.setAttribute("class", cls);
-      polyline.setAttribute("points", coords.join(" "));
-      svg.appendChild(polyline);
+      let run = [];
+      let previous = null;
+      const flush = () => {
+        if (run.length > 1) svg.appendChild(svgEl("polyline", { class: cls, points: run.join(" ") }));
+        if (run.length === 1 && pick === 1) {
+          const [cx, cy] = run[0].split(",");
+          svg.appendChild(svgEl("circle", { class: "mark-dot lone", cx, cy, r: 1.5 }));
+        }
+        run = [];
+      };
+      for (const p of visible) {
+        if (p[pick] === null || p[pick] === undefined) continue;
+        if (previous !== null && p[0] - previous > gapMs) flush();
+        run.push(`${x(p[0]).toFixed(1)},${y(Number(p[pick])).toFixed(1)}`);
+        previous = p[0];
+      }
+      flush();
     };
     line(2, "index-line");
     line(1, "mark-line");
+    const last = visible[visible.length - 1];
+    svg.appendChild(svgEl("circle", { class: "mark-dot", cx: x(last[0]), cy: y(Number(last[1])), r: 2.5 }));
+    svg.setAttribute(
+      "aria-label",
+      `mark between ${fmtAxis(low, step)} and ${fmtAxis(high, step)} over the last ${span}`,
+    );
     return svg;
   }
 
-  function renderSymbols(symbols) {
-    const cards = symbols.map((s) => {
+  function symbolCard(symbol) {
+    const card = el("div", "symbol");
+    card.dataset.symbol = symbol;
+    const head = el("div", "row");
+    const name = el("span", "name", symbol);
+    name.appendChild(el("span", "kind", ""));
+    head.appendChild(name);
+    head.appendChild(el("span", "badge", ""));
+    card.appendChild(head);
+    const prices = el("div", "row");
+    prices.appendChild(el("span", "mark", ""));
+    prices.appendChild(el("span", "index", ""));
+    card.appendChild(prices);
+    const feed = el("div", "row feed");
+    feed.appendChild(el("span", "source", ""));
+    feed.appendChild(el("span", "dev", ""));
+    card.appendChild(feed);
+    card.appendChild(el("div", "chart-host"));
+    const legend = el("div", "legend");
+    for (const [cls, text] of [["key-mark", "mark"], ["key-index", "index"]]) {
+      const key = el("span", cls);
+      key.appendChild(el("span", "swatch"));
+      key.appendChild(document.createTextNode(text));
+      legend.appendChild(key);
+    }
+    legend.appendChild(el("span", "window", ""));
+    card.appendChild(legend);
+    return card;
+  }
+
+  function renderSymbols(symbols, endMs) {
+    const host = $("symbols");
+    const order = symbols.map((s) => s.symbol).join(" ");
+    if (host.dataset.order !== order) {
+      state.cards = {};
+      for (const s of symbols) state.cards[s.symbol] = symbolCard(s.symbol);
+      host.replaceChildren(...symbols.map((s) => state.cards[s.symbol]));
+      host.dataset.order = order;
+    }
+    for (const s of symbols) {
       const history = state.history[s.symbol] || (state.history[s.symbol] = []);
       const last = history[history.length - 1];
       if (s.point && (!last || s.point[0] > last[0])) {
         history.push(s.point);
-        if (history.length > CHART_POINTS) history.splice(0, history.length - CHART_POINTS);
+        if (history.length > state.historyPoints) history.splice(0, history.length - state.historyPoints);
       }
-      const card = el("div", "symbol");
-      card.dataset.symbol = s.symbol;
-      const head = el("div", "row");
-      const name = el("span", "name", s.symbol);
-      name.appendChild(el("span", "kind", ` ${s.contract}`));
-      head.appendChild(name);
+      const card = state.cards[s.symbol];
+      const units = state.units[s.symbol] || {};
+      card.querySelector(".kind").textContent = ` ${s.contract}`;
+      card.querySelector(".kind").title =
+        s.contract === "inverse"
+          ? `sizes in contracts (${units.contract}); notional and margin in ${units.value}`
+          : `sizes in ${units.size}; notional and margin in ${units.value}`;
       const [cls, text] = feedBadge(s.feed, s.mark !== null);
-      head.appendChild(el("span", `badge ${cls}`, text));
-      card.appendChild(head);
-      const prices = el("div", "row");
-      prices.appendChild(el("span", "mark", fmtPrice(s.mark)));
-      prices.appendChild(el("span", "index", `index ${fmtPrice(s.index)}`));
-      card.appendChild(prices);
-      const feed = el("div", "row feed");
+      const badge = card.querySelector(".badge");
+      badge.className = `badge ${cls}`;
+      badge.textContent = text;
+      card.querySelector(".mark").textContent = fmtPrice(s.mark);
+      card.querySelector(".index").textContent = `index ${fmtPrice(s.index)}`;
       const age = s.feed.age_s === null ? "–" : `${s.feed.age_s.toFixed(1)} s`;
-      feed.appendChild(el("span", null, `feed ${s.feed.source || "–"} · age ${age}`));
+      card.querySelector(".source").textContent = `feed ${s.feed.source || "–"} · age ${age}`;
       const deviation = s.feed.deviation === null ? "–" : `${(Number(s.feed.deviation) * 100).toFixed(2)}%`;
-      feed.appendChild(el("span", null, `dev ${deviation}`));
-      card.appendChild(feed);
-      card.appendChild(chart(history));
-      return card;
-    });
-    $("symbols").replaceChildren(...cards);
+      card.querySelector(".dev").textContent = `dev ${deviation}`;
+      const chartHost = card.querySelector(".chart-host");
+      const width = Math.max(Math.floor(chartHost.clientWidth), 160);
+      chartHost.replaceChildren(chart(history, width, endMs));
+      const minutes = (state.historyPoints * state.historyIntervalMs) / 60000;
+      const windowNote = card.querySelector(".window");
+      windowNote.textContent = `${units.price || "price"} · last ${minutes} min`;
+      windowNote.title = `one point every ${state.historyIntervalMs / 1000} s, kept by the monitor since it started`;
+    }
   }
 
   // -- totals --
@@ -298,12 +523,13 @@
     $("t-rate-detail").textContent = byType.join(" · ");
     const latency = totals.latency;
     if (latency) {
+      const window = latency.window === "last_minute" ? "last minute" : "since start";
       $("t-latency").textContent = `p50 ≤ ${latency.p50_le_ms} ms`;
       $("t-latency-detail").textContent =
-        `p99 ≤ ${latency.p99_le_ms ?? "∞"} ms · mean ${latency.mean_ms} ms · ${fmtInt(latency.count)} ticks`;
+        `p99 ≤ ${latency.p99_le_ms ?? "∞"} ms · mean ${latency.mean_ms} ms · ${fmtInt(latency.count)} marks, ${window}`;
     } else {
       $("t-latency").textContent = "–";
-      $("t-latency-detail").textContent = "no tick evaluated yet";
+      $("t-latency-detail").textContent = "no mark evaluated yet";
     }
     $("t-outbox").textContent = fmtInt(totals.outbox);
     $("t-pages").textContent = `${totals.pages} page(s) · ${fmtInt(totals.dropped)} messages dropped`;
@@ -317,7 +543,10 @@
     const li = el("li", `${event.type}${isAlert ? " alert" : ""}`);
     li.dataset.type = event.type || "";
     li.dataset.id = event.id;
-    li.appendChild(el("span", "time", fmtTime(event.published_at)));
+    const time = el("span", "time", fmtTime(event.published_at));
+    time.title = `published ${fmtStamp(event.published_at)}`;
+    li.dataset.publishedAt = String(event.published_at);
+    li.appendChild(time);
     const what = (event.type || "event").replaceAll("_", " ");
     li.appendChild(el("span", "what", isAlert ? `${what} · ${event.symbol}` : `${what} · ${payload.symbol} ${payload.side}`));
     let info;
@@ -373,6 +602,10 @@
   // -- start --
 
   function start() {
+    const now = new Date();
+    const zone = $("tz");
+    zone.textContent = `times in ${ZONE} (${utcOffset(now)})`;
+    zone.title = "every time on this page is this browser's local time";
     document.querySelector("#positions thead").addEventListener("click", onSort);
     $("f-symbol").addEventListener("change", sendFilter);
     $("f-limit").addEventListener("change", sendFilter);
