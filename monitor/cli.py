@@ -140,24 +140,33 @@ def _version() -> str:
         return __version__
 
 
+DAEMON_EPILOG = """It needs Redis ([redis] url) and the MQTT broker ([mqtt] url); the environment
+overrides the file with LIQMON_REDIS_URL, LIQMON_MQTT_URL and LIQMON_HTTP_PORT.
+While either is down it keeps retrying and reports not ready on /readyz.
+SIGTERM or Ctrl-C stops it gracefully (exit status 0)."""
+
 CONFIG_HELP = f"TOML configuration file (default: {DEFAULT_PATH}); before or after the command"
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
     """``--config`` after a command too; it overrides one given before the command."""
-    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
+    parser.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help=CONFIG_HELP
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = _Parser(
         prog="liqmon",
-        description="liqmon watches mark prices, keeps every position's margin state in "
-        "Redis and publishes margin calls and liquidations to MQTT.",
+        description="liqmon watches mark prices, keeps every position's margin state in Redis\n"
+        "and publishes margin calls and liquidations to MQTT.",
         epilog=EXIT_CODES + "\n\n'liqmon COMMAND --help' describes a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, default=DEFAULT_PATH, help=CONFIG_HELP)
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_PATH, metavar="FILE", help=CONFIG_HELP
+    )
     parser.add_argument("--version", action="version", version=f"liqmon {_version()}")
     commands = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser, title="commands", metavar="COMMAND"
@@ -170,11 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config(sub)
         return sub
 
-    command("run", "run the monitor daemon (prices in, events out, HTTP API on [http] port)")
+    run = command("run", "run the monitor daemon (prices in, events out, HTTP API on [http] port)")
+    run.epilog = DAEMON_EPILOG
+    run.formatter_class = argparse.RawDescriptionHelpFormatter
 
     publish = command(
         "publish", "publish the outbox's events (beside monitors with mqtt.publisher=separate)"
     )
+    publish.epilog = DAEMON_EPILOG
+    publish.formatter_class = argparse.RawDescriptionHelpFormatter
     publish.add_argument(
         "--name",
         default="publisher",
@@ -360,6 +373,7 @@ def _explain_one(
     error: BaseException, settings: Settings | None, command: str | None
 ) -> tuple[str | None, int] | None:
     import aiomqtt
+    from aiomqtt.exceptions import MqttConnectError
     from redis import exceptions as redis_errors
 
     from monitor.api import ApiError
@@ -380,7 +394,7 @@ def _explain_one(
         return error.message + hint, EXIT_FAILURE if error.status == 404 else EXIT_USAGE
     if isinstance(error, redis_errors.AuthenticationError):
         return (
-            f"Redis at {_where(settings, 'redis')} refused the credentials ({error}): "
+            f"Redis at {_where(settings, 'redis')} refused the credentials ({_reason(error)}): "
             f"fix the user:password of {_setting(settings, '[redis] url', 'LIQMON_REDIS_URL')}",
             EXIT_USAGE,
         )
@@ -396,6 +410,12 @@ def _explain_one(
             f"cannot reach Redis at {_where(settings, 'redis')} ({_reason(error)}): start it, "
             f"or point {_setting(settings, '[redis] url', 'LIQMON_REDIS_URL')} at it",
             EXIT_UNREACHABLE,
+        )
+    if isinstance(error, MqttConnectError):
+        return (
+            f"the MQTT broker at {_where(settings, 'mqtt')} refused the connection ({error}): "
+            f"check the user:password of {_setting(settings, '[mqtt] url', 'LIQMON_MQTT_URL')}",
+            EXIT_USAGE,
         )
     if isinstance(error, aiomqtt.MqttError | MqttError):
         return (

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -26,6 +26,9 @@ from monitor.config import DEFAULT_PATH, load_settings
 from monitor.console import open_store
 from monitor.embedded import free_port
 from monitor.keys import Keys
+
+if TYPE_CHECKING:
+    from conftest import MosquittoFactory
 
 REPO = Path(__file__).resolve().parents[1]
 LIQMON = Path(sys.executable).parent / "liqmon"
@@ -148,12 +151,16 @@ def taken_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def test_run_with_its_http_port_taken_is_one_line_and_exit_1(
-    redis_url: str, mqtt_url: str, prefix: str, taken_port: int
+@pytest.mark.parametrize(
+    ("command", "setting"), [("run", "LIQMON_HTTP_PORT"), ("publish", "--http-port")]
+)
+def test_a_daemon_with_its_http_port_taken_is_one_line_and_exit_1(
+    redis_url: str, mqtt_url: str, taken_port: int, command: str, setting: str
 ) -> None:
-    """`liqmon run` on a port in use names the address and how to choose another, and exits 1."""
+    """`liqmon run` (or `publish`) on a port in use names the address and the setting, exit 1."""
+    args = [command] if command == "run" else [command, "--http-port", str(taken_port)]
     done = liqmon(
-        "run",
+        *args,
         LIQMON_REDIS_URL=redis_url,
         LIQMON_MQTT_URL=mqtt_url,
         LIQMON_HTTP_PORT=str(taken_port),
@@ -161,7 +168,7 @@ def test_run_with_its_http_port_taken_is_one_line_and_exit_1(
     assert done.returncode == 1
     assert one_line(done) == (
         f"liqmon: error: cannot listen on 127.0.0.1:{taken_port}: the address is already in "
-        "use; stop the process holding it, or choose another port (LIQMON_HTTP_PORT)"
+        f"use; stop the process holding it, or choose another port ({setting})"
     )
 
 
@@ -224,7 +231,7 @@ def test_every_option_of_every_command_has_help(command: list[str]) -> None:
     """Each command's --help documents --config and gives every option a description."""
     done = liqmon(*command, "--help")
     assert done.returncode == 0
-    assert "--config CONFIG" in done.stdout
+    assert "--config FILE" in done.stdout
     options = done.stdout.split("options:", 1)[1]
     for line in options.splitlines():
         if line.strip().startswith("-") and "  " not in line.strip():
@@ -340,3 +347,16 @@ def test_a_bug_keeps_its_traceback_and_known_groups_are_unwrapped() -> None:
         1,
     )
     assert explain(KeyboardInterrupt(), None) == (None, EXIT_INTERRUPTED)
+
+
+def test_a_broker_refusing_the_credentials_is_a_configuration_error(
+    fresh_mosquitto: MosquittoFactory,
+) -> None:
+    """A broker that refuses the connection (no credentials given) exits 2, naming the URL."""
+    broker = fresh_mosquitto(extra_config=["allow_anonymous false"])
+    done = liqmon("watch", LIQMON_MQTT_URL=broker.url)
+    assert done.returncode == 2
+    assert one_line(done) == (
+        f"liqmon: error: the MQTT broker at 127.0.0.1:{broker.port} refused the connection "
+        "([code:135] Not authorized): check the user:password of LIQMON_MQTT_URL"
+    )
