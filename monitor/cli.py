@@ -20,7 +20,7 @@ import re
 import sys
 import time
 import zlib
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
 from decimal import Decimal, InvalidOperation
 from importlib import metadata
@@ -101,24 +101,23 @@ def _decimal_arg(text: str) -> Decimal:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
-    return value
+def _integer_arg(minimum: int, requirement: str) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``, else ``requirement`` says why."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} {requirement}")
+        return value
+
+    return parse
 
 
-def _count_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
+_positive_int = _integer_arg(1, "must be a positive integer")
+_count_arg = _integer_arg(0, "must not be negative")
 
 
 def _seconds_arg(text: str) -> float:
@@ -458,7 +457,9 @@ def _where(settings: Settings | None, service: str) -> str:
     if settings is None:
         return "the configured address"
     url = urlsplit(settings.redis.url if service == "redis" else settings.mqtt.url)
-    return f"{url.hostname}:{url.port}" if url.port else str(url.hostname)
+    if url.hostname is None:  # unix:///path/to/redis.sock
+        return url.path
+    return f"{url.hostname}:{url.port}" if url.port else url.hostname
 
 
 def _reason(error: BaseException) -> str:
@@ -543,7 +544,7 @@ def _opt(value: Decimal | None) -> str | None:
 
 def _load(settings: Settings, args: argparse.Namespace) -> None:
     """``positions load``: exit status 1 when a line was rejected or a version not stored."""
-    from monitor.console import load_positions
+    from monitor.console import REJECTIONS_SHOWN, load_positions
 
     if not args.file.exists():
         _fail(f"{args.file}: no such file")
@@ -556,9 +557,12 @@ def _load(settings: Settings, args: argparse.Namespace) -> None:
     problems = []
     if summary.rejected:
         lines = "line was" if summary.rejected == 1 else "lines were"
+        listed = (
+            "listed" if summary.rejected <= REJECTIONS_SHOWN else f"the first {REJECTIONS_SHOWN}"
+        )
         problems.append(
-            f"{summary.rejected:,} {lines} rejected (the first are listed above; every one is "
-            f"in the dead-letter stream): fix them and load them again"
+            f"{summary.rejected:,} {lines} rejected ({listed} above, all in the dead-letter "
+            "stream): fix them and load them again"
         )
     if summary.failed:
         problems.append(f"{summary.failed:,} positions could not be stored (see the log)")

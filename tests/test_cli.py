@@ -229,8 +229,8 @@ def test_positions_load_list_and_show(
     first, progress, last, end = done.stderr.split("\n")
     assert (first, end) == ("line 4: rejected: non_positive: margin must be positive, got -5", "")
     assert last == (
-        "liqmon: error: 1 line was rejected (the first are listed above; every one is in the "
-        "dead-letter stream): fix them and load them again"
+        "liqmon: error: 1 line was rejected (listed above, all in the dead-letter stream): "
+        "fix them and load them again"
     )
     # Progress overwrites itself with carriage returns; the last one is the summary.
     summary = progress.rsplit("\r", 1)[-1]

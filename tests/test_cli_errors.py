@@ -262,8 +262,8 @@ def test_load_with_rejected_lines_exits_1_and_counts_them(redis_url: str, book: 
     assert lines[1] == "line 5: rejected: non_positive: margin must be positive, got -5"
     assert lines[2].startswith("loaded 3 positions in ")
     assert lines[-1] == (
-        "liqmon: error: 2 lines were rejected (the first are listed above; every one is in "
-        "the dead-letter stream): fix them and load them again"
+        "liqmon: error: 2 lines were rejected (listed above, all in the dead-letter stream): "
+        "fix them and load them again"
     )
 
 
