@@ -101,15 +101,18 @@ def _decimal_arg(text: str) -> Decimal:
     return value
 
 
-def _integer_arg(minimum: int, requirement: str) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``minimum``, else ``requirement`` says why."""
+def _integer_arg(
+    minimum: int, requirement: str, maximum: int | None = None
+) -> Callable[[str], int]:
+    """An argparse type: an integer from ``minimum`` (to ``maximum``), else ``requirement``
+    says why."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"{text!r} {requirement}")
         return value
 
@@ -118,6 +121,7 @@ def _integer_arg(minimum: int, requirement: str) -> Callable[[str], int]:
 
 _positive_int = _integer_arg(1, "must be a positive integer")
 _count_arg = _integer_arg(0, "must not be negative")
+_port_arg = _integer_arg(1, "must be a port number (1 to 65535)", 65535)
 
 
 def _seconds_arg(text: str) -> float:
@@ -193,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="this publisher's name, distinct per process (client id {mqtt.client_id}-NAME)",
     )
     publish.add_argument(
-        "--http-port", type=int, help="serve /healthz, /readyz and /metrics on this port"
+        "--http-port", type=_port_arg, help="serve /healthz, /readyz and /metrics on this port"
     )
 
     calc = command("calc", "liquidation, margin-call and bankruptcy prices of one position")
@@ -301,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(run_demo(args))
         settings = load_settings(args.config)
         _dispatch(settings, args)
+        sys.stdout.flush()  # here, so a reader gone away is explained like any failure
     except BaseException as error:  # explain() re-raises what it does not know
         known = explain(error, settings, getattr(args, "command", None))
         if known is None:

@@ -360,3 +360,35 @@ def test_a_broker_refusing_the_credentials_is_a_configuration_error(
         f"liqmon: error: the MQTT broker at 127.0.0.1:{broker.port} refused the connection "
         "([code:135] Not authorized): check the user:password of LIQMON_MQTT_URL"
     )
+
+
+def test_a_file_that_cannot_be_written_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """`liqmon record` into a missing directory names the file and exits 1."""
+    config = tmp_path / "liqmon.toml"
+    recording = tmp_path / "ticks.jsonl"
+    recording.write_text("")
+    config.write_text(
+        (REPO / DEFAULT_PATH).read_text()
+        + f'\n[[sources]]\ntype = "replay"\npath = "{recording}"\nspeed = 0\n'
+    )
+    target = tmp_path / "missing" / "out.jsonl"
+    done = liqmon("record", str(target), "--duration", "1", "--config", str(config))
+    assert done.returncode == 1
+    assert one_line(done) == f"liqmon: error: {target}: No such file or directory"
+
+
+def test_a_reader_that_goes_away_ends_the_listing_quietly(redis_url: str, book: Path) -> None:
+    """`liqmon positions list | head -0`: no traceback, status 141 like any program whose
+    reader went away."""
+    assert liqmon("positions", "load", str(book), LIQMON_REDIS_URL=redis_url).returncode == 0
+    process = subprocess.Popen(
+        [str(LIQMON), "positions", "list"],
+        cwd=REPO,
+        env=environment(LIQMON_REDIS_URL=redis_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # before the child writes its first line
+    _, stderr = process.communicate(timeout=30)
+    assert (process.returncode, stderr) == (141, b"")
