@@ -147,6 +147,14 @@ class PositionsQuery:
     statuses: frozenset[Status] = INDEXED
     limit: int = DEFAULT_LIMIT
 
+    @property
+    def selection(self) -> str:
+        """What the query lists, in words: ``open positions``, ``margin call positions``..."""
+        if self.statuses == INDEXED:
+            return "open positions"
+        names = sorted(status.value.replace("_", " ") for status in self.statuses)
+        return " and ".join(names) + " positions"
+
 
 POSITIONS_PARAMS = ("symbol", "account", "status", "at_risk", "limit")
 
@@ -154,11 +162,8 @@ POSITIONS_PARAMS = ("symbol", "account", "status", "at_risk", "limit")
 def parse_positions_query(
     query: str, symbols: Sequence[str], maximum: int = MAX_LIMIT
 ) -> PositionsQuery:
-    """Validate ``symbol``, ``account``, ``status``, ``at_risk`` and ``limit``.
-
-    Without ``status``, the open positions (healthy and in margin call) are
-    listed; ``at_risk=true`` keeps those in margin call.
-    """
+    """Validate ``symbol``, ``account``, ``status``, ``at_risk`` and ``limit``
+    (their meaning: :func:`positions_query`)."""
     params = query_params(query, POSITIONS_PARAMS)
     symbol = params.get("symbol")
     if symbol is not None and symbol not in symbols:
@@ -166,22 +171,48 @@ def parse_positions_query(
     account = params.get("account")
     if account is not None and len(account) > MAX_ACCOUNT_LENGTH:
         raise bad_request(f"account must be at most {MAX_ACCOUNT_LENGTH} characters")
-    statuses = INDEXED
+    status = None
     if "status" in params:
         try:
-            statuses = frozenset({Status(params["status"])})
+            status = Status(params["status"])
         except ValueError:
             names = ", ".join(s.value for s in Status)
             raise bad_request(f"status must be one of {names}, got {params['status']!r}") from None
-    if parse_bool("at_risk", params.get("at_risk")):
-        if "status" in params and statuses != {Status.MARGIN_CALL}:
+    return positions_query(
+        symbols,
+        symbol=symbol,
+        account=account,
+        status=status,
+        at_risk=parse_bool("at_risk", params.get("at_risk")),
+        limit=parse_limit(params.get("limit"), DEFAULT_LIMIT, maximum),
+    )
+
+
+def positions_query(
+    symbols: Sequence[str],
+    *,
+    symbol: str | None = None,
+    account: str | None = None,
+    status: Status | None = None,
+    at_risk: bool = False,
+    limit: int = DEFAULT_LIMIT,
+) -> PositionsQuery:
+    """What a positions listing selects, for ``/api/positions`` and ``liqmon positions list``.
+
+    Without ``status``, the open positions (healthy and in margin call) are
+    listed; ``at_risk`` keeps those in margin call (a liquidated position is no
+    longer at risk: ``status=liquidated`` lists those).
+    """
+    statuses = INDEXED if status is None else frozenset({status})
+    if at_risk:
+        if status is not None and status is not Status.MARGIN_CALL:
             raise bad_request("at_risk=true lists positions in margin call; it excludes status")
         statuses = frozenset({Status.MARGIN_CALL})
     return PositionsQuery(
         symbols=(symbol,) if symbol else tuple(symbols),
         account=account,
         statuses=statuses,
-        limit=parse_limit(params.get("limit"), DEFAULT_LIMIT, maximum),
+        limit=limit,
     )
 
 
@@ -294,6 +325,21 @@ class Listing:
 
     rows: list[dict[str, Any]]
     complete: bool
+    matched: int | None = None
+    """How many positions match the query, when asked for and countable (see
+    :meth:`Api.positions`); ``len(rows)`` of them are listed."""
+
+    def document(self, limit: int) -> dict[str, Any]:
+        """The JSON answer of ``GET /api/positions`` (``matched`` only when counted)."""
+        document: dict[str, Any] = {
+            "positions": self.rows,
+            "count": len(self.rows),
+            "limit": limit,
+            "complete": self.complete,
+        }
+        if self.matched is not None:
+            document["matched"] = self.matched
+        return document
 
 
 @dataclass(slots=True)
@@ -357,8 +403,15 @@ class Api:
             )
         return quotes
 
-    async def positions(self, query: PositionsQuery) -> Listing:
-        """The ``query.limit`` positions closest to liquidation that match ``query``."""
+    async def positions(self, query: PositionsQuery, count: bool = False) -> Listing:
+        """The ``query.limit`` positions closest to liquidation that match ``query``.
+
+        This is the one selection both ``GET /api/positions`` and ``liqmon
+        positions list`` make. With ``count``, the listing also says how many
+        positions match: from the trigger sets' sizes for open positions, by the
+        scan itself for liquidated or closed ones; not with an ``account``
+        filter (that would take a scan of every position).
+        """
         quotes = await self.quotes(query.symbols)
 
         def accept(record: PositionRecord) -> bool:
@@ -384,12 +437,22 @@ class Api:
                         continue
                 walks.append(self._walk(contract, side, quote, query.limit))
         complete = await self._best_first(walks, query.limit, accept, found) and complete
+        matched = None
+        if count and query.statuses <= INDEXED and query.account is None:
+            matched = await self._indexed_count(query.symbols, query.statuses)
+        elif count and not walks and complete:
+            matched = len(found)
         found.sort(key=lambda c: c.order)
         rows = [
             describe(self.contracts[c.record.symbol], c.record, quotes[c.record.symbol])
             for c in found[: query.limit]
         ]
-        return Listing(rows, complete)
+        return Listing(rows, complete, matched)
+
+    async def _indexed_count(self, symbols: Sequence[str], statuses: frozenset[Status]) -> int:
+        """Positions of ``symbols`` in ``statuses`` (both indexed), from the trigger sets' sizes."""
+        counts = await self.counts(symbols)
+        return sum(counts[symbol][status.value] for symbol in symbols for status in statuses)
 
     def _walk(self, contract: Contract, side: Side, quote: Quote | None, want: int) -> Walk:
         direction = "down" if side is Side.LONG else "up"
@@ -598,13 +661,14 @@ class Api:
             )
         return documents
 
-    async def counts(self) -> dict[str, dict[str, int]]:
-        """Positions per symbol: ``total`` stored, ``healthy``, ``margin_call``, ``other``.
+    async def counts(self, symbols: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """Positions per symbol (default: every configured one): ``total`` stored,
+        ``healthy``, ``margin_call``, ``other``.
 
         From the sizes of the hash and the trigger sets (no scan): ``other`` is
         liquidated, closed, or a position no price can liquidate.
         """
-        symbols = self.symbols
+        symbols = self.symbols if symbols is None else list(symbols)
         keys = self.store.keys
 
         def queue(pipe: AnyPipeline, symbol: str) -> None:

@@ -1,25 +1,32 @@
-"""The ``liqmon`` command line: run, calc, positions, watch, demo.
+"""The liqmon command line: run, publish, calc, positions, watch, replay, record, demo.
 
-Every command reads the same TOML configuration (``--config``, default
-``config/liqmon.toml``). Bad arguments exit with status 2 and one line on
-stderr; a bad configuration names the file, key and problem.
+Every command reads the same TOML configuration (``--config FILE``, before or
+after the command; default ``config/liqmon.toml``). A failure a user can meet
+prints one line on stderr, saying what went wrong and what to do, and exits
+with one of the documented statuses (:data:`EXIT_CODES`); :func:`explain` is
+the one place that maps the exceptions behind them to that line and status.
+An exception it does not know is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import multiprocessing
 import os
+import re
 import sys
 import time
 import zlib
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
 from decimal import Decimal, InvalidOperation
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -39,18 +46,45 @@ from monitor.wire import (
 if TYPE_CHECKING:
     from monitor.console import LoadSummary
 
+EXIT_OK = 0
+EXIT_FAILURE = 1
+"""The command ran and failed: lines rejected, an unknown id, a port in use."""
+EXIT_USAGE = 2
+"""Bad arguments or a bad configuration: nothing was done."""
+EXIT_UNREACHABLE = 3
+"""Redis or the MQTT broker could not be reached."""
+EXIT_INTERRUPTED = 130
+"""Stopped with Ctrl-C (128 + SIGINT, as shells report it)."""
+EXIT_BROKEN_PIPE = 141
+"""The reader of stdout went away (``liqmon positions list | head``): 128 + SIGPIPE."""
+
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}    success
+  {EXIT_FAILURE}    failure: lines rejected, unknown position id, HTTP port in use, ...
+  {EXIT_USAGE}    bad arguments or configuration
+  {EXIT_UNREACHABLE}    Redis or the MQTT broker unreachable
+  {EXIT_INTERRUPTED}  stopped with Ctrl-C"""
+
+
+class CommandError(Exception):
+    """A failure a command found itself: the line to print and the exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
+        raise SystemExit(EXIT_USAGE)
 
 
 def _fail(message: str) -> NoReturn:
-    sys.stderr.write(f"liqmon: error: {message}\n")
-    raise SystemExit(2)
+    raise CommandError(message, EXIT_USAGE)
 
 
 def _decimal_arg(text: str) -> Decimal:
@@ -67,53 +101,130 @@ def _decimal_arg(text: str) -> Decimal:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _integer_arg(
+    minimum: int, requirement: str, maximum: int | None = None
+) -> Callable[[str], int]:
+    """An argparse type: an integer from ``minimum`` (to ``maximum``), else ``requirement``
+    says why."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{text!r} {requirement}")
+        return value
+
+    return parse
+
+
+_positive_int = _integer_arg(1, "must be a positive integer")
+_count_arg = _integer_arg(0, "must not be negative")
+_port_arg = _integer_arg(1, "must be a port number (1 to 65535)", 65535)
+
+
+def _seconds_arg(text: str) -> float:
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number, not negative")
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = _Parser(prog="liqmon", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_PATH, help="TOML configuration")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _version() -> str:
+    try:
+        return metadata.version("liqmon")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        from monitor import __version__
 
-    commands.add_parser("run", help="run the monitor daemon")
+        return __version__
 
-    publish = commands.add_parser(
-        "publish", help="publish the outbox's events (beside monitors with mqtt.publisher=separate)"
+
+DAEMON_EPILOG = """It needs Redis ([redis] url) and the MQTT broker ([mqtt] url); the environment
+overrides the file with LIQMON_REDIS_URL, LIQMON_MQTT_URL and LIQMON_HTTP_PORT.
+While either is down it keeps retrying and reports not ready on /readyz.
+SIGTERM or Ctrl-C stops it gracefully (exit status 0)."""
+
+CONFIG_HELP = f"TOML configuration file (default: {DEFAULT_PATH}); before or after the command"
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    """``--config`` after a command too; it overrides one given before the command."""
+    parser.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help=CONFIG_HELP
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = _Parser(
+        prog="liqmon",
+        description="liqmon watches mark prices, keeps every position's margin state in Redis\n"
+        "and publishes margin calls and liquidations to MQTT.",
+        epilog=EXIT_CODES + "\n\n'liqmon COMMAND --help' describes a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_PATH, metavar="FILE", help=CONFIG_HELP
+    )
+    parser.add_argument("--version", action="version", version=f"liqmon {_version()}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, title="commands", metavar="COMMAND"
+    )
+
+    def command(name: str, help_text: str, parent: Any = commands) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
+        )
+        _add_config(sub)
+        return sub
+
+    run = command("run", "run the monitor daemon (prices in, events out, HTTP API on [http] port)")
+    run.epilog = DAEMON_EPILOG
+    run.formatter_class = argparse.RawDescriptionHelpFormatter
+
+    publish = command(
+        "publish", "publish the outbox's events (beside monitors with mqtt.publisher=separate)"
+    )
+    publish.epilog = DAEMON_EPILOG
+    publish.formatter_class = argparse.RawDescriptionHelpFormatter
     publish.add_argument(
         "--name",
         default="publisher",
         help="this publisher's name, distinct per process (client id {mqtt.client_id}-NAME)",
     )
     publish.add_argument(
-        "--http-port", type=int, help="serve /healthz, /readyz and /metrics on this port"
+        "--http-port", type=_port_arg, help="serve /healthz, /readyz and /metrics on this port"
     )
 
-    calc = commands.add_parser("calc", help="liquidation, margin-call and bankruptcy prices")
-    calc.add_argument("--symbol", required=True)
-    calc.add_argument("--side", required=True, choices=[s.value for s in Side])
-    calc.add_argument("--qty", required=True, type=_decimal_arg)
-    calc.add_argument("--entry", required=True, type=_decimal_arg)
-    calc.add_argument("--margin", required=True, type=_decimal_arg)
-    calc.add_argument("--mark", type=_decimal_arg)
+    calc = command("calc", "liquidation, margin-call and bankruptcy prices of one position")
+    calc.add_argument("--symbol", required=True, help="a symbol of the configuration")
+    calc.add_argument(
+        "--side", required=True, choices=[s.value for s in Side], help="long or short"
+    )
+    calc.add_argument(
+        "--qty", required=True, type=_decimal_arg, help="size (base units; contracts if inverse)"
+    )
+    calc.add_argument("--entry", required=True, type=_decimal_arg, help="entry price")
+    calc.add_argument(
+        "--margin", required=True, type=_decimal_arg, help="isolated margin (settlement currency)"
+    )
+    calc.add_argument("--mark", type=_decimal_arg, help="also assess the position at this mark")
 
-    positions = commands.add_parser("positions", help="load, list and show positions")
-    actions = positions.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    load = actions.add_parser("load", help="bulk-load a JSON Lines file of positions")
-    load.add_argument("file", type=Path)
+    positions = command("positions", "load, list and show positions")
+    actions = positions.add_subparsers(
+        dest="action", required=True, parser_class=_Parser, title="actions", metavar="ACTION"
+    )
+    load = command("load", "bulk-load a JSON Lines file of positions", actions)
+    load.add_argument("file", type=Path, help="JSON Lines, one position per line")
     load.add_argument(
         "--batch",
         type=_positive_int,
         default=20_000,
-        help="positions read, decided and committed together (per worker)",
+        help="positions read, decided and committed together, per worker (default: 20000)",
     )
     load.add_argument(
         "--workers",
@@ -121,64 +232,97 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes loading in parallel, each a share of the position ids "
         "(default: one per CPU, at most 4, for files over 4 MiB; else 1)",
     )
-    listing = actions.add_parser("list", help="positions, closest to liquidation first")
-    listing.add_argument("--symbol")
-    listing.add_argument(
-        "--at-risk", action="store_true", help="only margin calls and liquidations"
+    listing = command(
+        "list", "open positions, closest to liquidation first (as GET /api/positions)", actions
     )
-    listing.add_argument("--limit", type=int, default=50)
-    show = actions.add_parser("show", help="one position, with its prices and state")
-    show.add_argument("id")
+    listing.add_argument("--symbol", help="only this symbol's positions")
+    selection = listing.add_mutually_exclusive_group()
+    selection.add_argument("--at-risk", action="store_true", help="only positions in margin call")
+    selection.add_argument(
+        "--status",
+        choices=[s.value for s in Status],
+        help="only positions in this status (default: the open ones, healthy and margin_call)",
+    )
+    listing.add_argument(
+        "--limit", type=_positive_int, default=50, help="show at most this many (default: 50)"
+    )
+    listing.add_argument(
+        "--json", action="store_true", help="print the JSON document GET /api/positions answers"
+    )
+    show = command("show", "one position as JSON, with its prices and state", actions)
+    show.add_argument("id", help="the position's id")
 
-    watch = commands.add_parser("watch", help="print events as they arrive")
-    watch.add_argument("--account", default="+")
-    watch.add_argument("--symbol", default="+")
+    watch = command("watch", "print events as they arrive (Ctrl-C to stop)")
+    watch.add_argument("--account", default="+", help="only this account's events")
+    watch.add_argument("--symbol", default="+", help="only this symbol's events")
     watch.add_argument(
-        "--type", default="+", choices=["+", "margin_call", "margin_call_cleared", "liquidation"]
+        "--type",
+        default="+",
+        choices=["+", "margin_call", "margin_call_cleared", "liquidation"],
+        help="only events of this type (default: + = any)",
     )
     watch.add_argument("--json", action="store_true", help="one JSON event per line")
-    watch.add_argument("--count", type=int, default=0, help="exit after this many events")
-
-    replay = commands.add_parser("replay", help="publish recorded ticks to the price topics")
-    replay.add_argument("file", type=Path, help="JSON Lines or CSV recording")
-    replay.add_argument(
-        "--speed", type=float, default=1.0, help="N× recorded pace; 0 = as fast as possible"
+    watch.add_argument(
+        "--count", type=_count_arg, default=0, help="exit after this many events (0: never)"
     )
 
-    record = commands.add_parser("record", help="write the configured [[sources]] to a file")
-    record.add_argument("file", type=Path, help="JSON Lines (.jsonl) or CSV (.csv)")
-    record.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
+    replay = command("replay", "publish recorded ticks to the price topics")
+    replay.add_argument("file", type=Path, help="JSON Lines or CSV recording")
+    replay.add_argument(
+        "--speed",
+        type=_seconds_arg,
+        default=1.0,
+        help="N times the recorded pace; 0 = as fast as possible (default: 1)",
+    )
 
-    demo = commands.add_parser("demo", help="local Redis and broker, seeded book, a crash")
-    demo.add_argument("--positions", type=int, default=10_000)
-    demo.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
-    demo.add_argument("--seed", type=int, default=7)
+    record = command("record", "write the configured [[sources]] ticks to a file")
+    record.add_argument("file", type=Path, help="JSON Lines (.jsonl) or CSV (.csv)")
+    record.add_argument(
+        "--duration", type=_seconds_arg, default=0, help="seconds; 0 = until Ctrl-C"
+    )
+
+    demo = command("demo", "local Redis and broker, a seeded book, a market crash")
+    demo.add_argument(
+        "--positions", type=_positive_int, default=10_000, help="positions to seed (default: 10000)"
+    )
+    demo.add_argument("--duration", type=_seconds_arg, default=0, help="seconds; 0 = until Ctrl-C")
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the book and market")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``liqmon`` command."""
-    args = build_parser().parse_args(argv)
-    from monitor import log
-
-    log.configure()
-    if args.command == "demo":
-        from monitor.demo import run_demo
-
-        raise SystemExit(run_demo(args))
+    settings: Settings | None = None
+    args: argparse.Namespace | None = None
     try:
+        args = build_parser().parse_args(argv)
+        from monitor import log
+
+        log.configure()
+        if args.command == "demo":
+            from monitor.demo import run_demo
+
+            raise SystemExit(run_demo(args))
         settings = load_settings(args.config)
-    except ConfigError as error:
-        _fail(str(error))
+        _dispatch(settings, args)
+        sys.stdout.flush()  # here, so a reader gone away is explained like any failure
+    except BaseException as error:  # explain() re-raises what it does not know
+        known = explain(error, settings, getattr(args, "command", None))
+        if known is None:
+            raise
+        line, status = known
+        if line:
+            sys.stderr.write(f"liqmon: error: {line}\n")
+        raise SystemExit(status) from None
+
+
+def _dispatch(settings: Settings, args: argparse.Namespace) -> None:
     if args.command == "calc":
         _calc(settings, args)
     elif args.command == "run":
         _run_daemon(_run(settings))
     elif args.command == "publish":
-        try:
-            check_name("--name", args.name)
-        except Rejection as rejection:
-            _fail(rejection.detail)
+        check_name("--name", args.name)
         _run_daemon(_publish(settings, args.name, args.http_port))
     elif args.command == "positions" and args.action == "load":
         _load(settings, args)
@@ -191,8 +335,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if not args.file.exists():
             _fail(f"{args.file}: no such file")
-        if args.speed < 0:
-            _fail("--speed must not be negative")
         asyncio.run(replay(settings, args.file, args.speed or None))
     elif args.command == "record":
         from monitor.recording import record
@@ -200,6 +342,140 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not settings.sources:
             _fail(f"{settings.source}: no [[sources]] configured to record")
         asyncio.run(record(list(settings.sources), args.file, args.duration))
+
+
+# -- known failures: one line and an exit status -------------------------------
+
+
+def explain(
+    error: BaseException, settings: Settings | None, command: str | None = None
+) -> tuple[str | None, int] | None:
+    """The line (None: stay quiet) and exit status of a failure users meet; None for a bug.
+
+    ``settings`` (once loaded) and ``command`` make the line name what to change.
+
+    An exception group (a TaskGroup's) is explained by its first leaf when every
+    leaf is known: one unknown leaf keeps the whole traceback.
+    """
+    leaves = list(_leaves(error))
+    known = [_explain_one(leaf, settings, command) for leaf in leaves]
+    if not known or any(outcome is None for outcome in known):
+        return None
+    interrupted = [outcome for outcome in known if outcome and outcome[1] == EXIT_INTERRUPTED]
+    return interrupted[0] if interrupted else known[0]
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
+def _explain_one(
+    error: BaseException, settings: Settings | None, command: str | None
+) -> tuple[str | None, int] | None:
+    import aiomqtt
+    from aiomqtt.exceptions import MqttConnectError
+    from redis import exceptions as redis_errors
+
+    from monitor.api import ApiError
+    from monitor.mqtt import MqttError
+
+    if isinstance(error, SystemExit):
+        return None
+    if isinstance(error, CommandError):
+        return error.message, error.status
+    if isinstance(error, KeyboardInterrupt):
+        return None, EXIT_INTERRUPTED
+    if isinstance(error, ConfigError):
+        return str(error), EXIT_USAGE
+    if isinstance(error, Rejection):
+        return error.detail, EXIT_USAGE
+    if isinstance(error, ApiError):
+        hint = "; 'liqmon positions list' shows the ids" if error.status == 404 else ""
+        return error.message + hint, EXIT_FAILURE if error.status == 404 else EXIT_USAGE
+    if isinstance(error, redis_errors.AuthenticationError):
+        return (
+            f"Redis at {_where(settings, 'redis')} refused the credentials ({_reason(error)}): "
+            f"fix the user:password of {_setting(settings, '[redis] url', 'LIQMON_REDIS_URL')}",
+            EXIT_USAGE,
+        )
+    redis_down = (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        redis_errors.ClusterDownError,
+        redis_errors.SlotNotCoveredError,
+        redis_errors.RedisClusterException,
+    )
+    if isinstance(error, redis_down):
+        return (
+            f"cannot reach Redis at {_where(settings, 'redis')} ({_reason(error)}): start it, "
+            f"or point {_setting(settings, '[redis] url', 'LIQMON_REDIS_URL')} at it",
+            EXIT_UNREACHABLE,
+        )
+    if isinstance(error, MqttConnectError):
+        return (
+            f"the MQTT broker at {_where(settings, 'mqtt')} refused the connection ({error}): "
+            f"check the user:password of {_setting(settings, '[mqtt] url', 'LIQMON_MQTT_URL')}",
+            EXIT_USAGE,
+        )
+    if isinstance(error, aiomqtt.MqttError | MqttError):
+        return (
+            f"cannot reach the MQTT broker at {_where(settings, 'mqtt')} ({_reason(error)}): "
+            f"start it, or point {_setting(settings, '[mqtt] url', 'LIQMON_MQTT_URL')} at it",
+            EXIT_UNREACHABLE,
+        )
+    if isinstance(error, BrokenPipeError):
+        # Whatever is still buffered for the closed pipe must not fail again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return None, EXIT_BROKEN_PIPE
+    if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+        address = re.search(r"\('([^']*)', (\d+)\)", str(error))
+        where = f"{address[1]}:{address[2]}" if address else "the HTTP port"
+        setting = (
+            "--http-port"
+            if command == "publish"
+            else _setting(settings, "[http] port", "LIQMON_HTTP_PORT")
+        )
+        return (
+            f"cannot listen on {where}: the address is already in use; stop the process "
+            f"holding it, or choose another port ({setting})",
+            EXIT_FAILURE,
+        )
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}", EXIT_FAILURE
+    return None
+
+
+def _setting(settings: Settings | None, key: str, variable: str) -> str:
+    """Where a value came from, to fix it there: the environment variable if set, else the file."""
+    if os.environ.get(variable):
+        return variable
+    source = settings.source if settings is not None else "the configuration"
+    return f"{key} in {source} (or {variable})"
+
+
+def _where(settings: Settings | None, service: str) -> str:
+    """host:port of Redis or the broker (never the credentials the URL may carry)."""
+    if settings is None:
+        return "the configured address"
+    url = urlsplit(settings.redis.url if service == "redis" else settings.mqtt.url)
+    if url.hostname is None:  # unix:///path/to/redis.sock
+        return url.path
+    return f"{url.hostname}:{url.port}" if url.port else url.hostname
+
+
+def _reason(error: BaseException) -> str:
+    """The cause in a few words: ``Connection refused`` rather than redis-py's sentence."""
+    text = str(error)
+    match = re.search(r"(?:\[Errno \d+\] |Error \d+ connecting to \S+ )(.+?)\.?$", text)
+    if match:
+        text = match[1]
+    if "Connect call failed" in text or "Connection refused" in text:
+        return "connection refused"
+    return text.rstrip(".") or type(error).__name__
 
 
 def _run_daemon(main: Coroutine[Any, Any, None]) -> None:
@@ -275,8 +551,8 @@ def _opt(value: Decimal | None) -> str | None:
 
 
 def _load(settings: Settings, args: argparse.Namespace) -> None:
-    """``positions load``: exit status 1 when a version could not be stored."""
-    from monitor.console import load_positions
+    """``positions load``: exit status 1 when a line was rejected or a version not stored."""
+    from monitor.console import REJECTIONS_SHOWN, load_positions
 
     if not args.file.exists():
         _fail(f"{args.file}: no such file")
@@ -286,8 +562,20 @@ def _load(settings: Settings, args: argparse.Namespace) -> None:
         summary = asyncio.run(load_positions(settings, _jsonl(args.file, settings), args.batch))
     else:
         summary = _load_in_parallel(settings, args.file, args.batch, workers)
+    problems = []
+    if summary.rejected:
+        lines = "line was" if summary.rejected == 1 else "lines were"
+        listed = (
+            "listed" if summary.rejected <= REJECTIONS_SHOWN else f"the first {REJECTIONS_SHOWN}"
+        )
+        problems.append(
+            f"{summary.rejected:,} {lines} rejected ({listed} above, all in the dead-letter "
+            "stream): fix them and load them again"
+        )
     if summary.failed:
-        raise SystemExit(1)
+        problems.append(f"{summary.failed:,} positions could not be stored (see the log)")
+    if problems:
+        raise CommandError("; ".join(problems))
 
 
 def _collect_less() -> None:
@@ -382,14 +670,22 @@ def _load_share(settings: Settings, path: Path, batch: int, share: int, shares: 
 
 
 async def _positions(settings: Settings, args: argparse.Namespace) -> None:
+    from monitor.api import positions_query
     from monitor.console import list_positions, show_position
 
-    if args.action == "list":
-        if args.symbol is not None and args.symbol not in settings.symbols:
-            _fail(f"unknown symbol {args.symbol!r}; configured: {', '.join(settings.symbols)}")
-        await list_positions(settings, args.symbol, args.at_risk, args.limit)
-    elif not await show_position(settings, args.id):
-        _fail(f"no position with id {args.id!r}")
+    if args.action == "show":
+        await show_position(settings, args.id)
+        return
+    if args.symbol is not None and args.symbol not in settings.symbols:
+        _fail(f"unknown symbol {args.symbol!r}; configured: {', '.join(settings.symbols)}")
+    query = positions_query(
+        list(settings.symbols),
+        symbol=args.symbol,
+        status=Status(args.status) if args.status else None,
+        at_risk=args.at_risk,
+        limit=args.limit,
+    )
+    await list_positions(settings, query, args.json)
 
 
 def _jsonl(
@@ -441,8 +737,5 @@ async def _watch(settings: Settings, args: argparse.Namespace) -> None:
 
     for name, value in (("account", args.account), ("symbol", args.symbol)):
         if value != "+":
-            try:
-                check_name(name, value)
-            except Rejection as rejection:
-                _fail(rejection.detail)
+            check_name(name, value)
     await watch(settings, args.account, args.symbol, args.type, as_json=args.json, count=args.count)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -19,9 +19,11 @@ from monitor.evaluation import Quote
 from monitor.keys import Keys
 from monitor.margin import Contract, Side, assess, bankruptcy_price, liquidation_price
 from monitor.position import PositionRecord, PositionUpdate
-from monitor.status import Status
 from monitor.store import Store, connect
 from monitor.wire import decimal_str
+
+if TYPE_CHECKING:
+    from monitor.api import Listing, PositionsQuery
 
 
 def open_store(settings: Settings) -> Store:
@@ -154,63 +156,99 @@ def describe(contract: Contract, record: PositionRecord, quote: Quote | None) ->
     return row
 
 
-async def list_positions(settings: Settings, symbol: str | None, at_risk: bool, limit: int) -> None:
-    """Print positions as a table, closest to liquidation first."""
+TABLE_COLUMNS = (
+    "id",
+    "account",
+    "symbol",
+    "side",
+    "qty",
+    "mark_price",
+    "liquidation_price",
+    "distance_pct",
+    "margin_ratio",
+    "status",
+)
+RATIO_PLACES = 4
+
+
+def price_places(quote: Quote | None, row: Mapping[str, Any]) -> int:
+    """Decimals a table shows a symbol's prices with: those of its mark as the venue
+    quoted it (``55000`` → 0, ``11794.15000000`` → 8), else of the row's entry price."""
+    exponent = quote.mark.as_tuple().exponent if quote is not None else None
+    if not isinstance(exponent, int):
+        exponent = Decimal(str(row["entry_price"])).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def _rounded(text: str | None, places: int, rounding: str) -> str:
+    if text is None:
+        return "-"
+    # Fixed decimals, trailing zeros kept: a column of prices lines up.
+    return format(Decimal(text).quantize(Decimal(1).scaleb(-places), rounding), "f")
+
+
+def table_cells(row: Mapping[str, Any], quote: Quote | None) -> list[str]:
+    """A :func:`describe` row as table cells: prices at the symbol's precision
+    (:func:`price_places`), the ratio at :data:`RATIO_PLACES` decimals.
+
+    A liquidation price is rounded towards the mark (a long's up, a short's down),
+    so the table never shows more room than there is. JSON keeps every digit.
+    """
+    places = price_places(quote, row)
+    toward_mark = ROUND_CEILING if row["side"] == Side.LONG.value else ROUND_FLOOR
+    shown = {
+        **{column: "-" if row[column] is None else str(row[column]) for column in TABLE_COLUMNS},
+        "mark_price": _rounded(row["mark_price"], places, ROUND_HALF_EVEN),
+        "liquidation_price": _rounded(row["liquidation_price"], places, toward_mark),
+        "margin_ratio": _rounded(row["margin_ratio"], RATIO_PLACES, ROUND_HALF_EVEN),
+    }
+    return [shown[column] for column in TABLE_COLUMNS]
+
+
+def count_line(listing: Listing, query: PositionsQuery) -> str:
+    """The closing line of a table: how many of how many matching positions it shows."""
+    shown = len(listing.rows)
+    if listing.matched is None:
+        return f"({shown:,} {query.selection} shown; not all were read)"
+    return f"({shown:,} of {max(shown, listing.matched):,} {query.selection} shown)"
+
+
+async def list_positions(settings: Settings, query: PositionsQuery, as_json: bool) -> None:
+    """Print the positions ``query`` selects, closest to liquidation first: the
+    same selection as ``GET /api/positions`` (:meth:`monitor.api.Api.positions`)."""
+    from monitor.api import Api  # monitor.api reads this module's describe()
+
     store = open_store(settings)
-    rows = []
     try:
-        for name in [symbol] if symbol else list(settings.symbols):
-            contract = settings.symbols.get(name)
-            if contract is None:
-                raise SystemExit(f"liqmon: error: unknown symbol {name!r}")
-            quote = await store.quote(name)
-            for record in await store.all_records(name):
-                if record.status is Status.CLOSED:
-                    continue
-                if at_risk and record.status is Status.HEALTHY:
-                    continue
-                rows.append(describe(contract, record, quote))
+        api = Api(store, settings.symbols)
+        listing = await api.positions(query, count=True)
+        quotes = await api.quotes(query.symbols)
     finally:
         await store.client.aclose()
-    rows.sort(
-        key=lambda r: Decimal(r["distance_pct"]) if r["distance_pct"] else Decimal("Infinity")
-    )
-    columns = [
-        "id",
-        "account",
-        "symbol",
-        "side",
-        "qty",
-        "mark_price",
-        "liquidation_price",
-        "distance_pct",
-        "margin_ratio",
-        "status",
+    if as_json:
+        document = listing.document(query.limit)
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    table = [list(TABLE_COLUMNS)] + [
+        table_cells(row, quotes[row["symbol"]]) for row in listing.rows
     ]
-    table = [columns] + [
-        [str(row[c]) if row[c] is not None else "-" for c in columns] for row in rows[:limit]
-    ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    widths = [max(len(line[i]) for line in table) for i in range(len(TABLE_COLUMNS))]
     for line in table:
-        sys.stdout.write(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-            + "\n"
-        )
-    sys.stdout.write(f"({len(rows)} positions{', at risk' if at_risk else ''})\n")
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        sys.stdout.write("  ".join(cells).rstrip() + "\n")
+    sys.stdout.write(count_line(listing, query) + "\n")
 
 
-async def show_position(settings: Settings, position_id: str) -> bool:
-    """Print one position as JSON; False if it is unknown."""
+async def show_position(settings: Settings, position_id: str) -> None:
+    """Print one position as JSON, as ``GET /api/positions/{id}`` answers it.
+
+    Raises :class:`monitor.api.ApiError` (404) when it is unknown.
+    """
+    from monitor.api import Api  # monitor.api reads this module's describe()
+
     store = open_store(settings)
     try:
-        symbol = await store.symbol_of(position_id, settings.symbols)
-        if symbol is None or symbol not in settings.symbols:
-            return False
-        found = (await store.records(symbol, [position_id]))[0]
-        if found is None:
-            return False
-        row = describe(settings.symbols[symbol], found[0], await store.quote(symbol))
+        row = await Api(store, settings.symbols).position(position_id)
     finally:
         await store.client.aclose()
     sys.stdout.write(orjson.dumps(row, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return True

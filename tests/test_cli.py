@@ -210,7 +210,8 @@ def _client(url: str, cluster: bool) -> redis.Redis | redis.RedisCluster:
 def test_positions_load_list_and_show(
     request: pytest.FixtureRequest, tmp_path: Path, cluster: bool
 ) -> None:
-    """Loading a JSONL file reports what it loaded and rejected; list and show print them back.
+    """Loading a JSONL file reports what it loaded and rejected (exit 1 for the rejected line);
+    list prints the open positions at the symbol's precision and show every digit.
 
     On a Redis Cluster, the book's two symbols live on different nodes.
     """
@@ -224,9 +225,13 @@ def test_positions_load_list_and_show(
     path.write_text(_jsonl(LINES))
 
     done = liqmon("positions", "load", str(path), redis_url=redis_url, cluster=cluster)
-    assert (done.returncode, done.stdout) == (0, "")
-    first, progress, end = done.stderr.split("\n")
+    assert (done.returncode, done.stdout) == (1, "")
+    first, progress, last, end = done.stderr.split("\n")
     assert (first, end) == ("line 4: rejected: non_positive: margin must be positive, got -5", "")
+    assert last == (
+        "liqmon: error: 1 line was rejected (listed above, all in the dead-letter stream): "
+        "fix them and load them again"
+    )
     # Progress overwrites itself with carriage returns; the last one is the summary.
     summary = progress.rsplit("\r", 1)[-1]
     assert re.fullmatch(
@@ -265,9 +270,9 @@ def test_positions_load_list_and_show(
             "long",
             "0.5",
             "55000",
-            "54216.86746987951807228915663",
+            "54217",
             "1.42",
-            "0.22",
+            "0.2200",
             "healthy",
         ],
         [
@@ -277,12 +282,12 @@ def test_positions_load_list_and_show(
             "short",
             "0.1",
             "55000",
-            "65737.15139442231075697211155",
+            "65737",
             "19.52",
-            "0.01999981818347105935400587267",
+            "0.0200",
             "healthy",
         ],
-        ["(2", "positions)"],
+        ["(2", "of", "2", "open", "positions", "shown)"],
     ]
 
     done = liqmon("positions", "show", "p-2", redis_url=redis_url, cluster=cluster)
@@ -306,7 +311,7 @@ def test_positions_load_list_and_show(
 
     done = liqmon("positions", "show", "p-bad", redis_url=redis_url, cluster=cluster)
     assert (done.returncode, done.stdout, done.stderr) == (
-        2,
+        1,
         "",
-        "liqmon: error: no position with id 'p-bad'\n",
+        "liqmon: error: no position 'p-bad'; 'liqmon positions list' shows the ids\n",
     )
