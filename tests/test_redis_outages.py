@@ -15,18 +15,28 @@ import signal
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 import redis
+import redis.asyncio as aioredis
 from harness import Collector, btc_long, mqtt_client, publish, running, settings_for
 from proxy import BlackHoleProxy
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from feeds.tick import PriceKind, PriceTick
 from monitor.channel import REPLY_DEADLINE_S
 from monitor.daemon import Daemon, PublisherDaemon, Service
 from monitor.embedded import RedisServer
+from monitor.engine import Engine
+from monitor.evaluation import Quote
+from monitor.keys import Keys
+from monitor.store import Store, Write
+from monitor.wire import position_from_object
 
 SYMBOL = "BTCUSDT"
 
@@ -295,3 +305,47 @@ async def _outbox_empty(service: Service) -> bool:
 
 async def _ready(daemon: Daemon) -> bool:
     return not await daemon.failing()
+
+
+class _ReplyLostOnce(Store):
+    """A Store whose first commit runs in Redis but whose reply is lost (a deadline missed
+    after Redis had done the work): what a retry after a timeout meets."""
+
+    lost = False
+
+    async def commit(
+        self, symbol: str, writes: Sequence[Write], decided_at: Quote | bool | None = True
+    ) -> set[str] | None:
+        conflicts = await super().commit(symbol, writes, decided_at)
+        if not self.lost:
+            self.lost = True
+            raise RedisTimeoutError(f"no reply from Redis within {REPLY_DEADLINE_S:g} s")
+        return conflicts
+
+
+async def test_a_commit_whose_reply_was_lost_is_retried_without_a_second_event(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """Retrying a tick whose commit went through but timed out (as the daemon does) queues
+    each liquidation once: the commit is compare-and-set, the retry finds them done."""
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    client = aioredis.Redis.from_url(redis_url)
+    store = _ReplyLostOnce(client, Keys(prefix), 100)
+    engine = Engine(store, settings.symbols, settings.risk, prefix)
+    try:
+        await store.ensure_outbox_groups([SYMBOL])
+        await store.accept_marks([(SYMBOL, Decimal(60000), 1)])
+        await engine.apply_updates([position_from_object(p, settings.symbols) for p in book(10)])
+        tick = PriceTick(SYMBOL, PriceKind.MARK, Decimal(50000), 2, "test")
+        (candidates,) = await engine.accept_marks([tick])
+        assert candidates is not None
+        with pytest.raises(RedisTimeoutError):
+            await engine.on_candidates(tick, candidates)
+        # The daemon retries with the candidates it had: their records are stale now.
+        retried = await engine.on_candidates(tick, candidates)
+        queued = await store.read_outbox([SYMBOL], "test", 100, 1, pending=False)
+    finally:
+        await client.aclose()
+    assert [] == retried.events
+    event_ids = [entry.event_id for entry in queued]
+    assert sorted(f"p-{n}:1:1" for n in range(10)) == sorted(event_ids)
