@@ -237,31 +237,43 @@ async def started(service: Service) -> AsyncIterator[asyncio.Task[None]]:
                 await task
 
 
-async def test_a_monitor_started_on_a_full_redis_waits_and_is_ready_once_memory_frees(
+async def test_a_monitor_started_on_a_full_redis_drains_its_outbox_and_waits_for_memory(
     fresh_redis: Any, mqtt_url: str, prefix: str
 ) -> None:
-    """A monitor restarted while Redis is out of memory does not exit: it reports the outage in
-    /readyz and becomes ready once maxmemory is raised."""
+    """A monitor restarted while Redis is out of memory does not exit: it recovers (nothing to
+    write), publishes the 100 events its last life left in the outbox, reports the outage in
+    /readyz, and becomes ready once maxmemory is raised."""
     server = fresh_redis()
     settings = settings_for(server.url, mqtt_url, prefix)
-    async with running(settings) as first, mqtt_client(mqtt_url, "feeder") as feeder:
+    quiet = replace(settings, mqtt=replace(settings.mqtt, publisher="separate"))
+    async with running(quiet) as first, mqtt_client(mqtt_url, "feeder") as feeder:
         await seeded(first, feeder, prefix, book(100))
+        await publish(feeder, f"{prefix}/prices/{SYMBOL}/mark", {"price": "50000", "ts": 2})
+
+        async def queued() -> bool:
+            return 100 == await first.store.outbox_length([SYMBOL]) and first.idle()
+
+        await until(queued)
     full(server.url, -(1 << 16))
     try:
         daemon = Daemon(settings)
-        async with started(daemon) as task:
+        async with Collector(mqtt_url, prefix) as collector, started(daemon) as task:
 
             async def reported_full() -> bool:
                 assert not task.done(), "the monitor exited on a full Redis"
                 return "out of memory" in (await daemon.failing()).get("redis", "")
 
             await until(reported_full)
+            await collector.wait_for(100)
+            await until(lambda: _outbox_empty(daemon))
             status, body = await readyz(daemon)
             assert 503 == status and "out of memory" in body["failing"]["redis"]
             unlimited(server.url)
             await until(lambda: _ready(daemon))
+            await collector.quiet(0.5)
     finally:
         unlimited(server.url)
+    assert {f"p-{n}": 1 for n in range(100)} == liquidations(collector)
 
 
 async def test_the_publisher_starts_and_drains_the_outbox_while_redis_is_full(

@@ -4,11 +4,16 @@
 -- Returns {0} when the tick is older than the stored mark (dropped), else
 -- {1, index_price or "", index_ts or "", id1, record1, id2, record2, ...},
 -- most underwater first within each direction.
-local stored_ts = redis.call('HGET', KEYS[1], 'mark_ts')
+local stored = redis.call('HMGET', KEYS[1], 'mark_ts', 'mark')
+local stored_ts = stored[1]
 if stored_ts and tonumber(stored_ts) > tonumber(ARGV[2]) then
   return {0}
 end
-redis.call('HSET', KEYS[1], 'mark', ARGV[1], 'mark_ts', ARGV[2])
+-- The stored mark again (recovery, a tick retried) writes nothing, so it is
+-- answered even by a Redis out of memory (which refuses a script's first write).
+if stored_ts ~= ARGV[2] or stored[2] ~= ARGV[1] then
+  redis.call('HSET', KEYS[1], 'mark', ARGV[1], 'mark_ts', ARGV[2])
+end
 local index = redis.call('HMGET', KEYS[1], 'index', 'index_ts')
 local reply = {1, index[1] or '', index[2] or ''}
 -- HMGET in slices: Lua's unpack() cannot spread a burst of 100,000 ids at once.
