@@ -14,6 +14,19 @@ closes it; replies go through redis-py's parser (hiredis).
 On a Redis Cluster (:class:`ClusterChannels`) there is one such channel per
 primary, borrowed from that node's pool; each command goes to the node that
 owns its key's slot, the nodes' writes in parallel.
+
+Every call has a deadline (:data:`REPLY_DEADLINE_S` unless the call says
+otherwise). A Redis that stops answering without closing (a frozen host, a
+fail-over that black-holes the old address) would otherwise hold a read
+until TCP keep-alive gives up, hours later. The deadline is kept by one
+timer per channel, armed when a call finds none armed and re-armed from its
+own callback while calls keep coming: a tick pays for two attribute writes,
+not for a timer or a task of its own (redis-py's ``socket_timeout`` would
+wrap each write in ``asyncio.wait_for``, a task per command on Python
+3.11, so it is switched off on the borrowed connection). A call past its
+deadline is cancelled, its connection dropped, and it raises redis-py's
+``TimeoutError``; the channel reports itself :meth:`~Channel.stuck` until
+a reply comes again.
 """
 
 from __future__ import annotations
@@ -28,9 +41,18 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 REDIRECTS = 3
 """Times a command answered MOVED or ASK (slots migrating) is sent again, to the new owner."""
+
+REPLY_DEADLINE_S = 2.0
+"""How long one Redis round trip may take before its connection is taken for dead.
+
+A quiet tick takes well under a millisecond and a 1,000-write commit 10-20
+ms; two seconds leaves room for a Redis busy forking or rewriting its AOF,
+and is short enough that a dead connection costs a tick two seconds, not hours.
+"""
 
 
 def resp_parts(*parts: str | bytes | int) -> bytes:
@@ -56,46 +78,84 @@ class Channel:
     """Sends packed commands on one kept connection and reads their replies in order.
 
     Callers take turns (a lock): one write and its replies at a time, so a
-    reply is never read by the wrong caller. Any failure, cancellation
-    included, drops the connection, since a reply left unread would be
-    taken for the next command's; the next call connects again.
+    reply is never read by the wrong caller. Any failure, cancellation and
+    a missed deadline included, drops the connection, since a reply left
+    unread would be taken for the next command's; the next call connects again.
     """
 
-    def __init__(self, source: aioredis.Redis | ClusterNode) -> None:
-        """A channel to ``source``: a client's server, or one node of a cluster."""
+    def __init__(
+        self, source: aioredis.Redis | ClusterNode, deadline_s: float = REPLY_DEADLINE_S
+    ) -> None:
+        """A channel to ``source``: a client's server, or one node of a cluster.
+
+        ``deadline_s`` bounds each call (borrowing and connecting included)
+        unless the call gives its own.
+        """
         self._source = source
+        self.deadline_s = deadline_s
         self._connection: AbstractConnection | None = None
+        self._socket_timeout: float | None = None
         self._turn = asyncio.Lock()
+        # The deadline of the call in flight, kept by one lazily re-armed timer.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._caller: asyncio.Task[Any] | None = None
+        self._due = 0.0
+        self._allowed_s = deadline_s
+        self._cancelling = 0
+        self._expired = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._missed_s: float | None = None
 
     async def _borrow(self) -> AbstractConnection:
         source = self._source
         if isinstance(source, ClusterNode):
-            return source.acquire_connection()
-        connection: AbstractConnection = await source.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            connection = source.acquire_connection()
+        else:
+            connection = await source.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        # The watchdog keeps this connection's deadline; redis-py's own would
+        # cost a task per write. Given back as it came.
+        self._socket_timeout = connection.socket_timeout
+        connection.socket_timeout = None
         return connection
 
     async def _give_back(self, connection: AbstractConnection) -> None:
+        connection.socket_timeout = self._socket_timeout
         source = self._source
         if isinstance(source, ClusterNode):
             source.release(connection)  # type: ignore[arg-type]
         else:
             await source.connection_pool.release(connection)
 
-    async def execute(self, commands: Sequence[bytes]) -> list[Any]:
+    async def execute(
+        self, commands: Sequence[bytes], deadline_s: float | None = None
+    ) -> list[Any]:
         """The replies to ``commands`` (packed with :func:`resp_command`), in order.
 
         An error reply comes back as its :class:`~redis.exceptions.ResponseError`
         instance, in its place, so one failed command leaves the others' replies
-        readable. Connection errors raise redis-py's ``ConnectionError``.
+        readable. Connection errors raise redis-py's ``ConnectionError``; no
+        reply within ``deadline_s`` (default :attr:`deadline_s`; longer for a
+        command that blocks on purpose) raises its ``TimeoutError``.
+        Cancelling is safe: the connection is dropped.
         """
         async with self._turn:
-            connection = self._connection or await self._connected()
+            task = self._arm(self.deadline_s if deadline_s is None else deadline_s)
+            connection = self._connection
             try:
+                if connection is None:
+                    connection = await self._connected()
                 await connection.send_packed_command(b"".join(commands), check_health=False)
-                return await _replies(connection, len(commands))
-            except BaseException:
-                await self._drop(connection)
+                replies = await _replies(connection, len(commands))
+            except BaseException as error:
+                expired = self._settle(task)
+                if connection is not None:
+                    await self._drop(connection)
+                if expired and isinstance(error, asyncio.CancelledError):
+                    raise self._timeout() from None
                 raise
+            self._caller = None
+            self._missed_s = None
+            return replies
 
     @staticmethod
     async def execute_each(batches: Sequence[tuple[Channel, Sequence[bytes]]]) -> list[list[Any]]:
@@ -103,31 +163,55 @@ class Channel:
 
         Every channel's commands are written before any reply is read, so
         the servers work in parallel, without a task per channel. A failure
-        drops every connection written to (their replies are unread).
+        (a missed deadline on any channel included) drops every connection
+        written to (their replies are unread).
         """
         async with contextlib.AsyncExitStack() as turns:
             # Turns taken in one order by every caller, so two never wait on each other.
             for channel in sorted((channel for channel, _ in batches), key=id):
                 await turns.enter_async_context(channel._turn)
+            task = None
+            for channel, _ in batches:
+                task = channel._arm(channel.deadline_s)
             written: list[tuple[Channel, AbstractConnection]] = []
             try:
                 for channel, commands in batches:
                     connection = await channel._connected()
                     written.append((channel, connection))
                     await connection.send_packed_command(b"".join(commands), check_health=False)
-                return [
+                replies = [
                     await _replies(connection, len(commands))
                     for (_, connection), (_, commands) in zip(written, batches, strict=True)
                 ]
-            except BaseException:
+            except BaseException as error:
+                expired = [channel for channel, _ in batches if channel._settle(task)]
                 for channel, connection in written:
                     await channel._drop(connection)
+                if expired and isinstance(error, asyncio.CancelledError):
+                    raise expired[0]._timeout() from None
                 raise
+            for channel, _ in batches:
+                channel._caller = None
+                channel._missed_s = None
+            return replies
 
     @property
     def source(self) -> aioredis.Redis | ClusterNode:
         """Where the connection comes from."""
         return self._source
+
+    def stuck(self) -> str | None:
+        """Why this channel cannot be relied on now (None: it answers).
+
+        A call outstanding past its deadline, or one that missed it with no
+        reply on the channel since: Redis is silent, not merely closed.
+        """
+        if self._missed_s is not None:
+            return f"no reply within {self._missed_s:g} s"
+        loop = self._loop
+        if self._caller is not None and loop is not None and loop.time() > self._due:
+            return f"no reply within {self._allowed_s:g} s"
+        return None
 
     async def close(self) -> None:
         """Close the kept connection, if any (the next call connects again)."""
@@ -145,6 +229,50 @@ class Channel:
         self._connection = None
         await connection.disconnect(nowait=True)
         await self._give_back(connection)
+
+    def _arm(self, deadline_s: float) -> asyncio.Task[Any]:
+        """Start the deadline of a call by the current task; returns that task."""
+        task = asyncio.current_task()
+        assert task is not None, "a Channel is used from a task"
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        due = self._due = loop.time() + deadline_s
+        self._allowed_s = deadline_s
+        self._caller = task
+        self._cancelling = task.cancelling()
+        watchdog = self._watchdog
+        # One timer for many calls: armed when none is, moved only when a
+        # call is due before it (a short call after a blocking read).
+        if watchdog is None or watchdog.when() > due:
+            if watchdog is not None:
+                watchdog.cancel()
+            self._watchdog = loop.call_at(due, self._check)
+        return task
+
+    def _check(self) -> None:
+        """The timer: cancel the caller past its deadline, else wait for the current call's."""
+        self._watchdog = None
+        caller, loop = self._caller, self._loop
+        if caller is None or loop is None:
+            return  # idle: the next call arms it again
+        if loop.time() < self._due:
+            self._watchdog = loop.call_at(self._due, self._check)
+            return
+        self._expired = True
+        caller.cancel()
+
+    def _settle(self, task: asyncio.Task[Any] | None) -> bool:
+        """End a failed call; True when its deadline cancelled it (and nothing else did)."""
+        self._caller = None
+        if not self._expired or task is None:
+            return False
+        self._expired = False
+        self._missed_s = self._allowed_s
+        return task.uncancel() <= self._cancelling
+
+    def _timeout(self) -> RedisTimeoutError:
+        return RedisTimeoutError(f"no reply from Redis within {self._allowed_s:g} s")
 
 
 async def _replies(connection: AbstractConnection, count: int) -> list[Any]:
@@ -182,6 +310,10 @@ class ClusterChannels:
                 await channel.close()
             channel = self._channels[node.name] = Channel(node)
         return channel
+
+    def stuck(self) -> list[str]:
+        """:meth:`Channel.stuck` of every node's channel that is (empty: all answer)."""
+        return [why for channel in self._channels.values() if (why := channel.stuck())]
 
     def node_of(self, key: str) -> ClusterNode:
         """The primary that owns ``key``'s slot (as last read from the cluster)."""

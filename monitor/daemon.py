@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
+from redis.exceptions import OutOfMemoryError
 
 from feeds.errors import FeedError
 from feeds.source import PriceSource
@@ -44,7 +45,7 @@ from monitor.metrics import Metrics
 from monitor.position import PositionUpdate
 from monitor.prerequisites import check_eviction
 from monitor.relay import Relay
-from monitor.store import REDIS_DOWN, Client, Store, connect
+from monitor.store import OUTAGES, REDIS_DOWN, Client, Store, connect, outage
 
 log = structlog.get_logger("liqmon.daemon")
 
@@ -89,6 +90,13 @@ class Service:
     leased: asyncio.Event
     redis_ok: bool
     stopping: asyncio.Event
+    redis_outage: tuple[str, str] = ("unreachable", "not connected")
+    """Why Redis is not ok: a reason of :func:`monitor.store.outage` and its line."""
+    redis_full: bool = False
+    """The last write probe was refused for lack of memory."""
+    writes_refused: int = 0
+    """Calls retrying a write Redis refused for lack of memory (a large write can be
+    refused while the probe's tiny one still goes through)."""
 
     http_address: str | None
     """Where ``/healthz``, ``/readyz`` and ``/metrics`` are served (None: nowhere)."""
@@ -146,8 +154,9 @@ class Service:
     async def failing(self) -> dict[str, str]:
         """Dependencies that are not usable right now (empty: ready)."""
         failing = {}
-        if not self.redis_ok:
-            failing["redis"] = "not connected"
+        reason, why = self._redis_state()
+        if reason is not None:
+            failing["redis"] = why
         if not self.bus.connected.is_set():
             failing["mqtt"] = "not connected"
         if not self.leased.is_set():
@@ -157,6 +166,23 @@ class Service:
     async def _check_redis(self) -> None:
         """Wait for Redis; refuse to go on if it may evict (:mod:`monitor.prerequisites`)."""
         await self._retry_redis(check_eviction, self.redis, self.settings.redis.allow_eviction)
+
+    def _redis_state(self) -> tuple[str | None, str]:
+        """The outage Redis is in (None: none) and the line ``/readyz`` shows for it."""
+        if not self.redis_ok:
+            return self.redis_outage
+        stuck = self.store.stuck()
+        if stuck is not None:
+            return "no_reply", stuck
+        if self.redis_full or self.writes_refused:
+            return outage(OutOfMemoryError())
+        return None, ""
+
+    def _redis_failed(self, error: BaseException) -> None:
+        """Note Redis not answering (out of memory is noted by whoever met it)."""
+        if not isinstance(error, OutOfMemoryError):
+            self.redis_ok = False
+            self.redis_outage = outage(error)
 
     async def _keep_leases(self) -> None:
         period_s = self.leases.ttl_ms / 3000
@@ -179,16 +205,24 @@ class Service:
     async def _retry_redis(self, call: Callable[..., Awaitable[T]], *args: object) -> T:
         """Run ``call`` until Redis answers, backing off meanwhile (reported as not ready)."""
         backoff = Backoff(cap_s=2.0)
-        while True:
-            raise_if_cancelling()
-            try:
-                result = await call(*args)
-                self.redis_ok = True
-                return result
-            except REDIS_DOWN as error:
-                self.redis_ok = False
-                log.warning("redis_unavailable", error=str(error))
-                await backoff.wait()
+        refused = False
+        try:
+            while True:
+                raise_if_cancelling()
+                try:
+                    result = await call(*args)
+                    self.redis_ok = True
+                    return result
+                except REDIS_DOWN as error:
+                    self._redis_failed(error)
+                    if isinstance(error, OutOfMemoryError) and not refused:
+                        refused = True
+                        self.writes_refused += 1
+                    log.warning("redis_unavailable", error=str(error))
+                    await backoff.wait()
+        finally:
+            if refused:
+                self.writes_refused -= 1
 
     async def _watch_redis(self) -> None:
         # Readiness every second (one PING); the outbox backlog, two commands
@@ -199,6 +233,13 @@ class Service:
             raise_if_cancelling()
             try:
                 async with asyncio.timeout(3):
+                    try:
+                        # A write probe: it also tells a Redis out of memory.
+                        await self.store.ping()
+                        self.redis_full = False
+                    except OutOfMemoryError:
+                        self.redis_full = True
+                    self.redis_ok = True
                     if time.monotonic() >= next_backlog:
                         next_backlog = time.monotonic() + BACKLOG_EVERY_S
                         length, oldest_s = await self.store.outbox_backlog(
@@ -206,13 +247,13 @@ class Service:
                         )
                         self.metrics.outbox_length.set(length)
                         self.metrics.outbox_oldest_age.set(oldest_s)
-                    else:
-                        await self.store.ping()
-                self.redis_ok = True
-            except (TimeoutError, *REDIS_DOWN):
-                self.redis_ok = False
+            except (TimeoutError, *REDIS_DOWN) as error:
+                self._redis_failed(error)
                 next_backlog = 0.0
             self.metrics.ready.set(0 if await self.failing() else 1)
+            reason, _ = self._redis_state()
+            for label in OUTAGES:
+                self.metrics.redis_outage.labels(label).set(1 if label == reason else 0)
             await asyncio.sleep(1.0)
 
 

@@ -33,13 +33,22 @@ end
 return 0
 """
 # A restarted monitor (same id) adopts the leases its previous life held
-# instead of waiting for them to expire.
-_ACQUIRE = """
+# instead of waiting for them to expire. Allowed while Redis is out of memory
+# (a few bytes beyond maxmemory): a publisher needs its leases to drain the
+# outbox, which is what frees memory. Renewing (PEXPIRE) and releasing (DEL)
+# are allowed then anyway.
+_ACQUIRE = """#!lua flags=allow-oom
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0
 end
 return 0
+"""
+# The heartbeat, for the same reason: its member is one per process.
+_HEARTBEAT = """#!lua flags=allow-oom
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+return redis.call('ZCARD', KEYS[1])
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -83,6 +92,7 @@ class Leases:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._acquire = client.register_script(_ACQUIRE)
+        self._heartbeat = client.register_script(_HEARTBEAT)
 
     def key(self, symbol: str) -> str:
         """The lease key of a symbol (hash-tagged like the symbol's other keys)."""
@@ -104,11 +114,9 @@ class Leases:
         their last mark, since the previous holder may have died mid-tick).
         """
         now_ms = int(time.time() * 1000)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(self.heartbeats, {self.owner: now_ms + self.ttl_ms})
-        pipe.zremrangebyscore(self.heartbeats, "-inf", now_ms)
-        pipe.zcard(self.heartbeats)
-        monitors = (await pipe.execute())[2]
+        monitors = await self._heartbeat(
+            keys=[self.heartbeats], args=[now_ms + self.ttl_ms, self.owner, now_ms]
+        )
         share = fair_share(len(self.symbols), monitors)
         # A few round trips renew every lease held (a script per key, so each
         # stays within its symbol's hash slot on a cluster).

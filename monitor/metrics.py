@@ -102,6 +102,12 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("liqmon_ready", "1 when Redis and MQTT are connected", registry=r)
+        self.redis_outage = Gauge(
+            "liqmon_redis_outage",
+            "1 while Redis is in this outage: unreachable, no_reply (silent), out_of_memory",
+            ["reason"],
+            registry=r,
+        )
         self.tick_seconds = Histogram(
             "liqmon_tick_evaluation_seconds",
             "Seconds from a mark tick's evaluation starting (after any wait in the tick queue)"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -36,10 +37,13 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     ClusterDownError,
     NoScriptError,
+    OutOfMemoryError,
     ResponseError,
     SlotNotCoveredError,
     TryAgainError,
@@ -48,7 +52,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.cancellation import raise_if_cancelling
-from monitor.channel import Channel, ClusterChannels, resp_command, resp_parts
+from monitor.channel import (
+    REPLY_DEADLINE_S,
+    Channel,
+    ClusterChannels,
+    resp_command,
+    resp_parts,
+)
 from monitor.config import Limits, RedisSettings
 from monitor.deadletter import DeadLetter, entry_of
 from monitor.evaluation import Event, Quote, Triggers
@@ -65,8 +75,28 @@ REDIS_DOWN = (
     ClusterDownError,
     SlotNotCoveredError,
     TryAgainError,
+    # maxmemory reached (noeviction): writes are refused until memory frees.
+    # An outage like the others, not a bug: a retry succeeds once it frees.
+    OutOfMemoryError,
 )
-"""Errors that mean Redis is unreachable right now: retry with backoff, report not ready."""
+"""Errors that mean Redis cannot serve liqmon right now (unreachable, silent, or out of
+memory): retry with backoff, report not ready (:func:`outage` says why)."""
+
+OUT_OF_MEMORY = "out of memory: Redis refuses writes (maxmemory reached); raise it or free memory"
+
+
+def outage(error: BaseException) -> tuple[str, str]:
+    """The ``liqmon_redis_outage`` reason of a :data:`REDIS_DOWN` error (or a deadline
+    missed), and the line ``/readyz`` shows for it."""
+    if isinstance(error, OutOfMemoryError):
+        return "out_of_memory", OUT_OF_MEMORY
+    if isinstance(error, RedisTimeoutError | TimeoutError):
+        return "no_reply", f"no reply within {REPLY_DEADLINE_S:g} s"
+    return "unreachable", "not connected"
+
+
+OUTAGES = ("unreachable", "no_reply", "out_of_memory")
+"""Every reason :func:`outage` gives."""
 
 PUBLISHED_MAXLEN = 10_000
 """About how many published events the ``published`` stream keeps."""
@@ -315,6 +345,14 @@ def _conflicts(reply: Sequence[bytes]) -> set[str] | None:
     return {raw.decode() for raw in reply}
 
 
+_KEEPALIVE: dict[int, int] = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
+"""TCP keep-alive probes after 10 s idle, every 5 s, given up after 3 (where the OS has them)."""
+
+
 def connect(settings: RedisSettings) -> Client:
     """liqmon's Redis client (TLS and credentials from the settings).
 
@@ -322,15 +360,21 @@ def connect(settings: RedisSettings) -> Client:
     from the one in the URL.
     """
     options: dict[str, Any] = dict(
-        # No socket_timeout (redis-py 8 defaults to 5 s unless told None):
-        # with one, redis-py wraps every send in asyncio.wait_for, a task per
-        # command (~30 µs of a tick's CPU) that on Python 3.11 can also
-        # swallow a cancellation (a daemon that will not stop). Reads of
-        # blocking commands carry their own timeouts; a silent Redis is
-        # caught by the daemon's readiness PING.
-        socket_timeout=None,
+        # Every reply within a deadline: a Redis that stops answering without
+        # closing (a frozen host, a fail-over that black-holes the old
+        # address) fails the call instead of holding it until TCP keep-alive
+        # gives up, hours later. redis-py then wraps each write in
+        # asyncio.wait_for (a task, ~30 µs; on Python 3.11 it can swallow a
+        # cancellation, which the loops' raise_if_cancelling catches): paid
+        # per commit of up to 1,000 writes, per lease refresh, per publish
+        # batch. The tick path and the outbox reader keep their deadlines on
+        # their own connections without it (monitor.channel).
+        socket_timeout=REPLY_DEADLINE_S,
         socket_connect_timeout=5,
         socket_keepalive=True,
+        # A peer that vanished from the network is noticed in about 25 s even
+        # on a connection that only waits (a cluster's pub/sub).
+        socket_keepalive_options=_KEEPALIVE,
         # A pooled connection idle for a second is checked before use, so the
         # first command after a Redis restart does not fail on it.
         health_check_interval=1,
@@ -338,7 +382,11 @@ def connect(settings: RedisSettings) -> Client:
     )
     if settings.cluster:
         return aioredis.RedisCluster.from_url(settings.url, **options)
-    return aioredis.Redis.from_url(settings.url, **options)
+    # One more try on a fresh connection (the old one died while idle), then
+    # the error reaches the caller, which backs off and reports it; redis-py's
+    # default (ten tries) would hold a call 20 s on a silent Redis.
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1)
+    return aioredis.Redis.from_url(settings.url, retry=retry, **options)
 
 
 class Store:
@@ -367,10 +415,34 @@ class Store:
         self._ack = client.register_script(script_source("ack.lua"))
         self._published = client.register_script(script_source("published.lua", "fields.lua"))
         self._dead_letter = client.register_script(script_source("deadletter.lua"))
+        # A script that may write (Redis 7 script flags: none) but writes
+        # nothing: Redis refuses it exactly when it would refuse a write (out
+        # of memory), and it touches no key (nothing to allow in an ACL).
+        self._writable = client.register_script("#!lua\nreturn 1")
 
     async def ping(self) -> bool:
-        """True when Redis answers."""
-        return bool(await self.client.ping())
+        """True when Redis answers and would take a write.
+
+        Raises ``OutOfMemoryError`` when it would not (maxmemory reached), a
+        :data:`REDIS_DOWN` error when it does not answer.
+        """
+        return bool(await self._writable())
+
+    def stuck(self) -> str | None:
+        """Why a kept connection (the tick path's, the outbox reader's) is not answering
+        (None: both answer). A request past its deadline is dropped and tried
+        again; until a reply comes, Redis is silent, whatever a new connection says."""
+        if self.cluster:
+            named = [("tick path", self._tick_nodes), ("outbox reader", self._outbox_nodes)]
+            for name, nodes in named:
+                for why in nodes.stuck():
+                    return f"{why} on the {name}"
+            return None
+        for name, channel in (("tick path", self._ticks), ("outbox reader", self._outbox_reader)):
+            silent = channel.stuck()
+            if silent is not None:
+                return f"{silent} on the {name}"
+        return None
 
     async def accept_mark(self, symbol: str, mark: Decimal, ts_ms: int) -> Candidates | None:
         """Store a mark tick and fetch the positions whose trigger it crossed.
@@ -619,15 +691,29 @@ class Store:
         await evalsha_all(self.client, self._dead_letter, calls)
 
     async def ensure_outbox_groups(self, symbols: Iterable[str]) -> None:
-        """Create the publishers' consumer group on every outbox (idempotent)."""
+        """Create the publishers' consumer group on every outbox (idempotent).
+
+        On a Redis out of memory, XGROUP CREATE is refused even where the
+        group exists: a group that exists is enough (the outbox can drain,
+        which frees memory); one that does not raises ``OutOfMemoryError``.
+        """
         for symbol in symbols:
+            key = self.keys.outbox(symbol)
             try:
-                await self.client.xgroup_create(
-                    self.keys.outbox(symbol), OUTBOX_GROUP, id="0", mkstream=True
-                )
+                await self.client.xgroup_create(key, OUTBOX_GROUP, id="0", mkstream=True)
+            except OutOfMemoryError:
+                if not await self._has_outbox_group(key):
+                    raise
             except ResponseError as error:
                 if "BUSYGROUP" not in str(error):
                     raise
+
+    async def _has_outbox_group(self, key: str) -> bool:
+        try:
+            groups = await self.client.xinfo_groups(key)
+        except ResponseError:  # no such key
+            return False
+        return any(_text(group["name"]) == OUTBOX_GROUP for group in groups)
 
     async def read_outbox(
         self, symbols: Sequence[str], consumer: str, count: int, block_ms: int, pending: bool
@@ -649,7 +735,9 @@ class Store:
             )  # fmt: skip
             read = self._outbox_reads[shape] = (command, dict(zip(keys, symbols, strict=True)))
         command, symbol_of = read
-        replies = await self._outbox_reader.execute([command])
+        # A blocking read may take its block time, then the usual deadline.
+        deadline_s = REPLY_DEADLINE_S + (0 if pending else block_ms / 1000)
+        replies = await self._outbox_reader.execute([command], deadline_s)
         return _outbox_entries(await self._readable(replies, symbols), symbol_of)
 
     async def read_outboxes(

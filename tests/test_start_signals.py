@@ -44,9 +44,7 @@ def read_until(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize(
-    "command", [["run"], ["publish", "--http-port", "0"]], ids=["run", "publish"]
-)
+@pytest.mark.parametrize("command", [["run"], ["publish"]], ids=["run", "publish"])
 def test_a_signal_stops_the_process_while_redis_is_down_at_start(
     command: list[str], sig: signal.Signals, mqtt_url: str
 ) -> None:

@@ -7,12 +7,17 @@
 -- most underwater first within each direction.
 -- A stored mark_ts beyond the ceiling came from the future (a ts in microseconds
 -- kept by an older version): it is not believed, or no tick would ever pass again.
-local stored_ts = tonumber(redis.call('HGET', KEYS[1], 'mark_ts'))
+local stored = redis.call('HMGET', KEYS[1], 'mark_ts', 'mark')
+local stored_ts = tonumber(stored[1])
 local ceiling = tonumber(ARGV[4])
 if stored_ts and stored_ts > tonumber(ARGV[2]) and not (ceiling and stored_ts > ceiling) then
   return {0}
 end
-redis.call('HSET', KEYS[1], 'mark', ARGV[1], 'mark_ts', ARGV[2])
+-- The stored mark again (recovery, a tick retried) writes nothing, so it is
+-- answered even by a Redis out of memory (which refuses a script's first write).
+if stored[1] ~= ARGV[2] or stored[2] ~= ARGV[1] then
+  redis.call('HSET', KEYS[1], 'mark', ARGV[1], 'mark_ts', ARGV[2])
+end
 local index = redis.call('HMGET', KEYS[1], 'index', 'index_ts')
 local reply = {1, index[1] or '', index[2] or ''}
 -- HMGET in slices: Lua's unpack() cannot spread a burst of 100,000 ids at once.
