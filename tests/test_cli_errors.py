@@ -57,9 +57,13 @@ def liqmon(*args: str, timeout: float = 30, **env: str) -> subprocess.CompletedP
 
 
 def one_line(done: subprocess.CompletedProcess[str]) -> str:
-    """The single stderr line of a failed command (asserting there is exactly one)."""
+    """The single error line of a failed command (asserting there is exactly one).
+
+    A daemon's JSON log lines (``run`` and ``publish`` log ``starting`` first) are
+    its log, not the error: they are left out.
+    """
     assert "Traceback" not in done.stderr
-    lines = done.stderr.splitlines()
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("{")]
     assert len(lines) == 1, done.stderr
     return lines[0]
 
