@@ -650,6 +650,16 @@ class Store:
         if self.cluster:
             await self.client.publish(self.keys.outbox_ready, symbol)
 
+    async def with_open_positions(self, symbols: Sequence[str]) -> list[str]:
+        """Those of ``symbols`` that hold a position a mark could liquidate (one in a
+        trigger set): one EXISTS per symbol, in one round trip."""
+        found = await pipelined(
+            self.client,
+            symbols,
+            lambda pipe, symbol: pipe.exists(*self.keys.all_triggers(symbol)),
+        )
+        return [symbol for symbol, count in zip(symbols, found, strict=True) if count]
+
     async def symbol_of(self, position_id: str, symbols: Iterable[str]) -> str | None:
         """The symbol a position id belongs to, if any holds it.
 

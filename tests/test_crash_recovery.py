@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,11 @@ async def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(
     subprocess.run(
         [str(LIQMON), "--config", str(CONFIG), "positions", "load", str(data)], env=env, check=True
     )
+    # The feed is alive: the mark is fresh when the monitor starts (a stale one with open
+    # positions keeps it not ready), and the crash tick comes after it.
+    marked_ms = time.time_ns() // 1_000_000
+    with redis.Redis.from_url(redis_url) as client:
+        client.hset("liqmon:{BTCUSDT}:price", mapping={"mark_ts": marked_ms})
 
     received: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -124,7 +130,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_doubles_nothing(
                 await http_ready(int(env["LIQMON_HTTP_PORT"]))
                 await publisher.publish(
                     "liqmon/prices/BTCUSDT/mark",
-                    orjson.dumps({"price": str(CRASH), "ts": 2}),
+                    orjson.dumps({"price": str(CRASH), "ts": marked_ms + 1}),
                     qos=1,
                 )
             async with asyncio.timeout(60):

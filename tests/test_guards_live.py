@@ -251,7 +251,9 @@ async def test_two_monitors_announce_a_stale_feed_once_under_one_id(
 async def test_a_symbol_that_never_ticked_goes_stale_from_start(
     redis_url: str, mqtt_url: str, prefix: str
 ) -> None:
-    """Positions and no mark since start: feed_stale, stale in the API, and the metric series."""
+    """Positions and no mark since start: feed_stale, stale in the API, the metric series, and
+    not ready, naming the symbol whose positions go unwatched (the other symbols, stale too but
+    with no positions, are not named); a fresh mark makes it ready again."""
     settings = all_guards(
         settings_for(redis_url, mqtt_url, prefix), GuardSettings(stale_after_s=0.5)
     )
@@ -266,8 +268,13 @@ async def test_a_symbol_that_never_ticked_goes_stale_from_start(
         await until(lambda: sample(daemon, "liqmon_feed_stale", symbol="BTCUSDT") == 1)
         status, body, _ = await get(daemon, "/api/symbols")
         age = sample(daemon, "liqmon_feed_age_seconds", symbol="BTCUSDT")
+        unready = await daemon.failing()
         await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "60000", "ts": 1})
         (resumed,) = await alerts.of_type("feed_resumed")
+        ready = await daemon.failing()
+    assert ["feeds"] == list(unready)
+    assert unready["feeds"].startswith("stale with open positions: BTCUSDT (no fresh mark for ")
+    assert {} == ready
     feed = {s["symbol"]: s["feed"] for s in body["symbols"]}["BTCUSDT"]
     assert (200, True) == (status, feed["stale"])
     assert age is not None and age > 0.5
