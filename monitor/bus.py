@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ import structlog
 
 from monitor.backoff import Backoff
 from monitor.config import MqttSettings
+from monitor.errors import leaves
 from monitor.metrics import Metrics
 from monitor.mqtt import (
     ConnectionLost,
@@ -106,15 +107,6 @@ class TakeoverWatch:
             return False
         self.reported = True
         return True
-
-
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    """The exceptions inside ``error``, exception groups opened at every level."""
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
 
 
 def make_client(settings: MqttSettings, identifier: str, *, persistent: bool) -> aiomqtt.Client:
@@ -232,7 +224,7 @@ class Bus:
                 self.connected.clear()
                 # The first failure, out of the task groups' nesting (the
                 # relay's own group adds a level).
-                error = next(_leaves(errors))
+                error = next(leaves(errors))
                 log.warning("mqtt_disconnected", error=str(error))
                 if up_since is not None and isinstance(error, ConnectionLost):
                     self._closed_by_broker(error, opened, time.monotonic() - up_since)

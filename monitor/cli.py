@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from monitor.config import DEFAULT_PATH, Settings, load_settings
-from monitor.errors import ConfigError, Rejection
+from monitor.errors import ConfigError, Rejection, leaves
 from monitor.margin import Position, Side, assess, bankruptcy_price, liquidation_price, ratio_price
 from monitor.status import Status, next_status
 from monitor.wire import (
@@ -357,20 +357,11 @@ def explain(
     An exception group (a TaskGroup's) is explained by its first leaf when every
     leaf is known: one unknown leaf keeps the whole traceback.
     """
-    leaves = list(_leaves(error))
-    known = [_explain_one(leaf, settings, command) for leaf in leaves]
+    known = [_explain_one(leaf, settings, command) for leaf in leaves(error)]
     if not known or any(outcome is None for outcome in known):
         return None
     interrupted = [outcome for outcome in known if outcome and outcome[1] == EXIT_INTERRUPTED]
     return interrupted[0] if interrupted else known[0]
-
-
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
 
 
 def _explain_one(

@@ -15,6 +15,8 @@ the daemon's MQTT connections' ``monitor.mqtt.MqttError`` and, in the tools,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class LiqmonError(Exception):
     """Base of liqmon's own exceptions."""
@@ -43,3 +45,12 @@ class Rejection(LiqmonError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def leaves(error: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside ``error``, exception groups opened at every level (in order)."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from leaves(inner)
+    else:
+        yield error

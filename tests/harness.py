@@ -95,13 +95,14 @@ async def publishing(settings: Settings, name: str = "publisher") -> AsyncIterat
 
 
 @contextlib.asynccontextmanager
-async def serving(service: S) -> AsyncIterator[S]:
-    """Run ``service`` until exit, once it reports itself ready."""
+async def serving(service: S, *, ready: bool = True) -> AsyncIterator[S]:
+    """Run ``service`` until exit, entered once it reports itself ready (``ready=False``: at
+    once, for a service that cannot be ready yet; :func:`task_of` then tells if it still runs)."""
     task = asyncio.create_task(service.run(), name=type(service).__name__.lower())
     _tasks[service] = task
     try:
         async with asyncio.timeout(15):
-            while await service.failing():
+            while ready and await service.failing():
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.02)
@@ -120,6 +121,11 @@ async def serving(service: S) -> AsyncIterator[S]:
 
 
 _tasks: dict[Service, asyncio.Task[None]] = {}
+
+
+def task_of(service: Service) -> asyncio.Task[None]:
+    """The task running ``service`` inside :func:`serving`."""
+    return _tasks[service]
 
 
 async def crash(daemon: Daemon) -> None:

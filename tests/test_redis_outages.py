@@ -15,7 +15,7 @@ import signal
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -24,7 +24,16 @@ import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
-from harness import Collector, btc_long, mqtt_client, publish, running, settings_for
+from harness import (
+    Collector,
+    btc_long,
+    mqtt_client,
+    publish,
+    running,
+    serving,
+    settings_for,
+    task_of,
+)
 from proxy import BlackHoleProxy
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -220,23 +229,6 @@ async def test_redis_out_of_memory_is_an_outage_and_every_liquidation_goes_out_o
     assert {f"p-{n}": 1 for n in range(OOM_BURST)} == liquidations(collector)
 
 
-@contextlib.asynccontextmanager
-async def started(service: Service) -> AsyncIterator[asyncio.Task[None]]:
-    """``service`` running in this loop (ready or not), stopped on exit."""
-    task = asyncio.create_task(service.run(), name="service")
-    try:
-        yield task
-    finally:
-        service.stopping.set()
-        try:
-            async with asyncio.timeout(15):
-                await task
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 async def test_a_monitor_started_on_a_full_redis_drains_its_outbox_and_waits_for_memory(
     fresh_redis: Any, mqtt_url: str, prefix: str
 ) -> None:
@@ -257,10 +249,10 @@ async def test_a_monitor_started_on_a_full_redis_drains_its_outbox_and_waits_for
     full(server.url, -(1 << 16))
     try:
         daemon = Daemon(settings)
-        async with Collector(mqtt_url, prefix) as collector, started(daemon) as task:
+        async with Collector(mqtt_url, prefix) as collector, serving(daemon, ready=False):
 
             async def reported_full() -> bool:
-                assert not task.done(), "the monitor exited on a full Redis"
+                assert not task_of(daemon).done(), "the monitor exited on a full Redis"
                 return "out of memory" in (await daemon.failing()).get("redis", "")
 
             await until(reported_full)
@@ -296,10 +288,10 @@ async def test_the_publisher_starts_and_drains_the_outbox_while_redis_is_full(
     try:
         async with Collector(mqtt_url, prefix) as collector:
             publisher = PublisherDaemon(separate, "publisher")
-            async with started(publisher) as task:
+            async with serving(publisher, ready=False):
                 await collector.wait_for(500, timeout=30)
                 await until(lambda: _outbox_empty(publisher))
-                assert not task.done()
+                assert not task_of(publisher).done()
                 with redis.Redis.from_url(server.url) as client:
                     still_capped = int(client.config_get("maxmemory")["maxmemory"])
             await collector.quiet(0.5)
@@ -374,7 +366,7 @@ async def test_the_publishers_outbox_reader_gives_up_on_a_black_holed_connection
         publisher = PublisherDaemon(through, "publisher")
         async with (
             running(direct) as monitor,
-            started(publisher),
+            serving(publisher, ready=False),
             Collector(mqtt_url, prefix) as collector,
             mqtt_client(mqtt_url, "feeder") as feeder,
         ):
