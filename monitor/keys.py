@@ -26,12 +26,10 @@ key                                      what
 ``liqmon:deadletter``                    stream: rejected input messages (source,
                                          reason, detail, reasons, payload cut to
                                          ``limits.dead_letter_payload_bytes``,
-                                         payload_bytes, bytes), oldest dropped past
+                                         payload_bytes, bytes, total), oldest
+                                         dropped past
                                          ``limits.dead_letter_maxlen`` entries or
                                          ``limits.dead_letter_max_bytes``
-``{liqmon:deadletter}:bytes``            string: the bytes the dead-letter stream
-                                         holds (its hash tag puts it in the
-                                         stream's slot on a cluster)
 ``liqmon:events``                        stream: events and alerts the broker
                                          acknowledged (event_id, symbol, topic,
                                          payload), trimmed to about 10,000
@@ -87,12 +85,6 @@ class Keys:
     def dead_letter(self) -> str:
         """Stream of rejected input messages."""
         return f"{self.prefix}:deadletter"
-
-    @property
-    def dead_letter_bytes(self) -> str:
-        """Byte count of the dead-letter stream (in the stream's hash slot: its tag is the
-        stream's whole name)."""
-        return f"{{{self.dead_letter}}}:bytes"
 
     @property
     def outbox_ready(self) -> str:

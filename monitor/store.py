@@ -692,7 +692,7 @@ class Store:
         The stream drops its oldest entries past ``limits.dead_letter_maxlen``
         entries or ``limits.dead_letter_max_bytes`` bytes (``lua/deadletter.lua``).
         """
-        keys = [self.keys.dead_letter, self.keys.dead_letter_bytes]
+        keys = [self.keys.dead_letter]
         bounds = (self.limits.dead_letter_maxlen, self.limits.dead_letter_max_bytes)
         calls = []
         for letter in letters:

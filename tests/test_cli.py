@@ -245,7 +245,7 @@ def test_positions_load_list_and_show(
         b"reason": b"non_positive",
         b"detail": b"line 4: margin must be positive, got -5",
         b"payload": (json.dumps(LINES[3]) + "\n").encode(),
-    } | {b"payload_bytes": fields[b"payload_bytes"], b"bytes": fields[b"bytes"]}
+    } | {k: fields[k] for k in (b"payload_bytes", b"bytes", b"total")}
     assert int(fields[b"payload_bytes"]) == len(fields[b"payload"])
 
     done = liqmon("positions", "list", "--symbol", "BTCUSDT", redis_url=redis_url, cluster=cluster)

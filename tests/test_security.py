@@ -160,8 +160,15 @@ async def test_the_monitor_runs_over_tls_with_client_certificates_and_acl_users(
         await mark(feeder, "60000", 1)
         await mark(feeder, "50000", 2)
         received = await receive(subscriber, 1)
+        # Bad input is dead-lettered with the ACL user's rights (every key under liqmon:).
+        await feeder.publish("liqmon/positions", b"not json", qos=1)
+        async with asyncio.timeout(10):
+            while not await daemon.store.client.xlen(daemon.store.keys.dead_letter):
+                await asyncio.sleep(0.02)
+        lost = daemon.metrics.registry.get_sample_value("liqmon_dead_letters_lost_total")
 
     assert [("liqmon/events/acct-1/BTCUSDT/liquidation", "p-1:1:1")] == event_ids(received)
+    assert 0 == lost
     assert "liquidation" == orjson.loads(received[0][1])["type"]
 
 
