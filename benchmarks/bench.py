@@ -665,6 +665,15 @@ class BookRun:
             )
         data.unlink()
 
+    def fresh_marks(self) -> None:
+        """Stamp every stored mark with the time now, as live feeds would keep it: a monitor
+        with open positions under a mark older than ``stale_after_s`` is not ready."""
+        now_ms = time.time_ns() // 1_000_000
+        pipe = self.client.pipeline(transaction=False)
+        for symbol in self.symbols:
+            pipe.hset(KEYS.price(symbol), "mark_ts", now_ms)
+        pipe.execute()
+
     def start_monitor(self) -> None:
         self.monitor = Monitor(
             self.config,
@@ -673,8 +682,10 @@ class BookRun:
             self.workdir,
             separate=self.args.publisher == "separate",
         )
+        self.fresh_marks()
         first = self.monitor.start()
         stop = self.monitor.stop()
+        self.fresh_marks()
         again = self.monitor.start()
         warm = self.monitor.wait_warm()
         self.result["state"] |= {

@@ -97,6 +97,9 @@ def config_text(
         "# Ticks go to a subset of symbols at a time: no stale-feed alerts during the run.",
         "[guards]",
         "stale_after_s = 86400",
+        "# The driver gives every tick a unique ts, 1 ms after the last: at thousands of ticks",
+        "# a second that runs ahead of the clock, past the default skew of 5 s.",
+        "max_future_skew_s = 86400",
         "max_mark_index_deviation = false",
     ]
     for name in symbols:
