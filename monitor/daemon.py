@@ -430,16 +430,11 @@ class Daemon(Service):
     async def _unwatched(self) -> list[str]:
         """The held symbols whose feed is stale while they hold open positions, each with
         how long it has been silent: their liquidations wait for a fresh mark."""
-        now = time.monotonic()
-        silent = {}
-        for symbol in sorted(self.guards.watching):
-            state = self.guards.state(symbol, now)
-            if state.get("stale"):
-                silent[symbol] = float(str(state.get("silent_s") or 0))
+        silent = self.guards.stale(time.monotonic())
         if not silent:
             return []
         try:
-            open_symbols = await self.store.with_open_positions(list(silent))
+            open_symbols = await self.store.with_open_positions(sorted(silent))
         except REDIS_DOWN:
             return []  # readiness says so under "redis"
         return [f"{s} (no fresh mark for {silent[s]:.0f} s)" for s in open_symbols]

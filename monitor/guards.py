@@ -320,6 +320,16 @@ class PriceGuards:
         """False while stale, or while a deviation holds liquidations (``hold_on_deviation``)."""
         return self.may_decide(symbol, now_s) and not self._holding(symbol)
 
+    def stale(self, now_s: float) -> dict[str, float]:
+        """The watched symbols that are stale at ``now_s`` (Rule 2), with the seconds each
+        has been silent; cheap enough for every readiness probe."""
+        silent = {}
+        for symbol in self._watched:
+            state = self._states[symbol]
+            if _is_stale(state, self.settings_for(symbol), now_s):
+                silent[symbol] = now_s - _silent_since(state)
+        return silent
+
     def state(self, symbol: str, now_s: float) -> dict[str, object]:
         """A snapshot for dashboards and metrics; Decimals as strings.
 

@@ -173,6 +173,26 @@ def test_a_watched_symbol_without_a_mark_goes_stale_from_the_watch() -> None:
     assert guard.may_decide(SYMBOL, 13.0)
 
 
+def test_stale_names_the_watched_stale_symbols_as_state_does() -> None:
+    """stale() (what readiness asks every second) agrees with state() on every symbol: only
+    watched symbols past stale_after_s, each with how long it has been silent."""
+    other = "ETH-PERP"
+    guard = PriceGuards({SYMBOL: GuardSettings(stale_after_s=10.0)})
+    guard.watch(SYMBOL, 0.0, NOW_MS)
+    guard.watch(other, 0.0, NOW_MS, mark("3000", NOW_MS, symbol=other))
+    guard.on_tick(mark("3001", NOW_MS + 1, symbol=other), 5.0, NOW_MS)
+    for now_s in (9.0, 12.0, 16.0):
+        expected = {
+            symbol: state["silent_s"]
+            for symbol in (SYMBOL, other)
+            if (state := guard.state(symbol, now_s))["stale"]
+        }
+        assert expected == guard.stale(now_s)
+    assert {SYMBOL: 16.0, other: 11.0} == guard.stale(16.0)
+    guard.unwatch(other)
+    assert [SYMBOL] == list(guard.stale(16.0))
+
+
 def test_a_minutes_old_stored_mark_is_stale_at_once() -> None:
     """After a restart, the stored mark's age by its ts_ms counts: stale at the first sweep."""
     guard = PriceGuards({SYMBOL: GuardSettings(stale_after_s=10.0)})
