@@ -37,7 +37,7 @@ from monitor.bus import make_client
 from monitor.config import HttpSettings, load_settings
 
 LIQMON = Path(sys.executable).parent / "liqmon"
-REDIS_ACL = ["~liqmon:*", "+@all", "-@dangerous"]
+REDIS_ACL = ["~liqmon:*", "+@all", "-@dangerous", "+info"]
 
 
 @pytest.fixture
