@@ -39,15 +39,15 @@ check-lock: setup
 test: setup check
 	$(BIN)/pytest
 
-## check: ruff (lint and format) and mypy --strict on the package
+## check: the lock check, ruff (lint and format) and mypy --strict on the package, the feeds and the benchmarks
 check: setup check-lock
-	$(BIN)/ruff check monitor feeds tests
-	$(BIN)/ruff format --check monitor feeds tests
+	$(BIN)/ruff check monitor feeds tests benchmarks
+	$(BIN)/ruff format --check monitor feeds tests benchmarks
 	$(BIN)/mypy
 
 format: setup
-	$(BIN)/ruff format monitor feeds tests
-	$(BIN)/ruff check --fix monitor feeds tests
+	$(BIN)/ruff format monitor feeds tests benchmarks
+	$(BIN)/ruff check --fix monitor feeds tests benchmarks
 
 ## demo: local Redis and broker, 10,000 positions, a crash and a recovery, live events
 demo: setup

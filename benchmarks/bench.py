@@ -138,6 +138,15 @@ FULL = Profile(
 )
 
 
+def text(value: object) -> str:
+    """A Redis reply as text (redis-py's sync client answers bytes here; None is a bug)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"expected a Redis string reply, got {value!r}")
+
+
 def log(message: str) -> None:
     """Progress on stderr, with the elapsed time."""
     sys.stderr.write(f"[{time.monotonic() - STARTED:6.1f}s] {message}\n")
@@ -526,7 +535,7 @@ def _top_score(client: redis.Redis, key: str, highest: bool) -> float | None:
 
 def band_of(client: redis.Redis, symbol: str) -> Band:
     """The trigger-free interval around ``symbol``'s stored mark."""
-    mark = Decimal(client.hget(KEYS.price(symbol), "mark").decode())
+    mark = Decimal(text(client.hget(KEYS.price(symbol), "mark")))
     long_down, long_up, short_down, short_up = KEYS.all_triggers(symbol)
     below = [
         s
@@ -550,11 +559,13 @@ def crossing_of(
 ) -> Crossing | None:
     """A down price crossing exactly the k highest long margin-call triggers, if one is clean."""
     contract = settings.symbols[symbol]
-    ids = [raw.decode() for raw in client.zrevrange(KEYS.all_triggers(symbol)[0], 0, k)]
+    ids = [text(raw) for raw in client.zrevrange(KEYS.all_triggers(symbol)[0], 0, k)]
     if len(ids) < k + 1:
         return None
     raws = client.hmget(KEYS.positions(symbol), ids)
-    records = [PositionRecord.decode(i, symbol, raw) for i, raw in zip(ids, raws, strict=True)]
+    records = [
+        PositionRecord.decode(i, symbol, text(raw)) for i, raw in zip(ids, raws, strict=True)
+    ]
     calls = [ratio_price(contract, r.position, settings.risk.margin_call_ratio) for r in records]
     if any(price is None for price in calls):
         return None
@@ -894,7 +905,7 @@ class BookRun:
             c0, t0 = time.process_time(), time.perf_counter_ns()
             records = client.hgetall(KEYS.positions(tick.symbol))
             for raw_id, raw in records.items():
-                record = PositionRecord.decode(raw_id.decode(), tick.symbol, raw)
+                record = PositionRecord.decode(text(raw_id), tick.symbol, raw)
                 state = assess(contract, record.position, mark)
                 if next_status(record.status, state, risk) is not record.status:
                     changed += 1
@@ -960,9 +971,9 @@ class BookRun:
         # 25 ticks/s cannot be told apart from the monitor's idle CPU; a tick's CPU does
         # not depend on the symbol (O(log n) range queries), so the quiet phase's figure
         # stands for it, and commandstats give the candidates script's own Redis time.
-        cpu = dict(self.result["quiet"]["cpu_per_tick"])
+        cpu: dict[str, Any] = dict(self.result["quiet"]["cpu_per_tick"])
         latencies, missed = evaluated_latencies(sent, self.watchers.read_notes())
-        ours = {
+        ours: dict[str, Any] = {
             "symbol": book.BURST_SYMBOL,
             "positions_in_symbol": self.client.hlen(KEYS.positions(book.BURST_SYMBOL)),
             "rate_per_s": round(rate),
@@ -1150,7 +1161,7 @@ class BookRun:
             KEYS.positions(band.symbol),
             *KEYS.all_triggers(band.symbol),
         ]
-        args = [stored[b"mark"].decode(), stored[b"mark_ts"].decode(), repr(float(band.mark))]
+        args = [text(stored[b"mark"]), text(stored[b"mark_ts"]), repr(float(band.mark))]
         command = ["EVALSHA", sha, str(len(keys)), *keys, *args]
         ops = self.profile.ceiling_ops
         for name, extra, count in (

@@ -55,6 +55,7 @@ def generate_positions(
         mark = symbols[symbol]
         price = mark * rng.uniform(low, high)
         lev = rng.uniform(*leverage)
+        qty: float
         if symbol in inverse:
             qty = rng.randint(1, 2000)
             margin = qty * inverse[symbol] / price / lev

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -322,7 +323,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     ns = [r["positions"] for r in runs]
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     ax = axes[0][0]
-    for label, get, style in (
+    series: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
         (
             "liqmon quiet tick → evaluated p50",
             lambda r: r["quiet"]["tick_to_evaluated"]["p50_ms"],
@@ -337,7 +338,8 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         ("liqmon tick → event p99", lambda r: r["crossing"]["tick_to_last_event"]["p99_ms"], "s--"),
         ("full scan p50", lambda r: r["full_scan"]["latency"]["p50_ms"], "x-"),
         ("full scan p99", lambda r: r["full_scan"]["latency"]["p99_ms"], "x--"),
-    ):
+    ]
+    for label, get, style in series:
         ax.plot(ns, [get(r) for r in runs], style, label=label)
     if all(r.get("heavy_symbol") for r in runs):
         ax.plot(

@@ -7,6 +7,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -61,7 +62,16 @@ _BUCKET = re.compile(r'^liqmon_tick_evaluation_seconds_bucket\{le="([^"]+)"\} (\
 _SUM = re.compile(r"^liqmon_tick_evaluation_seconds_(sum|count) (\S+)$")
 
 
-def tick_histogram(metrics_text: str) -> dict[str, object]:
+@dataclass(frozen=True)
+class Histogram:
+    """A snapshot of a cumulative Prometheus histogram: (upper bound, count) buckets."""
+
+    buckets: list[tuple[float, float]]
+    sum: float
+    count: float
+
+
+def tick_histogram(metrics_text: str) -> Histogram:
     """The monitor's ``liqmon_tick_evaluation_seconds`` histogram: buckets, sum, count."""
     buckets: list[tuple[float, float]] = []
     totals: dict[str, float] = {}
@@ -70,15 +80,15 @@ def tick_histogram(metrics_text: str) -> dict[str, object]:
             buckets.append((float(match.group(1)), float(match.group(2))))
         elif match := _SUM.match(line):
             totals[match.group(1)] = float(match.group(2))
-    return {"buckets": buckets, "sum": totals.get("sum", 0.0), "count": totals.get("count", 0.0)}
+    return Histogram(buckets, totals.get("sum", 0.0), totals.get("count", 0.0))
 
 
-def histogram_delta(before: dict[str, object], after: dict[str, object]) -> dict[str, object]:
+def histogram_delta(before: Histogram, after: Histogram) -> dict[str, object]:
     """What was observed between two snapshots, with bucket-bound percentiles (upper bounds)."""
-    b_buckets = dict(before["buckets"])  # type: ignore[arg-type]
-    buckets = [(le, count - b_buckets.get(le, 0.0)) for le, count in after["buckets"]]  # type: ignore[union-attr]
-    count = float(after["count"]) - float(before["count"])  # type: ignore[arg-type]
-    total = float(after["sum"]) - float(before["sum"])  # type: ignore[arg-type]
+    b_buckets = dict(before.buckets)
+    buckets = [(le, count - b_buckets.get(le, 0.0)) for le, count in after.buckets]
+    count = after.count - before.count
+    total = after.sum - before.sum
 
     def bound(q: float) -> float | None:
         if count <= 0:
