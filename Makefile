@@ -39,6 +39,10 @@ check-lock: setup
 test: setup check
 	$(BIN)/pytest
 
+## test-unit: the pure core's tests alone (no server), in seconds
+test-unit: setup
+	$(BIN)/pytest -m unit -q
+
 ## check: the lock check, ruff (lint and format) and mypy --strict on the package, the feeds and the benchmarks
 check: setup check-lock
 	$(BIN)/ruff check monitor feeds tests benchmarks

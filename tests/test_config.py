@@ -14,6 +14,8 @@ from monitor.errors import ConfigError
 from monitor.margin import Bracket, Contract, ContractKind
 from monitor.status import RiskLimits
 
+pytestmark = pytest.mark.unit
+
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "liqmon.toml"
 DOCKER = SHIPPED.with_name("liqmon.docker.toml")
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor.config import DEAD_LETTER_OVERHEAD_BYTES
 from monitor.deadletter import DeadLetter, ObjectRejection, batch_letter, entry_of
+
+pytestmark = pytest.mark.unit
 
 texts = st.text(max_size=3000)
 objects = st.lists(st.builds(ObjectRejection, st.integers(0, 10_000), texts, texts), max_size=300)

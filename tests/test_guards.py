@@ -29,6 +29,8 @@ from monitor.guards import (
     parse_guard_settings,
 )
 
+pytestmark = pytest.mark.unit
+
 D = Decimal
 SYMBOL = "BTC-PERP"
 MARK, INDEX = PriceKind.MARK, PriceKind.INDEX

@@ -31,6 +31,8 @@ from monitor.margin import (
     unrealized_pnl,
 )
 
+pytestmark = pytest.mark.unit
+
 D = Decimal
 ZERO = D(0)
 ONE = D(1)

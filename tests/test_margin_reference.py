@@ -12,6 +12,7 @@ from __future__ import annotations
 from decimal import Context, Decimal, localcontext
 
 import margin_reference as reference
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_margin import ANY_LEVERAGE, Scenario, scenarios
@@ -20,6 +21,8 @@ from monitor import margin
 from monitor.margin import Bracket, Contract, ContractKind, Position, Side
 from monitor.position import PositionRecord
 from monitor.status import Status
+
+pytestmark = pytest.mark.unit
 
 D = Decimal
 EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

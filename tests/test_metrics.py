@@ -8,6 +8,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor import mqtt
 from monitor.metrics import Metrics
 
+pytestmark = pytest.mark.unit
+
 
 def test_the_mqtt_clients_counters_are_exported(monkeypatch: pytest.MonkeyPatch) -> None:
     """A lost session, dropped QoS 0 ticks and a downgraded subscription show in /metrics."""

@@ -36,6 +36,8 @@ from monitor.status import (
     next_status,
 )
 
+pytestmark = pytest.mark.unit
+
 # The worked-example tier table.
 BTCUSDT = Contract(
     "BTCUSDT",

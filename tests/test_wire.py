@@ -26,6 +26,8 @@ from monitor.wire import (
     price_from_payload,
 )
 
+pytestmark = pytest.mark.unit
+
 SYMBOLS = frozenset({"BTCUSDT", "BTCUSD"})
 MAX_BYTES = 1024
 MAX_BATCH = 3

@@ -10,12 +10,15 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.errors import Rejection
 from monitor.margin import Side
 from monitor.wire import in_range, position_from_object
+
+pytestmark = pytest.mark.unit
 
 SYMBOLS = {"BTCUSDT"}
 DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=45)

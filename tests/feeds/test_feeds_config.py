@@ -15,6 +15,8 @@ from feeds.okx import OkxSource
 from feeds.replay import ReplaySource
 from feeds.synthetic import Jump, SyntheticSource
 
+pytestmark = pytest.mark.unit
+
 
 def documented_tables() -> list[dict[str, Any]]:
     """The example in feeds.config's docstring, parsed as TOML."""

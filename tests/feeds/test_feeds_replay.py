@@ -15,6 +15,8 @@ from feeds.errors import RejectReason
 from feeds.replay import ReplaySource, TickWriter, parse_jsonl_line, to_record
 from feeds.tick import PriceKind, PriceTick
 
+pytestmark = pytest.mark.unit
+
 TS0 = 1_700_000_000_000
 TICKS = [
     PriceTick("BTCUSDT", PriceKind.MARK, Decimal("36512.40000000"), TS0, "binance"),

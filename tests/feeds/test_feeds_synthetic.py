@@ -11,6 +11,8 @@ import pytest
 from feeds.synthetic import Jump, SyntheticMarket, SyntheticSource
 from feeds.tick import PriceKind, PriceTick
 
+pytestmark = pytest.mark.unit
+
 STARTS = {"BTCUSDT": "50000.00", "ETHUSDT": "2000.000"}
 
 
