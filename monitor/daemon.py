@@ -104,6 +104,9 @@ class Service:
     """Where ``/healthz``, ``/readyz`` and ``/metrics`` are served (None: nowhere)."""
     epoch: Epoch | None = None
     """Redis's epoch as this process last saw it (None until start-up read it)."""
+    epoch_wanted: bool = False
+    """Start-up asked for the epoch (not on a cluster); until it is read, the readiness
+    loop tries again."""
     resync_pending: Epoch | None = None
     """An epoch this process wrote after a loss whose re-sync request is not yet queued."""
 
@@ -200,8 +203,15 @@ class Service:
             # One key lives on one primary: a loss of any other would go unseen,
             # and one of it alone reported as the whole book's. Not done there.
             return
+        self.epoch_wanted = True
         now_ms = time.time_ns() // 1_000_000
-        epoch, created = await self.store.create_epoch(Epoch.first(now_ms))
+        try:
+            epoch, created = await self.store.create_epoch(Epoch.first(now_ms))
+        except OutOfMemoryError:
+            # No epoch yet (a Redis older than epochs) and no room to write one:
+            # start anyway (the outbox must drain); the readiness loop writes it.
+            log.warning("redis_epoch_not_written", error="Redis out of memory")
+            return
         self._adopt(epoch)
         if created and not await self.store.with_open_positions(list(self.settings.symbols)):
             # A first start and a start on a Redis that lost its data look alike.
@@ -229,6 +239,9 @@ class Service:
         re-sync (the process whose write wins does), and log it once."""
         known = self.epoch
         if known is None:
+            if self.epoch_wanted:
+                with contextlib.suppress(OutOfMemoryError):
+                    await self._open_epoch()
             return
         stored, raw = await self.store.epoch()
         verdict = check(known, stored)

@@ -451,7 +451,13 @@ class Store:
 
     async def create_epoch(self, epoch: Epoch) -> tuple[Epoch, bool]:
         """Write ``epoch`` unless a readable one is stored (SET NX); the stored one, and
-        whether it is the one just written."""
+        whether it is the one just written.
+
+        Read first: a Redis out of memory refuses even a SET NX that would write
+        nothing, and a process must start there (it drains the outbox)."""
+        stored, raw = await self.epoch()
+        if stored is not None:
+            return stored, False
         if await self.client.set(self.keys.epoch, epoch.encode(), nx=True):
             return epoch, True
         while True:
