@@ -15,8 +15,8 @@ remembers the one it started with and reads it again every second:
   requests a re-sync of every position, and every process reports not
   ready until the book is reloaded (``liqmon positions load`` or
   ``liqmon positions reloaded``, which mark the epoch ``live``);
-* another id that replaced ours: another process noticed the same loss
-  first; adopt its successor.
+* another id that replaced ours, or of a higher generation: another process
+  noticed the loss first; adopt its successor.
 
 The generation reaches the event ids (:func:`monitor.evaluation.event_id`):
 a version re-sent after a loss makes its transitions again, and they must
@@ -122,7 +122,10 @@ def check(known: Epoch, stored: Epoch | None) -> Verdict:
         return Verdict.LOST
     if stored.id == known.id:
         return Verdict.SAME
-    if stored.lost == known.id:
+    # Generations only grow by successors: a higher one declared a loss already
+    # (of ours, or of an epoch written on the emptied Redis before it was seen,
+    # whose writer must not declare the loss again: the two would take turns).
+    if stored.lost == known.id or stored.generation > known.generation:
         return Verdict.ADOPT
     return Verdict.LOST
 

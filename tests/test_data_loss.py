@@ -30,9 +30,9 @@ from harness import (
     settings_for,
     stored_positions,
 )
-from test_redis_outages import readyz
+from test_redis_outages import readyz, started
 
-from monitor.daemon import Service
+from monitor.daemon import Daemon, Service
 from monitor.epoch import Epoch, EpochState, Verdict, check
 from monitor.evaluation import GENERATION_STRIDE, event_id
 from monitor.keys import Keys
@@ -105,7 +105,8 @@ def test_event_ids_of_a_later_generation_differ_and_still_split_from_the_right()
 
 
 def test_an_epoch_check_tells_a_loss_from_another_process_noticing_it_first() -> None:
-    """Absent or foreign: lost; the same id: same; a successor naming ours: adopt it."""
+    """Absent, or another id of no higher generation: lost; the same id: same; a successor
+    naming ours, or of a higher generation: adopt it."""
     known = Epoch("a", 1, 10)
     successor = known.successor(None, 20, "b")
     assert (successor.generation, successor.state, successor.lost) == (
@@ -120,6 +121,9 @@ def test_an_epoch_check_tells_a_loss_from_another_process_noticing_it_first() ->
     stranger = Epoch.first(30, "c")
     assert Verdict.LOST == check(known, stranger)
     assert 2 == known.successor(stranger, 40).generation
+    # Its writer then sees our successor of generation 2 and adopts it, rather than
+    # declaring a loss in turn (the two would write a new generation every second).
+    assert Verdict.ADOPT == check(stranger, known.successor(stranger, 40))
     assert successor == Epoch.decode(successor.encode())
     assert EpochState.LIVE == successor.reloaded().state
 
@@ -231,3 +235,35 @@ async def test_a_publisher_notices_the_loss_and_positions_reloaded_ends_it(
         await asyncio.sleep(0.5)  # a second request would have come by now
     assert 1 == len(resyncs)
     assert Keys("liqmon").epoch == "liqmon:epoch"
+
+
+async def test_a_monitor_started_on_the_emptied_redis_adopts_the_loss_once(
+    fresh_redis: Any, mqtt_url: str, prefix: str
+) -> None:
+    """Redis emptied, and a second monitor started on it before the first noticed (it writes
+    a first epoch of its own): the first declares the loss once, the second adopts it, and
+    the generation stays at 2 with one re-sync request."""
+    server = fresh_redis()
+    settings = settings_for(server.url, mqtt_url, prefix)
+    other = replace(settings, mqtt=replace(settings.mqtt, client_id=f"{prefix}-other"))
+    async with resync_requests(mqtt_url, prefix) as resyncs, running(settings) as first:
+        assert first.epoch is not None
+        async with first.store.client.pipeline(transaction=True) as pipe:
+            # What the second monitor's start would write on the emptied Redis, at once.
+            pipe.flushall()
+            pipe.set(first.store.keys.epoch, Epoch.first(0, "stranger").encode())
+            await pipe.execute()
+        second = Daemon(other)
+        async with started(second):
+
+            async def both_lost() -> bool:
+                lost = [(await d.failing()).get("redis", "") for d in (first, second)]
+                return all("data lost" in line for line in lost)
+
+            await until(both_lost, 10)
+            await until(lambda: _arrived(resyncs, 1), 10)
+            await asyncio.sleep(2.5)  # two more rounds of both readiness loops
+            assert first.epoch == second.epoch
+            assert first.epoch is not None and first.epoch.generation == 2
+            assert (2, 2) == (first.engine.generation, second.engine.generation)
+    assert 1 == len(resyncs)
