@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 import structlog
 from harness import (
     Collector,
@@ -267,3 +268,37 @@ async def test_a_monitor_started_on_the_emptied_redis_adopts_the_loss_once(
             assert first.epoch is not None and first.epoch.generation == 2
             assert (2, 2) == (first.engine.generation, second.engine.generation)
     assert 1 == len(resyncs)
+
+
+async def test_a_load_after_a_loss_queues_new_ids_and_marks_the_book_reloaded(
+    redis_url: str, mqtt_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """'liqmon positions load' on a Redis awaiting its reload (generation 2) queues each
+    liquidation under a generation-2 id and marks the epoch live; 'positions reloaded' then
+    has nothing to do, and on a Redis without an epoch it says so and exits 1."""
+    keys = Keys("liqmon")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        done = await asyncio.to_thread(liqmon, "positions", "reloaded", redis_url=redis_url)
+        assert 1 == done.returncode
+        assert done.stderr.startswith("liqmon: error: Redis holds no epoch")
+        lost = Epoch.first(0, "before").successor(None, 1, "after")
+        await client.set(keys.epoch, lost.encode())
+        await client.hset(keys.price(SYMBOL), mapping={"mark": "50000", "mark_ts": 1})
+        book = tmp_path / "book.jsonl"
+        book.write_text("".join(json.dumps(position) + "\n" for position in BOOK))
+        done = await asyncio.to_thread(liqmon, "positions", "load", str(book), redis_url=redis_url)
+        assert 0 == done.returncode, done.stderr
+        assert done.stderr.endswith(
+            "generation 2 marked reloaded; monitors report ready again\n"
+        ), done.stderr
+        queued = await client.xrange(keys.outbox(SYMBOL))
+        stored = Epoch.decode(await client.get(keys.epoch))
+    finally:
+        await client.aclose()
+    ids = {fields[b"event_id"].decode() for _, fields in queued}
+    assert {f"p-{n}:1:{2 * GENERATION_STRIDE + 1}" for n in range(10)} == ids
+    assert (stored.id, stored.state) == ("after", EpochState.LIVE)
+    done = await asyncio.to_thread(liqmon, "positions", "reloaded", redis_url=redis_url)
+    assert (0, "") == (done.returncode, done.stderr)
+    assert done.stdout.startswith("nothing to do")
