@@ -2,7 +2,8 @@
 
 Start-up order matters: the HTTP endpoint first (so ``/healthz`` answers and
 ``/readyz`` says why it is not ready yet), then Redis (which must not evict:
-:mod:`monitor.prerequisites`), then recovery (every symbol re-evaluated at
+:mod:`monitor.prerequisites`) and its epoch (read again every second, it tells
+that Redis lost its data: :mod:`monitor.epoch`), then recovery (every symbol re-evaluated at
 its last known mark before any new tick), then the MQTT session and the
 workers. SIGTERM or SIGINT stops intake, lets the workers finish what is
 queued (bounded by ``drain_timeout_s``) and exits; during start-up (Redis
