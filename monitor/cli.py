@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calc.add_argument("--mark", type=_decimal_arg, help="also assess the position at this mark")
 
-    positions = command("positions", "load, list and show positions")
+    positions = command("positions", "load, list and show positions; declare them reloaded")
     actions = positions.add_subparsers(
         dest="action", required=True, parser_class=_Parser, title="actions", metavar="ACTION"
     )
