@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calc.add_argument("--mark", type=_decimal_arg, help="also assess the position at this mark")
 
-    positions = command("positions", "load, list and show positions")
+    positions = command("positions", "load, list and show positions; declare them reloaded")
     actions = positions.add_subparsers(
         dest="action", required=True, parser_class=_Parser, title="actions", metavar="ACTION"
     )
@@ -251,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show = command("show", "one position as JSON, with its prices and state", actions)
     show.add_argument("id", help="the position's id")
+    command(
+        "reloaded",
+        "declare the book loaded again after Redis lost its data (monitors become ready)",
+        actions,
+    )
 
     watch = command("watch", "print events as they arrive (Ctrl-C to stop)")
     watch.add_argument("--account", default="+", help="only this account's events")
@@ -326,6 +331,8 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> None:
         _run_daemon(_publish(settings, args.name, args.http_port))
     elif args.command == "positions" and args.action == "load":
         _load(settings, args)
+    elif args.command == "positions" and args.action == "reloaded":
+        _reloaded(settings)
     elif args.command == "positions":
         asyncio.run(_positions(settings, args))
     elif args.command == "watch":
@@ -567,6 +574,36 @@ def _load(settings: Settings, args: argparse.Namespace) -> None:
         problems.append(f"{summary.failed:,} positions could not be stored (see the log)")
     if problems:
         raise CommandError("; ".join(problems))
+    from monitor.console import mark_reloaded
+
+    epoch, marked = asyncio.run(mark_reloaded(settings))
+    if marked and epoch is not None:
+        sys.stderr.write(
+            f"Redis lost its data before this load: generation {epoch.generation} marked "
+            "reloaded; monitors report ready again\n"
+        )
+
+
+def _reloaded(settings: Settings) -> None:
+    """``positions reloaded``: the book lost with Redis's data is loaded again (by a
+    position source answering the re-sync request, or by hand)."""
+    from monitor.console import mark_reloaded
+
+    epoch, marked = asyncio.run(mark_reloaded(settings))
+    if epoch is None:
+        raise CommandError(
+            "Redis holds no epoch: no liqmon process has started on it since it was "
+            "emptied; start 'liqmon run' (it notices a loss while running)"
+        )
+    if marked:
+        sys.stdout.write(
+            f"generation {epoch.generation} marked reloaded; monitors report ready again\n"
+        )
+    else:
+        sys.stdout.write(
+            f"nothing to do: Redis's data has not been lost since generation "
+            f"{epoch.generation} began\n"
+        )
 
 
 def _collect_less() -> None:

@@ -1,4 +1,4 @@
-"""Operator commands that talk to Redis directly: ``positions load | list | show``."""
+"""Operator commands that talk to Redis directly: ``positions load | list | show | reloaded``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import orjson
 
 from monitor.config import Settings
 from monitor.engine import Engine
+from monitor.epoch import Epoch
 from monitor.errors import Rejection
 from monitor.evaluation import Quote
 from monitor.keys import Keys
@@ -79,6 +80,9 @@ async def load_positions(
     started = time.perf_counter()
     try:
         await store.ensure_outbox_groups(settings.symbols)
+        # Event ids carry Redis's generation; a first load writes the first epoch.
+        epoch, _ = await store.create_epoch(Epoch.first(time.time_ns() // 1_000_000))
+        engine.generation = epoch.generation
         for chunk in _chunks(iter(lines), batch_size):
             updates = []
             for number, raw, item in chunk:
@@ -113,6 +117,25 @@ async def load_positions(
     if progress:
         sys.stderr.write(("\r" if sys.stderr.isatty() else "") + summary.report())
     return summary
+
+
+async def mark_reloaded(settings: Settings) -> tuple[Epoch | None, bool]:
+    """Mark Redis's epoch reloaded (the book lost with its data is loaded again): the
+    epoch (None: Redis holds none), and whether it was awaiting the reload.
+
+    Monitors read the epoch every second and report ready again once it is.
+    """
+    store = open_store(settings)
+    try:
+        while True:
+            epoch, raw = await store.epoch()
+            if epoch is None or not epoch.awaiting_reload:
+                return epoch, False
+            after, written = await store.replace_epoch(raw, epoch.reloaded())
+            if written:
+                return after, True
+    finally:
+        await store.client.aclose()
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

@@ -2,7 +2,8 @@
 
 Start-up order matters: the HTTP endpoint first (so ``/healthz`` answers and
 ``/readyz`` says why it is not ready yet), then Redis (which must not evict:
-:mod:`monitor.prerequisites`), then recovery (every symbol re-evaluated at
+:mod:`monitor.prerequisites`) and its epoch (read again every second, it tells
+that Redis lost its data: :mod:`monitor.epoch`), then recovery (every symbol re-evaluated at
 its last known mark before any new tick), then the MQTT session and the
 workers. SIGTERM or SIGINT stops intake, lets the workers finish what is
 queued (bounded by ``drain_timeout_s``) and exits; during start-up (Redis
@@ -21,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import orjson
 import structlog
 from redis.exceptions import OutOfMemoryError
 
@@ -35,6 +37,7 @@ from monitor.cancellation import raise_if_cancelling
 from monitor.coalesce import HeldBack, MarkCoalescer
 from monitor.config import Settings
 from monitor.engine import Engine, Outcome
+from monitor.epoch import RELOAD_HINT, Epoch, Verdict, check
 from monitor.errors import Rejection, UnsafeServer
 from monitor.guards import PriceGuards
 from monitor.http import HttpEndpoint
@@ -45,7 +48,7 @@ from monitor.metrics import Metrics
 from monitor.position import PositionUpdate
 from monitor.prerequisites import check_eviction
 from monitor.relay import Relay
-from monitor.store import OUTAGES, REDIS_DOWN, Client, Store, connect, outage
+from monitor.store import DATA_LOST, OUTAGES, REDIS_DOWN, Client, Store, connect, outage
 
 log = structlog.get_logger("liqmon.daemon")
 
@@ -100,6 +103,13 @@ class Service:
 
     http_address: str | None
     """Where ``/healthz``, ``/readyz`` and ``/metrics`` are served (None: nowhere)."""
+    epoch: Epoch | None = None
+    """Redis's epoch as this process last saw it (None until start-up read it)."""
+    epoch_wanted: bool = False
+    """Start-up asked for the epoch (not on a cluster); until it is read, the readiness
+    loop tries again."""
+    resync_pending: Epoch | None = None
+    """An epoch this process wrote after a loss whose re-sync request is not yet queued."""
 
     async def run(self) -> None:
         """Run until :attr:`stopping` is set (or the task is cancelled).
@@ -176,7 +186,108 @@ class Service:
             return "no_reply", stuck
         if self.redis_full or self.writes_refused:
             return outage(OutOfMemoryError())
+        if self.epoch is not None and self.epoch.awaiting_reload:
+            return DATA_LOST, (
+                f"data lost: Redis came back empty (generation {self.epoch.generation} since); "
+                + RELOAD_HINT.format(topic=self.resync_topic)
+            )
         return None, ""
+
+    @property
+    def resync_topic(self) -> str:
+        """Where a re-sync of every open position is requested after a loss."""
+        return f"{self.settings.mqtt.topic_prefix}/resync"
+
+    async def _open_epoch(self) -> None:
+        """Read Redis's epoch at start, writing the first one if there is none."""
+        if self.store.cluster:
+            # One key lives on one primary: a loss of any other would go unseen,
+            # and one of it alone reported as the whole book's. Not done there.
+            return
+        self.epoch_wanted = True
+        now_ms = time.time_ns() // 1_000_000
+        try:
+            epoch, created = await self.store.create_epoch(Epoch.first(now_ms))
+        except OutOfMemoryError:
+            # No epoch yet (a Redis older than epochs) and no room to write one:
+            # start anyway (the outbox must drain); the readiness loop writes it.
+            log.warning("redis_epoch_not_written", error="Redis out of memory")
+            return
+        self._adopt(epoch)
+        if created and not await self.store.with_open_positions(list(self.settings.symbols)):
+            # A first start and a start on a Redis that lost its data look alike.
+            log.warning(
+                "no_book_in_redis",
+                message="no open position in Redis: if this is not a first start, Redis "
+                "lost its data; load positions with 'liqmon positions load FILE'",
+                epoch=epoch.id,
+            )
+        elif epoch.awaiting_reload:
+            log.warning(
+                "redis_data_lost",
+                message="Redis lost its data and the book is not reloaded yet: "
+                + RELOAD_HINT.format(topic=self.resync_topic),
+                epoch=epoch.id,
+                generation=epoch.generation,
+            )
+
+    def _adopt(self, epoch: Epoch) -> None:
+        """Take ``epoch`` as Redis's current one."""
+        self.epoch = epoch
+
+    async def _check_epoch(self) -> None:
+        """Read the epoch again (one GET); on a loss, write the successor and request a
+        re-sync (the process whose write wins does), and log it once."""
+        known = self.epoch
+        if known is None:
+            if self.epoch_wanted:
+                with contextlib.suppress(OutOfMemoryError):
+                    await self._open_epoch()
+            return
+        stored, raw = await self.store.epoch()
+        verdict = check(known, stored)
+        if verdict is Verdict.SAME:
+            assert stored is not None
+            self._adopt(stored)
+        else:
+            if verdict is Verdict.LOST:
+                successor = known.successor(stored, time.time_ns() // 1_000_000)
+                stored, written = await self.store.replace_epoch(raw, successor)
+                if written:
+                    self.resync_pending = successor
+                elif stored is None or check(known, stored) is not Verdict.ADOPT:
+                    return  # changed again meanwhile: looked at again in a second
+            assert stored is not None
+            self._adopt(stored)
+            log.error(
+                "redis_data_lost",
+                message="Redis lost its data (restarted empty or flushed): positions, marks "
+                "and queued events are gone; not ready until the book is reloaded: "
+                + RELOAD_HINT.format(topic=self.resync_topic),
+                lost_epoch=known.id,
+                epoch=stored.id,
+                generation=stored.generation,
+                resync_requested=self.resync_pending is not None,
+            )
+        if self.resync_pending is not None:
+            await self._request_resync(self.resync_pending, known.id)
+
+    async def _request_resync(self, epoch: Epoch, lost: str) -> None:
+        """Queue the re-sync request in the first symbol's outbox, to go out like events."""
+        payload = {
+            "schema": 1,
+            "type": "resync",
+            "reason": "redis_data_lost",
+            "epoch": epoch.id,
+            "generation": epoch.generation,
+            "lost_epoch": epoch.lost or lost,
+            "requested_at": time.time_ns() // 1_000_000,
+        }
+        symbol = next(iter(self.settings.symbols))
+        await self.store.enqueue(
+            symbol, f"resync:{epoch.id}", self.resync_topic, orjson.dumps(payload)
+        )
+        self.resync_pending = None
 
     def _redis_failed(self, error: BaseException) -> None:
         """Note Redis not answering (out of memory is noted by whoever met it)."""
@@ -240,6 +351,7 @@ class Service:
                     except OutOfMemoryError:
                         self.redis_full = True
                     self.redis_ok = True
+                    await self._check_epoch()
                     if time.monotonic() >= next_backlog:
                         next_backlog = time.monotonic() + BACKLOG_EVERY_S
                         length, oldest_s = await self.store.outbox_backlog(
@@ -313,6 +425,7 @@ class PublisherDaemon(Service):
         if self.http is not None:
             start(self.http.run(), "http")
         await self._check_redis()
+        await self._retry_redis(self._open_epoch)
         await self._retry_redis(self.store.ensure_outbox_groups, list(self.settings.symbols))
         start(self._keep_leases(), "leases")
         start(self.bus.run(), "mqtt")
@@ -427,6 +540,10 @@ class Daemon(Service):
                 failing["feeds"] = "stale with open positions: " + ", ".join(unwatched)
         return failing
 
+    def _adopt(self, epoch: Epoch) -> None:
+        super()._adopt(epoch)
+        self.engine.generation = epoch.generation
+
     async def _unwatched(self) -> list[str]:
         """The held symbols whose feed is stale while they hold open positions, each with
         how long it has been silent: their liquidations wait for a fresh mark."""
@@ -443,6 +560,7 @@ class Daemon(Service):
         start(self.http.run(), "http")
         start(self._watch_redis(), "redis-watch")
         await self._check_redis()
+        await self._retry_redis(self._open_epoch)
         await self._retry_redis(self.store.ensure_outbox_groups, list(self.settings.symbols))
         recovered = await self._retry_redis(self.engine.recover)
         self.recovered.set()

@@ -75,6 +75,9 @@ class Engine:
         self.ts_ceiling_ms: Callable[[str], int | None] = lambda symbol: None
         """The latest believable ``ts_ms`` of the symbol's stored mark (the price guards'
         ``max_future_skew_s``); a stored mark stamped later does not hold new ticks back."""
+        self.generation = 1
+        """Redis's generation (:mod:`monitor.epoch`), which event ids carry: set by whoever
+        reads the epoch, never read from Redis per event."""
 
     def topic(self, event: Event) -> str:
         """The MQTT topic of an event."""
@@ -233,7 +236,9 @@ class Engine:
             writes = []
             for update, pair in zip(updates, found, strict=True):
                 previous, raw = pair if pair is not None else (None, None)
-                decision = apply_update(contract, previous, update, usable, self.risk, now)
+                decision = apply_update(
+                    contract, previous, update, usable, self.risk, now, self.generation
+                )
                 if decision is not None:
                     writes.append(self._write(decision, raw))
             outcome.ignored += len(updates) - len(writes)
@@ -273,7 +278,9 @@ class Engine:
         now = self.clock_ms()
         writes = []
         for record, raw in records:
-            decision = evaluate(contract, record, quote, self.risk, now, allow_liquidation)
+            decision = evaluate(
+                contract, record, quote, self.risk, now, allow_liquidation, self.generation
+            )
             if decision.event is not None:
                 writes.append(self._write(decision, raw))
         return writes

@@ -41,6 +41,11 @@ from monitor.wire import decimal_str
 
 EVENT_SCHEMA = 1
 
+GENERATION_STRIDE = 1_000_000_000
+"""From Redis's second generation (:mod:`monitor.epoch`) on, an event id's transition
+number is ``generation × GENERATION_STRIDE + n``: a version re-sent after a loss
+makes its transitions again under ids nobody has seen (n never gets near it)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Quote:
@@ -86,13 +91,17 @@ class Decision:
     event: Event | None
 
 
-def event_id(position_id: str, seq: int, transition: int) -> str:
+def event_id(position_id: str, seq: int, transition: int, generation: int = 1) -> str:
     """Deterministic id of a transition: the same transition always gets the same id.
 
     Position id, version and transition number within the version, joined by
     ``:``; the last two parts are integers, so the id splits unambiguously from
-    the right even when the position id contains ``:``.
+    the right even when the position id contains ``:``. In Redis's generation
+    ``generation`` ≥ 2 (its data was lost ``generation - 1`` times), the
+    transition number is offset by ``generation ×`` :data:`GENERATION_STRIDE`.
     """
+    if generation > 1:
+        transition += generation * GENERATION_STRIDE
     return f"{position_id}:{seq}:{transition}"
 
 
@@ -119,15 +128,18 @@ def evaluate(
     risk: RiskLimits,
     now_ms: int,
     allow_liquidation: bool = True,
+    generation: int = 1,
 ) -> Decision:
-    """Re-assess ``record`` at the quote's mark: a new status and its event, if any."""
+    """Re-assess ``record`` at the quote's mark: a new status and its event, if any.
+
+    ``generation``: Redis's (see :func:`event_id`)."""
     state = assess(contract, record, quote.mark)
     new_status = next_status(record.status, state, risk, allow_liquidation)
     event_type = event_for(record.status, new_status)
     if event_type is None:
         return Decision(record, triggers_for(contract, record, risk), None)
     moved = record.moved_to(new_status)
-    event = _event(contract, moved, event_type, state, quote, now_ms)
+    event = _event(contract, moved, event_type, state, quote, now_ms, generation)
     return Decision(moved, triggers_for(contract, moved, risk), event)
 
 
@@ -138,6 +150,7 @@ def apply_update(
     quote: Quote | None,
     risk: RiskLimits,
     now_ms: int,
+    generation: int = 1,
 ) -> Decision | None:
     """A new version of a position, evaluated at once; None when ``seq`` is not newer.
 
@@ -158,7 +171,7 @@ def apply_update(
     record = PositionRecord.from_update(update, carried)
     if quote is None:
         return Decision(record, triggers_for(contract, record, risk), None)
-    return evaluate(contract, record, quote, risk, now_ms)
+    return evaluate(contract, record, quote, risk, now_ms, generation=generation)
 
 
 def _event(
@@ -168,10 +181,11 @@ def _event(
     state: MarginState,
     quote: Quote,
     now_ms: int,
+    generation: int,
 ) -> Event:
     payload: dict[str, Any] = {
         "schema": EVENT_SCHEMA,
-        "event_id": event_id(record.id, record.seq, record.transitions),
+        "event_id": event_id(record.id, record.seq, record.transitions, generation),
         "type": event_type.value,
         "position_id": record.id,
         "account": record.account,

@@ -33,6 +33,10 @@ key                                      what
 ``liqmon:events``                        stream: events and alerts the broker
                                          acknowledged (event_id, symbol, topic,
                                          payload), trimmed to about 10,000
+``liqmon:epoch``                         string: Redis's epoch (JSON: id, generation,
+                                         created_ms, state, lost), written at the
+                                         first start; absent means Redis lost its
+                                         data (:mod:`monitor.epoch`)
 ``liqmon:outbox-ready``                  pub/sub channel (Redis Cluster only, not a
                                          key): a symbol whose outbox was added to
 =======================================  ===========================================
@@ -90,6 +94,11 @@ class Keys:
     def outbox_ready(self) -> str:
         """Pub/sub channel on which commits name a symbol whose outbox they added to (cluster)."""
         return f"{self.prefix}:outbox-ready"
+
+    @property
+    def epoch(self) -> str:
+        """String: the epoch of Redis's data, whose absence tells a loss (:mod:`monitor.epoch`)."""
+        return f"{self.prefix}:epoch"
 
     @property
     def published(self) -> str:

@@ -104,7 +104,8 @@ class Metrics:
         self.ready = Gauge("liqmon_ready", "1 when Redis and MQTT are connected", registry=r)
         self.redis_outage = Gauge(
             "liqmon_redis_outage",
-            "1 while Redis is in this outage: unreachable, no_reply (silent), out_of_memory",
+            "1 while Redis is in this outage: unreachable, no_reply (silent), out_of_memory,"
+            " data_lost (restarted empty or flushed; until the book is reloaded)",
             ["reason"],
             registry=r,
         )

@@ -61,6 +61,7 @@ from monitor.channel import (
 )
 from monitor.config import Limits, RedisSettings
 from monitor.deadletter import DeadLetter, entry_of
+from monitor.epoch import Epoch
 from monitor.evaluation import Event, Quote, Triggers
 from monitor.keys import OUTBOX_GROUP, Keys
 from monitor.margin import Side
@@ -95,8 +96,11 @@ def outage(error: BaseException) -> tuple[str, str]:
     return "unreachable", "not connected"
 
 
-OUTAGES = ("unreachable", "no_reply", "out_of_memory")
-"""Every reason :func:`outage` gives."""
+DATA_LOST = "data_lost"
+"""The ``liqmon_redis_outage`` reason while Redis's data is lost and not yet reloaded."""
+
+OUTAGES = ("unreachable", "no_reply", "out_of_memory", DATA_LOST)
+"""Every reason ``liqmon_redis_outage`` has: those :func:`outage` gives, and data lost."""
 
 PUBLISHED_MAXLEN = 10_000
 """About how many published events the ``published`` stream keeps."""
@@ -185,6 +189,11 @@ async def scripted(
     if any(isinstance(reply, NoScriptError) for reply in replies):
         script.sha = await client.script_load(script.script)
         replies = await send()
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            # Still unknown right after a Redis restart (measured: a SCRIPT
+            # LOAD answered as the server came back did not hold). An outage
+            # like the restart itself: the caller backs off and calls again.
+            raise RedisConnectionError(f"Redis does not hold script {script.sha} just loaded")
     for reply in replies:
         if isinstance(reply, ResponseError):
             raise reply
@@ -415,6 +424,7 @@ class Store:
         self._ack = client.register_script(script_source("ack.lua"))
         self._published = client.register_script(script_source("published.lua", "fields.lua"))
         self._dead_letter = client.register_script(script_source("deadletter.lua"))
+        self._epoch = client.register_script(script_source("epoch.lua"))
         # A script that may write (Redis 7 script flags: none) but writes
         # nothing: Redis refuses it exactly when it would refuse a write (out
         # of memory), and it touches no key (nothing to allow in an ACL).
@@ -427,6 +437,46 @@ class Store:
         :data:`REDIS_DOWN` error when it does not answer.
         """
         return bool(await self._writable())
+
+    async def epoch(self) -> tuple[Epoch | None, bytes]:
+        """The stored epoch (None: absent, Redis new or emptied, or unreadable) and its raw
+        value (for :meth:`replace_epoch`): one GET."""
+        raw = await self.client.get(self.keys.epoch)
+        if raw is None:
+            return None, b""
+        try:
+            return Epoch.decode(raw), _raw(raw)
+        except (ValueError, KeyError, TypeError):  # overwritten by something else
+            return None, _raw(raw)
+
+    async def create_epoch(self, epoch: Epoch) -> tuple[Epoch, bool]:
+        """Write ``epoch`` unless a readable one is stored (SET NX); the stored one, and
+        whether it is the one just written.
+
+        Read first: a Redis out of memory refuses even a SET NX that would write
+        nothing, and a process must start there (it drains the outbox)."""
+        stored, raw = await self.epoch()
+        if stored is not None:
+            return stored, False
+        if await self.client.set(self.keys.epoch, epoch.encode(), nx=True):
+            return epoch, True
+        while True:
+            stored, raw = await self.epoch()
+            if stored is not None:
+                return stored, False
+            # Deleted in between, or unreadable: replaced, unless it changed again.
+            after, written = await self.replace_epoch(raw, epoch)
+            if after is not None:
+                return after, written
+
+    async def replace_epoch(self, expected: bytes, epoch: Epoch) -> tuple[Epoch | None, bool]:
+        """Write ``epoch`` if the stored raw value is still ``expected`` (empty: absent);
+        what is stored after, and whether it is ``epoch``."""
+        stored = await self._epoch(keys=[self.keys.epoch], args=[expected, epoch.encode()])
+        if stored is None:
+            return None, False
+        after = Epoch.decode(stored)
+        return after, after == epoch
 
     def stuck(self) -> str | None:
         """Why a kept connection (the tick path's, the outbox reader's) is not answering
@@ -777,14 +827,16 @@ class Store:
         return _outbox_entries(readable, dict(zip(keys, symbols, strict=True)))
 
     async def _readable(self, replies: Sequence[Any], symbols: Sequence[str]) -> list[Any]:
-        """The XREADGROUP replies that are not errors; an error other than NOGROUP is raised."""
+        """The XREADGROUP replies that are not errors; an error but a lost stream's is raised."""
         errors = [reply for reply in replies if isinstance(reply, ResponseError)]
         for error in errors:
-            if "NOGROUP" not in str(error):
+            # NOGROUP, or UNBLOCKED for a blocking read whose stream was deleted.
+            if "NOGROUP" not in str(error) and "UNBLOCKED" not in str(error):
                 raise error
         if errors:
             # Redis lost its data (restarted without persistence, or flushed):
-            # make the groups again; there is nothing pending in those outboxes.
+            # make the groups again; there is nothing pending in those outboxes
+            # (the epoch check reports the loss: monitor.epoch).
             await self.ensure_outbox_groups(symbols)
         return [reply for reply in replies if not isinstance(reply, ResponseError)]
 
