@@ -28,10 +28,11 @@ from harness import (
     publish,
     publishing,
     running,
+    serving,
     settings_for,
     stored_positions,
 )
-from test_redis_outages import readyz, started
+from test_redis_outages import readyz
 
 from monitor.daemon import Daemon, Service
 from monitor.epoch import Epoch, EpochState, Verdict, check
@@ -255,7 +256,7 @@ async def test_a_monitor_started_on_the_emptied_redis_adopts_the_loss_once(
             pipe.set(first.store.keys.epoch, Epoch.first(0, "stranger").encode())
             await pipe.execute()
         second = Daemon(other)
-        async with started(second):
+        async with serving(second, ready=False):
 
             async def both_lost() -> bool:
                 lost = [(await d.failing()).get("redis", "") for d in (first, second)]
