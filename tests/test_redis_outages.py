@@ -39,6 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feeds.tick import PriceKind, PriceTick
 from monitor.channel import REPLY_DEADLINE_S
+from monitor.config import Settings
 from monitor.daemon import Daemon, PublisherDaemon, Service
 from monitor.embedded import RedisServer
 from monitor.engine import Engine
@@ -229,6 +230,21 @@ async def test_redis_out_of_memory_is_an_outage_and_every_liquidation_goes_out_o
     assert {f"p-{n}": 1 for n in range(OOM_BURST)} == liquidations(collector)
 
 
+async def events_queued(settings: Settings, mqtt_url: str, prefix: str, count: int) -> Settings:
+    """A crash liquidates ``count`` positions under a monitor that leaves its events to a
+    separate publisher (none runs): they wait in the outbox. Returns those settings."""
+    separate = replace(settings, mqtt=replace(settings.mqtt, publisher="separate"))
+    async with running(separate) as monitor, mqtt_client(mqtt_url, "feeder") as feeder:
+        await seeded(monitor, feeder, prefix, book(count))
+        await publish(feeder, f"{prefix}/prices/{SYMBOL}/mark", {"price": "50000", "ts": 2})
+
+        async def queued() -> bool:
+            return count == await monitor.store.outbox_length([SYMBOL]) and monitor.idle()
+
+        await until(queued)
+    return separate
+
+
 async def test_a_monitor_started_on_a_full_redis_drains_its_outbox_and_waits_for_memory(
     fresh_redis: Any, mqtt_url: str, prefix: str
 ) -> None:
@@ -237,15 +253,7 @@ async def test_a_monitor_started_on_a_full_redis_drains_its_outbox_and_waits_for
     /readyz, and becomes ready once maxmemory is raised."""
     server = fresh_redis()
     settings = settings_for(server.url, mqtt_url, prefix)
-    quiet = replace(settings, mqtt=replace(settings.mqtt, publisher="separate"))
-    async with running(quiet) as first, mqtt_client(mqtt_url, "feeder") as feeder:
-        await seeded(first, feeder, prefix, book(100))
-        await publish(feeder, f"{prefix}/prices/{SYMBOL}/mark", {"price": "50000", "ts": 2})
-
-        async def queued() -> bool:
-            return 100 == await first.store.outbox_length([SYMBOL]) and first.idle()
-
-        await until(queued)
+    await events_queued(settings, mqtt_url, prefix, 100)
     full(server.url, -(1 << 16))
     try:
         daemon = Daemon(settings)
@@ -274,16 +282,9 @@ async def test_the_publisher_starts_and_drains_the_outbox_while_redis_is_full(
     """``liqmon publish`` started on a Redis out of memory still publishes every queued event
     and empties the outbox (XACK and XDEL free memory; nothing it needs at start is a write)."""
     server = fresh_redis()
-    separate = settings_for(server.url, mqtt_url, prefix)
-    separate = replace(separate, mqtt=replace(separate.mqtt, publisher="separate"))
-    async with running(separate) as monitor, mqtt_client(mqtt_url, "feeder") as feeder:
-        await seeded(monitor, feeder, prefix, book(500))
-        await publish(feeder, f"{prefix}/prices/{SYMBOL}/mark", {"price": "50000", "ts": 2})
-
-        async def queued() -> bool:
-            return 500 == await monitor.store.outbox_length([SYMBOL]) and monitor.idle()
-
-        await until(queued)
+    separate = await events_queued(
+        settings_for(server.url, mqtt_url, prefix), mqtt_url, prefix, 500
+    )
     full(server.url, -(1 << 16))
     try:
         async with Collector(mqtt_url, prefix) as collector:
