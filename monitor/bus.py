@@ -195,7 +195,6 @@ class Bus:
                         opened.append((self.publisher_id, publisher))
                     up_since = time.monotonic()
                     self.connected.set()
-                    backoff.reset()
                     log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
                     async with asyncio.TaskGroup() as group:
                         tasks: list[asyncio.Task[Any]] = []
@@ -228,6 +227,10 @@ class Bus:
                 log.warning("mqtt_disconnected", error=str(error))
                 if up_since is not None and isinstance(error, ConnectionLost):
                     self._closed_by_broker(error, opened, time.monotonic() - up_since)
+            # Backing off starts over only after a connection that lasted: one the
+            # broker closes at once (our id taken over again) keeps backing off.
+            if up_since is not None and not self.takeovers.taken_over(time.monotonic() - up_since):
+                backoff.reset()
             await backoff.wait()
 
     def _closed_by_broker(
