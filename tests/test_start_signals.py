@@ -43,27 +43,34 @@ def read_until(
     raise AssertionError(f"no {event!r} log line within {timeout} s")
 
 
+CONFIG = str(ROOT / "config" / "liqmon.toml")
+
+
+def spawned(command: list[str], mqtt_url: str, http_port: str) -> subprocess.Popen[bytes]:
+    """``liqmon COMMAND`` with JSON logs on a pipe, and a Redis nobody listens on (every
+    connection attempt is refused)."""
+    env = dict(
+        os.environ,
+        LIQMON_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        LIQMON_MQTT_URL=mqtt_url,
+        LIQMON_HTTP_PORT=http_port,
+        LIQMON_LOG_FORMAT="json",
+    )
+    return subprocess.Popen(
+        [str(LIQMON), "--config", CONFIG, *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("command", [["run"], ["publish"]], ids=["run", "publish"])
 def test_a_signal_stops_the_process_while_redis_is_down_at_start(
     command: list[str], sig: signal.Signals, mqtt_url: str
 ) -> None:
     """With Redis down at start, SIGTERM or SIGINT ends it within 3 s: exit 0, no traceback."""
-    env = dict(
-        os.environ,
-        # Nothing listens there: every connection attempt is refused.
-        LIQMON_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-        LIQMON_MQTT_URL=mqtt_url,
-        LIQMON_HTTP_PORT="0",
-        LIQMON_LOG_FORMAT="json",
-    )
-    config = str(ROOT / "config" / "liqmon.toml")
-    process = subprocess.Popen(
-        [str(LIQMON), "--config", config, *command],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = spawned(command, mqtt_url, http_port="0")
     try:
         read_until(process, "redis_unavailable")
         sent = time.monotonic()
@@ -91,20 +98,7 @@ def test_the_first_line_names_version_config_http_address_and_symbols(
     command: list[str], http: str, mqtt_url: str
 ) -> None:
     """The first log line names the version, the config file, the HTTP address and the symbols."""
-    config = str(ROOT / "config" / "liqmon.toml")
-    env = dict(
-        os.environ,
-        LIQMON_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-        LIQMON_MQTT_URL=mqtt_url,
-        LIQMON_HTTP_PORT="8399",
-        LIQMON_LOG_FORMAT="json",
-    )
-    process = subprocess.Popen(
-        [str(LIQMON), "--config", config, *command],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = spawned(command, mqtt_url, http_port="8399")
     try:
         lines = read_until(process, "starting")
     finally:
@@ -114,7 +108,7 @@ def test_the_first_line_names_version_config_http_address_and_symbols(
     starting = lines[0]
     assert (starting["version"], starting["config"], starting["http"], starting["symbols"]) == (
         __version__,
-        config,
+        CONFIG,
         http,
         ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BTCUSD", "ETHUSD"],
     )
