@@ -105,6 +105,9 @@ OUTAGES = ("unreachable", "no_reply", "out_of_memory", DATA_LOST)
 PUBLISHED_MAXLEN = 10_000
 """About how many published events the ``published`` stream keeps."""
 
+MARK_ARGS = 4
+"""candidates.lua's ARGV: mark, mark_ts, score, ceiling (see :meth:`Store._mark_command`)."""
+
 EXPIRE_SLICE = 1000
 """Tombstones one expire.lua call forgets at most (it holds Redis while it runs)."""
 
@@ -540,10 +543,14 @@ class Store:
         if head is None:
             keys = [self.keys.price(symbol), self.keys.positions(symbol)]
             keys += self.keys.all_triggers(symbol)
-            head = resp_parts("EVALSHA", self._candidates.sha, len(keys), *keys)
+            # The array header counts EVALSHA, the sha, numkeys, the keys and ARGV.
+            count = 3 + len(keys) + MARK_ARGS
+            head = b"*%d\r\n" % count + resp_parts(
+                "EVALSHA", self._candidates.sha, len(keys), *keys
+            )
             self._mark_heads[symbol] = head
         bound = "" if ceiling is None else ceiling
-        return b"*13\r\n" + head + resp_parts(decimal_str(mark), ts_ms, repr(float(mark)), bound)
+        return head + resp_parts(decimal_str(mark), ts_ms, repr(float(mark)), bound)
 
     @staticmethod
     def _candidates_of(symbol: str, mark: Decimal, ts_ms: int, reply: Any) -> Candidates | None:
