@@ -43,11 +43,13 @@ test: setup check
 test-unit: setup
 	$(BIN)/pytest -m unit -q
 
-## check: the lock check, ruff (lint and format) and mypy --strict on the package, the feeds and the benchmarks
+## check: the lock check, ruff (lint and format), mypy --strict on the package, the feeds and
+## the benchmarks, and the import rules of the layers (pyproject.toml, [tool.importlinter])
 check: setup check-lock
 	$(BIN)/ruff check monitor feeds tests benchmarks
 	$(BIN)/ruff format --check monitor feeds tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: setup
 	$(BIN)/ruff format monitor feeds tests benchmarks

@@ -1,6 +1,6 @@
 """liqmon end-to-end benchmark: per-tick cost against book size, load, burst, ceilings.
 
-Starts its own ``redis-server`` and ``mosquitto`` (monitor.embedded), writes a
+Starts its own ``redis-server`` and ``mosquitto`` (monitor.devtools.embedded), writes a
 configuration with 500 symbols, loads N positions with the real
 ``liqmon positions load`` and runs the real ``liqmon run`` as a subprocess
 (its CPU time read from /proc). Ticks are QoS 0 MQTT publishes on
@@ -18,7 +18,7 @@ Phases, per N (10k and 100k in quick mode, plus 1M in full mode):
 2. ticks that cross nothing at ``background_rate``/s: latency, CPU per tick of
    the monitor and of Redis, the monitor's own histogram;
 3. the same background with ticks that each cross 1-3 triggers: tick -> event;
-4. the peers' design, a full scan (HGETALL + ``monitor.margin.assess`` of every
+4. the peers' design, a full scan (HGETALL + ``monitor.core.margin.assess`` of every
    position of the symbol) on the same ticks, same data, same Redis;
 5. at the largest N only: sustained load at rising rates until p99 > 10 ms,
    then one tick that liquidates 10 % of all positions (the burst);
@@ -63,16 +63,16 @@ import report
 from rawmqtt import Publisher
 from stats import CLOCK_TICKS, cpu_seconds, histogram_delta, spearman, summary_ms, tick_histogram
 
-from monitor.cli import default_load_workers
-from monitor.config import Settings, load_settings
-from monitor.embedded import MosquittoServer, RedisServer, free_port
-from monitor.evaluation import triggers_for
-from monitor.keys import Keys
-from monitor.margin import Position, Side, assess, liquidation_price, ratio_price
-from monitor.position import PositionRecord
-from monitor.status import Status, next_status
-from monitor.store import script_source
-from monitor.wire import decimal_str
+from monitor.cli.main import default_load_workers
+from monitor.config.settings import Settings, load_settings
+from monitor.core.evaluation import triggers_for
+from monitor.core.margin import Position, Side, assess, liquidation_price, ratio_price
+from monitor.core.position import PositionRecord
+from monitor.core.status import Status, next_status
+from monitor.core.wire import decimal_str
+from monitor.devtools.embedded import MosquittoServer, RedisServer, free_port
+from monitor.state.keys import Keys
+from monitor.state.store import script_source
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

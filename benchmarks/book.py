@@ -117,7 +117,7 @@ def decimal_text(value: float, digits: int = 4) -> str:
 
 
 def mark_text(value: float) -> str:
-    """A mark as liqmon itself writes it (``monitor.wire.decimal_str``)."""
-    from monitor.wire import decimal_str
+    """A mark as liqmon itself writes it (``monitor.core.wire.decimal_str``)."""
+    from monitor.core.wire import decimal_str
 
     return decimal_str(Decimal(repr(value)))

@@ -28,14 +28,14 @@ import redis.asyncio as aioredis
 from load import generate_positions
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.coalesce import MarkCoalescer
-from monitor.config import Limits, load_settings
-from monitor.embedded import MosquittoServer, RedisServer
-from monitor.guards import PriceGuards
-from monitor.keys import Keys
-from monitor.metrics import Metrics
-from monitor.store import Store
-from monitor.wire import price_from_payload
+from monitor.config.settings import Limits, load_settings
+from monitor.core.guards import PriceGuards
+from monitor.core.wire import price_from_payload
+from monitor.devtools.embedded import MosquittoServer, RedisServer
+from monitor.service.coalesce import MarkCoalescer
+from monitor.state.keys import Keys
+from monitor.state.store import Store
+from monitor.telemetry.metrics import Metrics
 
 KEYS = Keys("liqmon")
 

@@ -1,6 +1,6 @@
 """Measure `liqmon positions load`: time to load N positions and Redis memory per position.
 
-Starts its own redis-server (monitor.embedded), writes N random positions over
+Starts its own redis-server (monitor.devtools.embedded), writes N random positions over
 the example configuration's symbols to a JSON Lines file (with ``--book``: the
 bench's 500 symbols and generated configuration, see book.py), runs the real
 `liqmon positions load` command on it, and reports wall time, rate, the CPU
@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from monitor.embedded import RedisServer
+from monitor.devtools.embedded import RedisServer
 
 SYMBOLS = {"BTCUSDT": 64000, "ETHUSDT": 3400, "SOLUSDT": 150, "BTCUSD": 64000, "ETHUSD": 3400}
 INVERSE = {"BTCUSD": 100, "ETHUSD": 10}

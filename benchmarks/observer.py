@@ -19,7 +19,7 @@ import time
 
 import hiredis
 
-from monitor.channel import resp_command
+from monitor.state.channel import resp_command
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""QoS 1 publish throughput: monitor.mqtt.Publisher against aiomqtt, through a private mosquitto.
+"""QoS 1 publish throughput: monitor.bus.client.Publisher against aiomqtt, via a private mosquitto.
 
 Publishes ``--count`` messages of about 600 bytes (an event's size) in batches
 of ``--batch`` (the Bus's outbox batch), each batch acknowledged before the
@@ -21,10 +21,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from monitor.bus import make_client
-from monitor.config import MqttSettings
-from monitor.embedded import MosquittoServer, which_or_explain
-from monitor.mqtt import Publisher
+from monitor.bus.client import Publisher
+from monitor.bus.tool_client import make_client
+from monitor.config.settings import MqttSettings
+from monitor.devtools.embedded import MosquittoServer, which_or_explain
 
 Batch = Sequence[tuple[str, bytes]]
 
@@ -39,7 +39,7 @@ def messages(count: int, run: str) -> list[tuple[str, bytes]]:
 
 
 async def with_publisher(settings: MqttSettings, batches: Sequence[Batch]) -> float:
-    """Seconds to publish every batch with monitor.mqtt.Publisher, PUBACKs included."""
+    """Seconds to publish every batch with monitor.bus.client.Publisher, PUBACKs included."""
     async with Publisher.connect(settings, "bench-publisher") as publisher:
         started = time.perf_counter()
         for batch in batches:

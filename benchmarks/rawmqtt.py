@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import socket
 
-# The packet encoding is the monitor's own (monitor.mqtt), shared on purpose.
-from monitor.mqtt import _string, _varint, connect_packet
+# The packet encoding is the monitor's own (monitor.bus.client), shared on purpose.
+from monitor.bus.client import _string, _varint, connect_packet
 
 
 class Publisher:

@@ -1,4 +1,4 @@
-"""CPU per message received: aiomqtt against monitor.mqtt.Subscriber, on uvloop.
+"""CPU per message received: aiomqtt against monitor.bus.client.Subscriber, on uvloop.
 
 A driver process publishes ``--count`` QoS 0 mark ticks over 500 symbols at
 a fixed rate (``benchmarks/rawmqtt.py``, a blocking socket) through a private
@@ -31,10 +31,10 @@ from typing import Any
 import uvloop
 from rawmqtt import Publisher as RawPublisher
 
-from monitor.bus import make_client
-from monitor.config import MqttSettings
-from monitor.embedded import MosquittoServer
-from monitor.mqtt import Subscriber, SubscribeSession, connect_packet, subscribe_packet
+from monitor.bus.client import Subscriber, SubscribeSession, connect_packet, subscribe_packet
+from monitor.bus.tool_client import make_client
+from monitor.config.settings import MqttSettings
+from monitor.devtools.embedded import MosquittoServer
 
 TOPIC_FILTER = "bench/prices/+/mark"
 SYMBOLS = 500
@@ -85,7 +85,7 @@ async def with_aiomqtt(settings: MqttSettings, counter: Counter, ready: asyncio.
 
 
 async def with_subscriber(settings: MqttSettings, counter: Counter, ready: asyncio.Event) -> None:
-    """Receive as Bus does with monitor.mqtt.Subscriber."""
+    """Receive as Bus does with monitor.bus.client.Subscriber."""
     async with Subscriber.connect(settings, "receive-subscriber", [TOPIC_FILTER]) as subscriber:
         ready.set()
         await subscriber.run(counter.on_message)

@@ -303,7 +303,7 @@ def markdown(results: dict[str, Any]) -> str:
         "Method: `benchmarks/bench.py` (docstring). Quiet ticks cross no trigger; "
         "tick → evaluated is the Redis keyspace notification of the monitor's mark write; "
         "tick → event is mosquitto_sub's own receive timestamp. CPU per tick subtracts each "
-        "process's idle CPU. The full scan runs `monitor.margin.assess` over HGETALL of the "
+        "process's idle CPU. The full scan runs `monitor.core.margin.assess` over HGETALL of the "
         "ticked symbol, on the same ticks.",
         "",
     ]

@@ -1,7 +1,15 @@
 """liqmon: an event-driven liquidation monitor for isolated-margin crypto derivatives.
 
-The pure core (``margin``, ``status``, ``position``, ``evaluation``) decides;
-the async shell (``store``, ``bus``, ``engine``, ``daemon``, ``http``) does I/O.
+The layers, each importing only those below it (``make check`` enforces this):
+
+    cli/        the ``liqmon`` commands: parse arguments, print one line per error
+    devtools/   embedded redis-server and mosquitto, the demo; only the CLI imports it
+    service/    the daemon: wiring, workers (marks → engine → events), intake, relay
+    web/        HTTP API, live feed and dashboard, reading through state's read model
+    telemetry/  Prometheus metrics and structured logs
+    state/      Redis: keys, Lua, position store, outbox, leases | bus/  MQTT client
+    config/     the configuration model: file, includes, environment overrides
+    core/       pure and synchronous: margin math, statuses, evaluation, guards, wire
 """
 
 __version__ = "0.1.0"

@@ -26,7 +26,7 @@ if importlib.util.find_spec("monitor") is None:  # pragma: no cover
 
 import redis
 
-from monitor.embedded import MosquittoServer, RedisClusterServers, RedisServer
+from monitor.devtools.embedded import MosquittoServer, RedisClusterServers, RedisServer
 
 
 class RedisFactory(Protocol):

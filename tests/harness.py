@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
@@ -19,8 +20,14 @@ import orjson
 import pytest
 import redis
 
-from monitor.config import HttpSettings, MqttSettings, RedisSettings, Settings, load_settings
-from monitor.daemon import Daemon, PublisherDaemon, Service
+from monitor.config.settings import (
+    HttpSettings,
+    MqttSettings,
+    RedisSettings,
+    Settings,
+    load_settings,
+)
+from monitor.service.daemon import Daemon, PublisherDaemon, Service
 
 S = TypeVar("S", bound=Service)
 
@@ -210,3 +217,19 @@ async def stored_positions(daemon: Daemon, symbol: str, count: int, timeout: flo
     async with asyncio.timeout(timeout):
         while await daemon.store.client.hlen(key) < count or not daemon.idle():
             await asyncio.sleep(0.01)
+
+
+async def http_get(daemon: Daemon, path: str) -> tuple[int, Any, str]:
+    """GET ``path`` from the daemon's HTTP port: status, decoded JSON (or text), content type."""
+    url = f"http://127.0.0.1:{daemon.http.bound_port}{path}"
+
+    def fetch() -> tuple[int, bytes, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read(), response.headers["Content-Type"]
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), error.headers["Content-Type"]
+
+    status, body, content_type = await asyncio.to_thread(fetch)
+    document = orjson.loads(body) if content_type == "application/json" else body.decode()
+    return status, document, content_type

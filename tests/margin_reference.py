@@ -1,6 +1,6 @@
 """The margin math as it was before the solver was prepared per contract: the oracle.
 
-:mod:`monitor.margin` now keeps each contract's per-bracket constants and
+:mod:`monitor.core.margin` now keeps each contract's per-bracket constants and
 hoists per-position terms out of the bracket loop, and evaluates a state in one
 context switch. This module is the previous implementation, verbatim, so that
 ``test_margin_reference.py`` can show the two agree digit for digit.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal, localcontext
 
-from monitor.margin import (
+from monitor.core.margin import (
     _BRACKET_TOLERANCE,
     _RESULT,
     _SOLVE,

@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from monitor.bus import make_client
-from monitor.channel import resp_command
-from monitor.config import MqttSettings
-from monitor.embedded import MosquittoServer, RedisServer, free_port, which_or_explain
+from monitor.bus.tool_client import make_client
+from monitor.config.settings import MqttSettings
+from monitor.devtools.embedded import MosquittoServer, RedisServer, free_port, which_or_explain
+from monitor.state.channel import resp_command
 
 ACL_FILE = Path(__file__).resolve().parents[1] / "config" / "mosquitto.acl"
 PASSWORDS = {

@@ -1,0 +1,212 @@
+"""Decisions: what a tick or a new version does to a position. Pure and synchronous.
+
+The async shell reads records and prices, calls :func:`evaluate` or
+:func:`apply_update`, and writes the resulting :class:`Decision` atomically
+(record, trigger index and outbox event together). Nothing here does I/O;
+the clock is an argument.
+
+Trigger prices (see :func:`triggers_for`) are what the Redis sorted sets hold:
+``down`` fires when the mark falls to it or below, ``up`` when the mark rises
+to it or above. A long worsens as the price falls, a short as it rises:
+
+===========  ============================  ============================
+status       long                          short
+===========  ============================  ============================
+healthy      down = margin-call price      up = margin-call price
+margin_call  down = liquidation price,     up = liquidation price,
+             up = clearing price           down = clearing price
+liquidated   none                          none
+closed       none                          none
+===========  ============================  ============================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from monitor.core.margin import (
+    Contract,
+    MarginState,
+    Side,
+    assess,
+    bankruptcy_price,
+    liquidation_price,
+    ratio_price,
+)
+from monitor.core.position import PositionRecord, PositionUpdate
+from monitor.core.status import EventType, RiskLimits, Status, event_for, next_status
+from monitor.core.wire import decimal_str
+
+EVENT_SCHEMA = 1
+
+GENERATION_STRIDE = 1_000_000_000
+"""From Redis's second generation (:mod:`monitor.state.epoch`) on, an event id's transition
+number is ``generation × GENERATION_STRIDE + n``: a version re-sent after a loss
+makes its transitions again under ids nobody has seen (n never gets near it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The latest accepted prices of a symbol."""
+
+    mark: Decimal
+    mark_ts_ms: int
+    index: Decimal | None = None
+    stamp: str = ""
+    """The stored ``mark_ts|mark`` text this quote was read from (for compare-and-set)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Triggers:
+    """Prices at which a position must be looked at again (None: never in that direction)."""
+
+    down: Decimal | None = None
+    up: Decimal | None = None
+
+
+_NO_TRIGGERS = Triggers()
+# Enum members as plain names: every position version tests them.
+_HEALTHY, _MARGIN_CALL, _LONG = Status.HEALTHY, Status.MARGIN_CALL, Side.LONG
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One transition, ready to publish."""
+
+    event_id: str
+    type: EventType
+    account: str
+    symbol: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one position: its new record, its triggers, and its event if any."""
+
+    record: PositionRecord
+    triggers: Triggers
+    event: Event | None
+
+
+def event_id(position_id: str, seq: int, transition: int, generation: int = 1) -> str:
+    """Deterministic id of a transition: the same transition always gets the same id.
+
+    Position id, version and transition number within the version, joined by
+    ``:``; the last two parts are integers, so the id splits unambiguously from
+    the right even when the position id contains ``:``. In Redis's generation
+    ``generation`` ≥ 2 (its data was lost ``generation - 1`` times), the
+    transition number is offset by ``generation ×`` :data:`GENERATION_STRIDE`.
+    """
+    if generation > 1:
+        transition += generation * GENERATION_STRIDE
+    return f"{position_id}:{seq}:{transition}"
+
+
+def triggers_for(contract: Contract, record: PositionRecord, risk: RiskLimits) -> Triggers:
+    """The trigger prices that bring ``record`` back for evaluation (table in module doc)."""
+    status = record.status
+    if status is _HEALTHY:
+        worse = ratio_price(contract, record, risk.margin_call_ratio)
+        better = None
+    elif status is _MARGIN_CALL:
+        worse = liquidation_price(contract, record)
+        better = ratio_price(contract, record, risk.margin_call_clear_ratio)
+    else:  # liquidated or closed
+        return _NO_TRIGGERS
+    if record.side is _LONG:
+        return Triggers(down=worse, up=better)
+    return Triggers(down=better, up=worse)
+
+
+def evaluate(
+    contract: Contract,
+    record: PositionRecord,
+    quote: Quote,
+    risk: RiskLimits,
+    now_ms: int,
+    allow_liquidation: bool = True,
+    generation: int = 1,
+) -> Decision:
+    """Re-assess ``record`` at the quote's mark: a new status and its event, if any.
+
+    ``generation``: Redis's (see :func:`event_id`)."""
+    state = assess(contract, record, quote.mark)
+    new_status = next_status(record.status, state, risk, allow_liquidation)
+    event_type = event_for(record.status, new_status)
+    if event_type is None:
+        return Decision(record, triggers_for(contract, record, risk), None)
+    moved = record.moved_to(new_status)
+    event = _event(contract, moved, event_type, state, quote, now_ms, generation)
+    return Decision(moved, triggers_for(contract, moved, risk), event)
+
+
+def apply_update(
+    contract: Contract,
+    previous: PositionRecord | None,
+    update: PositionUpdate,
+    quote: Quote | None,
+    risk: RiskLimits,
+    now_ms: int,
+    generation: int = 1,
+) -> Decision | None:
+    """A new version of a position, evaluated at once; None when ``seq`` is not newer.
+
+    The new version keeps the previous status (so a top-up that does not cure
+    a margin call does not announce it again) unless the previous version was
+    liquidated or closed, in which case the new one starts healthy. A close
+    keeps a tombstone record so that older versions replayed later are ignored.
+    """
+    if previous is not None and update.seq <= previous.seq:
+        return None
+    if update.closes:
+        return Decision(PositionRecord.from_update(update, Status.CLOSED), Triggers(), None)
+    carried = (
+        previous.status
+        if previous is not None and previous.status is Status.MARGIN_CALL
+        else Status.HEALTHY
+    )
+    record = PositionRecord.from_update(update, carried)
+    if quote is None:
+        return Decision(record, triggers_for(contract, record, risk), None)
+    return evaluate(contract, record, quote, risk, now_ms, generation=generation)
+
+
+def _event(
+    contract: Contract,
+    record: PositionRecord,
+    event_type: EventType,
+    state: MarginState,
+    quote: Quote,
+    now_ms: int,
+    generation: int,
+) -> Event:
+    payload: dict[str, Any] = {
+        "schema": EVENT_SCHEMA,
+        "event_id": event_id(record.id, record.seq, record.transitions, generation),
+        "type": event_type.value,
+        "position_id": record.id,
+        "account": record.account,
+        "symbol": record.symbol,
+        "side": record.side.value,
+        "qty": decimal_str(record.qty),
+        "entry_price": decimal_str(record.entry_price),
+        "margin": decimal_str(record.margin),
+        "position_seq": record.seq,
+        "mark_price": decimal_str(quote.mark),
+        "index_price": decimal_str(quote.index) if quote.index is not None else None,
+        "price_ts": quote.mark_ts_ms,
+        "margin_balance": decimal_str(state.margin_balance),
+        "maintenance_margin": decimal_str(state.maintenance_margin),
+        "margin_ratio": decimal_str(state.margin_ratio),
+        "liquidation_price": _optional(liquidation_price(contract, record)),
+        "bankruptcy_price": _optional(bankruptcy_price(contract, record)),
+        "emitted_at": now_ms,
+    }
+    return Event(payload["event_id"], event_type, record.account, record.symbol, payload)
+
+
+def _optional(value: Decimal | None) -> str | None:
+    return decimal_str(value) if value is not None else None

@@ -1,0 +1,333 @@
+"""The engine: read from Redis, decide with the pure core, write back once.
+
+Every path has the same shape: read records (with their stored bytes), call
+:func:`monitor.core.evaluation.evaluate` or :func:`~monitor.core.evaluation.apply_update`,
+and commit the decisions with compare-and-set. Ids whose record changed in
+between (another monitor, a newer version) are read and decided again, so a
+transition is written, and its event queued, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from feeds.tick import PriceKind, PriceTick
+from monitor.core.evaluation import Decision, Event, Quote, apply_update, evaluate
+from monitor.core.margin import Contract
+from monitor.core.position import PositionRecord, PositionUpdate
+from monitor.core.status import RiskLimits
+from monitor.state.store import Candidates, Commit, Store, Write
+
+log = structlog.get_logger("liqmon.engine")
+
+COMMIT_SLICE = 1000
+"""Writes (or position versions) per commit script call: bounds how long one call holds Redis."""
+
+GROUPS_IN_FLIGHT = 3
+"""Groups of position versions whose round trips overlap (see Engine._apply_wave)."""
+
+DECIDE_SLICE = 100
+"""Positions decided between two turns of the event loop in a burst (~5 ms of work)."""
+
+MAX_ATTEMPTS = 8
+"""Compare-and-set rounds before giving up on an id; more means a hot loop, i.e. a bug."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one tick or batch of updates did."""
+
+    events: list[Event] = field(default_factory=list)
+    applied: int = 0
+    ignored: int = 0
+    evaluated: int = 0
+    failed: int = 0
+    """Versions not stored after every compare-and-set round (contention; should be 0)."""
+
+
+class Engine:
+    """Turns ticks and position versions into committed decisions and queued events."""
+
+    def __init__(
+        self,
+        store: Store,
+        contracts: Mapping[str, Contract],
+        risk: RiskLimits,
+        topic_prefix: str,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.store = store
+        self.contracts = contracts
+        self.risk = risk
+        self.topic_prefix = topic_prefix
+        self.clock_ms = clock_ms
+        self.may_decide: Callable[[str], bool] = lambda symbol: True
+        """Whether the symbol's mark may be used to decide (the daemon's price guards)."""
+        self.ts_ceiling_ms: Callable[[str], int | None] = lambda symbol: None
+        """The latest believable ``ts_ms`` of the symbol's stored mark (the price guards'
+        ``max_future_skew_s``); a stored mark stamped later does not hold new ticks back."""
+        self.generation = 1
+        """Redis's generation (:mod:`monitor.state.epoch`), which event ids carry: set by whoever
+        reads the epoch, never read from Redis per event."""
+
+    def topic(self, event: Event) -> str:
+        """The MQTT topic of an event."""
+        return f"{self.topic_prefix}/events/{event.account}/{event.symbol}/{event.type.value}"
+
+    async def on_mark(self, tick: PriceTick, allow_liquidation: bool = True) -> Outcome | None:
+        """Evaluate the positions whose trigger a mark tick crossed; None if the tick was stale."""
+        candidates = (await self.accept_marks([tick]))[0]
+        if candidates is None:
+            return None
+        return await self.on_candidates(tick, candidates, allow_liquidation)
+
+    async def accept_marks(self, ticks: Sequence[PriceTick]) -> list[Candidates | None]:
+        """Store mark ticks of distinct symbols in one round trip; each one's candidates
+        (None for a stale tick). Follow with :meth:`on_candidates` for each."""
+        return await self.store.accept_marks(
+            [(t.symbol, t.price, t.ts_ms) for t in ticks],
+            [self.ts_ceiling_ms(t.symbol) for t in ticks],
+        )
+
+    async def on_candidates(
+        self, tick: PriceTick, candidates: Candidates, allow_liquidation: bool = True
+    ) -> Outcome:
+        """Decide and commit the candidates a mark tick brought back."""
+        quote = candidates.quote
+        records = candidates.records
+        outcome = Outcome(evaluated=len(records))
+        # Decide and commit slice by slice, so that the first events of a large
+        # burst (most underwater first) reach the publisher while the rest are
+        # still being evaluated. A slice is decided while Redis commits the
+        # one before (a 1,000-write commit takes Redis 10-20 ms), in parts
+        # that give the loop back every DECIDE_SLICE positions: the commit in
+        # flight, the publisher and other symbols' ticks run in between.
+        # Commits still go one after another, so the outbox keeps the order.
+        try:
+            async with asyncio.TaskGroup() as group:
+                committing: asyncio.Task[None] | None = None
+                for start in range(0, len(records), COMMIT_SLICE):
+                    writes: list[Write] = []
+                    for first in range(
+                        start, min(start + COMMIT_SLICE, len(records)), DECIDE_SLICE
+                    ):
+                        part = records[first : first + DECIDE_SLICE]
+                        writes += self._transitions(tick.symbol, part, quote, allow_liquidation)
+                        await asyncio.sleep(0)
+                    if committing is not None:
+                        await committing
+                    committing = group.create_task(
+                        self._commit(tick.symbol, writes, quote, outcome, allow_liquidation)
+                    )
+                if committing is not None:
+                    # Awaited here, not left to the group's exit: on Python 3.11 a
+                    # task failing while the group waits at its exit leaves the
+                    # caller cancelled for good (the worker's raise_if_cancelling).
+                    await committing
+        except ExceptionGroup as failures:
+            # Callers retry on the one error (Redis down): the tick is decided
+            # again, and compare-and-set keeps what was committed from being
+            # committed twice.
+            raise failures.exceptions[0] from failures
+        return outcome
+
+    async def on_index(self, tick: PriceTick) -> bool:
+        """Keep an index price for reporting; False if it was older than the stored one."""
+        ceiling = self.ts_ceiling_ms(tick.symbol)
+        return await self.store.accept_index(tick.symbol, tick.price, tick.ts_ms, ceiling)
+
+    async def apply_updates(self, updates: Iterable[PositionUpdate]) -> Outcome:
+        """Store new position versions, evaluating each against its symbol's latest mark.
+
+        Versions of one position are applied in the order given; each version
+        that causes a transition queues its own event. However many symbols
+        they span, every :data:`COMMIT_SLICE` versions cost two round trips:
+        their symbols' marks and stored records in one, the commits in the other.
+        """
+        waves: list[dict[str, list[PositionUpdate]]] = []
+        seen: dict[str, int] = {}
+        for update in updates:
+            # The n-th version of an id in this batch goes to wave n, so a
+            # wave holds each id at most once and waves apply in order.
+            n = seen.get(update.id, 0)
+            seen[update.id] = n + 1
+            if n == len(waves):
+                waves.append({})
+            waves[n].setdefault(update.symbol, []).append(update)
+        outcome = Outcome()
+        for wave in waves:
+            pending = wave
+            for _ in range(MAX_ATTEMPTS):
+                pending = await self._apply_wave(pending, outcome)
+                if not pending:
+                    break
+            else:
+                for symbol, left in pending.items():
+                    outcome.failed += len(left)
+                    log.error("position_update_gave_up", symbol=symbol, count=len(left))
+        return outcome
+
+    async def recover(self) -> int:
+        """Re-evaluate every symbol at its last known mark (at start, before new ticks)."""
+        total = 0
+        for symbol in self.contracts:
+            quote = await self.store.quote(symbol)
+            if quote is None:
+                continue
+            tick = PriceTick(symbol, PriceKind.MARK, quote.mark, quote.mark_ts_ms, "recovery")
+            outcome = await self.on_mark(tick)
+            if outcome is not None:
+                total += len(outcome.events)
+        return total
+
+    async def _apply_wave(
+        self, wave: Mapping[str, Sequence[PositionUpdate]], outcome: Outcome
+    ) -> dict[str, list[PositionUpdate]]:
+        """One compare-and-set round over distinct ids; returns the updates to retry.
+
+        The wave goes in groups of about :data:`COMMIT_SLICE` versions (small
+        symbols share a group, a large one spans several), a few in flight: one
+        group is decided while Redis runs the commits of another.
+        """
+        retry: dict[str, list[PositionUpdate]] = {}
+        limit = asyncio.Semaphore(GROUPS_IN_FLIGHT)
+
+        async def apply(group: dict[str, Sequence[PositionUpdate]]) -> None:
+            async with limit:
+                for symbol, updates in (await self._apply_group(group, outcome)).items():
+                    retry.setdefault(symbol, []).extend(updates)
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                # Waited for here, not left to the group's exit (see on_candidates).
+                await asyncio.wait(
+                    [tasks.create_task(apply(g)) for g in _groups(wave, COMMIT_SLICE)]
+                )
+        except ExceptionGroup as failures:
+            # Callers retry on the one error (Redis down); a version applied
+            # before it is ignored on the retry (its seq is no longer newer).
+            raise failures.exceptions[0] from failures
+        return retry
+
+    async def _apply_group(
+        self, group: Mapping[str, Sequence[PositionUpdate]], outcome: Outcome
+    ) -> dict[str, list[PositionUpdate]]:
+        """Read, decide and commit a group: two round trips, whatever its symbols."""
+        stored = await self.store.versions(
+            {symbol: [update.id for update in updates] for symbol, updates in group.items()}
+        )
+        now = self.clock_ms()
+        calls: list[Commit] = []
+        for symbol, updates in group.items():
+            contract = self.contracts[symbol]
+            quote, found = stored[symbol]
+            # On a stale mark (price guard) a version is stored but not judged;
+            # the first fresh tick evaluates it through the trigger index.
+            usable = quote if quote is not None and self.may_decide(symbol) else None
+            writes = []
+            for update, pair in zip(updates, found, strict=True):
+                previous, raw = pair if pair is not None else (None, None)
+                decision = apply_update(
+                    contract, previous, update, usable, self.risk, now, self.generation
+                )
+                if decision is not None:
+                    writes.append(self._write(decision, raw))
+            outcome.ignored += len(updates) - len(writes)
+            calls.append((symbol, writes, quote))
+        retry: dict[str, list[PositionUpdate]] = {}
+        results = await self.store.commit_many(calls)
+        for (symbol, decided, _), conflicts in zip(calls, results, strict=True):
+            updates = group[symbol]
+            if conflicts is None:  # a tick moved the mark meanwhile: decide again
+                outcome.ignored -= len(updates) - len(decided)
+                retry[symbol] = list(updates)
+                continue
+            for write in decided:
+                if write.record.id not in conflicts:
+                    outcome.applied += 1
+                    if write.event is not None:
+                        outcome.events.append(write.event)
+            if conflicts:
+                retry[symbol] = [update for update in updates if update.id in conflicts]
+        return retry
+
+    async def _reevaluate(
+        self, symbol: str, ids: list[str], quote: Quote, allow_liquidation: bool
+    ) -> list[Write]:
+        found = [pair for pair in await self.store.records(symbol, ids) if pair is not None]
+        return self._transitions(symbol, found, quote, allow_liquidation)
+
+    def _transitions(
+        self,
+        symbol: str,
+        records: Sequence[tuple[PositionRecord, bytes]],
+        quote: Quote,
+        allow_liquidation: bool,
+    ) -> list[Write]:
+        """The writes for the records that change status at ``quote`` (pure: no I/O)."""
+        contract = self.contracts[symbol]
+        now = self.clock_ms()
+        writes = []
+        for record, raw in records:
+            decision = evaluate(
+                contract, record, quote, self.risk, now, allow_liquidation, self.generation
+            )
+            if decision.event is not None:
+                writes.append(self._write(decision, raw))
+        return writes
+
+    async def _commit(
+        self,
+        symbol: str,
+        writes: list[Write],
+        quote: Quote,
+        outcome: Outcome,
+        allow_liquidation: bool,
+    ) -> None:
+        for _ in range(MAX_ATTEMPTS):
+            if not writes:
+                return
+            conflicts = await self.store.commit(symbol, writes)
+            assert conflicts is not None  # no quote check on the tick path
+            outcome.events += [w.event for w in writes if w.event and w.record.id not in conflicts]
+            if not conflicts:
+                return
+            writes = await self._reevaluate(symbol, sorted(conflicts), quote, allow_liquidation)
+        log.error("tick_commit_gave_up", symbol=symbol, count=len(writes))
+
+    def _write(self, decision: Decision, expected: bytes | None) -> Write:
+        event = decision.event
+        return Write(
+            record=decision.record,
+            expected=expected,
+            triggers=decision.triggers,
+            event=event,
+            topic=self.topic(event) if event else "",
+        )
+
+
+def _groups(
+    wave: Mapping[str, Sequence[PositionUpdate]], size: int
+) -> Iterator[dict[str, Sequence[PositionUpdate]]]:
+    """The wave in groups of at most ``size`` versions; a symbol at most once per group."""
+    group: dict[str, Sequence[PositionUpdate]] = {}
+    count = 0
+    for symbol, updates in wave.items():
+        for start in range(0, len(updates), size):
+            part = updates[start : start + size]
+            if group and count + len(part) > size:
+                yield group
+                group, count = {}, 0
+            group[symbol] = part
+            count += len(part)
+    if group:
+        yield group

@@ -1,0 +1,93 @@
+"""The daemon end to end on real Redis and Mosquitto: positions in, prices in, events out."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from decimal import Decimal
+
+import structlog.testing
+from harness import Collector, mqtt_client, publish, running, settings_for
+
+from monitor.core.evaluation import Event
+from monitor.core.status import EventType
+from monitor.service.daemon import EVENT_LOG_LINES, Daemon
+from monitor.service.engine import Outcome
+
+
+def position(
+    pid: str, side: str = "long", qty: str = "0.5", margin: str = "3000", seq: int = 1
+) -> dict[str, object]:
+    return {
+        "id": pid,
+        "account": "acct-42",
+        "symbol": "BTCUSDT",
+        "side": side,
+        "qty": qty,
+        "entry_price": "60000",
+        "margin": margin,
+        "seq": seq,
+    }
+
+
+async def test_crash_liquidates_the_long_and_spares_the_short(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """A mark below a long's liquidation price liquidates it (one event) and spares the short."""
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    async with (
+        running(settings),
+        Collector(mqtt_url, prefix) as events,
+        mqtt_client(mqtt_url) as client,
+    ):
+        await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "60000", "ts": 1})
+        await publish(
+            client, f"{prefix}/positions", [position("p-long"), position("p-short", side="short")]
+        )
+        await publish(client, f"{prefix}/prices/BTCUSDT/index", {"price": "53990", "ts": 2})
+        await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "54000", "ts": 3})
+        received = await events.wait_for(1)
+        await events.quiet(0.3)
+    assert [e["type"] for e in received] == ["liquidation"]
+    event = received[0]
+    assert event["position_id"] == "p-long"
+    assert event["event_id"] == "p-long:1:1"
+    assert event["mark_price"] == "54000"
+    assert event["index_price"] == "53990"
+    assert Decimal(event["liquidation_price"]) == Decimal(27000) / Decimal("0.498")
+    assert events.topics == [f"{prefix}/events/acct-42/BTCUSDT/liquidation"]
+
+
+async def test_a_running_monitor_freezes_its_settled_heap(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """Once connected and settled, the long-lived objects leave the collector's full walks."""
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    try:
+        async with running(settings, freeze_heap_after_s=0.0):
+            async with asyncio.timeout(5):
+                while not gc.get_freeze_count():
+                    await asyncio.sleep(0.02)
+    finally:
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()  # this test process is not a monitor
+    assert frozen > 1000
+
+
+async def test_a_burst_logs_a_line_per_event_up_to_a_bound_then_one_summary(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """250 liquidations of one tick: 100 'event' lines and one line counting the other 150."""
+    daemon = Daemon(settings_for(redis_url, mqtt_url, prefix))
+    events = [
+        Event(f"p-{n}:1:1", EventType.LIQUIDATION, "a", "BTCUSDT",
+              {"position_id": f"p-{n}", "mark_price": "50000"})
+        for n in range(250)
+    ]  # fmt: skip
+    with structlog.testing.capture_logs() as logs:
+        daemon._log_events(Outcome(events=events))
+    await daemon.redis.aclose()
+    assert [entry["event"] for entry in logs].count("event") == EVENT_LOG_LINES == 100
+    assert [(e["count"], e["by_type"]) for e in logs if e["event"] != "event"] == [
+        (150, {"liquidation": 250})
+    ]
