@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import socket
 
-# The packet encoding is the monitor's own (monitor.bus.client), shared on purpose.
-from monitor.bus.client import _string, _varint, connect_packet
+# The packet encoding is the monitor's own (monitor.bus.protocol), shared on purpose.
+from monitor.bus.protocol import _string, _varint, connect_packet
 
 
 class Publisher:

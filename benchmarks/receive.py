@@ -31,7 +31,8 @@ from typing import Any
 import uvloop
 from rawmqtt import Publisher as RawPublisher
 
-from monitor.bus.client import Subscriber, SubscribeSession, connect_packet, subscribe_packet
+from monitor.bus.client import Subscriber
+from monitor.bus.protocol import SubscribeSession, connect_packet, subscribe_packet
 from monitor.bus.tool_client import make_client
 from monitor.config.settings import MqttSettings
 from monitor.devtools.embedded import MosquittoServer

@@ -7,7 +7,8 @@ The layers, each importing only those below it (``make check`` enforces this):
     service/    the daemon: wiring, workers (marks → engine → events), intake, relay
     web/        HTTP API, live feed and dashboard, reading through state's read model
     telemetry/  Prometheus metrics and structured logs
-    state/      Redis: keys, Lua, position store, outbox, leases | bus/  MQTT client
+    state/      Redis: keys, Lua, position store, outbox, leases
+    bus/        MQTT 3.1.1: a sans-I/O protocol and the asyncio client on it
     config/     the configuration model: file, includes, environment overrides
     core/       pure and synchronous: margin math, statuses, evaluation, guards, wire
 """

@@ -385,7 +385,7 @@ def _explain_one(
     from aiomqtt.exceptions import MqttConnectError
     from redis import exceptions as redis_errors
 
-    from monitor.bus.client import MqttError
+    from monitor.bus.protocol import MqttError
     from monitor.web.api import ApiError
 
     if isinstance(error, SystemExit):

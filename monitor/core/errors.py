@@ -8,7 +8,7 @@
     └── Rejection        bad input from outside: reject, count, log, dead-letter; never stop
 
 Infrastructure failures are not wrapped: ``redis.exceptions.ConnectionError``,
-the daemon's MQTT connections' ``monitor.bus.client.MqttError`` and, in the tools,
+the daemon's MQTT connections' ``monitor.bus.protocol.MqttError`` and, in the tools,
 ``aiomqtt.MqttError`` are retried with backoff where they occur
 (the daemon reports not-ready meanwhile). Anything else is a bug and propagates.
 """

@@ -3,7 +3,7 @@ positions, and the connection that publishes events, all lean MQTT 3.1.1
 clients from :mod:`monitor.bus.client`.
 
 All connections live in one loop that follows aiomqtt's reconnection guide:
-connect, back off on :class:`~monitor.bus.client.MqttError`; a failure of any
+connect, back off on :class:`~monitor.bus.protocol.MqttError`; a failure of any
 (keep-alive unanswered, a malformed packet, the broker gone) restarts all.
 Each consuming session, a :class:`~monitor.bus.client.Subscriber`, is persistent
 (``clean_session=False`` and a stable client id), so QoS 1 messages
@@ -41,13 +41,8 @@ from typing import Any
 
 import structlog
 
-from monitor.bus.client import (
-    ConnectionLost,
-    MqttError,
-    OnMessage,
-    Publisher,
-    Subscriber,
-)
+from monitor.bus.client import Publisher, Subscriber
+from monitor.bus.protocol import ConnectionLost, MqttError, OnMessage
 from monitor.config.settings import MqttSettings
 from monitor.core.errors import leaves
 from monitor.service.backoff import Backoff

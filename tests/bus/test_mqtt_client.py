@@ -22,17 +22,15 @@ from harness import mqtt_client
 from test_mqtt_subscriber import Handler, collect, publish, scripted_broker
 from test_publisher import messages, received
 
-from monitor.bus.client import (
+from monitor.bus.client import Publisher, Subscriber, counters
+from monitor.bus.protocol import (
     ConnectionLost,
     InvalidPacket,
-    Publisher,
     PublishSession,
-    Subscriber,
     SubscribeSession,
     SubscriptionRefused,
     check_connack,
     connect_packet,
-    counters,
     subscribe_packet,
 )
 from monitor.config.settings import MqttSettings

@@ -21,13 +21,12 @@ from harness import mqtt_client
 from test_publisher import messages
 from tls import make_certificates, start_secure_broker
 
-from monitor.bus.client import (
+from monitor.bus.client import Publisher, Subscriber
+from monitor.bus.protocol import (
     QOS2,
     ConnectionLost,
     Message,
-    Publisher,
     Refused,
-    Subscriber,
     SubscribeSession,
     SubscriptionRefused,
     acks,

@@ -27,12 +27,12 @@ from harness import (
 )
 from tls import SecureBroker, make_certificates, start_secure_broker
 
-from monitor.bus.client import (
+from monitor.bus.client import Publisher
+from monitor.bus.protocol import (
     MAX_PACKET_ID,
     AckTimeout,
     ConnectionLost,
     MqttError,
-    Publisher,
     PublishSession,
     Refused,
     connect_packet,
