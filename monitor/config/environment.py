@@ -96,7 +96,8 @@ class Environment(BaseSettings):
                 return cls()
             # Every variable is passed, unset ones as None, so none is read from the
             # process environment behind the caller's mapping.
-            return cls(**{name: environ.get(name) for name in VARIABLES})
+            given: dict[str, Any] = {name: environ.get(name) for name in VARIABLES}
+            return cls(**given)
         except ValidationError as error:
             raise config_error(error, None) from None
 
@@ -110,7 +111,5 @@ class Environment(BaseSettings):
         return tables
 
 
-VARIABLES = tuple(
-    str(info.validation_alias) for info in Environment.model_fields.values()
-)
+VARIABLES = tuple(str(info.validation_alias) for info in Environment.model_fields.values())
 """The names of the variables, ``LIQMON_REDIS_URL`` first."""

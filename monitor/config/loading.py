@@ -60,7 +60,9 @@ def parse_settings(
 def _overridden(document: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """``document`` with the environment's keys laid on its tables (a table that is not
     one is left as it is, for the model to report)."""
-    tables = {name: keys for name, keys in overrides.items() if isinstance(document.get(name, {}), dict)}
+    tables = {
+        name: keys for name, keys in overrides.items() if isinstance(document.get(name, {}), dict)
+    }
     return _merged(document, tables)
 
 

@@ -365,7 +365,9 @@ class ConfigFile(BaseModel):
             return symbols
         for symbol, table in symbols.items():
             terms = table.terms(symbol)
-            found = check_brackets(terms.brackets, terms.close_fee_rate, risk.margin_call_clear_ratio)
+            found = check_brackets(
+                terms.brackets, terms.close_fee_rate, risk.margin_call_clear_ratio
+            )
             if found:
                 raise problem(found[0], at=symbol)
         return symbols
