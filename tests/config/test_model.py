@@ -189,6 +189,29 @@ def test_replace_keeps_working_and_checks_the_new_value() -> None:
         dataclasses.replace(MqttSettings(), topic_prefix="a/b")
 
 
+def test_a_source_with_toml_floats_loads() -> None:
+    """A [[sources]] table's fractional seconds (TOML floats, read as decimals) are numbers."""
+    table = {"type": "binance", "symbols": {"BTCUSDT": "BTCUSDT"}, "idle_timeout_s": Decimal("2.5")}
+    (source,) = settings_with({}, {**ONE_SYMBOL, "sources": [table]}).sources
+    assert 2.5 == source.feed.options.idle_timeout_s
+
+
+@pytest.mark.parametrize(
+    ("sources", "line"),
+    [
+        ({"type": "binance"}, "c.toml: sources: must be an array of tables ([[sources]])"),
+        ([5], "c.toml: sources[0]: must be a table"),
+        (
+            [{"type": "synthetic", "start_prices": {"BTCUSDT": "1"}, "jumps": 5}],
+            "c.toml: sources[0]: synthetic: jumps must be an array of tables",
+        ),
+    ],
+)
+def test_a_bad_sources_value_is_one_line(sources: Any, line: str) -> None:
+    """The feeds' ValueError is the problem; the model names the entry."""
+    assert line == error_of({**ONE_SYMBOL, "sources": sources})
+
+
 # --- one error translation ----------------------------------------------------------------
 
 
