@@ -101,8 +101,17 @@ def test_empty_variables_are_unset_except_the_port() -> None:
     )
 
 
-def test_a_given_mapping_hides_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def unset(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The process environment without any override variable (a developer may export some)."""
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_a_given_mapping_hides_the_process_environment(unset: pytest.MonkeyPatch) -> None:
     """environ={} means no overrides at all, even with LIQMON_* set in the process."""
+    monkeypatch = unset
     monkeypatch.setenv("LIQMON_HTTP_PORT", "9123")
     monkeypatch.setenv("LIQMON_REDIS_URL", "redis://process:6379/0")
     assert Environment.read({}).overrides() == {}
@@ -112,8 +121,9 @@ def test_a_given_mapping_hides_the_process_environment(monkeypatch: pytest.Monke
     }
 
 
-def test_other_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_variables_are_ignored(unset: pytest.MonkeyPatch) -> None:
     """Variables that are not overrides (the log settings, a typo) change nothing."""
+    monkeypatch = unset
     monkeypatch.setenv("LIQMON_LOG_FORMAT", "json")
     monkeypatch.setenv("LIQMON_HTTP_PROT", "1")
     assert Environment.read(None).overrides() == {}
