@@ -687,6 +687,7 @@ def summary_lines(results: Results, total_s: float) -> Iterator[str]:
 
 # -- entry point --------------------------------------------------------------
 
+
 def _config_path(path: Path) -> Path:
     """The default path is relative to the working directory; where it is missing (outside
     a checkout, from an installed package), the example installed with the package."""
