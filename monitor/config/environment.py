@@ -1,16 +1,13 @@
 """The ``LIQMON_*`` environment variables that override keys of the configuration file.
 
-=============================  ==========================  ==================================
-variable                       overrides                   empty
-=============================  ==========================  ==================================
-``LIQMON_REDIS_URL``           ``redis.url``               ignored
-``LIQMON_REDIS_CLUSTER``       ``redis.cluster``           ignored (true/false, 1/0, yes/no)
-``LIQMON_REDIS_ALLOW_EVICTION`` ``redis.allow_eviction``   ignored (true/false, 1/0, yes/no)
-``LIQMON_MQTT_URL``            ``mqtt.url``                ignored
-``LIQMON_HTTP_HOST``           ``http.host``               ignored
-``LIQMON_HTTP_PORT``           ``http.port``               refused: not a port number
-``LIQMON_HTTP_TOKEN``          ``http.token``              ignored
-=============================  ==========================  ==================================
+Each overrides the key of the same name (``LIQMON_REDIS_URL``: ``redis.url``)::
+
+    LIQMON_REDIS_URL  LIQMON_REDIS_CLUSTER  LIQMON_REDIS_ALLOW_EVICTION
+    LIQMON_MQTT_URL   LIQMON_HTTP_HOST  LIQMON_HTTP_PORT  LIQMON_HTTP_TOKEN
+
+The two flags take true/false, 1/0 or yes/no in any case. A variable that is
+unset or empty leaves the file's value, except ``LIQMON_HTTP_PORT``: empty, it
+is refused like any other non-number.
 
 :class:`Environment` reads them with pydantic-settings and checks each value
 as text (an environment variable is always a string); a bad one is reported
