@@ -1,8 +1,10 @@
 """Build a price source from one configuration table (e.g. a ``[[sources]]`` TOML entry).
 
 Strict on purpose: an unknown key is a typo that would otherwise silently
-fall back to a default, so it raises ``ValueError`` naming the key. Example
-tables (TOML)::
+fall back to a default, so it raises ``ValueError`` naming the key; a bad
+table raises nothing else. Numbers may be TOML integers or floats, decoded
+as ``float`` or, as liqmon reads its file (``parse_float=Decimal``), as
+``Decimal``. Example tables (TOML)::
 
     [[sources]]
     type = "binance"                # binance | bybit | okx | replay | synthetic
@@ -45,6 +47,7 @@ tables (TOML)::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from feeds.binance import BinanceSource
@@ -97,7 +100,7 @@ class _Table:
         value = self._get(key)
         if value is None and default is not None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
             raise ValueError(f"{self._where}: {key} must be a number")
         return float(value)
 
@@ -223,10 +226,13 @@ def _replay(t: _Table) -> PriceSource:
 
 def _synthetic(t: _Table) -> PriceSource:
     starts = t.str_map("start_prices")
-    if not starts:
+    if not starts or not all(_is_decimal(price) for price in starts.values()):
         raise ValueError("synthetic: start_prices must map symbols to decimal strings")
+    entries = t.raw("jumps") or []
+    if not isinstance(entries, list):
+        raise ValueError("synthetic: jumps must be an array of tables")
     jumps = []
-    for number, entry in enumerate(t.raw("jumps") or ()):
+    for number, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             raise ValueError("synthetic: each jump is a table")
         j = _Table(entry, f"synthetic jump {number}")
@@ -256,6 +262,13 @@ def _synthetic(t: _Table) -> PriceSource:
     )
 
 
+def _is_decimal(text: str) -> bool:
+    try:
+        return Decimal(text).is_finite()
+    except InvalidOperation:
+        return False
+
+
 BUILDERS: Mapping[str, Callable[[_Table], PriceSource]] = {
     "binance": _binance,
     "bybit": _bybit,
@@ -267,7 +280,8 @@ BUILDERS: Mapping[str, Callable[[_Table], PriceSource]] = {
 
 
 def source_from_config(table: Mapping[str, Any]) -> PriceSource:
-    """A source from one table; ``ValueError`` for a bad or unknown key or value."""
+    """A source from one table; ``ValueError`` (and no other exception) for a bad or
+    unknown key or value."""
     t = _Table(table, f"source {table.get('name') or table.get('type')!r}")
     kind = t.text("type")
     if kind not in BUILDERS:

@@ -80,13 +80,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from enum import StrEnum
-from math import isfinite
-from typing import Any
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.core.errors import ConfigError
 
 # All guard arithmetic runs in this context, whatever the caller's: 28 digits,
 # and no traps, so two finite prices whose ratio overflows give Infinity
@@ -506,104 +503,3 @@ def _relative_change(price: Decimal, reference: Decimal) -> Decimal:
 
 def _seconds(value: float) -> str:
     return f"{value:.3f}"
-
-
-GUARD_KEYS = frozenset(
-    {
-        "stale_after_s",
-        "max_mark_index_deviation",
-        "hold_on_deviation",
-        "max_jump",
-        "mark_source",
-        "index_source",
-        "index_sources",
-        "max_future_skew_s",
-    }
-)
-"""The keys :func:`parse_guard_settings` reads."""
-
-
-def parse_guard_settings(
-    table: Mapping[str, Any], where: str, base: GuardSettings = DEFAULT_GUARDS
-) -> GuardSettings:
-    """Validate a decoded TOML table of guard settings; missing keys come from ``base``.
-
-    ``where`` is how the table is named in errors, file first, e.g.
-    ``"liqmon.toml: symbols.BTCUSDT.guards"``; a problem raises
-    :class:`~monitor.core.errors.ConfigError` as ``FILE: KEY: PROBLEM``. Decimals
-    may be strings or numbers; ``false`` turns off ``max_mark_index_deviation``
-    or ``max_jump``, and makes ``mark_source`` any source. ``index_source =
-    "NAME"`` is shorthand for ``index_sources = ["NAME"]``.
-    """
-
-    def fail(key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{where}.{key}: {problem}")
-
-    for key in table:
-        if key not in GUARD_KEYS:
-            raise fail(key, "unknown key")
-
-    def seconds(key: str, default: float) -> float:
-        if key not in table:
-            return default
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-            raise fail(key, f"must be a number of seconds, got {value!r}")
-        number = float(value)
-        if not isfinite(number) or number <= 0:
-            raise fail(key, f"must be a positive number of seconds, got {value!r}")
-        return number
-
-    def fraction(key: str, default: Decimal | None) -> Decimal | None:
-        if key not in table:
-            return default
-        value = table[key]
-        if value is False:
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-            raise fail(key, f"must be a decimal string or number (or false), got {value!r}")
-        try:
-            number = Decimal(value)
-        except InvalidOperation:
-            raise fail(key, f"must be a decimal, got {value!r}") from None
-        if not number.is_finite() or number <= 0:
-            raise fail(key, f"must be a finite positive decimal, got {value!r}")
-        return number
-
-    hold = table.get("hold_on_deviation", base.hold_on_deviation)
-    if not isinstance(hold, bool):
-        raise fail("hold_on_deviation", f"must be true or false, got {hold!r}")
-
-    mark_source = table.get("mark_source", base.mark_source)
-    if mark_source is False:
-        mark_source = None
-    elif mark_source is not None and (not isinstance(mark_source, str) or not mark_source):
-        raise fail("mark_source", f"must be a source name (or false), got {mark_source!r}")
-
-    index_sources = base.index_sources
-    if "index_source" in table and "index_sources" in table:
-        raise fail("index_source", "give index_source or index_sources, not both")
-    if "index_source" in table:
-        name = table["index_source"]
-        if not isinstance(name, str) or not name:
-            raise fail("index_source", f"must be a source name, got {name!r}")
-        index_sources = (name,)
-    elif "index_sources" in table:
-        names = table["index_sources"]
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            raise fail("index_sources", f"must be an array of source names, got {names!r}")
-        if len(set(names)) != len(names):
-            raise fail("index_sources", f"names a source twice: {names!r}")
-        index_sources = tuple(names)
-
-    return GuardSettings(
-        stale_after_s=seconds("stale_after_s", base.stale_after_s),
-        max_mark_index_deviation=fraction(
-            "max_mark_index_deviation", base.max_mark_index_deviation
-        ),
-        hold_on_deviation=hold,
-        max_jump=fraction("max_jump", base.max_jump),
-        mark_source=mark_source,
-        index_sources=index_sources,
-        max_future_skew_s=seconds("max_future_skew_s", base.max_future_skew_s),
-    )

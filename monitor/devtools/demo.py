@@ -50,7 +50,7 @@ from feeds.source import Emit, PriceSource, Reject
 from feeds.synthetic import Jump, SyntheticSource
 from feeds.tick import PriceKind, PriceTick
 from monitor.bus.tool_client import make_client
-from monitor.config.settings import DEFAULT_PATH, Settings, load_settings
+from monitor.config.settings import DEFAULT_PATH, EXAMPLE_PATH, Settings, load_settings
 from monitor.core.errors import ConfigError
 from monitor.core.margin import Contract, ContractKind, Position, Side, assess
 from monitor.core.position import PositionUpdate
@@ -687,13 +687,12 @@ def summary_lines(results: Results, total_s: float) -> Iterator[str]:
 
 # -- entry point --------------------------------------------------------------
 
-_CHECKOUT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "liqmon.toml"
-
 
 def _config_path(path: Path) -> Path:
-    """The default path is relative; outside the checkout, use the checkout's example."""
-    if path == DEFAULT_PATH and not path.exists() and _CHECKOUT_CONFIG.exists():
-        return _CHECKOUT_CONFIG
+    """The default path is relative to the working directory; where it is missing (outside
+    a checkout, from an installed package), the example installed with the package."""
+    if path == DEFAULT_PATH and not path.exists():
+        return EXAMPLE_PATH
     return path
 
 

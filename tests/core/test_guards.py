@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.core.errors import ConfigError
 from monitor.core.guards import (
     DEFAULT_GUARDS,
     Alert,
@@ -26,7 +25,6 @@ from monitor.core.guards import (
     PriceGuards,
     RejectReason,
     Verdict,
-    parse_guard_settings,
 )
 
 pytestmark = pytest.mark.unit
@@ -566,75 +564,6 @@ def test_state_of_an_unknown_symbol() -> None:
         "deviating": False,
         "holding": False,
     } == guards().state("NOPE", 0.0)
-
-
-# --- settings --------------------------------------------------------------------------
-
-WHERE = "liqmon.toml: symbols.BTC-PERP.guards"
-
-
-def test_parse_defaults() -> None:
-    """An empty table gives the documented defaults."""
-    assert GuardSettings(10.0, D("0.05"), False, None, None, ()) == parse_guard_settings({}, WHERE)
-
-
-def test_parse_every_key() -> None:
-    """Every key is read; decimals from strings or TOML-decimal numbers."""
-    table = {
-        "stale_after_s": 3,
-        "max_mark_index_deviation": "0.02",
-        "hold_on_deviation": True,
-        "max_jump": D("0.2"),
-        "mark_source": "okx",
-        "index_sources": ["okx", "binance", "bybit"],
-        "max_future_skew_s": 2.5,
-    }
-    sources = ("okx", "binance", "bybit")
-    expected = GuardSettings(3.0, D("0.02"), True, D("0.2"), "okx", sources, 2.5)
-    assert expected == parse_guard_settings(table, WHERE)
-
-
-def test_parse_inherits_from_base_and_false_disables() -> None:
-    """Missing keys come from ``base``; false turns off a limit or the mark_source choice."""
-    base = GuardSettings(5.0, D("0.01"), True, D("0.1"), "okx", ("okx",))
-    table = {"max_jump": False, "mark_source": False, "index_source": "bybit"}
-    expected = GuardSettings(5.0, D("0.01"), True, None, None, ("bybit",))
-    assert expected == parse_guard_settings(table, WHERE, base)
-
-
-@pytest.mark.parametrize(
-    ("table", "message"),
-    [
-        ({"stale": 1}, "stale: unknown key"),
-        ({"stale_after_s": 0}, "stale_after_s: must be a positive number of seconds, got 0"),
-        ({"stale_after_s": "10"}, "stale_after_s: must be a number of seconds, got '10'"),
-        ({"stale_after_s": True}, "stale_after_s: must be a number of seconds, got True"),
-        (
-            {"max_future_skew_s": -1},
-            "max_future_skew_s: must be a positive number of seconds, got -1",
-        ),
-        ({"max_jump": "abc"}, "max_jump: must be a decimal, got 'abc'"),
-        ({"max_jump": "-0.1"}, "max_jump: must be a finite positive decimal, got '-0.1'"),
-        ({"max_jump": True}, "max_jump: must be a decimal string or number (or false), got True"),
-        (
-            {"max_mark_index_deviation": "NaN"},
-            "max_mark_index_deviation: must be a finite positive decimal, got 'NaN'",
-        ),
-        ({"hold_on_deviation": 1}, "hold_on_deviation: must be true or false, got 1"),
-        ({"mark_source": ""}, "mark_source: must be a source name (or false), got ''"),
-        ({"index_sources": "okx"}, "index_sources: must be an array of source names, got 'okx'"),
-        ({"index_sources": ["a", "a"]}, "index_sources: names a source twice: ['a', 'a']"),
-        (
-            {"index_source": "a", "index_sources": ["b"]},
-            "index_source: give index_source or index_sources, not both",
-        ),
-    ],
-)
-def test_parse_errors_name_file_key_and_problem(table: dict[str, object], message: str) -> None:
-    """Every problem is reported as FILE: KEY: PROBLEM."""
-    with pytest.raises(ConfigError) as raised:
-        parse_guard_settings(table, WHERE)
-    assert f"{WHERE}.{message}" == str(raised.value)
 
 
 # --- properties ------------------------------------------------------------------------

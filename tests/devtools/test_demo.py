@@ -246,3 +246,24 @@ def test_liqmon_demo_runs_the_show_and_leaves_nothing_running() -> None:
     assert workdir
     assert not Path(workdir.group(1)).exists()
     assert _processes_mentioning(workdir.group(1)) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_liqmon_demo_runs_outside_a_checkout(tmp_path: Path) -> None:
+    """From a directory with no config/liqmon.toml (as after pip install), the demo runs on
+    the example installed with the package."""
+    command = [str(Path(sys.executable).parent / "liqmon"), "demo", "--duration", "1"]
+    env = {**os.environ, "LIQMON_LOG_FORMAT": "console"}
+    done = subprocess.run(
+        [*command, "--positions", "20"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    first = done.stdout.splitlines()[0]
+    assert first.startswith(f"liqmon demo: config {ROOT / 'monitor' / 'config' / 'liqmon.toml'},")
+    assert "nothing left running" in done.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,12 +19,12 @@ from feeds.synthetic import Jump, SyntheticSource
 pytestmark = pytest.mark.unit
 
 
-def documented_tables() -> list[dict[str, Any]]:
-    """The example in feeds.config's docstring, parsed as TOML."""
+def documented_tables(**options: Any) -> list[dict[str, Any]]:
+    """The example in feeds.config's docstring, parsed as TOML (``options`` for tomllib)."""
     doc = feeds.config.__doc__ or ""
     example = doc.split("::", 1)[1].split('"""')[0]
     text = "\n".join(line.removeprefix("    ") for line in example.splitlines())
-    tables: list[dict[str, Any]] = tomllib.loads(text)["sources"]
+    tables: list[dict[str, Any]] = tomllib.loads(text, **options)["sources"]
     return tables
 
 
@@ -41,6 +42,18 @@ def test_the_documented_example_builds_every_source() -> None:
     assert replay.speed == 10
     assert isinstance(synthetic, SyntheticSource)
     assert synthetic.jumps == (Jump(60, -0.3), Jump(120, 0.25, over_s=10))
+
+
+def test_toml_floats_read_as_decimals_build_the_same_sources() -> None:
+    """liqmon reads its file with parse_float=Decimal: the example builds the same sources."""
+    as_floats = [source_from_config(table) for table in documented_tables()]
+    as_decimals = [source_from_config(table) for table in documented_tables(parse_float=Decimal)]
+    binance, synthetic = as_decimals[0], as_decimals[-1]
+    assert isinstance(binance, BinanceSource) and isinstance(as_floats[0], BinanceSource)
+    assert as_floats[0].feed.options == binance.feed.options
+    assert binance.feed.options.backoff.base_s == 0.5
+    assert isinstance(synthetic, SyntheticSource) and isinstance(as_floats[-1], SyntheticSource)
+    assert as_floats[-1].jumps == synthetic.jumps
 
 
 def test_local_urls_and_options_are_honoured() -> None:
@@ -76,6 +89,8 @@ def test_local_urls_and_options_are_honoured() -> None:
         ({"type": "bybit", "symbols": {"X": "X"}, "heartbeat_s": "20"}, "number"),
         ({"type": "replay", "path": "x.jsonl", "idle_timeout_s": 3}, "idle_timeout_s"),
         ({"type": "synthetic", "start_prices": {"X": "1"}, "jumps": [{"at_s": 1}]}, "fraction"),
+        ({"type": "synthetic", "start_prices": {"X": "1"}, "jumps": 5}, "jumps"),
+        ({"type": "synthetic", "start_prices": {"X": "abc"}}, "start_prices"),
     ],
 )
 def test_bad_tables_name_the_problem(table: dict[str, Any], message: str) -> None:
