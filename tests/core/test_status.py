@@ -28,12 +28,14 @@ from monitor.core.margin import (
 from monitor.core.position import PositionRecord, PositionUpdate
 from monitor.core.status import (
     TRANSITIONS,
+    Cause,
     EventType,
     IllegalTransition,
     RiskLimits,
     Status,
     event_for,
     next_status,
+    version_status,
 )
 
 pytestmark = pytest.mark.unit
@@ -93,12 +95,15 @@ def state(ratio: str, liquidatable: bool = False) -> MarginState:
 # --- the table -------------------------------------------------------------------------------
 
 
-ILLEGAL = [pair for pair in product(Status, Status) if pair not in TRANSITIONS]
+MARK_MOVES = {(a, b) for a, b, cause in TRANSITIONS if cause is Cause.MARK}
+VERSION_MOVES = {(a, b) for a, b, cause in TRANSITIONS if cause is Cause.VERSION}
+ILLEGAL = [pair for pair in product(Status, Status) if pair not in MARK_MOVES]
+ILLEGAL_VERSION = [pair for pair in product([None, *Status], Status) if pair not in VERSION_MOVES]
 
 
 def test_the_table_has_eight_legal_and_eight_illegal_moves() -> None:
-    """Of the sixteen (current, new) pairs, exactly the eight listed in the table are legal."""
-    assert len(TRANSITIONS) == 8
+    """Of the sixteen (current, new) pairs a mark may cause, exactly the eight listed are legal."""
+    assert len(MARK_MOVES) == 8
     assert sorted(ILLEGAL) == sorted(
         [
             (Status.HEALTHY, Status.CLOSED),
@@ -113,6 +118,23 @@ def test_the_table_has_eight_legal_and_eight_illegal_moves() -> None:
     )
 
 
+def test_a_new_version_moves_by_rows_of_its_own_and_says_nothing() -> None:
+    """A version closes anything, reopens a liquidated or closed position healthy, carries a
+    margin call, starts a first version healthy, and never emits an event by itself."""
+    assert {pair: TRANSITIONS[(*pair, Cause.VERSION)] for pair in VERSION_MOVES} == {
+        (None, Status.HEALTHY): None,
+        (Status.HEALTHY, Status.HEALTHY): None,
+        (Status.MARGIN_CALL, Status.MARGIN_CALL): None,
+        (Status.LIQUIDATED, Status.HEALTHY): None,
+        (Status.CLOSED, Status.HEALTHY): None,
+        (None, Status.CLOSED): None,
+        (Status.HEALTHY, Status.CLOSED): None,
+        (Status.MARGIN_CALL, Status.CLOSED): None,
+        (Status.LIQUIDATED, Status.CLOSED): None,
+        (Status.CLOSED, Status.CLOSED): None,
+    }
+
+
 @pytest.mark.parametrize(("current", "new"), ILLEGAL)
 def test_a_move_not_in_the_table_raises(current: Status, new: Status) -> None:
     """A status move outside the table raises IllegalTransition naming both ends."""
@@ -121,9 +143,28 @@ def test_a_move_not_in_the_table_raises(current: Status, new: Status) -> None:
     assert str(caught.value) == f"{current} -> {new}"
 
 
+@pytest.mark.parametrize(("current", "new"), ILLEGAL_VERSION)
+def test_a_version_move_not_in_the_table_raises(current: Status | None, new: Status) -> None:
+    """A new version may not, say, jump straight to liquidated: that takes a mark."""
+    with pytest.raises(IllegalTransition) as caught:
+        event_for(current, new, Cause.VERSION)
+    assert str(caught.value) == f"{current} -> {new} (version)"
+
+
+@pytest.mark.parametrize("stored", [None, *Status])
+@pytest.mark.parametrize("closes", [False, True])
+def test_the_status_a_version_starts_at_is_a_row_of_the_table(
+    stored: Status | None, closes: bool
+) -> None:
+    """Whatever was stored, and whether the version closes or not, its move is in the table."""
+    new = version_status(stored, closes)
+    assert (stored, new, Cause.VERSION) in TRANSITIONS
+    assert (new is Status.CLOSED) == closes
+
+
 def test_each_legal_move_emits_its_events() -> None:
     """Entering and clearing a margin call and liquidating emit one event each; staying, none."""
-    assert {pair: event_for(*pair) for pair in TRANSITIONS} == {
+    assert {pair: event_for(*pair) for pair in MARK_MOVES} == {
         (Status.HEALTHY, Status.HEALTHY): None,
         (Status.HEALTHY, Status.MARGIN_CALL): EventType.MARGIN_CALL,
         (Status.HEALTHY, Status.LIQUIDATED): EventType.LIQUIDATION,
