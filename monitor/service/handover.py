@@ -19,7 +19,7 @@ from feeds.tick import PriceKind, PriceTick
 from monitor.core.coalescing import HeldBack
 from monitor.core.guards import Alert, PriceGuards
 from monitor.service.engine import Retry
-from monitor.service.workers import TickWorkers
+from monitor.service.workers import Marks
 from monitor.state.leases import Leases
 from monitor.state.store import Store
 
@@ -37,7 +37,7 @@ class Handover:
         held_back: HeldBack,
         guards: PriceGuards,
         store: Store,
-        workers: TickWorkers,
+        workers: Marks,
         alerts: Callable[[Sequence[Alert]], Awaitable[None]],
         retry: Retry,
         clock: Callable[[], float] = time.monotonic,

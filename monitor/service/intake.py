@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Container, Sequence
-from typing import Protocol
 
 import orjson
 import structlog
@@ -24,6 +23,7 @@ from monitor.core.errors import Rejection
 from monitor.core.guards import Alert, AlertType, PriceGuards, RejectReason
 from monitor.core.position import PositionUpdate
 from monitor.core.wire import positions_from_payload, price_from_payload
+from monitor.service.workers import Marks
 from monitor.state.store import REDIS_DOWN, Store
 from monitor.telemetry.metrics import Metrics
 
@@ -65,13 +65,6 @@ class LogThrottle:
             return 0
         self._windows[source] = (start, logged, suppressed + 1)
         return None
-
-
-class Marks(Protocol):
-    """Where accepted marks go (:class:`monitor.service.workers.TickWorkers`)."""
-
-    def offer(self, tick: PriceTick, received_s: float) -> bool:
-        """Take a mark received at ``received_s`` (the intake's clock); False: dropped."""
 
 
 class Intake:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
@@ -33,6 +34,13 @@ TICK_BATCH = 64
 
 EVENT_LOG_LINES = 100
 """Events of one tick (or batch of versions) logged one line each; the rest are summed."""
+
+
+class Marks(Protocol):
+    """Where accepted marks go (:class:`TickWorkers`)."""
+
+    def offer(self, tick: PriceTick, received_s: float) -> bool:
+        """Take a mark received at ``received_s`` (the intake's clock); False: dropped."""
 
 
 class TickWorkers:

@@ -215,9 +215,17 @@ async def test_garbage_is_dead_lettered_and_changes_nothing(
     assert long_event["index_price"] == "53990"
     assert Decimal(long_event["liquidation_price"]) == Decimal(27000) / Decimal("0.498")
     assert stored == b"54000"
-    assert await dead_letters(redis_url, prefix) == [
+    # Positions and prices arrive on two MQTT sessions, handled side by side: each
+    # session's letters keep their order, the two interleave as they come.
+    letters = await dead_letters(redis_url, prefix)
+    expected = [
         (f"mqtt:{topic}", reason, detail, payload) for topic, payload, reason, detail in garbage
     ]
+    for session in (positions, f"{prefix}/prices/"):
+        assert [e for e in expected if e[0].startswith(f"mqtt:{session}")] == [
+            letter for letter in letters if letter[0].startswith(f"mqtt:{session}")
+        ]
+    assert len(expected) == len(letters)
     assert rejected == {
         "malformed_json": 4,
         "unknown_field": 2,
