@@ -7,6 +7,8 @@ from decimal import Decimal
 from itertools import product
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from monitor.core.evaluation import (
     Quote,
@@ -383,6 +385,74 @@ def test_a_version_after_a_close_reopens_healthy() -> None:
     assert decision is not None
     assert (decision.record.status, decision.event) == (Status.HEALTHY, None)
     assert decision.triggers == Triggers(down=LONG_CALL)
+
+
+def test_a_close_after_a_liquidation_leaves_a_closed_tombstone() -> None:
+    """Liquidated, then closed by a version with qty 0: closed, no triggers, nothing said."""
+    stored = record(Status.LIQUIDATED, seq=1, transitions=1)
+    closing = update(qty="0", margin="0", seq=2)
+    decision = apply_update(BTCUSDT, stored, closing, quote("54200"), RISK, NOW_MS)
+    assert decision is not None
+    assert (decision.record.status, decision.triggers, decision.event) == (
+        Status.CLOSED,
+        Triggers(),
+        None,
+    )
+
+
+def test_a_first_version_that_closes_is_stored_as_a_tombstone() -> None:
+    """A close of a position never seen is kept, closed, so older versions after it are ignored."""
+    closing = update(qty="0", margin="0", seq=3)
+    decision = apply_update(BTCUSDT, None, closing, None, RISK, NOW_MS)
+    assert decision is not None
+    assert decision.record == PositionRecord.from_update(closing, Status.CLOSED)
+    assert apply_update(BTCUSDT, decision.record, update(seq=2), None, RISK, 0) is None
+
+
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("mark"), st.integers(50_000, 70_000)),
+        st.tuples(st.just("version"), st.sampled_from(["0", "1500", "2800", "3000", "9000"])),
+    ),
+    max_size=30,
+)
+
+
+@given(_STEPS, st.sampled_from(["long", "short"]), st.booleans())
+def test_every_life_moves_only_by_rows_of_the_table(
+    steps: list[tuple[str, object]], side: str, hold: bool
+) -> None:
+    """Any sequence of marks and new versions (closes and reopens included, liquidations
+    held or not) moves a position only by rows of the table, and each event is the one its
+    row names: Rule 1 and Rule 2 hold across versions."""
+    stored: PositionRecord | None = None
+    seq = 0
+    mark = Decimal(60000)
+    for kind, value in steps:
+        if kind == "mark":
+            mark = Decimal(str(value))
+            if stored is None:
+                continue
+            before = stored.status
+            decision = evaluate(BTCUSDT, stored, quote(str(mark)), RISK, 0, not hold)
+            moved = decision.record.status
+            assert (before, moved, Cause.MARK) in TRANSITIONS
+            expected = TRANSITIONS[(before, moved, Cause.MARK)]
+        else:
+            seq += 1
+            closes = value == "0"
+            new = update(side, margin=str(value), seq=seq, qty="0" if closes else "0.5")
+            before_version = stored.status if stored is not None else None
+            decision_or_none = apply_update(BTCUSDT, stored, new, quote(str(mark)), RISK, 0)
+            assert decision_or_none is not None
+            decision = decision_or_none
+            started = version_status(before_version, closes)
+            assert (before_version, started, Cause.VERSION) in TRANSITIONS
+            moved = decision.record.status
+            assert (started, moved, Cause.MARK) in TRANSITIONS
+            expected = TRANSITIONS[(started, moved, Cause.MARK)]
+        assert expected == (decision.event.type if decision.event else None)
+        stored = decision.record
 
 
 # --- triggers_for ----------------------------------------------------------------------------
