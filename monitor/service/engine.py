@@ -162,7 +162,8 @@ class Engine:
         are done. A bug in one symbol's evaluation is logged and yielded as an
         error, so it cannot take the other symbols down with it (nothing was
         committed for the failed part and its trigger stays crossed, so the
-        next tick decides it again). Cancelling stops between Redis steps.
+        next tick decides it again). Cancelling it is safe: what was committed
+        stays committed, and what was not is decided again at the next tick.
         """
         found = await self.retry(self.accept_marks, ticks)
         for tick, candidates in zip(ticks, found, strict=True):
