@@ -29,10 +29,10 @@ from load import generate_positions
 
 from feeds.tick import PriceKind, PriceTick
 from monitor.config.settings import Limits, load_settings
+from monitor.core.coalescing import Coalescing, Mark
 from monitor.core.guards import PriceGuards
 from monitor.core.wire import price_from_payload
 from monitor.devtools.embedded import MosquittoServer, RedisServer
-from monitor.service.coalesce import MarkCoalescer
 from monitor.state.keys import Keys
 from monitor.state.store import Store
 from monitor.telemetry.metrics import Metrics
@@ -124,13 +124,12 @@ def main() -> None:
         out["guards_may_liquidate_us"] = cpu_us(
             lambda: guards.may_liquidate(symbol, time.monotonic()), rounds
         )
-        coalescer = MarkCoalescer()
+        coalescing = Coalescing()
 
         def coalesce() -> None:
-            coalescer.offer(tick)
-            coalescer.ready.get_nowait()
-            coalescer.take(symbol)
-            coalescer.done(symbol)
+            coalescing.offer(Mark(tick, 0.0))
+            coalescing.take(symbol)
+            coalescing.done(symbol)
 
         out["coalescer_offer_take_done_us"] = cpu_us(coalesce, rounds)
         metrics = Metrics()

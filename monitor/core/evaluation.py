@@ -36,7 +36,15 @@ from monitor.core.margin import (
     ratio_price,
 )
 from monitor.core.position import PositionRecord, PositionUpdate
-from monitor.core.status import EventType, RiskLimits, Status, event_for, next_status
+from monitor.core.status import (
+    Cause,
+    EventType,
+    RiskLimits,
+    Status,
+    event_for,
+    next_status,
+    version_status,
+)
 from monitor.core.wire import decimal_str
 
 EVENT_SCHEMA = 1
@@ -154,21 +162,22 @@ def apply_update(
 ) -> Decision | None:
     """A new version of a position, evaluated at once; None when ``seq`` is not newer.
 
-    The new version keeps the previous status (so a top-up that does not cure
-    a margin call does not announce it again) unless the previous version was
-    liquidated or closed, in which case the new one starts healthy. A close
-    keeps a tombstone record so that older versions replayed later are ignored.
+    The version moves the stored status by a :attr:`~monitor.core.status.Cause.VERSION`
+    row of the table (:func:`~monitor.core.status.version_status`): a margin
+    call carries over (so a top-up that does not cure it does not announce it
+    again), anything else starts healthy, and a close keeps a tombstone record
+    so that older versions replayed later are ignored. The mark then judges it.
     """
-    if previous is not None and update.seq <= previous.seq:
-        return None
-    if update.closes:
-        return Decision(PositionRecord.from_update(update, Status.CLOSED), Triggers(), None)
-    carried = (
-        previous.status
-        if previous is not None and previous.status is Status.MARGIN_CALL
-        else Status.HEALTHY
-    )
-    record = PositionRecord.from_update(update, carried)
+    stored = None
+    if previous is not None:
+        if update.seq <= previous.seq:
+            return None
+        stored = previous.status
+    status = version_status(stored, update.closes)
+    event_for(stored, status, Cause.VERSION)  # Rule 1; the rows emit nothing
+    record = PositionRecord.from_update(update, status)
+    if status is Status.CLOSED:
+        return Decision(record, _NO_TRIGGERS, None)
     if quote is None:
         return Decision(record, triggers_for(contract, record, risk), None)
     return evaluate(contract, record, quote, risk, now_ms, generation=generation)

@@ -1,13 +1,16 @@
 """The life of a position, as one table.
 
 Rule 1: a position's status changes only by a row of :data:`TRANSITIONS`; any
-other move is a bug and raises :class:`IllegalTransition`.
+other move is a bug and raises :class:`IllegalTransition`. That holds across
+versions too: a new version (higher ``seq``) moves the stored status by a row
+of its own, before the mark judges it.
 
 Rule 2: a row either emits exactly one event type or none. The event belongs
 to the position version (``seq``) and the transition counter at which it
 happened, which is what makes its id deterministic.
 
-Theory of operation::
+Theory of operation. A mark re-assesses the stored version
+(:attr:`Cause.MARK`)::
 
     healthy ──ratio ≥ margin_call_ratio──▶ margin_call ──ratio < clear_ratio──▶ healthy
        │                                        │
@@ -15,10 +18,19 @@ Theory of operation::
 
 Margin calls use hysteresis: entering needs ``ratio ≥ margin_call_ratio``,
 leaving needs ``ratio < margin_call_clear_ratio``, so a mark wobbling at the
-threshold does not flood subscribers. A liquidated position stays liquidated
-until a new version (higher ``seq``) of it arrives, which starts healthy.
-A closed position (a version with ``qty`` 0) is kept as a tombstone with
-status ``closed`` so that older versions replayed later stay ignored.
+threshold does not flood subscribers.
+
+A new version (:attr:`Cause.VERSION`) replaces the stored one, silently, and
+is then judged at the latest mark like any other::
+
+    (none), healthy, liquidated, closed ──new version──▶ healthy
+    margin_call ──new version──▶ margin_call    (a top-up that does not cure says nothing)
+    (none), any status ──version with qty 0──▶ closed
+
+A liquidated position stays liquidated until a new version of it arrives,
+which starts healthy. A closed position is kept as a tombstone with status
+``closed`` so that older versions replayed later stay ignored; a newer
+version after it reopens the position, healthy.
 """
 
 from __future__ import annotations
@@ -47,19 +59,42 @@ class EventType(StrEnum):
     LIQUIDATION = "liquidation"
 
 
+class Cause(StrEnum):
+    """What moves a status: a mark judging the stored version, or a new version."""
+
+    MARK = "mark"
+    VERSION = "version"
+
+
 class IllegalTransition(Exception):
     """A status move that is not in :data:`TRANSITIONS` (a bug, never an input error)."""
 
 
-TRANSITIONS: dict[tuple[Status, Status], EventType | None] = {
-    (Status.HEALTHY, Status.HEALTHY): None,
-    (Status.HEALTHY, Status.MARGIN_CALL): EventType.MARGIN_CALL,
-    (Status.HEALTHY, Status.LIQUIDATED): EventType.LIQUIDATION,
-    (Status.MARGIN_CALL, Status.MARGIN_CALL): None,
-    (Status.MARGIN_CALL, Status.HEALTHY): EventType.MARGIN_CALL_CLEARED,
-    (Status.MARGIN_CALL, Status.LIQUIDATED): EventType.LIQUIDATION,
-    (Status.LIQUIDATED, Status.LIQUIDATED): None,
-    (Status.CLOSED, Status.CLOSED): None,
+_H, _C, _L, _X = Status.HEALTHY, Status.MARGIN_CALL, Status.LIQUIDATED, Status.CLOSED
+
+TRANSITIONS: dict[tuple[Status | None, Status, Cause], EventType | None] = {
+    # (from, to, cause): the event emitted. ``from`` None: no version was stored yet.
+    # A mark judges the stored version.
+    (_H, _H, Cause.MARK): None,
+    (_H, _C, Cause.MARK): EventType.MARGIN_CALL,
+    (_H, _L, Cause.MARK): EventType.LIQUIDATION,
+    (_C, _C, Cause.MARK): None,
+    (_C, _H, Cause.MARK): EventType.MARGIN_CALL_CLEARED,
+    (_C, _L, Cause.MARK): EventType.LIQUIDATION,
+    (_L, _L, Cause.MARK): None,
+    (_X, _X, Cause.MARK): None,
+    # A new version replaces the stored one; the mark then judges it (rows above).
+    (None, _H, Cause.VERSION): None,
+    (_H, _H, Cause.VERSION): None,
+    (_C, _C, Cause.VERSION): None,
+    (_L, _H, Cause.VERSION): None,
+    (_X, _H, Cause.VERSION): None,
+    # A version with qty 0 closes the position, whatever it was.
+    (None, _X, Cause.VERSION): None,
+    (_H, _X, Cause.VERSION): None,
+    (_C, _X, Cause.VERSION): None,
+    (_L, _X, Cause.VERSION): None,
+    (_X, _X, Cause.VERSION): None,
 }
 
 
@@ -94,9 +129,22 @@ def next_status(
     return Status.MARGIN_CALL
 
 
-def event_for(current: Status, new: Status) -> EventType | None:
+def version_status(stored: Status | None, closes: bool) -> Status:
+    """The status a new version starts at, before the mark judges it.
+
+    ``stored``: the previous version's (None: none stored). A close is
+    ``closed``; a margin call carries over (a top-up that does not cure it
+    says nothing again); anything else starts healthy.
+    """
+    if closes:
+        return Status.CLOSED
+    return Status.MARGIN_CALL if stored is Status.MARGIN_CALL else Status.HEALTHY
+
+
+def event_for(current: Status | None, new: Status, cause: Cause = Cause.MARK) -> EventType | None:
     """The event a move emits; raises :class:`IllegalTransition` for a move not in the table."""
     try:
-        return TRANSITIONS[(current, new)]
+        return TRANSITIONS[(current, new, cause)]
     except KeyError:
-        raise IllegalTransition(f"{current} -> {new}") from None
+        suffix = "" if cause is Cause.MARK else f" ({cause})"
+        raise IllegalTransition(f"{current} -> {new}{suffix}") from None

@@ -28,18 +28,20 @@ from redis.exceptions import OutOfMemoryError
 
 from feeds.errors import FeedError
 from feeds.source import PriceSource
-from feeds.tick import PriceKind, PriceTick
+from feeds.tick import PriceTick
 from monitor import __version__
 from monitor.config.settings import Settings
+from monitor.core.coalescing import HeldBack
 from monitor.core.errors import Rejection, UnsafeServer
 from monitor.core.guards import PriceGuards
 from monitor.core.position import PositionUpdate
 from monitor.service.backoff import Backoff
 from monitor.service.broker import Bus, Session
-from monitor.service.coalesce import HeldBack, MarkCoalescer
-from monitor.service.engine import Engine, Outcome
+from monitor.service.engine import Engine
+from monitor.service.handover import Handover
 from monitor.service.intake import Intake
 from monitor.service.relay import Relay
+from monitor.service.workers import TickWorkers, record_events
 from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.epoch import RELOAD_HINT, Epoch, Verdict, check
 from monitor.state.keys import Keys
@@ -56,12 +58,6 @@ T = TypeVar("T")
 
 BACKLOG_EVERY_S = 5.0
 """How often the outbox backlog metrics are read (two commands per symbol)."""
-
-EVENT_LOG_LINES = 100
-"""Events of one tick (or batch of versions) logged one line each; the rest are summed."""
-
-TICK_BATCH = 64
-"""Most symbols whose marks share one Redis round trip (bounds one reply's size)."""
 
 SYMBOLS_LOGGED = 20
 """Symbols named in the start-up line; more are counted."""
@@ -451,25 +447,14 @@ class Daemon(Service):
         self.metrics = Metrics()
         self.redis = connect(settings.redis)
         self.store = Store(self.redis, Keys(settings.redis.key_prefix), settings.limits)
-        self.engine = Engine(
-            self.store, settings.symbols, settings.risk, settings.mqtt.topic_prefix
-        )
-        self.coalescer = MarkCoalescer()
         self.guards = PriceGuards(settings.guards)
-        self.engine.may_decide = lambda symbol: self.guards.may_decide(symbol, time.monotonic())
-        self.engine.ts_ceiling_ms = lambda symbol: self.guards.ts_ceiling_ms(
-            symbol, self.engine.clock_ms()
-        )
-        self.intake = Intake(
+        self.engine = Engine(
             self.store,
             settings.symbols,
-            settings.limits,
+            settings.risk,
             settings.mqtt.topic_prefix,
-            self.coalescer,
-            self._apply_positions,
-            self.metrics,
-            self.guards,
-            wall_clock_ms=self.engine.clock_ms,
+            guards=self.guards,
+            retry=self._retry_redis,
         )
         self.leases = Leases(
             self.redis,
@@ -477,6 +462,30 @@ class Daemon(Service):
             settings.mqtt.client_id,
             list(settings.symbols),
             lease_ttl_s,
+        )
+        # Marks of symbols another monitor holds, kept for two lease lifetimes.
+        held_back = HeldBack(window_s=2 * lease_ttl_s)
+        self.tick_workers = TickWorkers(self.engine, self.metrics, self.leases.owns, held_back)
+        self.intake = Intake(
+            self.store,
+            settings.symbols,
+            settings.limits,
+            settings.mqtt.topic_prefix,
+            self.tick_workers,
+            self._apply_positions,
+            self.metrics,
+            self.guards,
+            wall_clock_ms=self.engine.clock_ms,
+        )
+        self.handover = Handover(
+            self.leases,
+            held_back,
+            self.guards,
+            self.store,
+            self.tick_workers,
+            self.intake.alerts,
+            self._retry_redis,
+            wall_clock_ms=self.engine.clock_ms,
         )
         relay = None
         if settings.mqtt.publisher == "inline":
@@ -500,8 +509,6 @@ class Daemon(Service):
             f"{settings.mqtt.client_id}-out",
             self.metrics,
         )
-        self.intake.owns = self.leases.owns
-        self.intake.held_back = HeldBack(window_s=2 * lease_ttl_s)
         self.leased = asyncio.Event()
         self.http_address = _address(settings.http.host, settings.http.port)
         self.http = HttpEndpoint(
@@ -569,7 +576,7 @@ class Daemon(Service):
         start(self.intake.dead_letters.run(), "dead-letters")
         start(self.bus.run(), "mqtt")
         for n in range(self.workers):
-            start(self._tick_worker(), f"tick-worker-{n}")
+            start(self.tick_workers.run(), f"tick-worker-{n}")
         start(self._sweep_guards(), "guard-sweep")
         start(self._expire_tombstones(), "tombstones")
         for source in self.sources:
@@ -591,11 +598,10 @@ class Daemon(Service):
 
     def idle(self) -> bool:
         """True when no tick or position version is queued or being evaluated."""
-        return not (
-            self.coalescer.busy
-            or self.coalescer.backlog
-            or self.positions_in_flight
-            or not self.intake.dead_letters.idle
+        return (
+            self.tick_workers.idle
+            and not self.positions_in_flight
+            and self.intake.dead_letters.idle
         )
 
     async def _drain(self) -> None:
@@ -612,52 +618,6 @@ class Daemon(Service):
                     and await self.store.outbox_length(symbols)
                 ):
                     await asyncio.sleep(0.02)
-
-    async def _tick_worker(self) -> None:
-        while True:
-            raise_if_cancelling()
-            # Take every symbol waiting (up to a bound): their marks share one
-            # Redis round trip. Under load, batches grow by themselves, so the
-            # per-tick cost falls just when ticks come fastest.
-            symbols = [await self.coalescer.ready.get()]
-            while len(symbols) < TICK_BATCH and not self.coalescer.ready.empty():
-                symbols.append(self.coalescer.ready.get_nowait())
-            try:
-                pending = [self.coalescer.take(symbol) for symbol in symbols]
-                while pending:
-                    await self._evaluate([ticks[0] for ticks in pending])
-                    pending = [ticks[1:] for ticks in pending if len(ticks) > 1]
-            finally:
-                for symbol in symbols:
-                    self.coalescer.done(symbol)
-
-    async def _evaluate(self, ticks: list[PriceTick]) -> None:
-        """Marks of distinct symbols: one round trip for all, then each one's candidates."""
-        started = time.perf_counter()
-        found = await self._retry_redis(self.engine.accept_marks, ticks)
-        for tick, candidates in zip(ticks, found, strict=True):
-            if candidates is None:
-                self.metrics.ticks_dropped.labels(tick.symbol, "mark").inc()
-                continue
-            if candidates.records:
-                allow = self.guards.may_liquidate(tick.symbol, time.monotonic())
-                try:
-                    outcome = await self._retry_redis(
-                        self.engine.on_candidates, tick, candidates, allow
-                    )
-                except Exception:
-                    # A bug must not take every other symbol down with it.
-                    # Nothing was committed for the failed part; the trigger
-                    # stays crossed, so the next tick evaluates them again.
-                    self.metrics.evaluation_errors.labels("tick").inc()
-                    log.exception(
-                        "tick_evaluation_failed", symbol=tick.symbol, price=str(tick.price)
-                    )
-                    continue
-                self.metrics.candidates.labels(tick.symbol).inc(outcome.evaluated)
-                self._log_events(outcome)
-            self.metrics.ticks_evaluated.labels(tick.symbol).inc()
-            self.metrics.tick_seconds.observe(time.perf_counter() - started)
 
     async def _apply_positions(self, batch: list[PositionUpdate]) -> None:
         """Store one message's position versions; return once they are stored.
@@ -680,26 +640,10 @@ class Daemon(Service):
             self.positions_in_flight -= len(batch)
         self.metrics.positions.labels("applied").inc(outcome.applied)
         self.metrics.positions.labels("ignored_stale_seq").inc(outcome.ignored)
-        self._log_events(outcome)
+        record_events(self.metrics, outcome)
 
     async def _taken_over(self, symbols: list[str]) -> None:
-        # The guards raise alerts for the symbols held here only, so two
-        # monitors do not announce one episode twice.
-        for symbol in self.guards.watching - self.leases.held:
-            self.guards.unwatch(symbol)
-        for symbol in symbols:
-            # The previous holder may have died mid-tick: evaluate at the
-            # stored mark, then at what arrived here during the hand-over.
-            ticks = self.intake.held_back.take(symbol, time.monotonic())
-            quote = await self._retry_redis(self.store.quote, symbol)
-            now_ms = self.engine.clock_ms()
-            stored = None
-            if quote is not None and quote.mark_ts_ms <= self.guards.ts_ceiling_ms(symbol, now_ms):
-                stored = PriceTick(symbol, PriceKind.MARK, quote.mark, quote.mark_ts_ms, "takeover")
-                ticks = sorted([stored, *ticks], key=lambda tick: tick.ts_ms)
-            await self.intake.alerts(self.guards.watch(symbol, time.monotonic(), now_ms, stored))
-            for tick in ticks:
-                self.coalescer.offer(tick)
+        await self.handover.taken_over(symbols)
 
     async def _sweep_guards(self) -> None:
         while True:
@@ -757,31 +701,3 @@ class Daemon(Service):
 
     async def _source_reject(self, source: str, reason: str, raw: bytes) -> None:
         await self.intake.reject(source, reason, reason, raw)
-
-    def _log_events(self, outcome: Outcome) -> None:
-        counts: dict[str, int] = {}
-        for event in outcome.events:
-            counts[event.type.value] = counts.get(event.type.value, 0) + 1
-        for kind, count in counts.items():
-            self.metrics.events.labels(kind).inc(count)
-        # A line per event, up to a bound: a crash liquidating 100,000
-        # positions would spend a second writing log lines while its events
-        # wait. Every event is in the outbox and on the bus; the rest of a
-        # burst is summed up in one line.
-        for event in outcome.events[:EVENT_LOG_LINES]:
-            log.info(
-                "event",
-                event_id=event.event_id,
-                type=event.type.value,
-                position_id=event.payload["position_id"],
-                account=event.account,
-                symbol=event.symbol,
-                mark_price=event.payload["mark_price"],
-            )
-        if len(outcome.events) > EVENT_LOG_LINES:
-            log.info(
-                "events_not_logged_one_by_one",
-                count=len(outcome.events) - EVENT_LOG_LINES,
-                by_type=counts,
-                symbol=outcome.events[0].symbol,
-            )

@@ -11,8 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -38,8 +47,49 @@ MAX_ATTEMPTS = 8
 """Compare-and-set rounds before giving up on an id; more means a hot loop, i.e. a bug."""
 
 
+T = TypeVar("T")
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Guards(Protocol):
+    """What the engine asks the price guards (:class:`monitor.core.guards.PriceGuards`)."""
+
+    def may_decide(self, symbol: str, now_s: float) -> bool:
+        """Whether the symbol's stored mark may be used to judge a new position version."""
+
+    def may_liquidate(self, symbol: str, now_s: float) -> bool:
+        """Whether a mark of the symbol may liquidate (no hold is in force)."""
+
+    def ts_ceiling_ms(self, symbol: str, now_ms: int) -> int | None:
+        """The latest believable ``ts_ms`` of the symbol's stored mark (None: no ceiling);
+        a stored mark stamped later does not hold new ticks back."""
+
+
+class _NoGuards:
+    """Every mark may decide and liquidate; no ceiling (tools and tests without guards)."""
+
+    def may_decide(self, symbol: str, now_s: float) -> bool:
+        return True
+
+    def may_liquidate(self, symbol: str, now_s: float) -> bool:
+        return True
+
+    def ts_ceiling_ms(self, symbol: str, now_ms: int) -> int | None:
+        return None
+
+
+class Retry(Protocol):
+    """Runs ``call(*args)`` until Redis answers it (the daemon's back-off), or just once."""
+
+    def __call__(self, call: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
+        """The call's result, once it got one."""
+
+
+async def _once(call: Callable[..., Awaitable[T]], *args: Any) -> T:
+    return await call(*args)
 
 
 @dataclass(slots=True)
@@ -54,6 +104,17 @@ class Outcome:
     """Versions not stored after every compare-and-set round (contention; should be 0)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Marked:
+    """What one mark tick of a batch did (see :meth:`Engine.on_marks`)."""
+
+    tick: PriceTick
+    outcome: Outcome | None
+    """None when the tick was stale (older than the stored mark) or its evaluation failed."""
+    error: Exception | None = None
+    """The bug that failed its evaluation (logged already)."""
+
+
 class Engine:
     """Turns ticks and position versions into committed decisions and queued events."""
 
@@ -64,17 +125,22 @@ class Engine:
         risk: RiskLimits,
         topic_prefix: str,
         clock_ms: Callable[[], int] = _now_ms,
+        *,
+        guards: Guards | None = None,
+        retry: Retry = _once,
+        clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``guards``: asked before a mark decides (none: every mark may); ``retry``: how
+        :meth:`on_marks` runs each Redis step (the daemon's waits for Redis to answer);
+        ``clock_ms``: wall clock for event times; ``clock_s``: the guards' monotonic clock."""
         self.store = store
         self.contracts = contracts
         self.risk = risk
         self.topic_prefix = topic_prefix
         self.clock_ms = clock_ms
-        self.may_decide: Callable[[str], bool] = lambda symbol: True
-        """Whether the symbol's mark may be used to decide (the daemon's price guards)."""
-        self.ts_ceiling_ms: Callable[[str], int | None] = lambda symbol: None
-        """The latest believable ``ts_ms`` of the symbol's stored mark (the price guards'
-        ``max_future_skew_s``); a stored mark stamped later does not hold new ticks back."""
+        self.clock_s = clock_s
+        self.guards: Guards = guards if guards is not None else _NoGuards()
+        self.retry = retry
         self.generation = 1
         """Redis's generation (:mod:`monitor.state.epoch`), which event ids carry: set by whoever
         reads the epoch, never read from Redis per event."""
@@ -83,25 +149,60 @@ class Engine:
         """The MQTT topic of an event."""
         return f"{self.topic_prefix}/events/{event.account}/{event.symbol}/{event.type.value}"
 
+    async def on_marks(self, ticks: Sequence[PriceTick]) -> AsyncIterator[Marked]:
+        """The tick path: store marks of distinct symbols and decide what each one crossed.
+
+        One round trip stores every mark and brings back the positions whose
+        trigger it crossed (:meth:`accept_marks`); then each symbol's are
+        decided and committed (:meth:`on_candidates`), liquidating only where
+        the guards allow it at that moment. Each step runs through ``retry``;
+        a retried commit is decided again with the same candidates, and
+        compare-and-set keeps what went through from going through twice.
+        Yields one :class:`Marked` per tick, in order, as soon as its commits
+        are done. A bug in one symbol's evaluation is logged and yielded as an
+        error, so it cannot take the other symbols down with it (nothing was
+        committed for the failed part and its trigger stays crossed, so the
+        next tick decides it again). Cancelling it is safe: what was committed
+        stays committed, and what was not is decided again at the next tick.
+        """
+        found = await self.retry(self.accept_marks, ticks)
+        for tick, candidates in zip(ticks, found, strict=True):
+            if candidates is None:
+                yield Marked(tick, None)
+                continue
+            outcome = Outcome()
+            if candidates.records:
+                allow = self.guards.may_liquidate(tick.symbol, self.clock_s())
+                try:
+                    outcome = await self.retry(self.on_candidates, tick, candidates, allow)
+                except Exception as error:
+                    log.exception(
+                        "tick_evaluation_failed", symbol=tick.symbol, price=str(tick.price)
+                    )
+                    yield Marked(tick, None, error)
+                    continue
+            yield Marked(tick, outcome)
+
     async def on_mark(self, tick: PriceTick, allow_liquidation: bool = True) -> Outcome | None:
-        """Evaluate the positions whose trigger a mark tick crossed; None if the tick was stale."""
+        """One mark, without guards or retries (recovery); None if the tick was stale."""
         candidates = (await self.accept_marks([tick]))[0]
         if candidates is None:
             return None
         return await self.on_candidates(tick, candidates, allow_liquidation)
 
     async def accept_marks(self, ticks: Sequence[PriceTick]) -> list[Candidates | None]:
-        """Store mark ticks of distinct symbols in one round trip; each one's candidates
-        (None for a stale tick). Follow with :meth:`on_candidates` for each."""
+        """:meth:`on_marks`' first step: store marks of distinct symbols in one round trip;
+        each one's candidates (None for a stale tick)."""
+        now_ms = self.clock_ms()
         return await self.store.accept_marks(
             [(t.symbol, t.price, t.ts_ms) for t in ticks],
-            [self.ts_ceiling_ms(t.symbol) for t in ticks],
+            [self.guards.ts_ceiling_ms(t.symbol, now_ms) for t in ticks],
         )
 
     async def on_candidates(
         self, tick: PriceTick, candidates: Candidates, allow_liquidation: bool = True
     ) -> Outcome:
-        """Decide and commit the candidates a mark tick brought back."""
+        """:meth:`on_marks`' second step: decide and commit the candidates a mark brought back."""
         quote = candidates.quote
         records = candidates.records
         outcome = Outcome(evaluated=len(records))
@@ -142,7 +243,7 @@ class Engine:
 
     async def on_index(self, tick: PriceTick) -> bool:
         """Keep an index price for reporting; False if it was older than the stored one."""
-        ceiling = self.ts_ceiling_ms(tick.symbol)
+        ceiling = self.guards.ts_ceiling_ms(tick.symbol, self.clock_ms())
         return await self.store.accept_index(tick.symbol, tick.price, tick.ts_ms, ceiling)
 
     async def apply_updates(self, updates: Iterable[PositionUpdate]) -> Outcome:
@@ -232,7 +333,11 @@ class Engine:
             quote, found = stored[symbol]
             # On a stale mark (price guard) a version is stored but not judged;
             # the first fresh tick evaluates it through the trigger index.
-            usable = quote if quote is not None and self.may_decide(symbol) else None
+            usable = (
+                quote
+                if quote is not None and self.guards.may_decide(symbol, self.clock_s())
+                else None
+            )
             writes = []
             for update, pair in zip(updates, found, strict=True):
                 previous, raw = pair if pair is not None else (None, None)

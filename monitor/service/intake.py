@@ -23,7 +23,7 @@ from monitor.core.errors import Rejection
 from monitor.core.guards import Alert, AlertType, PriceGuards, RejectReason
 from monitor.core.position import PositionUpdate
 from monitor.core.wire import positions_from_payload, price_from_payload
-from monitor.service.coalesce import HeldBack, MarkCoalescer
+from monitor.service.workers import Marks
 from monitor.state.store import REDIS_DOWN, Store
 from monitor.telemetry.metrics import Metrics
 
@@ -68,7 +68,7 @@ class LogThrottle:
 
 
 class Intake:
-    """Routes parsed ticks to the coalescer; stores position versions before they are acked."""
+    """Routes parsed ticks to the tick path; stores position versions before they are acked."""
 
     def __init__(
         self,
@@ -76,7 +76,7 @@ class Intake:
         symbols: Container[str],
         limits: Limits,
         topic_prefix: str,
-        coalescer: MarkCoalescer,
+        marks: Marks,
         apply_positions: Callable[[list[PositionUpdate]], Awaitable[None]],
         metrics: Metrics,
         guards: PriceGuards,
@@ -87,7 +87,7 @@ class Intake:
         self.symbols = symbols
         self.limits = limits
         self.prefix = topic_prefix
-        self.coalescer = coalescer
+        self.marks = marks
         self.apply_positions = apply_positions
         """Stores a message's good versions; returns once they are stored (see _positions)."""
         self.metrics = metrics
@@ -95,9 +95,6 @@ class Intake:
         self.clock = clock
         self.wall_clock_ms = wall_clock_ms
         self.last_mark: dict[str, PriceTick] = {}
-        self.owns: Callable[[str], bool] = lambda symbol: True
-        """Whether this monitor evaluates ``symbol`` (its lease); set by the daemon."""
-        self.held_back = HeldBack(window_s=10.0)
         self.throttle = LogThrottle()
         self.dead_letters = DeadLetterWriter(store, metrics)
 
@@ -125,13 +122,14 @@ class Intake:
         Raises :class:`Rejection` for a tick that must be dead-lettered (bad
         price, absurd jump, a ``ts`` in the future, unknown symbol);
         out-of-order ticks and ticks from a source not chosen for the symbol
-        are dropped and counted.
+        are dropped and counted. An accepted mark's latency is timed from here.
         """
+        received_s = self.clock()
         self.metrics.ticks_received.labels(tick.symbol, tick.kind.value, tick.source).inc()
         if tick.symbol not in self.symbols:
             raise Rejection("unknown_symbol", f"no contract is configured for symbol {tick.symbol}")
         now_ms = self.wall_clock_ms()
-        verdict = self.guards.on_tick(tick, self.clock(), now_ms)
+        verdict = self.guards.on_tick(tick, received_s, now_ms)
         await self.alerts(verdict.alerts)
         if not verdict.accepted:
             reason = verdict.reason.value if verdict.reason else "rejected"
@@ -157,9 +155,7 @@ class Intake:
                 self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
         if verdict.mark is not None:
             self.last_mark[tick.symbol] = verdict.mark
-            if not self.owns(tick.symbol):
-                self.held_back.offer(verdict.mark, self.clock())
-            elif not self.coalescer.offer(verdict.mark):
+            if not self.marks.offer(verdict.mark, received_s):
                 self.metrics.ticks_dropped.labels(tick.symbol, tick.kind.value).inc()
 
     async def alerts(self, alerts: Sequence[Alert]) -> None:
@@ -186,7 +182,7 @@ class Intake:
             if alert.type is AlertType.PRICE_DEVIATION_CLEARED and last is not None:
                 # Liquidations held during the deviation are decided now, at
                 # the current mark, rather than at the next tick.
-                self.coalescer.offer(last)
+                self.marks.offer(last, self.clock())
 
     async def reject(
         self, source: str, reason: str, detail: str, payload: bytes, topic: str = ""

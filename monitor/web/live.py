@@ -120,7 +120,7 @@ class Sample:
     events: Mapping[str, float]
     buckets: tuple[tuple[float, float], ...]
     """Cumulative ``(upper bound in seconds, count)`` of ``liqmon_tick_evaluation_seconds``
-    (a mark's evaluation until its events are committed to the outbox)."""
+    (a mark's receipt until its events are committed to the outbox)."""
     latency_sum_s: float
     latency_count: float
 
@@ -138,7 +138,7 @@ def quantile(buckets: Iterable[tuple[float, float]], q: float) -> float | None:
 
 
 class Rates:
-    """Events per minute and evaluation-to-outbox latency over the last ``window_s`` of samples."""
+    """Events per minute and receipt-to-outbox latency over the last ``window_s`` of samples."""
 
     def __init__(self, window_s: float = 60.0) -> None:
         self.window_s = window_s
@@ -247,7 +247,7 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def sample_metrics(metrics: Metrics, at_s: float) -> Sample:
-    """Read the event counters and the evaluation-to-outbox histogram from the registry."""
+    """Read the event counters and the receipt-to-outbox histogram from the registry."""
     events: dict[str, float] = {}
     for family in metrics.events.collect():
         for sample in family.samples:

@@ -196,3 +196,38 @@ async def test_a_newer_version_stored_meanwhile_wins_the_compare_and_set(
     assert (2, 1, 0) == (outcome.applied, outcome.ignored, outcome.failed)
     assert newer == stored[b"p-1"]
     assert {b"p-1", b"p-2", b"p-3"} == set(stored)
+
+
+async def test_one_batch_walks_a_position_through_its_whole_life(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """Opened, liquidated by its own thin version, reopened healthy, closed, reopened: each
+    version moves by its row of the status table, in order, within one call; only the
+    liquidation is announced, and the last version is what stays."""
+    client = aioredis.Redis.from_url(redis_url)
+    await _market(client, prefix)
+    engine = _engine(Store(client, Keys(prefix), Limits()), redis_url, mqtt_url, prefix)
+
+    def version(seq: int, margin: str, qty: str = "1") -> PositionUpdate:
+        """Version ``seq`` of a BTCUSDT long at 64,000 (mark 64,000)."""
+        return PositionUpdate(
+            "p-1", "a", "BTCUSDT", Side.LONG, Decimal(qty), Decimal(64000), Decimal(margin), seq
+        )
+
+    life = [
+        version(1, "6400"),  # healthy
+        version(2, "100"),  # margin far below maintenance at the mark: liquidated
+        version(3, "6400"),  # a new version after a liquidation starts healthy
+        version(4, "0", qty="0"),  # closed: a tombstone
+        version(5, "6400"),  # reopened, healthy
+    ]
+    outcome = await engine.apply_updates(life)
+    stored = await client.hget(Keys(prefix).positions("BTCUSDT"), "p-1")
+    state = await _state(client, prefix)
+    await client.aclose()
+    assert (5, 0, 0) == (outcome.applied, outcome.ignored, outcome.failed)
+    assert [("p-1:2:1", "liquidation")] == [
+        (event.event_id, event.type.value) for event in outcome.events
+    ]
+    assert ["p-1:2:1"] == [event_id.decode() for event_id, _, _ in state["BTCUSDT events"]]
+    assert b'["a","long","1","64000","6400",5,"healthy",0]' == stored

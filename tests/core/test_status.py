@@ -7,6 +7,8 @@ from decimal import Decimal
 from itertools import product
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from monitor.core.evaluation import (
     Quote,
@@ -28,12 +30,14 @@ from monitor.core.margin import (
 from monitor.core.position import PositionRecord, PositionUpdate
 from monitor.core.status import (
     TRANSITIONS,
+    Cause,
     EventType,
     IllegalTransition,
     RiskLimits,
     Status,
     event_for,
     next_status,
+    version_status,
 )
 
 pytestmark = pytest.mark.unit
@@ -93,12 +97,15 @@ def state(ratio: str, liquidatable: bool = False) -> MarginState:
 # --- the table -------------------------------------------------------------------------------
 
 
-ILLEGAL = [pair for pair in product(Status, Status) if pair not in TRANSITIONS]
+MARK_MOVES = {(a, b) for a, b, cause in TRANSITIONS if cause is Cause.MARK}
+VERSION_MOVES = {(a, b) for a, b, cause in TRANSITIONS if cause is Cause.VERSION}
+ILLEGAL = [pair for pair in product(Status, Status) if pair not in MARK_MOVES]
+ILLEGAL_VERSION = [pair for pair in product([None, *Status], Status) if pair not in VERSION_MOVES]
 
 
 def test_the_table_has_eight_legal_and_eight_illegal_moves() -> None:
-    """Of the sixteen (current, new) pairs, exactly the eight listed in the table are legal."""
-    assert len(TRANSITIONS) == 8
+    """Of the sixteen (current, new) pairs a mark may cause, exactly the eight listed are legal."""
+    assert len(MARK_MOVES) == 8
     assert sorted(ILLEGAL) == sorted(
         [
             (Status.HEALTHY, Status.CLOSED),
@@ -113,6 +120,23 @@ def test_the_table_has_eight_legal_and_eight_illegal_moves() -> None:
     )
 
 
+def test_a_new_version_moves_by_rows_of_its_own_and_says_nothing() -> None:
+    """A version closes anything, reopens a liquidated or closed position healthy, carries a
+    margin call, starts a first version healthy, and never emits an event by itself."""
+    assert {pair: TRANSITIONS[(*pair, Cause.VERSION)] for pair in VERSION_MOVES} == {
+        (None, Status.HEALTHY): None,
+        (Status.HEALTHY, Status.HEALTHY): None,
+        (Status.MARGIN_CALL, Status.MARGIN_CALL): None,
+        (Status.LIQUIDATED, Status.HEALTHY): None,
+        (Status.CLOSED, Status.HEALTHY): None,
+        (None, Status.CLOSED): None,
+        (Status.HEALTHY, Status.CLOSED): None,
+        (Status.MARGIN_CALL, Status.CLOSED): None,
+        (Status.LIQUIDATED, Status.CLOSED): None,
+        (Status.CLOSED, Status.CLOSED): None,
+    }
+
+
 @pytest.mark.parametrize(("current", "new"), ILLEGAL)
 def test_a_move_not_in_the_table_raises(current: Status, new: Status) -> None:
     """A status move outside the table raises IllegalTransition naming both ends."""
@@ -121,9 +145,28 @@ def test_a_move_not_in_the_table_raises(current: Status, new: Status) -> None:
     assert str(caught.value) == f"{current} -> {new}"
 
 
+@pytest.mark.parametrize(("current", "new"), ILLEGAL_VERSION)
+def test_a_version_move_not_in_the_table_raises(current: Status | None, new: Status) -> None:
+    """A new version may not, say, jump straight to liquidated: that takes a mark."""
+    with pytest.raises(IllegalTransition) as caught:
+        event_for(current, new, Cause.VERSION)
+    assert str(caught.value) == f"{current} -> {new} (version)"
+
+
+@pytest.mark.parametrize("stored", [None, *Status])
+@pytest.mark.parametrize("closes", [False, True])
+def test_the_status_a_version_starts_at_is_a_row_of_the_table(
+    stored: Status | None, closes: bool
+) -> None:
+    """Whatever was stored, and whether the version closes or not, its move is in the table."""
+    new = version_status(stored, closes)
+    assert (stored, new, Cause.VERSION) in TRANSITIONS
+    assert (new is Status.CLOSED) == closes
+
+
 def test_each_legal_move_emits_its_events() -> None:
     """Entering and clearing a margin call and liquidating emit one event each; staying, none."""
-    assert {pair: event_for(*pair) for pair in TRANSITIONS} == {
+    assert {pair: event_for(*pair) for pair in MARK_MOVES} == {
         (Status.HEALTHY, Status.HEALTHY): None,
         (Status.HEALTHY, Status.MARGIN_CALL): EventType.MARGIN_CALL,
         (Status.HEALTHY, Status.LIQUIDATED): EventType.LIQUIDATION,
@@ -342,6 +385,74 @@ def test_a_version_after_a_close_reopens_healthy() -> None:
     assert decision is not None
     assert (decision.record.status, decision.event) == (Status.HEALTHY, None)
     assert decision.triggers == Triggers(down=LONG_CALL)
+
+
+def test_a_close_after_a_liquidation_leaves_a_closed_tombstone() -> None:
+    """Liquidated, then closed by a version with qty 0: closed, no triggers, nothing said."""
+    stored = record(Status.LIQUIDATED, seq=1, transitions=1)
+    closing = update(qty="0", margin="0", seq=2)
+    decision = apply_update(BTCUSDT, stored, closing, quote("54200"), RISK, NOW_MS)
+    assert decision is not None
+    assert (decision.record.status, decision.triggers, decision.event) == (
+        Status.CLOSED,
+        Triggers(),
+        None,
+    )
+
+
+def test_a_first_version_that_closes_is_stored_as_a_tombstone() -> None:
+    """A close of a position never seen is kept, closed, so older versions after it are ignored."""
+    closing = update(qty="0", margin="0", seq=3)
+    decision = apply_update(BTCUSDT, None, closing, None, RISK, NOW_MS)
+    assert decision is not None
+    assert decision.record == PositionRecord.from_update(closing, Status.CLOSED)
+    assert apply_update(BTCUSDT, decision.record, update(seq=2), None, RISK, 0) is None
+
+
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("mark"), st.integers(50_000, 70_000)),
+        st.tuples(st.just("version"), st.sampled_from(["0", "1500", "2800", "3000", "9000"])),
+    ),
+    max_size=30,
+)
+
+
+@given(_STEPS, st.sampled_from(["long", "short"]), st.booleans())
+def test_every_life_moves_only_by_rows_of_the_table(
+    steps: list[tuple[str, object]], side: str, hold: bool
+) -> None:
+    """Any sequence of marks and new versions (closes and reopens included, liquidations
+    held or not) moves a position only by rows of the table, and each event is the one its
+    row names: Rule 1 and Rule 2 hold across versions."""
+    stored: PositionRecord | None = None
+    seq = 0
+    mark = Decimal(60000)
+    for kind, value in steps:
+        if kind == "mark":
+            mark = Decimal(str(value))
+            if stored is None:
+                continue
+            before = stored.status
+            decision = evaluate(BTCUSDT, stored, quote(str(mark)), RISK, 0, not hold)
+            moved = decision.record.status
+            assert (before, moved, Cause.MARK) in TRANSITIONS
+            expected = TRANSITIONS[(before, moved, Cause.MARK)]
+        else:
+            seq += 1
+            closes = value == "0"
+            new = update(side, margin=str(value), seq=seq, qty="0" if closes else "0.5")
+            before_version = stored.status if stored is not None else None
+            decision_or_none = apply_update(BTCUSDT, stored, new, quote(str(mark)), RISK, 0)
+            assert decision_or_none is not None
+            decision = decision_or_none
+            started = version_status(before_version, closes)
+            assert (before_version, started, Cause.VERSION) in TRANSITIONS
+            moved = decision.record.status
+            assert (started, moved, Cause.MARK) in TRANSITIONS
+            expected = TRANSITIONS[(started, moved, Cause.MARK)]
+        assert expected == (decision.event.type if decision.event else None)
+        stored = decision.record
 
 
 # --- triggers_for ----------------------------------------------------------------------------

@@ -6,13 +6,15 @@ import asyncio
 import gc
 from decimal import Decimal
 
+import pytest
 import structlog.testing
 from harness import Collector, mqtt_client, publish, running, settings_for
 
 from monitor.core.evaluation import Event
 from monitor.core.status import EventType
-from monitor.service.daemon import EVENT_LOG_LINES, Daemon
 from monitor.service.engine import Outcome
+from monitor.service.workers import EVENT_LOG_LINES, record_events
+from monitor.telemetry.metrics import Metrics
 
 
 def position(
@@ -74,19 +76,18 @@ async def test_a_running_monitor_freezes_its_settled_heap(
     assert frozen > 1000
 
 
-async def test_a_burst_logs_a_line_per_event_up_to_a_bound_then_one_summary(
-    redis_url: str, mqtt_url: str, prefix: str
-) -> None:
+@pytest.mark.unit
+def test_a_burst_logs_a_line_per_event_up_to_a_bound_then_one_summary() -> None:
     """250 liquidations of one tick: 100 'event' lines and one line counting the other 150."""
-    daemon = Daemon(settings_for(redis_url, mqtt_url, prefix))
+    metrics = Metrics()
     events = [
         Event(f"p-{n}:1:1", EventType.LIQUIDATION, "a", "BTCUSDT",
               {"position_id": f"p-{n}", "mark_price": "50000"})
         for n in range(250)
     ]  # fmt: skip
     with structlog.testing.capture_logs() as logs:
-        daemon._log_events(Outcome(events=events))
-    await daemon.redis.aclose()
+        record_events(metrics, Outcome(events=events))
+    assert 250 == metrics.registry.get_sample_value("liqmon_events_total", {"type": "liquidation"})
     assert [entry["event"] for entry in logs].count("event") == EVENT_LOG_LINES == 100
     assert [(e["count"], e["by_type"]) for e in logs if e["event"] != "event"] == [
         (150, {"liquidation": 250})

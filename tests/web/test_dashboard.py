@@ -536,7 +536,7 @@ async def test_dashboard_in_headless_chromium(
                 "document.getElementById('t-latency').parentElement.querySelector('.label')"
                 ".textContent"
             )
-            assert "evaluation → outbox commit" == latency
+            assert "mark received → outbox commit" == latency
 
             # Filter by symbol: the server answers with that symbol's closest rows.
             await tab.evaluate(

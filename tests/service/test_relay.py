@@ -1,0 +1,130 @@
+"""The outbox relay on its own, between a real Redis and a real mosquitto: what it publishes,
+in which order, and when it acknowledges."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from harness import Collector, settings_for
+
+from monitor.bus.client import Publisher
+from monitor.config.settings import Settings
+from monitor.service.relay import Relay
+from monitor.state.keys import Keys
+from monitor.state.store import Store, connect
+from monitor.telemetry.metrics import Metrics
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+
+
+async def commit(store: Store, prefix: str, symbol: str, n: int) -> None:
+    """Queue message ``n`` of ``symbol`` in its outbox, as a commit would."""
+    payload = orjson.dumps({"event_id": f"{symbol}-{n}", "symbol": symbol, "n": n})
+    await store.enqueue(symbol, f"{symbol}-{n}", f"{prefix}/events/acct-1/{symbol}/test", payload)
+
+
+@contextlib.asynccontextmanager
+async def relaying(
+    settings: Settings, store: Store, owns: Callable[[str], bool], metrics: Metrics
+) -> AsyncIterator[Relay]:
+    """A relay publishing the outboxes of the symbols it ``owns`` until the block ends."""
+    relay = Relay(store, list(SYMBOLS), "relay-1", metrics, owns)
+    async with (
+        Publisher.connect(settings.mqtt, f"{settings.mqtt.client_id}-out") as publisher,
+        asyncio.TaskGroup() as group,
+    ):
+        task = group.create_task(relay.run(publisher))
+        yield relay
+        task.cancel()
+
+
+@contextlib.asynccontextmanager
+async def outboxes(redis_url: str, mqtt_url: str, prefix: str) -> AsyncIterator[Any]:
+    """Settings and a store whose outboxes have their publishers' group."""
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    client = connect(settings.redis)
+    store = Store(client, Keys(prefix), settings.limits)
+    try:
+        await store.ensure_outbox_groups(list(SYMBOLS))
+        yield settings, store
+    finally:
+        await client.aclose()
+
+
+async def acknowledged(store: Store, timeout_s: float = 10.0) -> None:
+    """Wait until every outbox is empty of unacknowledged messages."""
+    async with asyncio.timeout(timeout_s):
+        while await store.outbox_length(list(SYMBOLS)):
+            await asyncio.sleep(0.01)
+
+
+async def test_queued_messages_go_out_in_commit_order_and_are_then_acknowledged(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """Messages of two symbols arrive, each symbol's in the order committed; once the broker
+    acknowledged them they leave the outbox and are counted as published."""
+    metrics = Metrics()
+    async with outboxes(redis_url, mqtt_url, prefix) as (settings, store):
+        for n in range(5):
+            for symbol in SYMBOLS:
+                await commit(store, prefix, symbol, n)
+        async with (
+            Collector(mqtt_url, prefix) as collector,
+            relaying(settings, store, lambda symbol: True, metrics),
+        ):
+            received = await collector.wait_for(10)
+            await acknowledged(store)
+            await collector.quiet(0.3)
+    for symbol in SYMBOLS:
+        assert list(range(5)) == [e["n"] for e in received if e["symbol"] == symbol]
+    assert 10 == len(received)
+    assert 10 == metrics.registry.get_sample_value("liqmon_events_published_total")
+
+
+async def test_a_relay_publishes_only_the_symbols_it_holds(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """A symbol whose lease another process holds stays in its outbox; once this relay holds
+    it too, its messages go out."""
+    held = {"BTCUSDT"}
+    async with outboxes(redis_url, mqtt_url, prefix) as (settings, store):
+        for symbol in SYMBOLS:
+            await commit(store, prefix, symbol, 0)
+        async with (
+            Collector(mqtt_url, prefix) as collector,
+            relaying(settings, store, held.__contains__, Metrics()),
+        ):
+            first = list(await collector.wait_for(1))
+            await collector.quiet(0.3)
+            waiting = await store.outbox_length(["ETHUSDT"])
+            held.add("ETHUSDT")
+            everything = await collector.wait_for(2)
+            await acknowledged(store)
+    assert ["BTCUSDT"] == [e["symbol"] for e in first]
+    assert 1 == waiting
+    assert ["BTCUSDT", "ETHUSDT"] == [e["symbol"] for e in everything]
+
+
+async def test_a_restarted_relay_first_sends_what_it_had_read_and_never_saw_acknowledged(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """The relay's previous life read two messages and died before the broker acknowledged
+    them; started again under the same name, it sends them before the newer third."""
+    async with outboxes(redis_url, mqtt_url, prefix) as (settings, store):
+        await commit(store, prefix, "BTCUSDT", 0)
+        await commit(store, prefix, "BTCUSDT", 1)
+        read = await store.read_outbox(["BTCUSDT"], "relay-1", 10, 1, pending=False)
+        await commit(store, prefix, "BTCUSDT", 2)
+        async with (
+            Collector(mqtt_url, prefix) as collector,
+            relaying(settings, store, "BTCUSDT".__eq__, Metrics()),
+        ):
+            received = await collector.wait_for(3)
+            await acknowledged(store)
+            await collector.quiet(0.3)
+    assert 2 == len(read)
+    assert [0, 1, 2] == [e["n"] for e in received]
