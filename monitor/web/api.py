@@ -1,6 +1,7 @@
 """The HTTP API's reads: positions closest to liquidation, one position, events, symbols.
 
-Everything here reads Redis and decides nothing. Query strings are parsed by
+Everything here reads Redis (through the read model,
+:class:`~monitor.state.readmodel.ReadModel`) and decides nothing. Query strings are parsed by
 pure functions (:func:`parse_positions_query`, :func:`parse_events_query`)
 that raise :class:`ApiError` with the HTTP status and a message for the
 caller; :class:`Api` does the reads.
