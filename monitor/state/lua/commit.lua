@@ -3,7 +3,7 @@
 --       (the trigger sets in the order of TriggerSet, monitor/core/triggers.py: each
 --       write names its side and gives its down and up scores, and a side's two sets
 --       are the pair after KEYS[1] for long, the next pair for short; the order is
---       checked by tests/core/test_triggers.py. Which of them is worsening is not
+--       checked by tests/state/test_keys.py. Which of them is worsening is not
 --       this script's business: the caller's down and up scores say it.)
 -- ARGV[1]: "mark_ts|mark" the decisions were made at ("" = do not check, "-" = no mark yet),
 -- ARGV[2]: the writes, fields separated by NUL, 9 per write: id, expected record
