@@ -72,7 +72,8 @@ from monitor.core.status import Status, next_status
 from monitor.core.wire import decimal_str
 from monitor.devtools.embedded import MosquittoServer, RedisServer, free_port
 from monitor.state.keys import Keys
-from monitor.state.store import script_source
+from monitor.state.positions import candidates_call
+from monitor.state.transport import script_source
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -1156,12 +1157,13 @@ class BookRun:
         sha = self.client.script_load(script)
         band = self.quiet[0]
         stored = self.client.hgetall(KEYS.price(band.symbol))
-        keys = [
-            KEYS.price(band.symbol),
-            KEYS.positions(band.symbol),
-            *KEYS.all_triggers(band.symbol),
+        keys, directions = candidates_call(KEYS, band.symbol)
+        args = [
+            *directions,
+            text(stored[b"mark"]),
+            text(stored[b"mark_ts"]),
+            repr(float(band.mark)),
         ]
-        args = [text(stored[b"mark"]), text(stored[b"mark_ts"]), repr(float(band.mark))]
         command = ["EVALSHA", sha, str(len(keys)), *keys, *args]
         ops = self.profile.ceiling_ops
         for name, extra, count in (

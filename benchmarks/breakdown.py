@@ -34,7 +34,8 @@ from monitor.core.guards import PriceGuards
 from monitor.core.wire import price_from_payload
 from monitor.devtools.embedded import MosquittoServer, RedisServer
 from monitor.state.keys import Keys
-from monitor.state.store import Store
+from monitor.state.positions import PositionStore
+from monitor.state.transport import Transport
 from monitor.telemetry.metrics import Metrics
 
 KEYS = Keys("liqmon")
@@ -51,9 +52,9 @@ def cpu_us(func: Any, rounds: int) -> float:
 async def redis_stage(
     url: str, symbol: str, mark: Decimal, rounds: int, **options: Any
 ) -> dict[str, float]:
-    """CPU per call of Store.accept_mark (EVALSHA of candidates.lua) on redis.asyncio."""
+    """CPU per call of PositionStore.accept_mark (EVALSHA of candidates.lua) on redis.asyncio."""
     client = aioredis.Redis.from_url(url, **options)
-    store = Store(client, KEYS, Limits())
+    store = PositionStore(Transport.of(client), KEYS, Limits())
     ts = int(time.time() * 1000)
     for n in range(200):  # warm up: script load, connection
         await store.accept_mark(symbol, mark, ts + n)

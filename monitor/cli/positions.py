@@ -12,7 +12,7 @@ import orjson
 from monitor.config.settings import Settings
 from monitor.core.evaluation import Quote
 from monitor.core.margin import Side
-from monitor.service.loading import open_store
+from monitor.service.loading import open_read_model
 
 if TYPE_CHECKING:
     from monitor.web.api import Listing, PositionsQuery
@@ -80,13 +80,13 @@ async def list_positions(settings: Settings, query: PositionsQuery, as_json: boo
     same selection as ``GET /api/positions`` (:meth:`monitor.web.api.Api.positions`)."""
     from monitor.web.api import Api
 
-    store = open_store(settings)
+    reads = open_read_model(settings)
     try:
-        api = Api(store, settings.symbols)
+        api = Api(reads, settings.symbols)
         listing = await api.positions(query, count=True)
         quotes = await api.quotes(query.symbols)
     finally:
-        await store.client.aclose()
+        await reads.aclose()
     if as_json:
         document = listing.document(query.limit)
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -108,9 +108,9 @@ async def show_position(settings: Settings, position_id: str) -> None:
     """
     from monitor.web.api import Api
 
-    store = open_store(settings)
+    reads = open_read_model(settings)
     try:
-        row = await Api(store, settings.symbols).position(position_id)
+        row = await Api(reads, settings.symbols).position(position_id)
     finally:
-        await store.client.aclose()
+        await reads.aclose()
     sys.stdout.write(orjson.dumps(row, option=orjson.OPT_INDENT_2).decode() + "\n")

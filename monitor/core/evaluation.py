@@ -7,7 +7,9 @@ the clock is an argument.
 
 Trigger prices (see :func:`triggers_for`) are what the Redis sorted sets hold:
 ``down`` fires when the mark falls to it or below, ``up`` when the mark rises
-to it or above. A long worsens as the price falls, a short as it rises:
+to it or above. Which of the two is a side's worsening one is
+:mod:`monitor.core.triggers`'s rule (a long worsens as the price falls, a
+short as it rises):
 
 ===========  ============================  ============================
 status       long                          short
@@ -45,6 +47,7 @@ from monitor.core.status import (
     next_status,
     version_status,
 )
+from monitor.core.triggers import WORSENS, Direction
 from monitor.core.wire import decimal_str
 
 EVENT_SCHEMA = 1
@@ -73,10 +76,15 @@ class Triggers:
     down: Decimal | None = None
     up: Decimal | None = None
 
+    def price(self, direction: Direction) -> Decimal | None:
+        """The trigger price in ``direction`` (None: none)."""
+        return self.down if direction is Direction.DOWN else self.up
+
 
 _NO_TRIGGERS = Triggers()
 # Enum members as plain names: every position version tests them.
-_HEALTHY, _MARGIN_CALL, _LONG = Status.HEALTHY, Status.MARGIN_CALL, Side.LONG
+_HEALTHY, _MARGIN_CALL = Status.HEALTHY, Status.MARGIN_CALL
+_WORSE_IS_DOWN = {side: WORSENS[side] is Direction.DOWN for side in Side}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +132,7 @@ def triggers_for(contract: Contract, record: PositionRecord, risk: RiskLimits) -
         better = ratio_price(contract, record, risk.margin_call_clear_ratio)
     else:  # liquidated or closed
         return _NO_TRIGGERS
-    if record.side is _LONG:
+    if _WORSE_IS_DOWN[record.side]:
         return Triggers(down=worse, up=better)
     return Triggers(down=better, up=worse)
 

@@ -44,10 +44,21 @@ from monitor.service.relay import Relay
 from monitor.service.workers import TickWorkers, record_events
 from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.epoch import RELOAD_HINT, Epoch, Verdict, check
-from monitor.state.keys import Keys
+from monitor.state.keys import PUBLISHERS, Keys
 from monitor.state.leases import Leases
+from monitor.state.outbox import Outbox
+from monitor.state.positions import PositionStore
 from monitor.state.prerequisites import check_eviction
-from monitor.state.store import DATA_LOST, OUTAGES, REDIS_DOWN, Client, Store, connect, outage
+from monitor.state.readmodel import ReadModel
+from monitor.state.transport import (
+    DATA_LOST,
+    OUTAGES,
+    REDIS_DOWN,
+    Client,
+    Transport,
+    connect,
+    outage,
+)
 from monitor.telemetry.metrics import Metrics
 from monitor.web.api import Api
 from monitor.web.http import HttpEndpoint
@@ -82,15 +93,17 @@ class Service:
 
     settings: Settings
     metrics: Metrics
+    transport: Transport
     redis: Client
-    store: Store
+    store: PositionStore
+    outbox: Outbox
     bus: Bus
     leases: Leases
     leased: asyncio.Event
     redis_ok: bool
     stopping: asyncio.Event
     redis_outage: tuple[str, str] = ("unreachable", "not connected")
-    """Why Redis is not ok: a reason of :func:`monitor.state.store.outage` and its line."""
+    """Why Redis is not ok: a reason of :func:`monitor.state.transport.outage` and its line."""
     redis_full: bool = False
     """The last write probe was refused for lack of memory."""
     writes_refused: int = 0
@@ -177,7 +190,7 @@ class Service:
         """The outage Redis is in (None: none) and the line ``/readyz`` shows for it."""
         if not self.redis_ok:
             return self.redis_outage
-        stuck = self.store.stuck()
+        stuck = self.transport.stuck()
         if stuck is not None:
             return "no_reply", stuck
         if self.redis_full or self.writes_refused:
@@ -196,7 +209,7 @@ class Service:
 
     async def _open_epoch(self) -> None:
         """Read Redis's epoch at start, writing the first one if there is none."""
-        if self.store.cluster:
+        if self.transport.cluster:
             # One key lives on one primary: a loss of any other would go unseen,
             # and one of it alone reported as the whole book's. Not done there.
             return
@@ -280,7 +293,7 @@ class Service:
             "requested_at": time.time_ns() // 1_000_000,
         }
         symbol = next(iter(self.settings.symbols))
-        await self.store.enqueue(
+        await self.outbox.enqueue(
             symbol, f"resync:{epoch.id}", self.resync_topic, orjson.dumps(payload)
         )
         self.resync_pending = None
@@ -350,7 +363,7 @@ class Service:
                     await self._check_epoch()
                     if time.monotonic() >= next_backlog:
                         next_backlog = time.monotonic() + BACKLOG_EVERY_S
-                        length, oldest_s = await self.store.outbox_backlog(
+                        length, oldest_s = await self.outbox.backlog(
                             symbols, time.time_ns() // 1_000_000
                         )
                         self.metrics.outbox_length.set(length)
@@ -386,20 +399,19 @@ class PublisherDaemon(Service):
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.redis = connect(settings.redis)
-        self.store = Store(self.redis, Keys(settings.redis.key_prefix), settings.limits)
+        self.transport = connect(settings.redis)
+        self.redis = self.transport.client
+        keys = Keys(settings.redis.key_prefix)
+        self.store = PositionStore(self.transport, keys, settings.limits)
+        self.outbox = Outbox(self.transport, keys, settings.limits)
         identity = f"{settings.mqtt.client_id}-{name}"
         # Publishers share the symbols by leases of their own (one reader per
         # outbox keeps each position's events in order).
         self.leases = Leases(
-            self.redis,
-            f"{settings.redis.key_prefix}:publishers",
-            identity,
-            list(settings.symbols),
-            lease_ttl_s,
+            self.redis, keys, identity, list(settings.symbols), lease_ttl_s, group=PUBLISHERS
         )
         self.leased = asyncio.Event()
-        relay = Relay(self.store, list(settings.symbols), identity, self.metrics, self.leases.owns)
+        relay = Relay(self.outbox, list(settings.symbols), identity, self.metrics, self.leases.owns)
         self.bus = Bus(settings.mqtt, [], relay, identity, self.metrics)
         self.http_address = None if http_port is None else _address(settings.http.host, http_port)
         self.http = (
@@ -422,7 +434,7 @@ class PublisherDaemon(Service):
             start(self.http.run(), "http")
         await self._check_redis()
         await self._retry_redis(self._open_epoch)
-        await self._retry_redis(self.store.ensure_outbox_groups, list(self.settings.symbols))
+        await self._retry_redis(self.outbox.ensure_groups, list(self.settings.symbols))
         start(self._keep_leases(), "leases")
         start(self.bus.run(), "mqtt")
 
@@ -445,8 +457,11 @@ class Daemon(Service):
         self.workers = workers
         self.drain_timeout_s = drain_timeout_s
         self.metrics = Metrics()
-        self.redis = connect(settings.redis)
-        self.store = Store(self.redis, Keys(settings.redis.key_prefix), settings.limits)
+        self.transport = connect(settings.redis)
+        self.redis = self.transport.client
+        keys = Keys(settings.redis.key_prefix)
+        self.store = PositionStore(self.transport, keys, settings.limits)
+        self.outbox = Outbox(self.transport, keys, settings.limits)
         self.guards = PriceGuards(settings.guards)
         self.engine = Engine(
             self.store,
@@ -458,7 +473,7 @@ class Daemon(Service):
         )
         self.leases = Leases(
             self.redis,
-            settings.redis.key_prefix,
+            keys,
             settings.mqtt.client_id,
             list(settings.symbols),
             lease_ttl_s,
@@ -468,6 +483,7 @@ class Daemon(Service):
         self.tick_workers = TickWorkers(self.engine, self.metrics, self.leases.owns, held_back)
         self.intake = Intake(
             self.store,
+            self.outbox,
             settings.symbols,
             settings.limits,
             settings.mqtt.topic_prefix,
@@ -490,7 +506,7 @@ class Daemon(Service):
         relay = None
         if settings.mqtt.publisher == "inline":
             relay = Relay(
-                self.store,
+                self.outbox,
                 list(settings.symbols),
                 settings.mqtt.client_id,
                 self.metrics,
@@ -516,7 +532,7 @@ class Daemon(Service):
             settings.http.port,
             self.metrics,
             self.failing,
-            Api(self.store, settings.symbols, self.guards),
+            Api(ReadModel(self.transport, keys), settings.symbols, self.guards),
             token=settings.http.token,
             allowed_hosts=settings.http.allowed_hosts,
             allowed_origins=settings.http.allowed_origins,
@@ -568,7 +584,7 @@ class Daemon(Service):
         start(self._watch_redis(), "redis-watch")
         await self._check_redis()
         await self._retry_redis(self._open_epoch)
-        await self._retry_redis(self.store.ensure_outbox_groups, list(self.settings.symbols))
+        await self._retry_redis(self.outbox.ensure_groups, list(self.settings.symbols))
         recovered = await self._retry_redis(self.engine.recover)
         self.recovered.set()
         log.info("recovered", events=recovered)
@@ -615,7 +631,7 @@ class Daemon(Service):
                 while (  # noqa: ASYNC110
                     self.bus.relay is not None
                     and self.bus.connected.is_set()
-                    and await self.store.outbox_length(symbols)
+                    and await self.outbox.length(symbols)
                 ):
                     await asyncio.sleep(0.02)
 

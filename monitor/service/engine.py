@@ -30,7 +30,7 @@ from monitor.core.evaluation import Decision, Event, Quote, apply_update, evalua
 from monitor.core.margin import Contract
 from monitor.core.position import PositionRecord, PositionUpdate
 from monitor.core.status import RiskLimits
-from monitor.state.store import Candidates, Commit, Store, Write
+from monitor.state.positions import Candidates, Commit, DecidedAt, PositionStore, Write
 
 log = structlog.get_logger("liqmon.engine")
 
@@ -120,7 +120,7 @@ class Engine:
 
     def __init__(
         self,
-        store: Store,
+        store: PositionStore,
         contracts: Mapping[str, Contract],
         risk: RiskLimits,
         topic_prefix: str,
@@ -347,7 +347,7 @@ class Engine:
                 if decision is not None:
                     writes.append(self._write(decision, raw))
             outcome.ignored += len(updates) - len(writes)
-            calls.append((symbol, writes, quote))
+            calls.append((symbol, writes, DecidedAt.quote(quote)))
         retry: dict[str, list[PositionUpdate]] = {}
         results = await self.store.commit_many(calls)
         for (symbol, decided, _), conflicts in zip(calls, results, strict=True):

@@ -21,7 +21,7 @@ from monitor.core.guards import Alert, PriceGuards
 from monitor.service.engine import Retry
 from monitor.service.workers import Marks
 from monitor.state.leases import Leases
-from monitor.state.store import Store
+from monitor.state.positions import PositionStore
 
 
 def _wall_ms() -> int:
@@ -36,7 +36,7 @@ class Handover:
         leases: Leases,
         held_back: HeldBack,
         guards: PriceGuards,
-        store: Store,
+        store: PositionStore,
         workers: Marks,
         alerts: Callable[[Sequence[Alert]], Awaitable[None]],
         retry: Retry,

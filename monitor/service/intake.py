@@ -24,7 +24,9 @@ from monitor.core.guards import Alert, AlertType, PriceGuards, RejectReason
 from monitor.core.position import PositionUpdate
 from monitor.core.wire import positions_from_payload, price_from_payload
 from monitor.service.workers import Marks
-from monitor.state.store import REDIS_DOWN, Store
+from monitor.state.outbox import Outbox
+from monitor.state.positions import PositionStore
+from monitor.state.transport import REDIS_DOWN
 from monitor.telemetry.metrics import Metrics
 
 log = structlog.get_logger("liqmon.intake")
@@ -72,7 +74,8 @@ class Intake:
 
     def __init__(
         self,
-        store: Store,
+        store: PositionStore,
+        outbox: Outbox,
         symbols: Container[str],
         limits: Limits,
         topic_prefix: str,
@@ -84,6 +87,7 @@ class Intake:
         wall_clock_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self.store = store
+        self.outbox = outbox
         self.symbols = symbols
         self.limits = limits
         self.prefix = topic_prefix
@@ -96,7 +100,7 @@ class Intake:
         self.wall_clock_ms = wall_clock_ms
         self.last_mark: dict[str, PriceTick] = {}
         self.throttle = LogThrottle()
-        self.dead_letters = DeadLetterWriter(store, metrics)
+        self.dead_letters = DeadLetterWriter(outbox, metrics)
 
     @property
     def price_topics(self) -> list[str]:
@@ -175,7 +179,7 @@ class Intake:
             }
             topic = f"{self.prefix}/alerts/{alert.symbol}/{alert.type.value}"
             try:
-                await self.store.enqueue(alert.symbol, alert_id, topic, orjson.dumps(payload))
+                await self.outbox.enqueue(alert.symbol, alert_id, topic, orjson.dumps(payload))
             except REDIS_DOWN as error:
                 log.error("alert_not_queued", symbol=alert.symbol, error=str(error))
             last = self.last_mark.get(alert.symbol)
@@ -253,8 +257,8 @@ class DeadLetterWriter:
     the rejection itself is counted either way.
     """
 
-    def __init__(self, store: Store, metrics: Metrics, capacity: int = 1000) -> None:
-        self.store = store
+    def __init__(self, outbox: Outbox, metrics: Metrics, capacity: int = 1000) -> None:
+        self.outbox = outbox
         self.metrics = metrics
         self._queue: asyncio.Queue[DeadLetter] = asyncio.Queue(capacity)
         self._writing = 0
@@ -279,7 +283,7 @@ class DeadLetterWriter:
                 letters.append(self._queue.get_nowait())
             self._writing = len(letters)
             try:
-                await self.store.dead_letters(letters)
+                await self.outbox.dead_letters(letters)
             except (*REDIS_DOWN, ResponseError) as error:
                 self._lost(len(letters), str(error))
             finally:

@@ -20,13 +20,20 @@ from monitor.core.position import PositionUpdate
 from monitor.service.engine import Engine
 from monitor.state.epoch import Epoch
 from monitor.state.keys import Keys
-from monitor.state.store import Store, connect
+from monitor.state.outbox import Outbox
+from monitor.state.positions import PositionStore
+from monitor.state.readmodel import ReadModel
+from monitor.state.transport import connect
 
 
-def open_store(settings: Settings) -> Store:
-    """A Store on the configured Redis (the caller closes ``store.client``)."""
-    client = connect(settings.redis)
-    return Store(client, Keys(settings.redis.key_prefix), settings.limits)
+def open_store(settings: Settings) -> PositionStore:
+    """A position store on the configured Redis (the caller closes ``store.transport``)."""
+    return PositionStore(connect(settings.redis), Keys(settings.redis.key_prefix), settings.limits)
+
+
+def open_read_model(settings: Settings) -> ReadModel:
+    """The read model on the configured Redis (the caller closes it: ``aclose``)."""
+    return ReadModel(connect(settings.redis), Keys(settings.redis.key_prefix))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +77,13 @@ async def load_positions(
     every batch.
     """
     store = open_store(settings)
+    outbox = Outbox(store.transport, store.keys, store.limits)
     engine = Engine(store, settings.symbols, settings.risk, settings.mqtt.topic_prefix)
     applied = ignored = rejected = events = failed = 0
     first_rejections: list[tuple[int, str]] = []
     started = time.perf_counter()
     try:
-        await store.ensure_outbox_groups(settings.symbols)
+        await outbox.ensure_groups(settings.symbols)
         # Event ids carry Redis's generation; a first load writes the first epoch.
         epoch, _ = await store.create_epoch(Epoch.first(time.time_ns() // 1_000_000))
         engine.generation = epoch.generation
@@ -89,7 +97,7 @@ async def load_positions(
                         first_rejections.append((number, message))
                         if progress:
                             sys.stderr.write(message + "\n")
-                    await store.dead_letter(
+                    await outbox.dead_letter(
                         "load", item.reason, f"line {number}: {item.detail}", raw
                     )
                 else:
@@ -106,7 +114,7 @@ async def load_positions(
                 sys.stderr.write(f"\rloaded {applied:,} positions ({rate:,.0f}/s)")
         seconds = time.perf_counter() - started
     finally:
-        await store.client.aclose()
+        await store.transport.aclose()
     summary = LoadSummary(
         applied, ignored, rejected, events, seconds, failed, tuple(first_rejections)
     )
@@ -131,7 +139,7 @@ async def mark_reloaded(settings: Settings) -> tuple[Epoch | None, bool]:
             if written:
                 return after, True
     finally:
-        await store.client.aclose()
+        await store.transport.aclose()
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

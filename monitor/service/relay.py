@@ -44,7 +44,8 @@ import structlog
 from monitor.bus.client import Publisher
 from monitor.service.backoff import Backoff
 from monitor.state.cancellation import raise_if_cancelling
-from monitor.state.store import REDIS_DOWN, OutboxEntry, Store
+from monitor.state.outbox import Outbox, OutboxEntry
+from monitor.state.transport import REDIS_DOWN
 from monitor.telemetry.metrics import Metrics
 
 log = structlog.get_logger("liqmon.relay")
@@ -75,14 +76,14 @@ class Relay:
 
     def __init__(
         self,
-        store: Store,
+        outbox: Outbox,
         symbols: Sequence[str],
         consumer: str,
         metrics: Metrics,
         owns: Callable[[str], bool],
         batch_size: int = 500,
     ) -> None:
-        self.store = store
+        self.outbox = outbox
         self.all_symbols = list(symbols)
         self.consumer = consumer
         self.metrics = metrics
@@ -115,7 +116,7 @@ class Relay:
     async def _publish(
         self, publisher: Publisher, claimed: dict[tuple[str, bytes], OutboxEntry]
     ) -> None:
-        if self.store.cluster:
+        if self.outbox.announced:
             await self._publish_announced(publisher, claimed)
             return
         # First what this consumer read but never saw acknowledged (a crash or
@@ -129,7 +130,7 @@ class Relay:
                 await asyncio.sleep(LEASE_WAIT_S)
                 continue
             await self._take_over(publisher, symbols, taken)
-            entries = await self.store.read_outbox(
+            entries = await self.outbox.read(
                 symbols, self.consumer, self.batch_size, READ_BLOCK_MS, pending
             )
             if pending and not entries:
@@ -154,7 +155,7 @@ class Relay:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(
-                    self.store.watch_outbox(on_ready, subscribed), name="outbox-announcements"
+                    self.outbox.watch(on_ready, subscribed), name="outbox-announcements"
                 )
                 await subscribed.wait()
                 # Subscribed first: whatever is committed from now on is
@@ -179,7 +180,7 @@ class Relay:
                         symbols = [symbol for symbol in held if symbol in ready]
                     announced.clear()
                     ready.clear()
-                    entries = await self.store.read_outboxes(
+                    entries = await self.outbox.read_each(
                         symbols, self.consumer, self.batch_size, pending=False
                     )
                     counts: dict[str, int] = {}
@@ -198,7 +199,7 @@ class Relay:
     async def _drain_pending(self, publisher: Publisher) -> None:
         # What this consumer read but never saw acknowledged (a crash or a
         # lost connection) goes out first.
-        while entries := await self.store.read_outboxes(
+        while entries := await self.outbox.read_each(
             self.symbols, self.consumer, self.batch_size, pending=True
         ):
             await self._send(publisher, entries)
@@ -215,7 +216,7 @@ class Relay:
         taken.intersection_update(symbols)
         if not new:
             return
-        while entries := await self.store.claim_abandoned(new, self.consumer, 0, self.batch_size):
+        while entries := await self.outbox.claim_abandoned(new, self.consumer, 0, self.batch_size):
             log.info("outbox_taken_over", count=len(entries))
             await self._send(publisher, entries)
         taken.update(new)
@@ -239,7 +240,7 @@ class Relay:
             if not symbols:
                 continue
             try:
-                abandoned = await self.store.claim_abandoned(
+                abandoned = await self.outbox.claim_abandoned(
                     symbols, self.consumer, ABANDONED_AFTER_MS, self.batch_size
                 )
             except REDIS_DOWN:
@@ -254,6 +255,6 @@ class Relay:
         # keeps per-position order; it is acknowledged in Redis only once
         # every PUBACK has arrived.
         await publisher.publish_batch([(entry.topic, entry.payload) for entry in entries])
-        await self.store.ack_outbox(entries)
-        await self.store.record_published(entries)
+        await self.outbox.ack(entries)
+        await self.outbox.record_published(entries)
         self.metrics.published.inc(len(entries))

@@ -37,18 +37,32 @@ key                                      what
                                          created_ms, state, lost), written at the
                                          first start; absent means Redis lost its
                                          data (:mod:`monitor.state.epoch`)
+``liqmon:{S}:lease``                     string: the id of the monitor evaluating
+                                         the symbol, with a time-to-live
+                                         (:mod:`monitor.state.leases`)
+``liqmon:monitors``                      zset: live monitors by when their heartbeat
+                                         expires
+``liqmon:publishers:{S}:lease``          string, zset: the same for the publishers
+``liqmon:publishers:monitors``           (``liqmon publish``), which share the
+                                         outboxes by leases of their own
 ``liqmon:outbox-ready``                  pub/sub channel (Redis Cluster only, not a
                                          key): a symbol whose outbox was added to
 =======================================  ===========================================
+
+The four trigger sets are named by :class:`~monitor.core.triggers.TriggerSet`,
+which also says which of a side's two is its worsening one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitor.core.margin import Side
+from monitor.core.triggers import TriggerSet
 
 OUTBOX_GROUP = "publishers"
+
+PUBLISHERS = "publishers"
+"""The lease group of ``liqmon publish`` processes (see :meth:`Keys.lease`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +75,13 @@ class Keys:
         """Hash of the symbol's position records."""
         return f"{self.prefix}:{{{symbol}}}:positions"
 
-    def triggers(self, symbol: str, side: Side, direction: str) -> str:
-        """Sorted set of trigger prices; ``direction`` is ``down`` or ``up``."""
-        return f"{self.prefix}:{{{symbol}}}:trig:{side.value}:{direction}"
+    def triggers(self, symbol: str, trigger_set: TriggerSet) -> str:
+        """Sorted set of the symbol's trigger prices in ``trigger_set``."""
+        return f"{self.prefix}:{{{symbol}}}:trig:{trigger_set.name_part}"
 
     def all_triggers(self, symbol: str) -> list[str]:
-        """The four trigger sets in the order the scripts expect: long down/up, short down/up."""
-        return [
-            self.triggers(symbol, side, direction)
-            for side in (Side.LONG, Side.SHORT)
-            for direction in ("down", "up")
-        ]
+        """The four trigger sets in :class:`TriggerSet` order (commit.lua's KEYS[2..5])."""
+        return [self.triggers(symbol, trigger_set) for trigger_set in TriggerSet]
 
     def price(self, symbol: str) -> str:
         """Hash of the latest accepted mark and index prices."""
@@ -84,6 +94,18 @@ class Keys:
     def outbox(self, symbol: str) -> str:
         """Stream of events waiting for the broker's acknowledgement."""
         return f"{self.prefix}:{{{symbol}}}:outbox"
+
+    def lease(self, symbol: str, group: str = "") -> str:
+        """String: who holds the symbol's lease in ``group`` ("": the monitors; or
+        :data:`PUBLISHERS`), hash-tagged like the symbol's other keys."""
+        return f"{self._group(group)}:{{{symbol}}}:lease"
+
+    def heartbeats(self, group: str = "") -> str:
+        """Sorted set of the live members of ``group``, scored by when their heartbeat expires."""
+        return f"{self._group(group)}:monitors"
+
+    def _group(self, group: str) -> str:
+        return f"{self.prefix}:{group}" if group else self.prefix
 
     @property
     def dead_letter(self) -> str:

@@ -22,40 +22,10 @@ from collections.abc import Sequence
 
 import structlog
 
-from monitor.state.store import PIPELINE_SLICE, Client, evalsha_all
+from monitor.state.keys import Keys
+from monitor.state.transport import PIPELINE_SLICE, Client, evalsha_all, register
 
 log = structlog.get_logger("liqmon.lease")
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-# A restarted monitor (same id) adopts the leases its previous life held
-# instead of waiting for them to expire. Allowed while Redis is out of memory
-# (a few bytes beyond maxmemory): a publisher needs its leases to drain the
-# outbox, which is what frees memory. Renewing (PEXPIRE) and releasing (DEL)
-# are allowed then anyway.
-_ACQUIRE = """#!lua flags=allow-oom
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0
-end
-return 0
-"""
-# The heartbeat, for the same reason: its member is one per process.
-_HEARTBEAT = """#!lua flags=allow-oom
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-return redis.call('ZCARD', KEYS[1])
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 def fair_share(symbols: int, monitors: int) -> int:
@@ -78,30 +48,34 @@ class Leases:
     def __init__(
         self,
         client: Client,
-        prefix: str,
+        keys: Keys,
         owner: str,
         symbols: Sequence[str],
         ttl_s: float = 3.0,
+        group: str = "",
     ) -> None:
+        """Leases of ``group`` ("": the monitors; :data:`~monitor.state.keys.PUBLISHERS`:
+        the publishers, who share the outboxes by leases of their own)."""
         self.client = client
-        self.prefix = prefix
+        self.keys = keys
+        self.group = group
         self.owner = owner
         self.symbols = preference(owner, symbols)
         self.ttl_ms = int(ttl_s * 1000)
         self.held: set[str] = set()
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._acquire = client.register_script(_ACQUIRE)
-        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._renew = register(client, "lease_renew.lua")
+        self._release = register(client, "lease_release.lua")
+        self._acquire = register(client, "lease_acquire.lua")
+        self._heartbeat = register(client, "heartbeat.lua")
 
     def key(self, symbol: str) -> str:
         """The lease key of a symbol (hash-tagged like the symbol's other keys)."""
-        return f"{self.prefix}:{{{symbol}}}:lease"
+        return self.keys.lease(symbol, self.group)
 
     @property
     def heartbeats(self) -> str:
         """Sorted set of live monitors, scored by when their heartbeat expires."""
-        return f"{self.prefix}:monitors"
+        return self.keys.heartbeats(self.group)
 
     def owns(self, symbol: str) -> bool:
         """True while this monitor evaluates ``symbol``."""

@@ -26,7 +26,7 @@ from redis.asyncio import RedisCluster
 from redis.exceptions import ResponseError
 
 from monitor.core.errors import UnsafeServer
-from monitor.state.store import Client
+from monitor.state.transport import Client
 
 log = structlog.get_logger("liqmon.prerequisites")
 

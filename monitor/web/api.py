@@ -1,6 +1,7 @@
 """The HTTP API's reads: positions closest to liquidation, one position, events, symbols.
 
-Everything here reads Redis and decides nothing. Query strings are parsed by
+Everything here reads Redis (through the read model,
+:class:`~monitor.state.readmodel.ReadModel`) and decides nothing. Query strings are parsed by
 pure functions (:func:`parse_positions_query`, :func:`parse_events_query`)
 that raise :class:`ApiError` with the HTTP status and a message for the
 caller; :class:`Api` does the reads.
@@ -58,8 +59,9 @@ from monitor.core.guards import AlertType, PriceGuards
 from monitor.core.margin import Contract, Side, liquidation_price
 from monitor.core.position import PositionRecord
 from monitor.core.status import EventType, Status
+from monitor.core.triggers import Direction, TriggerSet
 from monitor.core.view import describe
-from monitor.state.store import AnyPipeline, Store, pipelined
+from monitor.state.readmodel import ReadModel
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -355,7 +357,7 @@ class Walk:
     contract: Contract
     side: Side
     quote: Quote | None
-    key: str
+    trigger_set: TriggerSet
     page: int
     bound: float
     skip: int = 0
@@ -367,16 +369,16 @@ class Walk:
 
 
 class Api:
-    """Reads for ``/api/*`` and the dashboard over one store."""
+    """Reads for ``/api/*`` and the dashboard, through the read model."""
 
     def __init__(
         self,
-        store: Store,
+        reads: ReadModel,
         contracts: Mapping[str, Contract],
         guards: PriceGuards | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        self.reads = reads
         self.contracts = dict(contracts)
         self.guards = guards
         self.clock = clock
@@ -389,19 +391,7 @@ class Api:
 
     async def quotes(self, symbols: Sequence[str]) -> dict[str, Quote | None]:
         """The latest stored quote of each symbol, in one round trip."""
-        pipe = self.store.client.pipeline(transaction=False)
-        for symbol in symbols:
-            pipe.hmget(self.store.keys.price(symbol), ["mark", "mark_ts", "index"])
-        quotes: dict[str, Quote | None] = {}
-        for symbol, (mark, mark_ts, index) in zip(symbols, await pipe.execute(), strict=True):
-            quotes[symbol] = (
-                Quote(
-                    Decimal(mark.decode()), int(mark_ts), Decimal(index.decode()) if index else None
-                )
-                if mark is not None and mark_ts is not None
-                else None
-            )
-        return quotes
+        return await self.reads.quotes(symbols)
 
     async def positions(self, query: PositionsQuery, count: bool = False) -> Listing:
         """The ``query.limit`` positions closest to liquidation that match ``query``.
@@ -455,14 +445,16 @@ class Api:
         return sum(counts[symbol][status.value] for symbol in symbols for status in statuses)
 
     def _walk(self, contract: Contract, side: Side, quote: Quote | None, want: int) -> Walk:
-        direction = "down" if side is Side.LONG else "up"
+        """A walk of ``side``'s worsening set, from the end where its positions are nearest
+        liquidation (the highest scores of a ``down`` set, the lowest of an ``up`` one)."""
+        trigger_set = TriggerSet.worsening_of(side)
         return Walk(
             contract,
             side,
             quote,
-            self.store.keys.triggers(contract.symbol, side, direction),
+            trigger_set,
             page=min(max(want, 16), MAX_PAGE),
-            bound=math.inf if side is Side.LONG else -math.inf,
+            bound=math.inf if trigger_set.direction is Direction.DOWN else -math.inf,
         )
 
     async def _best_first(
@@ -501,28 +493,21 @@ class Api:
 
     async def _step(self, walk: Walk, accept: Callable[[PositionRecord], bool]) -> list[Candidate]:
         """Read the walk's next page; the accepted positions in it."""
-        client = self.store.client
-        members: Any
-        if walk.side is Side.LONG:
-            members = await client.zrevrangebyscore(
-                walk.key, walk.bound, "-inf", start=walk.skip, num=walk.page, withscores=True
-            )
-        else:
-            members = await client.zrangebyscore(
-                walk.key, walk.bound, "+inf", start=walk.skip, num=walk.page, withscores=True
-            )
+        members = await self.reads.trigger_page(
+            walk.contract.symbol, walk.trigger_set, walk.bound, walk.skip, walk.page
+        )
         if not members:
             walk.done = True
             return []
         accepted = []
-        for item in await self._read(walk.contract, [_text(m) for m, _ in members], walk.quote):
+        for item in await self._read(walk.contract, [m for m, _ in members], walk.quote):
             if accept(item.record):
                 accepted.append(item)
             else:
                 walk.rejected += 1
         walk.read += len(members)
-        last = float(members[-1][1])
-        ties = sum(1 for _, score in members if float(score) == last)
+        last = members[-1][1]
+        ties = sum(1 for _, score in members if score == last)
         walk.skip = walk.skip + len(members) if last == walk.bound else ties
         walk.bound = last
         if walk.quote is not None:
@@ -543,21 +528,19 @@ class Api:
     ) -> list[Candidate] | None:
         """Positions in margin call are exactly the members of the improving trigger set:
         all of them, when they are at most :data:`READ_CAP` (else None: walk instead)."""
-        key = self.store.keys.triggers(contract.symbol, side, "up" if side is Side.LONG else "down")
-        client = self.store.client
-        if await client.zcard(key) > READ_CAP:
+        trigger_set = TriggerSet.improving_of(side)
+        if await self.reads.trigger_size(contract.symbol, trigger_set) > READ_CAP:
             return None
         found: list[Candidate] = []
         start = 0
-        members: Any
         while True:
-            members = await client.zrange(key, start, start + MAX_PAGE - 1)
+            members = await self.reads.trigger_members(
+                contract.symbol, trigger_set, start, MAX_PAGE
+            )
             if not members:
                 return found
             found.extend(
-                item
-                for item in await self._read(contract, [_text(m) for m in members], quote)
-                if accept(item.record)
+                item for item in await self._read(contract, members, quote) if accept(item.record)
             )
             start += len(members)
 
@@ -565,9 +548,7 @@ class Api:
         self, contract: Contract, ids: Sequence[str], quote: Quote | None
     ) -> list[Candidate]:
         """The stored records of ``ids`` (the missing skipped), with their distances."""
-        raws: Any = await self.store.client.hmget(
-            self.store.keys.positions(contract.symbol), list(ids)
-        )
+        raws = await self.reads.raw_records(contract.symbol, ids)
         items = []
         for position_id, raw in zip(ids, raws, strict=True):
             if raw is not None:
@@ -586,9 +567,8 @@ class Api:
         """Read a symbol's hash (for statuses no trigger set holds), up to the cap."""
         found: list[Candidate] = []
         read = 0
-        key = self.store.keys.positions(contract.symbol)
-        async for raw_id, raw in self.store.client.hscan_iter(key, count=1000):
-            record = PositionRecord.decode(_text(raw_id), contract.symbol, raw)
+        async for position_id, raw in self.reads.scan_records(contract.symbol):
+            record = PositionRecord.decode(position_id, contract.symbol, raw)
             if accept(record):
                 found.append(candidate(contract, record, quote))
             read += 1
@@ -598,24 +578,21 @@ class Api:
 
     async def position(self, position_id: str) -> dict[str, Any]:
         """One position with its prices and live state; 404 when unknown."""
-        symbol = await self.store.symbol_of(position_id, self.contracts)
+        symbol = await self.reads.symbol_of(position_id, self.contracts)
         contract = self.contracts.get(symbol) if symbol is not None else None
         if symbol is None or contract is None:
             raise ApiError(404, f"no position {position_id!r}")
-        found = (await self.store.records(symbol, [position_id]))[0]
-        if found is None:
+        record = await self.reads.record(symbol, position_id)
+        if record is None:
             raise ApiError(404, f"no position {position_id!r}")
-        return describe(contract, found[0], await self.store.quote(symbol))
+        return describe(contract, record, await self.reads.quote(symbol))
 
     async def events(self, query: EventsQuery) -> list[dict[str, Any]]:
         """The most recent published events (and alerts), newest first."""
-        client = self.store.client
-        key = self.store.keys.published
         events: list[dict[str, Any]] = []
         high = "+"
-        batch: Any
         while len(events) < query.limit:
-            batch = await client.xrevrange(key, high, "-", count=max(query.limit, 200))
+            batch = await self.reads.published(high, count=max(query.limit, 200))
             if not batch:
                 break
             for entry_id, fields in batch:
@@ -630,23 +607,20 @@ class Api:
     async def symbols_state(self) -> list[dict[str, Any]]:
         """Per symbol: stored mark and index, the guards' view of the feed, index counts."""
         symbols = self.symbols
-        pipe = self.store.client.pipeline(transaction=False)
-        for symbol in symbols:
-            pipe.hmget(self.store.keys.price(symbol), ["mark", "mark_ts", "index", "index_ts"])
-        prices = await pipe.execute()
+        prices = await self.reads.prices(symbols)
         now_s = self.clock()
         documents = []
-        for symbol, (mark, mark_ts, index, index_ts) in zip(symbols, prices, strict=True):
+        for symbol, stored in zip(symbols, prices, strict=True):
             contract = self.contracts[symbol]
             feed = self.guards.state(symbol, now_s) if self.guards is not None else {}
             documents.append(
                 {
                     "symbol": symbol,
                     "contract": contract.kind.value,
-                    "mark": _text(mark) if mark is not None else None,
-                    "mark_ts": int(mark_ts) if mark_ts is not None else None,
-                    "index": _text(index) if index is not None else None,
-                    "index_ts": int(index_ts) if index_ts is not None else None,
+                    "mark": stored.mark,
+                    "mark_ts": stored.mark_ts,
+                    "index": stored.index,
+                    "index_ts": stored.index_ts,
                     "feed": {
                         "source": feed.get("mark_source"),
                         "age_s": _rounded(feed.get("age_s")),
@@ -665,25 +639,18 @@ class Api:
         """Positions per symbol (default: every configured one): ``total`` stored,
         ``healthy``, ``margin_call``, ``other``.
 
-        From the sizes of the hash and the trigger sets (no scan): ``other`` is
-        liquidated, closed, or a position no price can liquidate.
+        From the sizes of the hash and the trigger sets (no scan): every open
+        position is in its side's worsening set, one in margin call also in
+        its improving set; ``other`` is liquidated, closed, or a position no
+        price can liquidate.
         """
         symbols = self.symbols if symbols is None else list(symbols)
-        keys = self.store.keys
-
-        def queue(pipe: AnyPipeline, symbol: str) -> None:
-            pipe.hlen(keys.positions(symbol))
-            pipe.zcard(keys.triggers(symbol, Side.LONG, "down"))
-            pipe.zcard(keys.triggers(symbol, Side.SHORT, "up"))
-            pipe.zcard(keys.triggers(symbol, Side.LONG, "up"))
-            pipe.zcard(keys.triggers(symbol, Side.SHORT, "down"))
-
-        sizes = await pipelined(self.store.client, symbols, queue, per_item=5)
+        sizes = await self.reads.sizes(symbols)
         counts = {}
-        for n, symbol in enumerate(symbols):
-            total, long_down, short_up, long_up, short_down = sizes[5 * n : 5 * n + 5]
-            monitored = long_down + short_up
-            margin_call = long_up + short_down
+        for symbol in symbols:
+            total, by_set = sizes[symbol].total, sizes[symbol].sets
+            monitored = sum(size for s, size in by_set.items() if s.worsening)
+            margin_call = sum(size for s, size in by_set.items() if not s.worsening)
             counts[symbol] = {
                 "total": total,
                 "healthy": max(monitored - margin_call, 0),

@@ -37,7 +37,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from monitor.core.origins import Admission
-from monitor.state.store import REDIS_DOWN
+from monitor.state.readmodel import REDIS_DOWN
 from monitor.telemetry.metrics import Metrics
 from monitor.web.api import Api, ApiError, parse_events_query, parse_positions_query, query_params
 from monitor.web.live import LiveFeed

@@ -60,7 +60,7 @@ from websockets.exceptions import ConnectionClosed
 from monitor.core.margin import Contract, ContractKind, Position, Side, assess
 from monitor.core.wire import decimal_str
 from monitor.state.cancellation import raise_if_cancelling
-from monitor.state.store import REDIS_DOWN
+from monitor.state.readmodel import REDIS_DOWN, Entry
 from monitor.telemetry.metrics import Metrics
 from monitor.web.api import (
     Api,
@@ -504,11 +504,8 @@ class LiveFeed:
 
     async def _tail(self) -> None:
         """Read the ``published`` stream from its end while pages are connected."""
-        client = self.api.store.client
-        key = self.api.store.keys.published
+        reads = self.api.reads
         last: str | None = None
-        newest: Any
-        reply: Any
         while True:
             raise_if_cancelling()
             if not self._attached.is_set():
@@ -516,29 +513,24 @@ class LiveFeed:
                 await self._attached.wait()
             try:
                 if last is None:
-                    newest = await client.xrevrange(key, "+", "-", count=1)
-                    last = _text(newest[0][0]) if newest else "0-0"
-                reply = await client.xread({key: last}, count=500, block=1000)
+                    last = await reads.newest_published() or "0-0"
+                entries = await reads.published_after(last, count=500, block_ms=1000)
             except REDIS_DOWN:
                 await asyncio.sleep(1.0)
                 continue
             try:
-                last = self._offer_entries(reply) or last
+                last = self._offer_entries(entries) or last
             except Exception:  # a malformed entry must not stop the feed, nor the monitor
                 self.errors.inc()
                 log.exception("dashboard_tail_failed")
                 last = None
 
-    def _offer_entries(self, reply: Any) -> str | None:
-        """Pass the entries of an XREAD reply to the throttle; the last entry id, if any."""
+    def _offer_entries(self, entries: list[Entry]) -> str | None:
+        """Pass stream entries to the throttle; the last entry id, if any."""
         last = None
-        # RESP3 answers a map of stream → [entries]; RESP2 a list of [stream, entries].
-        streams = reply.values() if isinstance(reply, dict) else ([v] for _, v in reply or [])
-        for batches in streams:
-            for batch in batches:
-                for entry_id, fields in batch:
-                    last = _text(entry_id)
-                    self.throttle.offer(event_document(entry_id, fields))
+        for entry_id, fields in entries:
+            last = _text(entry_id)
+            self.throttle.offer(event_document(entry_id, fields))
         return last
 
     async def _flush(self) -> None:

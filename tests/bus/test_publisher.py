@@ -332,7 +332,7 @@ async def test_the_daemon_reconnects_when_its_publisher_connection_is_taken_over
         await publish(feeder, mark, {"price": "50000", "ts": 2})
         events = await collector.wait_for(3)
         async with asyncio.timeout(5):
-            while await daemon.store.outbox_length(["BTCUSDT"]):
+            while await daemon.outbox.length(["BTCUSDT"]):
                 await asyncio.sleep(0.02)
         # The reconnection left the bus's task with no cancellation pending.
         (bus,) = [t for t in asyncio.all_tasks() if t.get_name() == "mqtt"]

@@ -23,7 +23,7 @@ from harness import btc_long
 from monitor.cli.main import EXIT_INTERRUPTED, EXIT_UNREACHABLE, explain
 from monitor.config.settings import DEFAULT_PATH, load_settings
 from monitor.devtools.embedded import free_port
-from monitor.service.loading import open_store
+from monitor.service.loading import open_read_model
 from monitor.state.keys import Keys
 from monitor.web.api import Api, parse_positions_query
 
@@ -295,8 +295,8 @@ async def test_list_selects_what_the_api_selects(redis_url: str, tmp_path: Path)
     """By default open positions, with --at-risk those in margin call: the same ids as the API."""
     _marked_book(redis_url, tmp_path)
     settings = load_settings(REPO / DEFAULT_PATH, {"LIQMON_REDIS_URL": redis_url})
-    store = open_store(settings)
-    api = Api(store, settings.symbols)
+    reads = open_read_model(settings)
+    api = Api(reads, settings.symbols)
     try:
         for cli_args, query in [
             ([], ""),
@@ -317,7 +317,7 @@ async def test_list_selects_what_the_api_selects(redis_url: str, tmp_path: Path)
             assert shown == expected
             assert listed["matched"] == len(expected)
     finally:
-        await store.client.aclose()
+        await reads.aclose()
 
 
 def test_table_prices_have_the_symbols_precision(redis_url: str, tmp_path: Path) -> None:

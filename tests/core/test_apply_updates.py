@@ -17,13 +17,14 @@ from monitor.core.margin import Side
 from monitor.core.position import PositionUpdate
 from monitor.service.engine import Engine
 from monitor.state.keys import Keys
-from monitor.state.store import Found, Store
+from monitor.state.positions import Found, PositionStore
+from monitor.state.transport import Transport
 
 MARKS = {"BTCUSDT": "64000", "ETHUSDT": "3400.5", "BTCUSD": "64000"}
 NOW_MS = 1_732_400_000_000
 
 
-def _engine(store: Store, redis_url: str, mqtt_url: str, prefix: str) -> Engine:
+def _engine(store: PositionStore, redis_url: str, mqtt_url: str, prefix: str) -> Engine:
     """An engine on ``store``, its events' topics under ``prefix``, its clock stopped."""
     settings = settings_for(redis_url, mqtt_url, prefix)
     return Engine(store, settings.symbols, settings.risk, prefix, clock_ms=lambda: NOW_MS)
@@ -100,9 +101,10 @@ async def test_a_batch_stores_and_announces_what_one_version_at_a_time_does(
         await _market(client, name)
     updates = _batch(seed=7, count=300)
 
-    engine = _engine(Store(client, Keys(batched), Limits()), redis_url, mqtt_url, prefix)
+    transport = Transport.of(client)
+    engine = _engine(PositionStore(transport, Keys(batched), Limits()), redis_url, mqtt_url, prefix)
     together = await engine.apply_updates(updates)
-    engine = _engine(Store(client, Keys(single), Limits()), redis_url, mqtt_url, prefix)
+    engine = _engine(PositionStore(transport, Keys(single), Limits()), redis_url, mqtt_url, prefix)
     one_by_one = [await engine.apply_updates([update]) for update in updates]
 
     expected = await _state(client, single)
@@ -124,13 +126,13 @@ async def test_a_batch_stores_and_announces_what_one_version_at_a_time_does(
     assert expected == actual
 
 
-class _InterferedOnce(Store):
-    """A Store whose first read of versions is followed by another writer's ``write``."""
+class _InterferedOnce(PositionStore):
+    """A position store whose first read of versions is followed by another writer's ``write``."""
 
     def __init__(
         self, client: aioredis.Redis, keys: Keys, write: Callable[[], Awaitable[object]]
     ) -> None:
-        super().__init__(client, keys, 1000)
+        super().__init__(Transport.of(client), keys, Limits())
         self.writes = [write]
 
     async def versions(
@@ -206,7 +208,9 @@ async def test_one_batch_walks_a_position_through_its_whole_life(
     liquidation is announced, and the last version is what stays."""
     client = aioredis.Redis.from_url(redis_url)
     await _market(client, prefix)
-    engine = _engine(Store(client, Keys(prefix), Limits()), redis_url, mqtt_url, prefix)
+    engine = _engine(
+        PositionStore(Transport.of(client), Keys(prefix), Limits()), redis_url, mqtt_url, prefix
+    )
 
     def version(seq: int, margin: str, qty: str = "1") -> PositionUpdate:
         """Version ``seq`` of a BTCUSDT long at 64,000 (mark 64,000)."""

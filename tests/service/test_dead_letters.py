@@ -108,7 +108,7 @@ async def test_a_stream_deleted_by_hand_is_counted_again_from_its_next_entry(
     would make every later entry evict the one before it: the count starts again."""
     settings = settings_for(redis_url, mqtt_url, prefix)
     async with running(settings) as daemon:
-        store = daemon.store
+        store = daemon.outbox
         await store.dead_letter("test", "malformed_json", "first", b"{" * 1000)
         await store.client.delete(store.keys.dead_letter)
         await store.dead_letter("test", "malformed_json", "second", b"{" * 10)

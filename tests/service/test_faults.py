@@ -39,7 +39,8 @@ from monitor.core.wire import position_from_object
 from monitor.service.daemon import Daemon
 from monitor.service.engine import Engine
 from monitor.state.keys import Keys
-from monitor.state.store import REDIS_DOWN, Store, connect
+from monitor.state.positions import PositionStore
+from monitor.state.transport import REDIS_DOWN, connect
 
 SYMBOL = "BTCUSDT"
 SETTINGS = load_settings(CONFIG, environ={})
@@ -232,7 +233,7 @@ async def _ready(daemon: Daemon) -> bool:
 
 async def _outbox_is(daemon: Daemon, length: int) -> bool:
     try:
-        return length == await daemon.store.outbox_length([SYMBOL])
+        return length == await daemon.outbox.length([SYMBOL])
     except redis.ConnectionError:
         return False
 
@@ -408,7 +409,7 @@ async def test_a_flood_of_garbage_keeps_dead_letters_bounded_and_the_monitor_wor
         lost = metric(daemon, "liqmon_dead_letters_lost_total")
         assert lost or newest[b"payload"] in {last_position, last_price}
         assert before == await daemon.store.all_records(SYMBOL)
-        assert 0 == await daemon.store.outbox_length([SYMBOL])
+        assert 0 == await daemon.outbox.length([SYMBOL])
 
         await publish(feeder, f"{prefix}/prices/{SYMBOL}/mark", {"price": "50000", "ts": 2})
         await collector.wait_for(1)
@@ -424,8 +425,9 @@ async def test_a_redis_failure_mid_evaluation_leaves_no_cancellation_pending(
     one, and the worker's next raise_if_cancelling would have ended it for good."""
     server = fresh_redis()
     settings = settings_for(server.url, mqtt_url, prefix)
-    client = connect(settings.redis)
-    store = Store(client, Keys(prefix), Limits())
+    transport = connect(settings.redis)
+    client = transport.client
+    store = PositionStore(transport, Keys(prefix), Limits())
     engine = Engine(store, settings.symbols, settings.risk, prefix)
     book = [position_from_object(long(f"p-{n}", 2000 + n), settings.symbols) for n in range(10)]
     try:

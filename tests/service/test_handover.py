@@ -17,7 +17,8 @@ from monitor.core.guards import Alert, PriceGuards
 from monitor.service.handover import Handover
 from monitor.state.keys import Keys
 from monitor.state.leases import Leases
-from monitor.state.store import Store, connect
+from monitor.state.positions import PositionStore
+from monitor.state.transport import connect
 
 T = TypeVar("T")
 NOW_MS = 1_732_400_000_000
@@ -47,7 +48,7 @@ async def once(call: Callable[..., Awaitable[T]], *args: Any) -> T:
 class Setup:
     handover: Handover
     leases: Leases
-    store: Store
+    store: PositionStore
     held: HeldBack
     guards: PriceGuards
     marks: TickPath
@@ -58,9 +59,10 @@ class Setup:
 async def handover_on(redis_url: str, mqtt_url: str, prefix: str) -> AsyncIterator[Setup]:
     """A hand-over on a real Redis for one monitor, its clocks stopped."""
     settings = settings_for(redis_url, mqtt_url, prefix)
-    client = connect(settings.redis)
-    store = Store(client, Keys(prefix), settings.limits)
-    leases = Leases(client, prefix, "monitor-1", ["BTCUSDT"], ttl_s=3.0)
+    transport = connect(settings.redis)
+    client = transport.client
+    store = PositionStore(transport, Keys(prefix), settings.limits)
+    leases = Leases(client, Keys(prefix), "monitor-1", ["BTCUSDT"], ttl_s=3.0)
     held, guards, marks = HeldBack(window_s=6.0), PriceGuards(settings.guards), TickPath()
     alerts: list[Alert] = []
 
@@ -81,7 +83,7 @@ async def handover_on(redis_url: str, mqtt_url: str, prefix: str) -> AsyncIterat
     try:
         yield Setup(handover, leases, store, held, guards, marks, alerts)
     finally:
-        await client.aclose()
+        await transport.aclose()
 
 
 def mark(price: int, ts_ms: int, received_s: float) -> Mark:

@@ -20,7 +20,9 @@ from monitor.core.guards import PriceGuards
 from monitor.core.position import PositionUpdate
 from monitor.service.intake import Intake
 from monitor.state.keys import Keys
-from monitor.state.store import Client, Store, connect
+from monitor.state.outbox import Outbox
+from monitor.state.positions import PositionStore
+from monitor.state.transport import Client, connect
 from monitor.telemetry.metrics import Metrics
 
 NOW_MS = 1_732_400_000_000
@@ -74,8 +76,10 @@ class Setup:
 async def intake_on(redis_url: str, mqtt_url: str, prefix: str) -> AsyncIterator[Setup]:
     """An intake on a real Redis, its dead-letter writer running, its clocks stopped."""
     settings = settings_for(redis_url, mqtt_url, prefix)
-    client = connect(settings.redis)
-    store = Store(client, Keys(prefix), settings.limits)
+    transport = connect(settings.redis)
+    client = transport.client
+    store = PositionStore(transport, Keys(prefix), settings.limits)
+    outbox = Outbox(transport, Keys(prefix), settings.limits)
     metrics, marks = Metrics(), TickPath()
     stored: list[list[PositionUpdate]] = []
 
@@ -84,6 +88,7 @@ async def intake_on(redis_url: str, mqtt_url: str, prefix: str) -> AsyncIterator
 
     intake = Intake(
         store,
+        outbox,
         settings.symbols,
         settings.limits,
         prefix,
@@ -100,7 +105,7 @@ async def intake_on(redis_url: str, mqtt_url: str, prefix: str) -> AsyncIterator
             yield Setup(intake, marks, stored, metrics, client, prefix)
             writer.cancel()
     finally:
-        await client.aclose()
+        await transport.aclose()
 
 
 def price(value: str, ts_ms: int) -> bytes:

@@ -15,13 +15,14 @@ from monitor.bus.client import Publisher
 from monitor.config.settings import Settings
 from monitor.service.relay import Relay
 from monitor.state.keys import Keys
-from monitor.state.store import Store, connect
+from monitor.state.outbox import Outbox
+from monitor.state.transport import connect
 from monitor.telemetry.metrics import Metrics
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
-async def commit(store: Store, prefix: str, symbol: str, n: int) -> None:
+async def commit(store: Outbox, prefix: str, symbol: str, n: int) -> None:
     """Queue message ``n`` of ``symbol`` in its outbox, as a commit would."""
     payload = orjson.dumps({"event_id": f"{symbol}-{n}", "symbol": symbol, "n": n})
     await store.enqueue(symbol, f"{symbol}-{n}", f"{prefix}/events/acct-1/{symbol}/test", payload)
@@ -29,7 +30,7 @@ async def commit(store: Store, prefix: str, symbol: str, n: int) -> None:
 
 @contextlib.asynccontextmanager
 async def relaying(
-    settings: Settings, store: Store, owns: Callable[[str], bool], metrics: Metrics
+    settings: Settings, store: Outbox, owns: Callable[[str], bool], metrics: Metrics
 ) -> AsyncIterator[Relay]:
     """A relay publishing the outboxes of the symbols it ``owns`` until the block ends."""
     relay = Relay(store, list(SYMBOLS), "relay-1", metrics, owns)
@@ -46,19 +47,19 @@ async def relaying(
 async def outboxes(redis_url: str, mqtt_url: str, prefix: str) -> AsyncIterator[Any]:
     """Settings and a store whose outboxes have their publishers' group."""
     settings = settings_for(redis_url, mqtt_url, prefix)
-    client = connect(settings.redis)
-    store = Store(client, Keys(prefix), settings.limits)
+    transport = connect(settings.redis)
+    store = Outbox(transport, Keys(prefix), settings.limits)
     try:
-        await store.ensure_outbox_groups(list(SYMBOLS))
+        await store.ensure_groups(list(SYMBOLS))
         yield settings, store
     finally:
-        await client.aclose()
+        await transport.aclose()
 
 
-async def acknowledged(store: Store, timeout_s: float = 10.0) -> None:
+async def acknowledged(store: Outbox, timeout_s: float = 10.0) -> None:
     """Wait until every outbox is empty of unacknowledged messages."""
     async with asyncio.timeout(timeout_s):
-        while await store.outbox_length(list(SYMBOLS)):
+        while await store.length(list(SYMBOLS)):
             await asyncio.sleep(0.01)
 
 
@@ -100,7 +101,7 @@ async def test_a_relay_publishes_only_the_symbols_it_holds(
         ):
             first = list(await collector.wait_for(1))
             await collector.quiet(0.3)
-            waiting = await store.outbox_length(["ETHUSDT"])
+            waiting = await store.length(["ETHUSDT"])
             held.add("ETHUSDT")
             everything = await collector.wait_for(2)
             await acknowledged(store)
@@ -117,7 +118,7 @@ async def test_a_restarted_relay_first_sends_what_it_had_read_and_never_saw_ackn
     async with outboxes(redis_url, mqtt_url, prefix) as (settings, store):
         await commit(store, prefix, "BTCUSDT", 0)
         await commit(store, prefix, "BTCUSDT", 1)
-        read = await store.read_outbox(["BTCUSDT"], "relay-1", 10, 1, pending=False)
+        read = await store.read(["BTCUSDT"], "relay-1", 10, 1, pending=False)
         await commit(store, prefix, "BTCUSDT", 2)
         async with (
             Collector(mqtt_url, prefix) as collector,

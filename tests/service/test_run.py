@@ -38,7 +38,7 @@ from feeds.tick import PriceKind, PriceTick
 from monitor.config.settings import RedisSettings
 from monitor.devtools.embedded import free_port
 from monitor.state.keys import Keys
-from monitor.state.store import connect
+from monitor.state.transport import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 LIQMON = Path(sys.executable).parent / "liqmon"
@@ -141,7 +141,7 @@ async def test_events_wait_in_redis_while_the_broker_is_down(
         # Prices from a venue feed keep flowing while the broker is down.
         await daemon.intake.on_tick(PriceTick("BTCUSDT", PriceKind.MARK, Decimal(50000), 2, "test"))
         async with asyncio.timeout(10):
-            while await daemon.store.outbox_length(["BTCUSDT"]) < len(positions):
+            while await daemon.outbox.length(["BTCUSDT"]) < len(positions):
                 await asyncio.sleep(0.05)
 
         # The backlog shows in the metrics an operator alerts on.
@@ -167,7 +167,7 @@ async def test_events_wait_in_redis_while_the_broker_is_down(
                     if len(received) == len(positions):
                         break
         async with asyncio.timeout(10):
-            while await daemon.store.outbox_length(["BTCUSDT"]):
+            while await daemon.outbox.length(["BTCUSDT"]):
                 await asyncio.sleep(0.05)
 
     assert sorted(e["event_id"] for e in received) == sorted(f"p-{n}:1:1" for n in range(50))
@@ -201,7 +201,7 @@ async def test_liqmon_publish_delivers_the_outbox_serves_metrics_and_stops_on_si
         await http_ready(port, timeout=15)
         async with aiomqtt.Client(host, int(mqtt_port), identifier="publish-sub") as subscriber:
             await subscriber.subscribe("liqmon/events/#", qos=1)
-            client = connect(RedisSettings(redis_url, cluster=cluster))
+            client = connect(RedisSettings(redis_url, cluster=cluster)).client
             payloads = {}
             for n, (outbox, symbol) in enumerate(zip(outboxes, ("BTCUSDT", "BTCUSD"), strict=True)):
                 payload = b'{"event_id": "p-%d:1:1", "type": "liquidation"}' % n
@@ -251,14 +251,14 @@ async def test_a_monitor_with_a_separate_publisher_leaves_events_to_it(
             await stored_positions(daemon, "BTCUSDT", 1)
             await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "50000", "ts": 2})
         async with asyncio.timeout(10):
-            while not await daemon.store.outbox_length(["BTCUSDT"]):
+            while not await daemon.outbox.length(["BTCUSDT"]):
                 await asyncio.sleep(0.05)
         assert await events.quiet(0.5) == [], "the monitor itself publishes nothing"
         async with publishing(settings):
             received = await events.wait_for(1)
             await events.quiet(0.3)
         assert [(e["event_id"], e["type"]) for e in received] == [("p-1:1:1", "liquidation")]
-        assert await daemon.store.outbox_length(["BTCUSDT"]) == 0
+        assert await daemon.outbox.length(["BTCUSDT"]) == 0
 
 
 async def test_two_publishers_share_the_outboxes_by_lease(

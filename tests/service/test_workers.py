@@ -19,7 +19,8 @@ from monitor.core.wire import position_from_object
 from monitor.service.engine import Engine
 from monitor.service.workers import TickWorkers
 from monitor.state.keys import Keys
-from monitor.state.store import Client, Store, connect
+from monitor.state.positions import PositionStore
+from monitor.state.transport import Client, connect
 from monitor.telemetry.metrics import Metrics
 
 SYMBOL = "BTCUSDT"
@@ -57,11 +58,12 @@ def mark(price: int, ts_ms: int, symbol: str = SYMBOL) -> PriceTick:
 @contextlib.asynccontextmanager
 async def book(
     redis_url: str, mqtt_url: str, prefix: str, margins: list[int]
-) -> AsyncIterator[tuple[Store, Client]]:
+) -> AsyncIterator[tuple[PositionStore, Client]]:
     """Redis holding BTCUSDT longs of the given margins at mark 60,000 (stamped 1)."""
     settings = settings_for(redis_url, mqtt_url, prefix)
-    client = connect(settings.redis)
-    store = Store(client, Keys(prefix), Limits())
+    transport = connect(settings.redis)
+    client = transport.client
+    store = PositionStore(transport, Keys(prefix), Limits())
     loader = Engine(store, settings.symbols, settings.risk, prefix)
     try:
         await store.accept_marks([(SYMBOL, Decimal(60000), 1)])
@@ -73,7 +75,7 @@ async def book(
         )
         yield store, client
     finally:
-        await client.aclose()
+        await transport.aclose()
 
 
 @contextlib.asynccontextmanager

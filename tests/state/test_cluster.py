@@ -25,7 +25,8 @@ from redis.crc import key_slot
 from monitor.config.settings import Limits, RedisSettings
 from monitor.devtools.embedded import RedisClusterServers
 from monitor.state.keys import Keys
-from monitor.state.store import REDIS_DOWN, Store, connect
+from monitor.state.positions import PositionStore
+from monitor.state.transport import REDIS_DOWN, connect
 
 MOVING = "MOVINGUSDT"
 """A symbol of these tests only: its slot is moved to another node and back."""
@@ -54,8 +55,9 @@ async def test_the_tick_path_follows_a_slot_that_moves(
     (ASK); once the slot has moved, the tick path's stale slot map is read again (MOVED)."""
     keys = Keys(prefix)
     slot = key_slot(MOVING.encode())
-    client = connect(RedisSettings(cluster_url, cluster=True))
-    store = Store(client, keys, Limits())
+    transport = connect(RedisSettings(cluster_url, cluster=True))
+    client = transport.client
+    store = PositionStore(transport, keys, Limits())
     # The slot map is read, and the script loaded on every primary.
     assert await store.accept_marks([("BTCUSDT", Decimal(1), 1)]) != [None]
     owner_node = client.nodes_manager.get_node_from_slot(slot)
@@ -140,7 +142,7 @@ async def test_a_primary_that_restarts_empty_is_caught_up_with(
             # A read over every node fails with the one error and leaves no cancellation
             # pending (Python 3.11's TaskGroup, failing at its exit, left one: the relay ended).
             with pytest.raises(REDIS_DOWN):
-                await daemon.store.read_outboxes(list(settings.symbols), "probe", 1, pending=True)
+                await daemon.outbox.read_each(list(settings.symbols), "probe", 1, pending=True)
             task = asyncio.current_task()
             assert task is not None and task.cancelling() == 0
             node.start()

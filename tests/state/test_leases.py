@@ -21,8 +21,9 @@ from harness import (
 )
 
 from monitor.config.settings import RedisSettings, Settings
+from monitor.state.keys import Keys
 from monitor.state.leases import Leases, fair_share, preference
-from monitor.state.store import connect
+from monitor.state.transport import connect
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BTCUSD", "ETHUSD"]
 
@@ -38,8 +39,8 @@ async def test_two_monitors_split_the_symbols_and_rebalance(redis_url: str) -> N
     """A second monitor joining gets its share; every symbol has exactly one holder."""
     client = aioredis.Redis.from_url(redis_url)
     try:
-        first = Leases(client, "t", "m1", SYMBOLS, ttl_s=3)
-        second = Leases(client, "t", "m2", SYMBOLS, ttl_s=3)
+        first = Leases(client, Keys("t"), "m1", SYMBOLS, ttl_s=3)
+        second = Leases(client, Keys("t"), "m2", SYMBOLS, ttl_s=3)
         assert len(await first.refresh()) == 5
         assert await second.refresh() == []
         for _ in range(2):
@@ -63,9 +64,9 @@ async def test_leases_are_renewed_after_redis_forgot_the_scripts(
 
     On a Redis Cluster the five symbols' leases live on all three nodes.
     """
-    client = connect(RedisSettings(redis_url_of(request, cluster), cluster=cluster))
+    client = connect(RedisSettings(redis_url_of(request, cluster), cluster=cluster)).client
     try:
-        leases = Leases(client, "t", "m1", SYMBOLS, ttl_s=3)
+        leases = Leases(client, Keys("t"), "m1", SYMBOLS, ttl_s=3)
         await leases.refresh()
         await client.script_flush()
         assert await leases.refresh() == []

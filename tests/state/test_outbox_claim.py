@@ -8,7 +8,8 @@ from harness import Collector, redis_url_of, running, settings_for
 from monitor.config.settings import Limits
 from monitor.service import relay
 from monitor.state.keys import OUTBOX_GROUP, Keys
-from monitor.state.store import Store, connect
+from monitor.state.outbox import Outbox
+from monitor.state.transport import connect
 
 
 @pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
@@ -25,7 +26,7 @@ async def test_events_a_dead_publisher_read_but_never_acknowledged_are_delivered
     settings = settings_for(redis_url_of(request, cluster), mqtt_url, prefix, cluster)
     keys = Keys(prefix)
     outbox = keys.outbox("ETHUSDT")
-    client = connect(settings.redis)
+    client = connect(settings.redis).client
     await client.xgroup_create(outbox, OUTBOX_GROUP, id="0", mkstream=True)
     topic = f"{prefix}/events/acct-9/ETHUSDT/liquidation"
     for n in range(5):
@@ -50,10 +51,11 @@ async def test_claiming_where_the_groups_were_lost_makes_them_again(
     request: pytest.FixtureRequest, prefix: str, cluster: bool
 ) -> None:
     """A server (a cluster node) that lost its data has nothing to claim: the groups come back."""
-    client = connect(
+    transport = connect(
         settings_for(redis_url_of(request, cluster), "mqtt://x", prefix, cluster).redis
     )
-    store = Store(client, Keys(prefix), Limits())
+    client = transport.client
+    store = Outbox(transport, Keys(prefix), Limits())
     try:
         assert [] == await store.claim_abandoned(["BTCUSDT", "BTCUSD"], "me", 0, 10)
         assert [1, 1] == [
@@ -79,7 +81,7 @@ async def test_a_successor_publishes_what_its_predecessor_had_read_before_anythi
     monkeypatch.setattr(relay, "ABANDONED_AFTER_MS", 1000)
     settings = settings_for(redis_url_of(request, cluster), mqtt_url, prefix, cluster)
     outbox = Keys(prefix).outbox("ETHUSDT")
-    client = connect(settings.redis)
+    client = connect(settings.redis).client
     await client.xgroup_create(outbox, OUTBOX_GROUP, id="0", mkstream=True)
 
     async def commit(kind: str, n: int) -> None:

@@ -17,7 +17,7 @@ from monitor.config.settings import load_settings
 from monitor.core.errors import UnsafeServer
 from monitor.devtools.embedded import RedisClusterServers
 from monitor.state.prerequisites import check_eviction
-from monitor.state.store import connect
+from monitor.state.transport import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 LIQMON = Path(sys.executable).parent / "liqmon"
@@ -77,7 +77,7 @@ async def test_the_policy_is_read_from_info_when_config_is_disabled(fresh_redis)
     )
     client = connect(
         replace(load_settings(ROOT / "config" / "liqmon.toml", {}).redis, url=server.url)
-    )
+    ).client
     try:
         with pytest.raises(UnsafeServer, match="maxmemory-policy allkeys-random"):
             await check_eviction(client, allow_eviction=False)
@@ -92,7 +92,7 @@ async def test_an_unreadable_policy_is_a_warning_not_a_refusal(fresh_redis) -> N
     )
     client = connect(
         replace(load_settings(ROOT / "config" / "liqmon.toml", {}).redis, url=server.url)
-    )
+    ).client
     try:
         with structlog.testing.capture_logs() as logs:
             await check_eviction(client, allow_eviction=False)
@@ -109,7 +109,7 @@ async def test_every_primary_of_a_cluster_is_checked(
     """On a Redis Cluster, one primary that may evict is enough to refuse, and it is named."""
     node = redis_cluster.nodes[-1]
     settings = load_settings(ROOT / "config" / "liqmon.toml", {}).redis
-    client = connect(replace(settings, url=cluster_url, cluster=True))
+    client = connect(replace(settings, url=cluster_url, cluster=True)).client
     with redis.Redis.from_url(node.url) as direct:
         direct.config_set("maxmemory-policy", "volatile-lfu")
     try:

@@ -39,14 +39,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feeds.tick import PriceKind, PriceTick
 from monitor.config.settings import Settings
-from monitor.core.evaluation import Quote
 from monitor.core.wire import position_from_object
 from monitor.devtools.embedded import RedisServer
 from monitor.service.daemon import Daemon, PublisherDaemon, Service
 from monitor.service.engine import Engine
 from monitor.state.channel import REPLY_DEADLINE_S
 from monitor.state.keys import Keys
-from monitor.state.store import Store, Write
+from monitor.state.outbox import Outbox
+from monitor.state.positions import UNCHECKED, DecidedAt, PositionStore, Write
+from monitor.state.transport import Transport
 
 SYMBOL = "BTCUSDT"
 
@@ -239,7 +240,7 @@ async def events_queued(settings: Settings, mqtt_url: str, prefix: str, count: i
         await publish(feeder, f"{prefix}/prices/{SYMBOL}/mark", {"price": "50000", "ts": 2})
 
         async def queued() -> bool:
-            return count == await monitor.store.outbox_length([SYMBOL]) and monitor.idle()
+            return count == await monitor.outbox.length([SYMBOL]) and monitor.idle()
 
         await until(queued)
     return separate
@@ -303,21 +304,21 @@ async def test_the_publisher_starts_and_drains_the_outbox_while_redis_is_full(
 
 
 async def _outbox_empty(service: Service) -> bool:
-    return 0 == await service.store.outbox_length([SYMBOL])
+    return 0 == await service.outbox.length([SYMBOL])
 
 
 async def _ready(service: Service) -> bool:
     return not await service.failing()
 
 
-class _ReplyLostOnce(Store):
-    """A Store whose first commit runs in Redis but whose reply is lost (a deadline missed
+class _ReplyLostOnce(PositionStore):
+    """A position store whose first commit runs in Redis but whose reply is lost (a deadline missed
     after Redis had done the work): what a retry after a timeout meets."""
 
     lost = False
 
     async def commit(
-        self, symbol: str, writes: Sequence[Write], decided_at: Quote | bool | None = True
+        self, symbol: str, writes: Sequence[Write], decided_at: DecidedAt = UNCHECKED
     ) -> set[str] | None:
         conflicts = await super().commit(symbol, writes, decided_at)
         if not self.lost:
@@ -333,10 +334,12 @@ async def test_a_commit_whose_reply_was_lost_is_retried_without_a_second_event(
     each liquidation once: the commit is compare-and-set, the retry finds them done."""
     settings = settings_for(redis_url, mqtt_url, prefix)
     client = aioredis.Redis.from_url(redis_url)
-    store = _ReplyLostOnce(client, Keys(prefix), 100)
+    transport = Transport.of(client)
+    store = _ReplyLostOnce(transport, Keys(prefix), settings.limits)
+    outbox = Outbox(transport, Keys(prefix), settings.limits)
     engine = Engine(store, settings.symbols, settings.risk, prefix)
     try:
-        await store.ensure_outbox_groups([SYMBOL])
+        await outbox.ensure_groups([SYMBOL])
         await store.accept_marks([(SYMBOL, Decimal(60000), 1)])
         await engine.apply_updates([position_from_object(p, settings.symbols) for p in book(10)])
         tick = PriceTick(SYMBOL, PriceKind.MARK, Decimal(50000), 2, "test")
@@ -346,7 +349,7 @@ async def test_a_commit_whose_reply_was_lost_is_retried_without_a_second_event(
             await engine.on_candidates(tick, candidates)
         # The daemon retries with the candidates it had: their records are stale now.
         retried = await engine.on_candidates(tick, candidates)
-        queued = await store.read_outbox([SYMBOL], "test", 100, 1, pending=False)
+        queued = await outbox.read([SYMBOL], "test", 100, 1, pending=False)
     finally:
         await client.aclose()
     assert [] == retried.events

@@ -13,7 +13,8 @@ from monitor.core.wire import position_from_object
 from monitor.service.engine import Engine
 from monitor.service.loading import load_positions
 from monitor.state.keys import Keys
-from monitor.state.store import Client, Store, connect
+from monitor.state.positions import PositionStore
+from monitor.state.transport import Client, connect
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 ENTRY = {"BTCUSDT": 64000, "ETHUSDT": 3400, "SOLUSDT": 150}
@@ -33,11 +34,12 @@ async def _book(
         for symbol in SYMBOLS
         for n in range(20)
     ]  # fmt: skip
-    client = connect(settings.redis)
+    transport = connect(settings.redis)
+    client = transport.client
     for symbol in SYMBOLS:
         await client.hset(Keys(prefix).price(symbol), mapping={"mark": ENTRY[symbol], "mark_ts": 1})
     await load_positions(settings, items, batch_size=100, progress=False)
-    store = Store(client, Keys(prefix), Limits())
+    store = PositionStore(transport, Keys(prefix), Limits())
     return Engine(store, settings.symbols, settings.risk, prefix), client
 
 

@@ -259,7 +259,7 @@ async def _outbox_drained(daemon: Any, symbols: list[str]) -> None:
     async with asyncio.timeout(15):
         while True:
             length = await daemon.store.client.xlen(key)
-            if daemon.idle() and not await daemon.store.outbox_length(symbols) and length == seen:
+            if daemon.idle() and not await daemon.outbox.length(symbols) and length == seen:
                 return
             seen = length
             await asyncio.sleep(0.2)

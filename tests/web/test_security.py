@@ -213,7 +213,7 @@ async def test_an_account_reads_only_its_own_events_and_cannot_publish_prices_or
         assert [1, 1, 1] == [
             r.seq for r in sorted(await daemon.store.all_records("BTCUSDT"), key=lambda r: r.id)
         ]
-        assert 0 == await daemon.store.outbox_length(["BTCUSDT"])
+        assert 0 == await daemon.outbox.length(["BTCUSDT"])
 
         await mark(feeder, "50000", 4)
         to_account_1 = await receive(account_1, 1)

@@ -1,5 +1,10 @@
 -- Apply decided transitions atomically: record, trigger sets and outbox event together.
 -- KEYS: positions, long:down, long:up, short:down, short:up, outbox, price, tombstones
+--       (the trigger sets in the order of TriggerSet, monitor/core/triggers.py: each
+--       write names its side and gives its down and up scores, and a side's two sets
+--       are the pair after KEYS[1] for long, the next pair for short; the order is
+--       checked by tests/state/test_keys.py. Which of them is worsening is not
+--       this script's business: the caller's down and up scores say it.)
 -- ARGV[1]: "mark_ts|mark" the decisions were made at ("" = do not check, "-" = no mark yet),
 -- ARGV[2]: the writes, fields separated by NUL, 9 per write: id, expected record
 --       ("" = must be absent), new record, side, down score ("" = none),
