@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from monitor.core.errors import Bug
 from monitor.core.margin import MarginState
 
 
@@ -47,7 +48,7 @@ class EventType(StrEnum):
     LIQUIDATION = "liquidation"
 
 
-class IllegalTransition(Exception):
+class IllegalTransition(Bug):
     """A status move that is not in :data:`TRANSITIONS` (a bug, never an input error)."""
 
 
