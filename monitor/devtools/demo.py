@@ -51,6 +51,7 @@ from feeds.synthetic import Jump, SyntheticSource
 from feeds.tick import PriceKind, PriceTick
 from monitor.bus.tool_client import make_client
 from monitor.config.settings import DEFAULT_PATH, Settings, load_settings
+from monitor.core import topics
 from monitor.core.errors import ConfigError
 from monitor.core.margin import Contract, ContractKind, Position, Side, assess
 from monitor.core.position import PositionUpdate
@@ -486,7 +487,7 @@ class Show:
         daemon = Daemon(self.settings, [source])
         async with watcher:
             # Subscribed before the market starts, so no event is missed.
-            await watcher.subscribe(f"{prefix}/events/#", qos=1)
+            await watcher.subscribe(topics.all_events(prefix), qos=1)
             async with asyncio.TaskGroup() as group:
                 running = group.create_task(daemon.run(), name="daemon")
                 reader = group.create_task(self._read_events(watcher), name="events")

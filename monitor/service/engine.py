@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from feeds.tick import PriceKind, PriceTick
+from monitor.core import topics
 from monitor.core.evaluation import Decision, Event, Quote, apply_update, evaluate
 from monitor.core.margin import Contract
 from monitor.core.position import PositionRecord, PositionUpdate
@@ -81,7 +82,7 @@ class Engine:
 
     def topic(self, event: Event) -> str:
         """The MQTT topic of an event."""
-        return f"{self.topic_prefix}/events/{event.account}/{event.symbol}/{event.type.value}"
+        return topics.events(self.topic_prefix, event.account, event.symbol, event.type.value)
 
     async def on_mark(self, tick: PriceTick, allow_liquidation: bool = True) -> Outcome | None:
         """Evaluate the positions whose trigger a mark tick crossed; None if the tick was stale."""
