@@ -534,10 +534,7 @@ def _calc(settings: Settings, args: argparse.Namespace) -> None:
         "margin_call_price": _opt(ratio_price(contract, position, risk.margin_call_ratio)),
     }
     if args.mark is not None:
-        try:
-            state = assess(contract, position, args.mark)
-        except ValueError as error:
-            _fail(str(error))
+        state = assess(contract, position, args.mark)
         status = next_status(Status.HEALTHY, state, risk)
         result |= {
             "mark_price": decimal_str(args.mark),

@@ -226,19 +226,13 @@ def _sized(
         qty = Decimal(max(1, round(notional_usd / float(contract.contract_size))))
         notional = qty * contract.contract_size / entry
         margin_step = Decimal("1e-8")
-    try:
-        bracket = contract.bracket_for(notional)
-    except ValueError:
-        return None
+    bracket = contract.bracket_for(notional)
     # Venues cap leverage per tier at about 1 / (2 · maintenance rate).
     cap = 1 / (2 * float(bracket.mmr + contract.close_fee_rate))
     leverage = max(1, min(round(leverage), math.floor(cap)))
     margin = (notional / leverage).quantize(margin_step, ROUND_UP)
     position = Position(side, qty, entry, margin)
-    try:
-        state = assess(contract, position, market.start)
-    except ValueError:
-        return None
+    state = assess(contract, position, market.start)
     return position if state.margin_ratio < START_RATIO_MAX else None
 
 
@@ -414,7 +408,7 @@ def readable(event: Mapping[str, object]) -> dict[str, object]:
     for key, digits in (("liquidation_price", None), ("margin_ratio", 3)):
         try:
             value = Decimal(str(event[key]))
-        except (KeyError, ArithmeticError, ValueError):
+        except (KeyError, ArithmeticError):  # absent, or not a number (None)
             continue
         if value.is_finite() and value:
             places = digits if digits is not None else 5 - value.adjusted()
