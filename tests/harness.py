@@ -73,18 +73,39 @@ async def http_ready(port: int, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.1)
 
 
-def btc_long(position_id: str, margin: str = "3000", account: str = "acct-1") -> dict[str, Any]:
-    """A BTCUSDT long of 1 BTC at 60,000 (liquidated well above 50,000 with 3,000 of margin)."""
+def position_object(
+    position_id: str,
+    *,
+    account: str = "acct-1",
+    symbol: str = "BTCUSDT",
+    side: str = "long",
+    qty: str = "1",
+    entry_price: str = "60000",
+    margin: str = "3000",
+    seq: int = 1,
+) -> dict[str, Any]:
+    """A position as a source publishes it on ``{prefix}/positions`` or writes it to a
+    JSON Lines file: decimals as strings; by default a BTCUSDT long of 1 BTC at 60,000."""
     return {
         "id": position_id,
         "account": account,
-        "symbol": "BTCUSDT",
-        "side": "long",
-        "qty": "1",
-        "entry_price": "60000",
+        "symbol": symbol,
+        "side": side,
+        "qty": qty,
+        "entry_price": entry_price,
         "margin": margin,
-        "seq": 1,
+        "seq": seq,
     }
+
+
+def btc_long(position_id: str, margin: str = "3000", account: str = "acct-1") -> dict[str, Any]:
+    """A BTCUSDT long of 1 BTC at 60,000 (liquidated well above 50,000 with 3,000 of margin)."""
+    return position_object(position_id, account=account, margin=margin)
+
+
+def half_btc_long(position_id: str, account: str = "acct-42", seq: int = 1) -> dict[str, Any]:
+    """A BTCUSDT long of 0.5 BTC at 60,000 with 3,000 of margin (liquidation price 54,216.87)."""
+    return position_object(position_id, account=account, qty="0.5", seq=seq)
 
 
 @contextlib.asynccontextmanager
