@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +59,21 @@ def nodes_holding(cluster_url: str, keys: list[str]) -> set[str]:
     """The cluster nodes (host:port) that own ``keys``' slots."""
     with redis.RedisCluster.from_url(cluster_url) as client:
         return {client.get_node_from_key(key).name for key in keys}
+
+
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 20.0, every_s: float = 0.02
+) -> None:
+    """Wait until ``condition()`` holds (awaited if it is a coroutine), checking every
+    ``every_s``; ``TimeoutError`` after ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            outcome = condition()
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
+            if outcome:
+                return
+            await asyncio.sleep(every_s)
 
 
 async def http_ready(port: int, timeout: float = 20.0) -> None:
