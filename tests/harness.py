@@ -228,7 +228,7 @@ class Collector:
         """Wait until no event arrived for ``seconds``; return them all."""
         while True:
             seen = len(self.events)
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(seconds)  # that nothing more comes, only time can show
             if len(self.events) == seen:
                 return self.events
 
