@@ -72,7 +72,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 bench-quick: setup $(BENCH_STAMP)
-	$(BIN)/python benchmarks/bench.py --quick
+	$(BIN)/python -m benchmarks.bench --quick
 
 bench: setup $(BENCH_STAMP)
-	$(BIN)/python benchmarks/bench.py --full
+	$(BIN)/python -m benchmarks.bench --full

@@ -28,8 +28,8 @@ Phases, per N (10k and 100k in quick mode, plus 1M in full mode):
 Writes ``results.json``, ``report.md`` and ``plot.png`` to
 ``benchmarks/results/<date>-quick|full/``.
 
-    .venv/bin/python benchmarks/bench.py --quick     # < 2 minutes
-    .venv/bin/python benchmarks/bench.py --full      # about 12 minutes
+    .venv/bin/python -m benchmarks.bench --quick     # < 2 minutes
+    .venv/bin/python -m benchmarks.bench --full      # about 12 minutes
 """
 
 from __future__ import annotations
@@ -56,15 +56,22 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import book
 import orjson
 import redis
-import report
-from rawmqtt import Publisher
-from stats import CLOCK_TICKS, cpu_seconds, histogram_delta, spearman, summary_ms, tick_histogram
 
+from benchmarks import book, report
+from benchmarks.rawmqtt import Publisher
+from benchmarks.stats import (
+    CLOCK_TICKS,
+    cpu_seconds,
+    histogram_delta,
+    spearman,
+    summary_ms,
+    tick_histogram,
+)
 from monitor.cli.main import default_load_workers
 from monitor.config.settings import Settings, load_settings
+from monitor.core import topics
 from monitor.core.evaluation import triggers_for
 from monitor.core.margin import Position, Side, assess, liquidation_price, ratio_price
 from monitor.core.position import PositionRecord
@@ -355,17 +362,19 @@ class Watchers:
         self.observer = subprocess.Popen(
             [
                 sys.executable,
-                str(HERE / "observer.py"),
+                "-m",
+                "benchmarks.observer",
                 "127.0.0.1",
                 str(redis_server.port),
                 pattern,
             ],
             stdout=self.notes.path.open("wb"),
             stderr=subprocess.DEVNULL,
+            cwd=ROOT,
         )
         sub = [
             "mosquitto_sub", "-h", "127.0.0.1", "-p", str(mqtt.port), "-q", "1",
-            "-i", f"bench-events-{os.getpid()}", "-t", f"{PREFIX}/events/#", "-F", "%U %p",
+            "-i", f"bench-events-{os.getpid()}", "-t", topics.all_events(PREFIX), "-F", "%U %p",
         ]  # fmt: skip
         if shutil.which("stdbuf"):
             sub = ["stdbuf", "-oL", *sub]
@@ -439,7 +448,7 @@ class Driver:
     def tick(self, symbol: str, price: str, kind: str, expected: int = 0) -> Sent:
         self.next_ts += 1
         payload = b'{"price":"%s","ts":%d}' % (price.encode(), self.next_ts)
-        packet = Publisher.packet(f"{PREFIX}/prices/{symbol}/mark", payload)
+        packet = Publisher.packet(topics.prices(PREFIX, symbol, "mark"), payload)
         send_ns = time.time_ns()
         self.publisher.send(packet)
         return Sent(self.next_ts, symbol, price, send_ns, kind, expected)

@@ -5,8 +5,8 @@ One symbol (:data:`BURST_SYMBOL`) carries ``burst_share`` of all positions, the
 way BTC dominates real books; that is what lets a single mark tick liquidate
 10 % of the whole book. The other 499 share the rest evenly.
 
-Positions come from :func:`load.generate_positions` (the load benchmark's
-generator) with entries within 1 % of the mark and leverage 2-25x, so that no
+Positions come from :func:`benchmarks.generator.generate_positions` (the load
+benchmark's generator) with entries within 1 % of the mark and leverage 2-25x, so that no
 position is in margin call at load time and every symbol has a band of
 roughly ±2 % around its mark with no trigger in it: ticks inside the band
 cross nothing, ticks beyond its edge cross a chosen number of triggers.
@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from load import generate_positions
+from benchmarks.generator import generate_positions
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = ROOT / "config" / "liqmon.toml"

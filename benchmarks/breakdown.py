@@ -5,7 +5,7 @@ syscall the process was preempted in; this measures CPU (``process_time``)
 of each stage run in a loop, with the real monitor code and a real Redis and
 broker, so the stages add up to the per-tick CPU that ``bench.py`` reports.
 
-    .venv/bin/python benchmarks/breakdown.py [--positions-per-symbol 160]
+    .venv/bin/python -m benchmarks.breakdown [--positions-per-symbol 160]
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import book
 import orjson
 import redis
 import redis.asyncio as aioredis
-from load import generate_positions
 
+from benchmarks import book
+from benchmarks.generator import generate_positions
 from feeds.tick import PriceKind, PriceTick
 from monitor.config.settings import Limits, load_settings
 from monitor.core.coalescing import Coalescing, Mark

@@ -6,8 +6,8 @@ next, as ``Bus._send`` does. ``mosquitto_sub -q 1`` counts what arrives; the
 rate is messages over the time from the first write to the last message
 received (and, for the publisher alone, to its last PUBACK).
 
-    .venv/bin/python benchmarks/publisher.py                  # both, 100,000 messages
-    .venv/bin/python benchmarks/publisher.py --only publisher --count 20000
+    .venv/bin/python -m benchmarks.publisher                  # both, 100,000 messages
+    .venv/bin/python -m benchmarks.publisher --only publisher --count 20000
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ parses each read in the event loop's callback and calls nothing: what the
 loop, the syscalls and the parsing cost, below any client with a coroutine
 per message.
 
-    .venv/bin/python benchmarks/receive.py                       # 1,000/s and 5,000/s
-    .venv/bin/python benchmarks/receive.py --rate 10000 --count 20000 --only subscriber
+    .venv/bin/python -m benchmarks.receive                       # 1,000/s and 5,000/s
+    .venv/bin/python -m benchmarks.receive --rate 10000 --count 20000 --only subscriber
 """
 
 from __future__ import annotations
@@ -29,13 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from rawmqtt import Publisher as RawPublisher
 
+from benchmarks.rawmqtt import Publisher as RawPublisher
 from monitor.bus.client import Subscriber
 from monitor.bus.protocol import SubscribeSession, connect_packet, subscribe_packet
 from monitor.bus.tool_client import make_client
 from monitor.config.settings import MqttSettings
 from monitor.devtools.embedded import MosquittoServer
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root: the driver runs as ``python -m benchmarks.receive`` from there."""
 
 TOPIC_FILTER = "bench/prices/+/mark"
 SYMBOLS = 500
@@ -139,7 +142,8 @@ async def measure(receiver: Receiver, port: int, rate: float, count: int) -> tup
     await ready.wait()
     await asyncio.sleep(0.2)  # the SUBACK is in, the connection is quiet
     driver = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--drive", str(port), "--rate", str(rate), "--count", str(count)
+        sys.executable, "-m", "benchmarks.receive", "--drive", str(port), "--rate", str(rate),
+        "--count", str(count), cwd=ROOT,
     )  # fmt: skip
     cpu_before = time.process_time()
     try:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +61,21 @@ def nodes_holding(cluster_url: str, keys: list[str]) -> set[str]:
         return {client.get_node_from_key(key).name for key in keys}
 
 
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 20.0, every_s: float = 0.02
+) -> None:
+    """Wait until ``condition()`` holds (awaited if it is a coroutine), checking every
+    ``every_s``; ``TimeoutError`` after ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            outcome = condition()
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
+            if outcome:
+                return
+            await asyncio.sleep(every_s)
+
+
 async def http_ready(port: int, timeout: float = 20.0) -> None:
     """Wait until a liqmon process's ``/readyz`` on ``port`` answers 200."""
     async with asyncio.timeout(timeout):
@@ -73,18 +89,39 @@ async def http_ready(port: int, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.1)
 
 
-def btc_long(position_id: str, margin: str = "3000", account: str = "acct-1") -> dict[str, Any]:
-    """A BTCUSDT long of 1 BTC at 60,000 (liquidated well above 50,000 with 3,000 of margin)."""
+def position_object(
+    position_id: str,
+    *,
+    account: str = "acct-1",
+    symbol: str = "BTCUSDT",
+    side: str = "long",
+    qty: str = "1",
+    entry_price: str = "60000",
+    margin: str = "3000",
+    seq: int = 1,
+) -> dict[str, Any]:
+    """A position as a source publishes it on ``{prefix}/positions`` or writes it to a
+    JSON Lines file: decimals as strings; by default a BTCUSDT long of 1 BTC at 60,000."""
     return {
         "id": position_id,
         "account": account,
-        "symbol": "BTCUSDT",
-        "side": "long",
-        "qty": "1",
-        "entry_price": "60000",
+        "symbol": symbol,
+        "side": side,
+        "qty": qty,
+        "entry_price": entry_price,
         "margin": margin,
-        "seq": 1,
+        "seq": seq,
     }
+
+
+def btc_long(position_id: str, margin: str = "3000", account: str = "acct-1") -> dict[str, Any]:
+    """A BTCUSDT long of 1 BTC at 60,000 (liquidated well above 50,000 with 3,000 of margin)."""
+    return position_object(position_id, account=account, margin=margin)
+
+
+def half_btc_long(position_id: str, account: str = "acct-42", seq: int = 1) -> dict[str, Any]:
+    """A BTCUSDT long of 0.5 BTC at 60,000 with 3,000 of margin (liquidation price 54,216.87)."""
+    return position_object(position_id, account=account, qty="0.5", seq=seq)
 
 
 @contextlib.asynccontextmanager
@@ -191,7 +228,7 @@ class Collector:
         """Wait until no event arrived for ``seconds``; return them all."""
         while True:
             seen = len(self.events)
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(seconds)  # that nothing more comes, only time can show
             if len(self.events) == seen:
                 return self.events
 

@@ -15,9 +15,11 @@ code without a broker.
   :class:`SubscribeSession` turns received bytes into (topic, payload,
   packet id) messages, records SUBACKs and answers PUBRELs.
 
-Every failure is an :class:`MqttError`; after one, the connection is
-unusable and the caller reconnects, except :class:`InvalidPacket`, raised
-before anything is written::
+Every failure is an :class:`MqttError`, on the *unavailable* branch of
+liqmon's exception tree (:mod:`monitor.core.errors`); after one, the
+connection is unusable and the caller reconnects, except
+:class:`InvalidPacket`, raised before anything is written (it stays an
+``MqttError`` so that a caller's one handler covers every publish failure)::
 
     MqttError
     ├── Refused              CONNACK with a non-zero return code (credentials, ACL...)
@@ -34,6 +36,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Awaitable, Callable, Sequence
+
+from monitor.core.errors import Unavailable
 
 MAX_PACKET_ID = 65535
 MAX_REMAINING_LENGTH = 268_435_455
@@ -81,7 +85,7 @@ Message = tuple[str, bytes, int]
 OnMessage = Callable[[str, bytes], Awaitable[None]]
 
 
-class MqttError(Exception):
+class MqttError(Unavailable):
     """The connection is unusable: back off and reconnect."""
 
 

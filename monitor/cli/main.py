@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from monitor.config.settings import DEFAULT_PATH, Settings, load_settings
-from monitor.core.errors import ConfigError, Rejection, leaves
+from monitor.core.errors import ConfigError, Rejection, RequestFailed, UsageError, leaves
 from monitor.core.margin import (
     Position,
     Side,
@@ -73,7 +73,7 @@ EXIT_CODES = f"""exit status:
   {EXIT_INTERRUPTED}  stopped with Ctrl-C"""
 
 
-class CommandError(Exception):
+class CommandError(RequestFailed):
     """A failure a command found itself: the line to print and the exit status."""
 
     def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
@@ -394,10 +394,10 @@ def _explain_one(
         return error.message, error.status
     if isinstance(error, KeyboardInterrupt):
         return None, EXIT_INTERRUPTED
-    if isinstance(error, ConfigError):
-        return str(error), EXIT_USAGE
-    if isinstance(error, Rejection):
+    if isinstance(error, Rejection):  # an argument checked like an input (a --name)
         return error.detail, EXIT_USAGE
+    if isinstance(error, UsageError):  # the configuration (file, environment) to fix
+        return str(error), EXIT_USAGE
     if isinstance(error, ApiError):
         hint = "; 'liqmon positions list' shows the ids" if error.status == 404 else ""
         return error.message + hint, EXIT_FAILURE if error.status == 404 else EXIT_USAGE
@@ -534,10 +534,7 @@ def _calc(settings: Settings, args: argparse.Namespace) -> None:
         "margin_call_price": _opt(ratio_price(contract, position, risk.margin_call_ratio)),
     }
     if args.mark is not None:
-        try:
-            state = assess(contract, position, args.mark)
-        except ValueError as error:
-            _fail(str(error))
+        state = assess(contract, position, args.mark)
         status = next_status(Status.HEALTHY, state, risk)
         result |= {
             "mark_price": decimal_str(args.mark),

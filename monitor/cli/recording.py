@@ -15,6 +15,7 @@ from feeds.source import PriceSource
 from feeds.tick import PriceTick
 from monitor.bus.tool_client import make_client
 from monitor.config.settings import Settings
+from monitor.core import topics
 from monitor.core.wire import decimal_str
 
 
@@ -29,7 +30,7 @@ async def replay(settings: Settings, path: Path, speed: float | None) -> int:
 
     async def emit(tick: PriceTick) -> None:
         nonlocal published
-        topic = f"{settings.mqtt.topic_prefix}/prices/{tick.symbol}/{tick.kind.value}"
+        topic = topics.prices(settings.mqtt.topic_prefix, tick.symbol, tick.kind.value)
         payload = orjson.dumps({"price": decimal_str(tick.price), "ts": tick.ts_ms})
         await client.publish(topic, payload, qos=1)
         published += 1

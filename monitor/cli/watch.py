@@ -9,7 +9,8 @@ import orjson
 
 from monitor.bus.tool_client import make_client
 from monitor.config.settings import Settings
-from monitor.core.seen import SeenEvents, events_filter, format_event
+from monitor.core.seen import SeenEvents, format_event
+from monitor.core.topics import events_filter
 
 
 async def watch(

@@ -29,11 +29,6 @@ class SeenEvents:
         return True
 
 
-def events_filter(prefix: str, account: str = "+", symbol: str = "+", event_type: str = "+") -> str:
-    """The topic filter for events of one account / symbol / type (``+`` = any)."""
-    return f"{prefix}/events/{account}/{symbol}/{event_type}"
-
-
 def format_event(event: dict[str, object]) -> str:
     """One readable line for an event."""
     return (

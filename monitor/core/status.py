@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from monitor.core.errors import Bug
 from monitor.core.margin import MarginState
 
 
@@ -66,7 +67,7 @@ class Cause(StrEnum):
     VERSION = "version"
 
 
-class IllegalTransition(Exception):
+class IllegalTransition(Bug):
     """A status move that is not in :data:`TRANSITIONS` (a bug, never an input error)."""
 
 

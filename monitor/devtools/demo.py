@@ -51,6 +51,7 @@ from feeds.synthetic import Jump, SyntheticSource
 from feeds.tick import PriceKind, PriceTick
 from monitor.bus.tool_client import make_client
 from monitor.config.settings import DEFAULT_PATH, EXAMPLE_PATH, Settings, load_settings
+from monitor.core import topics
 from monitor.core.errors import ConfigError
 from monitor.core.margin import Contract, ContractKind, Position, Side, assess
 from monitor.core.position import PositionUpdate
@@ -225,19 +226,13 @@ def _sized(
         qty = Decimal(max(1, round(notional_usd / float(contract.contract_size))))
         notional = qty * contract.contract_size / entry
         margin_step = Decimal("1e-8")
-    try:
-        bracket = contract.bracket_for(notional)
-    except ValueError:
-        return None
+    bracket = contract.bracket_for(notional)
     # Venues cap leverage per tier at about 1 / (2 · maintenance rate).
     cap = 1 / (2 * float(bracket.mmr + contract.close_fee_rate))
     leverage = max(1, min(round(leverage), math.floor(cap)))
     margin = (notional / leverage).quantize(margin_step, ROUND_UP)
     position = Position(side, qty, entry, margin)
-    try:
-        state = assess(contract, position, market.start)
-    except ValueError:
-        return None
+    state = assess(contract, position, market.start)
     return position if state.margin_ratio < START_RATIO_MAX else None
 
 
@@ -413,7 +408,7 @@ def readable(event: Mapping[str, object]) -> dict[str, object]:
     for key, digits in (("liquidation_price", None), ("margin_ratio", 3)):
         try:
             value = Decimal(str(event[key]))
-        except (KeyError, ArithmeticError, ValueError):
+        except (KeyError, ArithmeticError):  # absent, or not a number (None)
             continue
         if value.is_finite() and value:
             places = digits if digits is not None else 5 - value.adjusted()
@@ -486,7 +481,7 @@ class Show:
         daemon = Daemon(self.settings, [source])
         async with watcher:
             # Subscribed before the market starts, so no event is missed.
-            await watcher.subscribe(f"{prefix}/events/#", qos=1)
+            await watcher.subscribe(topics.all_events(prefix), qos=1)
             async with asyncio.TaskGroup() as group:
                 running = group.create_task(daemon.run(), name="daemon")
                 reader = group.create_task(self._read_events(watcher), name="events")

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, Self
 
+from monitor.core.errors import Unavailable
 from monitor.state.channel import resp_command
 
 __all__ = [
@@ -59,7 +60,7 @@ _INSTALL_HINT = {
 }
 
 
-class EmbeddedServerError(RuntimeError):
+class EmbeddedServerError(Unavailable):
     """Base class for every error raised by this module."""
 
 

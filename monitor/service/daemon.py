@@ -31,6 +31,7 @@ from feeds.source import PriceSource
 from feeds.tick import PriceTick
 from monitor import __version__
 from monitor.config.settings import Settings
+from monitor.core import topics
 from monitor.core.coalescing import HeldBack
 from monitor.core.errors import Rejection, UnsafeServer
 from monitor.core.guards import PriceGuards
@@ -205,7 +206,7 @@ class Service:
     @property
     def resync_topic(self) -> str:
         """Where a re-sync of every open position is requested after a loss."""
-        return f"{self.settings.mqtt.topic_prefix}/resync"
+        return topics.resync(self.settings.mqtt.topic_prefix)
 
     async def _open_epoch(self) -> None:
         """Read Redis's epoch at start, writing the first one if there is none."""

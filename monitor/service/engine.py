@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from feeds.tick import PriceKind, PriceTick
+from monitor.core import topics
 from monitor.core.evaluation import Decision, Event, Quote, apply_update, evaluate
 from monitor.core.margin import Contract
 from monitor.core.position import PositionRecord, PositionUpdate
@@ -147,7 +148,7 @@ class Engine:
 
     def topic(self, event: Event) -> str:
         """The MQTT topic of an event."""
-        return f"{self.topic_prefix}/events/{event.account}/{event.symbol}/{event.type.value}"
+        return topics.events(self.topic_prefix, event.account, event.symbol, event.type.value)
 
     async def on_marks(self, ticks: Sequence[PriceTick]) -> AsyncIterator[Marked]:
         """The tick path: store marks of distinct symbols and decide what each one crossed.

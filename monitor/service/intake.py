@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from feeds.tick import PriceKind, PriceTick
 from monitor.config.settings import Limits
+from monitor.core import topics
 from monitor.core.deadletter import DeadLetter, ObjectRejection, batch_letter
 from monitor.core.errors import Rejection
 from monitor.core.guards import Alert, AlertType, PriceGuards, RejectReason
@@ -105,13 +106,13 @@ class Intake:
     @property
     def price_topics(self) -> list[str]:
         """The MQTT topic filters of the price ticks."""
-        return [f"{self.prefix}/prices/+/mark", f"{self.prefix}/prices/+/index"]
+        return [topics.price_filter(self.prefix, "mark"), topics.price_filter(self.prefix, "index")]
 
     @property
     def position_topics(self) -> list[str]:
         """The MQTT topic filters of the position versions (a session of their own: their
         handler waits for Redis, and ticks must not wait behind it)."""
-        return [f"{self.prefix}/positions"]
+        return [topics.positions(self.prefix)]
 
     async def on_message(self, topic: str, payload: bytes) -> None:
         """Handle one MQTT message; never raises on bad input."""
@@ -177,7 +178,7 @@ class Intake:
                 "detail": alert.detail,
                 "emitted_at": emitted_ms,
             }
-            topic = f"{self.prefix}/alerts/{alert.symbol}/{alert.type.value}"
+            topic = topics.alerts(self.prefix, alert.symbol, alert.type.value)
             try:
                 await self.outbox.enqueue(alert.symbol, alert_id, topic, orjson.dumps(payload))
             except REDIS_DOWN as error:
@@ -207,16 +208,16 @@ class Intake:
             )
 
     async def _route(self, topic: str, payload: bytes) -> None:
-        levels = topic.split("/")
-        if topic == f"{self.prefix}/positions":
+        if topic == topics.positions(self.prefix):
             await self._positions(payload)
             return
-        if len(levels) == 4 and levels[1] == "prices" and levels[3] in ("mark", "index"):
-            symbol = levels[2]
+        price = topics.price_parts(topic)
+        if price is not None:
+            symbol, kind = price
             if symbol not in self.symbols:
                 raise Rejection("unknown_symbol", f"no contract is configured for symbol {symbol}")
             tick = price_from_payload(
-                payload, symbol, PriceKind(levels[3]), "mqtt", self.limits.max_payload_bytes
+                payload, symbol, PriceKind(kind), "mqtt", self.limits.max_payload_bytes
             )
             await self.on_tick(tick)
             return
@@ -237,7 +238,7 @@ class Intake:
         if bad:
             # One entry for the message, listing its bad objects: a batch with many
             # is one write and one copy of the payload, whatever the count.
-            topic = f"{self.prefix}/positions"
+            topic = topics.positions(self.prefix)
             letter = batch_letter(f"mqtt:{topic}", payload, bad, len(good) + len(bad))
             self._log_rejection("mqtt", topic, letter.reason, letter.detail)
             self.dead_letters.offer(letter)

@@ -54,6 +54,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from monitor.core.errors import RequestFailed
 from monitor.core.evaluation import Quote
 from monitor.core.guards import AlertType, PriceGuards
 from monitor.core.margin import Contract, Side, liquidation_price
@@ -82,7 +83,7 @@ EVENT_TYPES = frozenset(t.value for t in EventType) | frozenset(t.value for t in
 """What ``/api/events?type=`` accepts: position events and price-guard alerts."""
 
 
-class ApiError(Exception):
+class ApiError(RequestFailed):
     """A request the API cannot answer: ``status`` (400, 404, 503) and a message for the caller."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -27,7 +27,7 @@ async def take_over_again_and_again(url: str, client_id: str) -> None:
                 async for _ in client.messages:
                     pass
         except aiomqtt.MqttError:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # a rival's pause between takeovers, not a wait
 
 
 async def test_a_duplicate_client_id_is_logged_once_and_counted(

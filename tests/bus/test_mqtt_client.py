@@ -206,9 +206,9 @@ async def test_a_stalled_handler_under_a_qos_0_flood_keeps_its_connection(
             producer.write(b"".join(publish(tick, b"%06d" % (n * 200 + i)) for i in range(200)))
             if n == 30:
                 await qos1_producer.publish(f"{prefix}/positions", b"position", qos=1)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the flood lasts 3 s, three keep-alives: time is the test
         producer.write(publish(tick, b"last"))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the handler stays stuck a little longer (time is the test)
         assert subscriber.failed is None
         handler.release.set()
         await handler.wait_for(lambda: handler.got[-1] == (tick, b"last"))
@@ -235,7 +235,7 @@ async def test_a_stalled_handler_under_a_qos_1_backlog_keeps_its_connection(
     ):
         async with Publisher.connect(settings, f"{prefix}-out") as publisher:
             await publisher.publish_batch(batch)
-        await asyncio.sleep(3)
+        await asyncio.sleep(3)  # the handler stays stuck three keep-alives: time is the test
         assert subscriber.failed is None
         handler.release.set()
         await handler.wait_for(lambda: len(handler.got) == len(batch))

@@ -89,7 +89,7 @@ async def collect(
     try:
         async with asyncio.timeout(10):
             await handler.arrived.wait()
-        await asyncio.sleep(quiet_s)
+        await asyncio.sleep(quiet_s)  # that nothing more comes, only time can show
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -448,7 +448,7 @@ async def test_a_quiet_subscriber_keeps_its_connection_on_pings(
         async with mqtt_client(broker.url) as producer:
             for n in range(31):
                 await producer.publish(f"{prefix}/tick", b"%d" % n, qos=0)
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # ticks only, for 3 keep-alives: time is the test
         async with asyncio.timeout(5):
             await handler.arrived.wait()
         assert subscriber.failed is None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from harness import nodes_holding, redis_url_of
+from harness import half_btc_long, nodes_holding, position_object, redis_url_of
 
 from monitor.state.keys import Keys
 
@@ -161,40 +161,15 @@ def test_a_bad_config_path_exits_2_with_one_line(config: str, message: str) -> N
 
 
 LINES = [
-    {
-        "id": "p-1",
-        "account": "acct-42",
-        "symbol": "BTCUSDT",
-        "side": "long",
-        "qty": "0.5",
-        "entry_price": "60000",
-        "margin": "3000",
-        "seq": 1,
-    },
+    half_btc_long("p-1"),
     # Numbers as JSON numbers: read exactly, not through a float.
     '{"id": "p-2", "account": "acct-7", "symbol": "BTCUSDT", "side": "short", "qty": 0.1,'
     ' "entry_price": 60000.1, "margin": 600, "seq": 3}',
     "",
-    {
-        "id": "p-bad",
-        "account": "acct-42",
-        "symbol": "BTCUSDT",
-        "side": "long",
-        "qty": "1",
-        "entry_price": "60000",
-        "margin": "-5",
-        "seq": 1,
-    },
-    {
-        "id": "p-3",
-        "account": "acct-42",
-        "symbol": "ETHUSDT",
-        "side": "long",
-        "qty": "2",
-        "entry_price": "3000",
-        "margin": "300",
-        "seq": 1,
-    },
+    position_object("p-bad", account="acct-42", margin="-5"),
+    position_object(
+        "p-3", account="acct-42", symbol="ETHUSDT", qty="2", entry_price="3000", margin="300"
+    ),
 ]
 
 

@@ -6,7 +6,15 @@ import asyncio
 from pathlib import Path
 
 import orjson
-from harness import Collector, mqtt_client, publish, running, settings_for, stored_positions
+from harness import (
+    Collector,
+    mqtt_client,
+    position_object,
+    publish,
+    running,
+    settings_for,
+    stored_positions,
+)
 
 from feeds.replay import read_ticks
 from feeds.synthetic import SyntheticSource
@@ -35,10 +43,7 @@ async def test_a_replayed_crash_liquidates(
         )
     )
     settings = settings_for(redis_url, mqtt_url, prefix)
-    position = {
-        "id": "p-1", "account": "a-1", "symbol": "BTCUSDT", "side": "long",
-        "qty": "0.5", "entry_price": "60000", "margin": "3000", "seq": 1,
-    }  # fmt: skip
+    position = position_object("p-1", account="a-1", qty="0.5")
     async with running(settings) as daemon, Collector(mqtt_url, prefix) as events:
         async with mqtt_client(mqtt_url) as client:
             await publish(client, f"{prefix}/positions", position)

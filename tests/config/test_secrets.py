@@ -8,12 +8,17 @@ from typing import Any
 import orjson
 import pytest
 import structlog
-from harness import mqtt_client, publish, running, settings_for
+from harness import mqtt_client, publish, running, settings_for, until
 
 from monitor.config.settings import parse_settings
 from monitor.core.errors import ConfigError
 
 SECRET = "s3cret-Pa55"
+
+
+def events(logs: list[Any]) -> set[str]:
+    """The names of the events logged so far."""
+    return {entry.get("event") for entry in logs}
 
 
 async def test_credentials_stay_out_of_logs_and_metrics(
@@ -32,7 +37,7 @@ async def test_credentials_stay_out_of_logs_and_metrics(
             async with asyncio.timeout(10):
                 while "redis" not in await daemon.failing():
                     await asyncio.sleep(0.05)
-            await asyncio.sleep(1.5)
+            await until(lambda: {"message_rejected", "redis_unavailable"} <= events(logs))
             metrics = daemon.metrics.render().decode()
             failing = orjson.dumps(await daemon.failing()).decode()
             server.restart()

@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from harness import position_object
 
 from feeds.source import Emit, Reject
 from feeds.tick import PriceKind, PriceTick
@@ -36,16 +37,16 @@ SETTINGS = load_settings(ROOT / "config" / "liqmon.toml", environ={})
 
 def as_wire(update: PositionUpdate) -> dict[str, object]:
     """The position as a client would send it on ``{prefix}/positions``."""
-    return {
-        "id": update.id,
-        "account": update.account,
-        "symbol": update.symbol,
-        "side": update.side.value,
-        "qty": str(update.qty),
-        "entry_price": str(update.entry_price),
-        "margin": str(update.margin),
-        "seq": update.seq,
-    }
+    return position_object(
+        update.id,
+        account=update.account,
+        symbol=update.symbol,
+        side=update.side.value,
+        qty=str(update.qty),
+        entry_price=str(update.entry_price),
+        margin=str(update.margin),
+        seq=update.seq,
+    )
 
 
 def test_the_book_is_a_pure_function_of_the_seed() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from http import HTTPStatus
@@ -137,7 +138,7 @@ async def test_a_server_that_accepts_and_drops_at_once_is_backed_off(h: Any) -> 
     async with asyncio.timeout(5), h.serve(handler) as url:
         source = BinanceSource({"BTCUSDT": "BTCUSDT"}, url=url, options=options)
         async with h.run(source):
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # reconnects counted over a second: time is the test
     # Equal jitter: waits of at least 0.025, 0.05, 0.1, 0.2, 0.2 ... seconds.
     assert 2 <= connections <= 8
 
@@ -206,10 +207,14 @@ async def test_cancelling_a_connected_source_is_prompt(venue: Any, h: Any) -> No
 async def test_cancelling_during_a_stuck_handshake_is_prompt(h: Any) -> None:
     """A TCP server that never answers the websocket handshake does not delay cancellation."""
     collector = h.collector
+    asked = asyncio.Event()
 
     async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await reader.read()
+            with contextlib.suppress(asyncio.IncompleteReadError):
+                await reader.readuntil(b"\r\n\r\n")  # the handshake request, never answered
+                asked.set()
+                await reader.read()
         finally:
             writer.close()
             await writer.wait_closed()
@@ -221,7 +226,7 @@ async def test_cancelling_during_a_stuck_handshake_is_prompt(h: Any) -> None:
             {"BTCUSDT": "BTCUSDT"}, url=f"ws://127.0.0.1:{port}/", options=h.options()
         )
         task = asyncio.create_task(source.run(collector.emit, collector.reject))
-        await asyncio.sleep(0.2)
+        await asked.wait()
         task.cancel()
         started = time.monotonic()
         with pytest.raises(asyncio.CancelledError):

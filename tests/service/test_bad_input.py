@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from harness import Collector, mqtt_client, publish, running, settings_for
+from harness import Collector, half_btc_long, mqtt_client, publish, running, settings_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config.settings import Limits
@@ -22,16 +22,7 @@ MAX_PAYLOAD = 2048
 
 def position(pid: str, seq: int = 1, **changes: Any) -> dict[str, Any]:
     """A long of 0.5 BTCUSDT at 60,000 with margin 3,000 (liquidation price 54,216.87)."""
-    return {
-        "id": pid,
-        "account": "acct-42",
-        "symbol": "BTCUSDT",
-        "side": "long",
-        "qty": "0.5",
-        "entry_price": "60000",
-        "margin": "3000",
-        "seq": seq,
-    } | changes
+    return half_btc_long(pid, seq=seq) | changes
 
 
 def raw(document: Any) -> bytes:

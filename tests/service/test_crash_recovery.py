@@ -21,7 +21,7 @@ import aiomqtt
 import orjson
 import pytest
 import redis
-from harness import http_ready
+from harness import http_ready, position_object
 
 from monitor.config.settings import load_settings
 from monitor.core.margin import Position, Side, assess
@@ -38,18 +38,12 @@ CRASH = Decimal(50000)
 def positions() -> list[dict[str, Any]]:
     """Longs of 0.1 BTC at 60,000 with leverage from 2x to 50x: a crash to 50,000 splits them."""
     return [
-        {
-            "id": f"p-{n}",
-            "account": f"acct-{n % 100}",
-            "symbol": "BTCUSDT",
-            "side": "long",
-            "qty": "0.1",
-            "entry_price": "60000",
-            "margin": str(
-                (Decimal(6000) / (2 + Decimal(n % 4900) / 100)).quantize(Decimal("0.01"))
-            ),
-            "seq": 1,
-        }
+        position_object(
+            f"p-{n}",
+            account=f"acct-{n % 100}",
+            qty="0.1",
+            margin=str((Decimal(6000) / (2 + Decimal(n % 4900) / 100)).quantize(Decimal("0.01"))),
+        )
         for n in range(COUNT)
     ]
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 import structlog.testing
-from harness import Collector, mqtt_client, publish, running, settings_for
+from harness import Collector, mqtt_client, position_object, publish, running, settings_for
 
 from monitor.core.evaluation import Event
 from monitor.core.status import EventType
@@ -20,16 +20,7 @@ from monitor.telemetry.metrics import Metrics
 def position(
     pid: str, side: str = "long", qty: str = "0.5", margin: str = "3000", seq: int = 1
 ) -> dict[str, object]:
-    return {
-        "id": pid,
-        "account": "acct-42",
-        "symbol": "BTCUSDT",
-        "side": side,
-        "qty": qty,
-        "entry_price": "60000",
-        "margin": margin,
-        "seq": seq,
-    }
+    return position_object(pid, account="acct-42", side=side, qty=qty, margin=margin, seq=seq)
 
 
 async def test_crash_liquidates_the_long_and_spares_the_short(

@@ -18,6 +18,7 @@ from harness import (
     Collector,
     mqtt_client,
     nodes_holding,
+    position_object,
     publish,
     publishing,
     redis_url_of,
@@ -74,16 +75,15 @@ def make_positions(settings: Settings, count: int, seed: int = 11) -> list[dict[
             qty = Decimal(rng.randint(1, 3000))  # contracts of 100 USD
             margin = (qty * contract.contract_size / entry / leverage).quantize(Decimal("1e-8"))
         positions.append(
-            {
-                "id": f"p-{n}",
-                "account": f"acct-{n % 37}",
-                "symbol": symbol,
-                "side": side,
-                "qty": str(qty),
-                "entry_price": str(entry),
-                "margin": str(margin),
-                "seq": 1,
-            }
+            position_object(
+                f"p-{n}",
+                account=f"acct-{n % 37}",
+                symbol=symbol,
+                side=side,
+                qty=str(qty),
+                entry_price=str(entry),
+                margin=str(margin),
+            )
         )
     return positions
 

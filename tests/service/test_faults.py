@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -24,11 +24,13 @@ from harness import (
     CONFIG,
     Collector,
     mqtt_client,
+    position_object,
     publish,
     running,
     settings_for,
     settled,
     stored_positions,
+    until,
 )
 
 from feeds.tick import PriceKind, PriceTick
@@ -48,16 +50,7 @@ SETTINGS = load_settings(CONFIG, environ={})
 
 def long(pid: str, margin: int, account: str = "acct-1") -> dict[str, Any]:
     """A 1 BTC long at 60,000 with ``margin`` of collateral."""
-    return {
-        "id": pid,
-        "account": account,
-        "symbol": SYMBOL,
-        "side": "long",
-        "qty": "1",
-        "entry_price": "60000",
-        "margin": str(margin),
-        "seq": 1,
-    }
+    return position_object(pid, account=account, symbol=SYMBOL, margin=str(margin))
 
 
 def model(book: list[dict[str, Any]], marks: list[int]) -> list[dict[str, str]]:
@@ -82,13 +75,6 @@ def model(book: list[dict[str, Any]], marks: list[int]) -> list[dict[str, str]]:
             status[p["id"]] = new
         phases.append(phase)
     return phases
-
-
-async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> None:
-    """Poll ``condition`` every 20 ms until it holds."""
-    async with asyncio.timeout(timeout_s):
-        while not await condition():
-            await asyncio.sleep(0.02)
 
 
 def metric(daemon: Daemon, name: str, labels: dict[str, str] | None = None) -> float:
@@ -158,7 +144,7 @@ async def test_redis_killed_and_restarted_keeps_positions_and_pending_events(
         await daemon.intake.on_tick(PriceTick(SYMBOL, PriceKind.MARK, Decimal(52000), 3, "test"))
         async with mqtt_client(broker.url, "feeder") as feeder:
             await feeder.publish(mark_topic, b"garbage while Redis is down", qos=1)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # a second of outage and retries: time is the test
         assert not daemon_task.done(), "the daemon must outlive a Redis outage"
         assert "redis" in await daemon.failing()
 

@@ -12,7 +12,15 @@ from dataclasses import replace
 from decimal import Decimal
 
 import orjson
-from harness import Collector, mqtt_client, publish, running, settings_for, stored_positions
+from harness import (
+    Collector,
+    half_btc_long,
+    mqtt_client,
+    publish,
+    running,
+    settings_for,
+    stored_positions,
+)
 from websockets.asyncio.server import ServerConnection, serve
 
 from feeds.binance import BinanceSource
@@ -53,10 +61,7 @@ async def test_a_binance_stream_crash_liquidates(
             {"BTCUSDT": "BTCUSDT"}, url=f"ws://127.0.0.1:{port}/stream", options=WsOptions()
         )
         settings = replace(settings_for(redis_url, mqtt_url, prefix), sources=(source,))
-        position = {
-            "id": "p-1", "account": "acct-7", "symbol": "BTCUSDT", "side": "long",
-            "qty": "0.5", "entry_price": "60000", "margin": "3000", "seq": 1,
-        }  # fmt: skip
+        position = half_btc_long("p-1", account="acct-7")
         async with (
             running(settings, sources=list(settings.sources)) as daemon,
             Collector(mqtt_url, prefix) as events,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -15,6 +14,7 @@ import redis
 from harness import (
     Collector,
     crash,
+    half_btc_long,
     http_get,
     mqtt_client,
     publish,
@@ -22,6 +22,7 @@ from harness import (
     settings_for,
     settled,
     stored_positions,
+    until,
 )
 
 from monitor.config.settings import Settings
@@ -32,10 +33,7 @@ from monitor.state.keys import Keys
 
 REJECTED = "liqmon_rejected_messages_total"
 
-LONG = {
-    "id": "p-1", "account": "acct-1", "symbol": "BTCUSDT", "side": "long",
-    "qty": "0.5", "entry_price": "60000", "margin": "3000", "seq": 1,
-}  # fmt: skip
+LONG = half_btc_long("p-1", account="acct-1")
 
 
 async def collect(client: aiomqtt.Client, count: int, timeout: float = 10) -> list[str]:
@@ -151,13 +149,6 @@ def named(settings: Settings, name: str) -> Settings:
     """``settings`` for a monitor of its own MQTT client id (so its own leases)."""
     client_id = f"{settings.mqtt.topic_prefix}-{name}"
     return replace(settings, mqtt=replace(settings.mqtt, client_id=client_id))
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``condition`` every 20 ms until it holds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 def sample(daemon: Daemon, name: str, **labels: str) -> float | None:

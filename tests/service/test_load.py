@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import redis
 import redis.asyncio as aioredis
-from harness import settings_for
+from harness import position_object, settings_for
 
 from monitor.core.position import PositionUpdate
 from monitor.core.wire import position_from_object
@@ -39,8 +39,7 @@ async def test_load_stores_every_position_whatever_the_mark_spelling(
     await client.hset(f"{prefix}:{{BTCUSDT}}:price", mapping={"mark": "64000.00", "mark_ts": 1})
     items: list[tuple[int, bytes, PositionUpdate]] = [
         (n, b"", position_from_object(
-            {"id": f"p-{n}", "account": "a", "symbol": "BTCUSDT", "side": "long", "qty": "1",
-             "entry_price": "64000", "margin": "6400", "seq": 1},
+            position_object(f"p-{n}", account="a", entry_price="64000", margin="6400"),
             settings.symbols,
         ))
         for n in range(50)

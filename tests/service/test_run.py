@@ -112,19 +112,7 @@ async def test_events_wait_in_redis_while_the_broker_is_down(
     broker = fresh_mosquitto()
     settings = settings_for(redis_url, broker.url, prefix)
     host, port = broker.host, broker.port
-    positions = [
-        {
-            "id": f"p-{n}",
-            "account": "acct-1",
-            "symbol": "BTCUSDT",
-            "side": "long",
-            "qty": "1",
-            "entry_price": "60000",
-            "margin": str(6000 - 10 * n),
-            "seq": 1,
-        }
-        for n in range(50)
-    ]
+    positions = [btc_long(f"p-{n}", str(6000 - 10 * n)) for n in range(50)]
     subscriber = aiomqtt.Client(host, port, identifier=f"{prefix}-sub", clean_session=False)
     async with running(settings) as daemon:
         async with subscriber:

@@ -10,11 +10,17 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from harness import until
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.state.channel import Channel, resp_command
+
+
+async def _blocked(client: aioredis.Redis) -> bool:
+    """True while a client of Redis waits in a blocking command."""
+    return int((await client.info("clients"))["blocked_clients"]) > 0
 
 
 async def test_replies_come_back_in_order_with_an_error_in_its_place(redis_url: str) -> None:
@@ -52,7 +58,7 @@ async def test_a_cancelled_call_leaves_no_reply_for_the_next_caller(redis_url: s
     client = aioredis.Redis.from_url(redis_url)
     channel = Channel(client)
     slow = asyncio.create_task(channel.execute([resp_command("BLPOP", "empty", "0.3")]))
-    await asyncio.sleep(0.05)  # sent; its reply is 0.25 s away
+    await until(lambda: _blocked(client), every_s=0.005)  # sent; Redis holds the reply 0.3 s
     slow.cancel()
     with pytest.raises(asyncio.CancelledError):
         await slow

@@ -18,7 +18,9 @@ from harness import (
     publishing,
     running,
     settings_for,
+    settled,
     stored_positions,
+    until,
 )
 from redis.crc import key_slot
 
@@ -106,13 +108,15 @@ async def test_events_arrive_when_the_announcements_are_lost(
     settings = replace(settings, mqtt=replace(settings.mqtt, publisher="separate"))
     async with (
         Collector(mqtt_url, prefix) as events,
-        running(settings),
+        running(settings) as daemon,
         publishing(settings),
         mqtt_client(mqtt_url) as client,
     ):
         await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "60000", "ts": 1})
         await publish(client, f"{prefix}/positions", [btc_long("p-1")])
-        await asyncio.sleep(0.5)
+        await stored_positions(daemon, "BTCUSDT", 1)
+        await settled(daemon, "BTCUSDT", 1)
+        await until(lambda: any(node.client_list(_type="pubsub") for node in nodes))
         killed = sum(node.client_kill_filter(_type="pubsub") for node in nodes)
         assert killed >= 1
         await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "50000", "ts": 2})

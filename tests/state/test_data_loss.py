@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from harness import (
     serving,
     settings_for,
     stored_positions,
+    until,
 )
 from test_redis_outages import readyz
 
@@ -43,13 +44,6 @@ SYMBOL = "BTCUSDT"
 REPO = Path(__file__).resolve().parents[2]
 LIQMON = Path(sys.executable).parent / "liqmon"
 BOOK = [btc_long(f"p-{n}", account=f"acct-{n % 3}") for n in range(10)]
-
-
-async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
-    """Poll ``condition`` every 20 ms until it holds."""
-    async with asyncio.timeout(timeout_s):
-        while not await condition():
-            await asyncio.sleep(0.02)
 
 
 def data_lost(service: Service) -> float:

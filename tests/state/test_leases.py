@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from harness import (
     Collector,
     crash,
+    half_btc_long,
     mqtt_client,
     publish,
     redis_url_of,
@@ -87,10 +88,7 @@ async def test_a_surviving_monitor_takes_over_within_the_lease_time(
 ) -> None:
     """The monitor holding BTCUSDT dies without a word; the other liquidates on the next crash."""
     settings = settings_for(redis_url, mqtt_url, prefix)
-    position = {
-        "id": "p-1", "account": "a", "symbol": "BTCUSDT", "side": "long",
-        "qty": "0.5", "entry_price": "60000", "margin": "3000", "seq": 1,
-    }  # fmt: skip
+    position = half_btc_long("p-1", account="a")
     async with contextlib.AsyncExitStack() as stack:
         one = await stack.enter_async_context(running(monitor(settings, "one"), lease_ttl_s=1.5))
         two = await stack.enter_async_context(running(monitor(settings, "two"), lease_ttl_s=1.5))

@@ -15,7 +15,7 @@ import signal
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -33,6 +33,7 @@ from harness import (
     serving,
     settings_for,
     task_of,
+    until,
 )
 from proxy import BlackHoleProxy
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -50,13 +51,6 @@ from monitor.state.positions import UNCHECKED, DecidedAt, PositionStore, Write
 from monitor.state.transport import Transport
 
 SYMBOL = "BTCUSDT"
-
-
-async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
-    """Poll ``condition`` every 20 ms until it holds."""
-    async with asyncio.timeout(timeout_s):
-        while not await condition():
-            await asyncio.sleep(0.02)
 
 
 async def readyz(service: Service) -> tuple[int, dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from harness import nodes_holding, redis_url_of, settings_for
+from harness import nodes_holding, position_object, redis_url_of, settings_for
 
 from feeds.tick import PriceKind, PriceTick
 from monitor.config.settings import Limits
@@ -26,9 +26,8 @@ async def _book(
     settings = settings_for(redis_url, mqtt_url, prefix, cluster)
     items = [
         (n, b"", position_from_object(
-            {"id": f"{symbol}-{n}", "account": "a", "symbol": symbol, "side": "long",
-             "qty": "1", "entry_price": str(ENTRY[symbol]), "margin": str(ENTRY[symbol] // 10),
-             "seq": 1},
+            position_object(f"{symbol}-{n}", account="a", symbol=symbol,
+                            entry_price=str(ENTRY[symbol]), margin=str(ENTRY[symbol] // 10)),
             settings.symbols,
         ))
         for symbol in SYMBOLS

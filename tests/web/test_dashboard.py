@@ -27,13 +27,14 @@ from typing import Any
 import orjson
 import pytest
 import websockets
-from harness import CONFIG, http_get, mqtt_client, publish, running, settings_for, settled
+from harness import CONFIG, http_get, mqtt_client, publish, running, settings_for, settled, until
 from test_http_api import seeded
 from websockets.asyncio.client import ClientConnection
 
 from monitor.config.settings import load_settings
 from monitor.core.margin import Side
 from monitor.core.status import Status
+from monitor.service.daemon import Daemon
 from monitor.state.cancellation import raise_if_cancelling
 from monitor.web.api import PositionsQuery
 from monitor.web.live import Page, Rates, Sample, Throttle, assets, quantile, units, with_values
@@ -175,7 +176,7 @@ async def test_a_cancellation_lost_inside_a_call_still_stops_the_loop() -> None:
                 await asyncio.sleep(0.01)
 
     task = asyncio.create_task(feed_loop())
-    await asyncio.sleep(0.05)
+    await until(lambda: rounds > 1, every_s=0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(2):
@@ -195,7 +196,7 @@ async def test_an_expensive_listing_is_reused_for_a_while(
 
         async def slow(query: PositionsQuery) -> Any:
             calls.append(query)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the expensive listing the reuse is for: time is the test
             return await positions(query)
 
         live.api.positions = slow  # type: ignore[method-assign]
@@ -204,6 +205,12 @@ async def test_an_expensive_listing_is_reused_for_a_while(
         assert first is await live._listing(query)
         assert first is not await live._listing(query, fresh=True)
         assert 2 == len(calls)
+
+
+async def _tailing(daemon: Daemon) -> bool:
+    """True once the dashboard's feed waits on the ``published`` stream (a blocked XREAD)."""
+    clients = await daemon.store.client.client_list()
+    return any(c["cmd"] == "xread" and "b" in c["flags"] for c in clients)
 
 
 async def test_a_burst_reaches_the_page_throttled_and_fully_counted(
@@ -222,7 +229,7 @@ async def test_a_burst_reaches_the_page_throttled_and_fully_counted(
             snapshot = orjson.loads(await page.recv())
             assert ("hello", "snapshot") == (hello["type"], snapshot["type"])
             assert 50 == len(snapshot["positions"])
-            await asyncio.sleep(0.3)  # the feed's tail starts from the stream's end
+            await until(lambda: _tailing(daemon))  # the feed's tail starts from the stream's end
             crash = {"BTCUSDT": "52000", "ETHUSDT": "2700", "BTCUSD": "52000"}
             for symbol, price in crash.items():
                 await publish(client, f"{prefix}/prices/{symbol}/index", {"price": price, "ts": 2})
@@ -599,7 +606,10 @@ async def test_dashboard_in_headless_chromium(
             await tab.call("Page.navigate", {"url": f"http://127.0.0.1:{port}/"})
             await tab.wait_for(f"!window.previousPage && {ROWS}.length === 50")
             check_chart(await tab.evaluate(CHART), ring, opened_ms)
-            await asyncio.sleep(1.2)  # one more snapshot: totals after the crash
+            # One more snapshot: totals after the crash.
+            updated = "document.getElementById('updated').title"
+            stamp = orjson.dumps(await tab.evaluate(updated)).decode()
+            await tab.wait_for(f"{updated} !== {stamp}")
             totals = await tab.evaluate(
                 "Object.fromEntries([...document.querySelectorAll('.card')].map(c => "
                 "[c.querySelector('.label').textContent, c.querySelector('.value').textContent]))"

@@ -20,6 +20,7 @@ from harness import (
     http_get,
     mqtt_client,
     nodes_holding,
+    position_object,
     publish,
     redis_url_of,
     running,
@@ -62,16 +63,15 @@ def make_positions(count: int, seed: int = 5) -> list[dict[str, Any]]:
             qty = (Decimal(rng.randint(1, 3000)) / 1000).quantize(Decimal("0.001"))
             margin = (qty * entry / leverage).quantize(Decimal("0.01"))
         positions.append(
-            {
-                "id": f"p-{n}",
-                "account": ACCOUNTS[n % len(ACCOUNTS)],
-                "symbol": symbol,
-                "side": side,
-                "qty": str(qty),
-                "entry_price": str(entry),
-                "margin": str(margin),
-                "seq": 1,
-            }
+            position_object(
+                f"p-{n}",
+                account=ACCOUNTS[n % len(ACCOUNTS)],
+                symbol=symbol,
+                side=side,
+                qty=str(qty),
+                entry_price=str(entry),
+                margin=str(margin),
+            )
         )
     return positions
 
