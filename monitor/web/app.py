@@ -355,6 +355,7 @@ def build(
         docs_url=None,  # the docs UIs load their scripts from a CDN: not under this CSP
         redoc_url=None,
         redirect_slashes=False,
+        generate_unique_id_function=lambda route: route.name,
     )
 
     @app.get("/healthz", tags=["probes"], responses={200: {"model": schema.Health}})
@@ -491,7 +492,7 @@ def _api_routes(api: Api) -> APIRouter:
             Query(description="Only positions in margin call (excludes `status`)"),
         ] = False,
         limit: Annotated[
-            int, _checked(_limit), Query(ge=1, le=MAX_LIMIT, description="How many")
+            int, Query(ge=1, le=MAX_LIMIT, description="How many"), _checked(_limit)
         ] = DEFAULT_LIMIT,
     ) -> Response:
         """The ``limit`` positions closest to liquidation that match the filters."""
@@ -517,8 +518,8 @@ def _api_routes(api: Api) -> APIRouter:
     async def events(
         limit: Annotated[
             int,
-            _checked(lambda value: parse_limit(value, DEFAULT_EVENTS)),
             Query(ge=1, le=MAX_LIMIT, description="How many"),
+            _checked(lambda value: parse_limit(value, DEFAULT_EVENTS)),
         ] = DEFAULT_EVENTS,
         type: Annotated[
             str | None,
@@ -540,8 +541,8 @@ def _api_routes(api: Api) -> APIRouter:
 
 def tidy(document: dict[str, Any], token: bool) -> dict[str, Any]:
     """The generated OpenAPI document as liqmon answers: no 422 (a bad parameter is a 400),
-    optional query parameters without a null branch (absent is how to say none), and, with
-    a token, the bearer scheme on the paths that need it."""
+    optional query parameters without a null branch (absent or empty is how to say none),
+    and, with a token, the bearer scheme on the paths that need it."""
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
@@ -556,6 +557,9 @@ def tidy(document: dict[str, Any], token: bool) -> dict[str, Any]:
             operation.get("responses", {}).pop("422", None)
             for parameter in operation.get("parameters", []):
                 parameter["schema"] = _without_null(parameter.get("schema", {}))
+                if parameter["in"] == "query":
+                    # `?symbol=` is no filter (StrictQuery), as the dashboard sends it.
+                    parameter["allowEmptyValue"] = True
             if token and path.startswith(PROTECTED):
                 operation["security"] = [{"bearer": []}, {"token": []}]
                 operation["responses"]["401"] = {
