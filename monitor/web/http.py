@@ -5,8 +5,8 @@ uvicorn is run as a library, not as a process manager, so three of its habits
 are turned off: it would install SIGTERM and SIGINT handlers (the daemon owns
 those: :class:`QuietServer`), call ``sys.exit`` when the port is taken (the
 socket is bound here instead, so the error reaches the command line as one
-line: :func:`listen`), and configure logging (its warnings and errors go to
-structlog like everything else; no access log).
+line: :func:`listen`), and configure logging (its errors go to structlog like
+everything else; no access log).
 """
 
 from __future__ import annotations
@@ -156,17 +156,17 @@ async def listen(host: str, port: int) -> list[socket.socket]:
 
 
 class _ToStructlog(logging.Handler):
-    """uvicorn's own warnings and errors (an exception in a request, a forced shutdown),
-    as structlog events."""
+    """uvicorn's own errors (an exception in a request, a forced shutdown) as structlog
+    events. Its warnings are left out: they are about malformed requests, which any
+    client can send as often as it likes."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        write = log.error if record.levelno >= logging.ERROR else log.warning
-        write("http_server", message=record.getMessage(), exc_info=record.exc_info or False)
+        log.error("http_server_error", message=record.getMessage(), exc_info=record.exc_info)
 
 
 def _route_uvicorn_logs() -> None:
     server_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(handler, _ToStructlog) for handler in server_log.handlers):
-        server_log.addHandler(_ToStructlog(logging.WARNING))
-        server_log.setLevel(logging.WARNING)
+        server_log.addHandler(_ToStructlog(logging.ERROR))
+        server_log.setLevel(logging.ERROR)
         server_log.propagate = False

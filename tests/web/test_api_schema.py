@@ -100,7 +100,7 @@ async def test_wrong_methods_are_405_with_allow_and_every_api_path_is_described(
         docs = [(await http_get(daemon, path))[0] for path in ("/docs", "/redoc")]
     assert {405} == {status for status, _, _ in answers.values()}
     assert {"GET"} == {headers["Allow"] for _, headers, _ in answers.values()}
-    status_, headers, body = answers["POST", "/api/positions"]
+    _, headers, body = answers["POST", "/api/positions"]
     assert "application/json" == headers["Content-Type"]
     assert "nosniff" == headers["X-Content-Type-Options"]
     assert {"error": "method POST not allowed on /api/positions (allowed: GET)"} == orjson.loads(
