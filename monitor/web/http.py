@@ -80,6 +80,7 @@ class HttpEndpoint:
                     http="h11",
                     ws="websockets-sansio",
                     ws_max_size=MAX_FRAME,
+                    interface="asgi3",
                     lifespan="off",
                     log_config=None,
                     access_log=False,
