@@ -34,7 +34,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs, unquote, urlencode
 
 import orjson
-from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
+from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
@@ -299,7 +299,7 @@ async def _invalid(request: Request, exc: Exception) -> Response:
 # -- the application ----------------------------------------------------------
 
 
-class Page:
+class PageSocket:
     """A dashboard's websocket (Starlette's) as the live feed's
     :class:`~monitor.web.live.Connection`."""
 
@@ -391,7 +391,7 @@ def build(
         return MetricsResponse(await asyncio.to_thread(metrics.render))
 
     if api is not None:
-        app.include_router(_api_routes(api))
+        _add_api_routes(app, api)
         for path, (body, content_type) in load_static().items():
             app.add_api_route(
                 path, _static(body, content_type), methods=["GET"], include_in_schema=False
@@ -401,7 +401,7 @@ def build(
         @app.websocket("/ws")
         async def feed(socket: WebSocket) -> None:
             await socket.accept()
-            await live.serve(Page(socket))
+            await live.serve(PageSocket(socket))
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -462,14 +462,31 @@ def _static(body: bytes, content_type: str) -> Callable[[], Awaitable[Response]]
     return page
 
 
-def _api_routes(api: Api) -> APIRouter:
-    """``/api/*``: typed, strictly read query parameters over :class:`Api`'s reads."""
-    router = APIRouter(route_class=StrictQuery, tags=["api"], responses=ERRORS)
+Endpoint = Callable[..., Awaitable[Response]]
 
-    @router.get(
-        "/api/positions",
-        responses={200: {"model": schema.PositionsPage}},
-    )
+
+def _add_api_routes(app: FastAPI, api: Api) -> None:
+    """``/api/*``: typed, strictly read query parameters over :class:`Api`'s reads."""
+
+    def get(path: str, answer: type[schema.Document], *more: int) -> Callable[[Endpoint], Endpoint]:
+        """Register a GET route answering ``answer`` (and errors, ``more`` of them too)."""
+        responses = {**ERRORS, 200: {"model": answer}}
+        responses.update({status: {"model": schema.Error} for status in more})
+
+        def add(endpoint: Endpoint) -> Endpoint:
+            app.router.add_api_route(
+                path,
+                endpoint,
+                methods=["GET"],
+                tags=["api"],
+                responses=responses,
+                route_class_override=StrictQuery,
+            )
+            return endpoint
+
+        return add
+
+    @get("/api/positions", schema.PositionsPage)
     async def positions(
         symbol: Annotated[
             str | None,
@@ -502,10 +519,7 @@ def _api_routes(api: Api) -> APIRouter:
         listing = await api.positions(query)
         return JsonResponse(listing.document(query.limit))
 
-    @router.get(
-        "/api/positions/{position_id:path}",
-        responses={200: {"model": schema.PositionRow}, 404: {"model": schema.Error}},
-    )
+    @get("/api/positions/{position_id:path}", schema.PositionRow, 404)
     async def position(request: Request, position_id: str) -> Response:
         """One position with its prices and live state."""
         # From the path as sent: an id may hold an escaped "/", never a real one.
@@ -514,7 +528,7 @@ def _api_routes(api: Api) -> APIRouter:
             return not_found(request.scope)
         return JsonResponse(await api.position(unquote(segment)))
 
-    @router.get("/api/events", responses={200: {"model": schema.EventsPage}})
+    @get("/api/events", schema.EventsPage)
     async def events(
         limit: Annotated[
             int,
@@ -531,12 +545,10 @@ def _api_routes(api: Api) -> APIRouter:
         found = await api.events(EventsQuery(limit, type))
         return JsonResponse({"events": found, "count": len(found)})
 
-    @router.get("/api/symbols", responses={200: {"model": schema.SymbolsPage}})
+    @get("/api/symbols", schema.SymbolsPage)
     async def symbols() -> Response:
         """Per symbol: stored prices, the feed's state, and positions by status."""
         return JsonResponse({"symbols": await api.symbols_state(), "positions": await api.counts()})
-
-    return router
 
 
 def tidy(document: dict[str, Any], token: bool) -> dict[str, Any]:
