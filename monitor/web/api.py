@@ -162,6 +162,36 @@ class PositionsQuery:
 POSITIONS_PARAMS = ("symbol", "account", "status", "at_risk", "limit")
 
 
+def check_symbol(symbol: str, symbols: Sequence[str]) -> str:
+    """``symbol``: one of the configured ``symbols``."""
+    if symbol not in symbols:
+        raise bad_request(f"unknown symbol {symbol!r} (configured: {', '.join(symbols)})")
+    return symbol
+
+
+def check_account(account: str) -> str:
+    """``account``: at most :data:`MAX_ACCOUNT_LENGTH` characters."""
+    if len(account) > MAX_ACCOUNT_LENGTH:
+        raise bad_request(f"account must be at most {MAX_ACCOUNT_LENGTH} characters")
+    return account
+
+
+def parse_status(value: str) -> Status:
+    """``status``: a position status by its name."""
+    try:
+        return Status(value)
+    except ValueError:
+        names = ", ".join(s.value for s in Status)
+        raise bad_request(f"status must be one of {names}, got {value!r}") from None
+
+
+def check_event_type(kind: str) -> str:
+    """``type``: a position event or a price-guard alert (:data:`EVENT_TYPES`)."""
+    if kind not in EVENT_TYPES:
+        raise bad_request(f"type must be one of {', '.join(sorted(EVENT_TYPES))}, got {kind!r}")
+    return kind
+
+
 def parse_positions_query(
     query: str, symbols: Sequence[str], maximum: int = MAX_LIMIT
 ) -> PositionsQuery:
@@ -169,23 +199,13 @@ def parse_positions_query(
     (their meaning: :func:`positions_query`)."""
     params = query_params(query, POSITIONS_PARAMS)
     symbol = params.get("symbol")
-    if symbol is not None and symbol not in symbols:
-        raise bad_request(f"unknown symbol {symbol!r} (configured: {', '.join(symbols)})")
     account = params.get("account")
-    if account is not None and len(account) > MAX_ACCOUNT_LENGTH:
-        raise bad_request(f"account must be at most {MAX_ACCOUNT_LENGTH} characters")
-    status = None
-    if "status" in params:
-        try:
-            status = Status(params["status"])
-        except ValueError:
-            names = ", ".join(s.value for s in Status)
-            raise bad_request(f"status must be one of {names}, got {params['status']!r}") from None
+    status = params.get("status")
     return positions_query(
         symbols,
-        symbol=symbol,
-        account=account,
-        status=status,
+        symbol=check_symbol(symbol, symbols) if symbol is not None else None,
+        account=check_account(account) if account is not None else None,
+        status=parse_status(status) if status is not None else None,
         at_risk=parse_bool("at_risk", params.get("at_risk")),
         limit=parse_limit(params.get("limit"), DEFAULT_LIMIT, maximum),
     )
@@ -231,9 +251,10 @@ def parse_events_query(query: str) -> EventsQuery:
     """Validate ``limit`` and ``type``."""
     params = query_params(query, ("limit", "type"))
     kind = params.get("type")
-    if kind is not None and kind not in EVENT_TYPES:
-        raise bad_request(f"type must be one of {', '.join(sorted(EVENT_TYPES))}, got {kind!r}")
-    return EventsQuery(parse_limit(params.get("limit"), DEFAULT_EVENTS), kind)
+    return EventsQuery(
+        parse_limit(params.get("limit"), DEFAULT_EVENTS),
+        check_event_type(kind) if kind is not None else None,
+    )
 
 
 # -- rows -------------------------------------------------------------------

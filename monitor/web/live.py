@@ -47,15 +47,13 @@ from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import orjson
 import structlog
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 
 from monitor.core.margin import Contract, ContractKind, Position, Side, assess
 from monitor.core.wire import decimal_str
@@ -85,6 +83,24 @@ HISTORY_BATCH = 50
 """Symbols sampled between two yields to the event loop (about 0.6 ms of work)."""
 QUOTE_ASSETS = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USD", "EUR")
 """Quote currencies recognised at the end of a symbol, to name the units of its sizes."""
+
+
+# -- one page's connection --------------------------------------------------
+
+
+class PageClosed(Exception):
+    """The page's connection is gone (raised by a :class:`Connection`'s send or receive)."""
+
+
+class Connection(Protocol):
+    """One page's websocket as the feed needs it; the HTTP edge adapts its server's
+    websocket to this, so the feed does not depend on the server library."""
+
+    async def send(self, text: str) -> None:
+        """Send one text frame; :class:`PageClosed` once the page is gone."""
+
+    async def receive(self) -> str | bytes:
+        """The page's next frame; :class:`PageClosed` once the page is gone."""
 
 
 # -- pure parts -------------------------------------------------------------
@@ -552,7 +568,7 @@ class LiveFeed:
 
     # -- the page side: one coroutine per connection --
 
-    async def serve(self, connection: ServerConnection) -> None:
+    async def serve(self, connection: Connection) -> None:
         """Run one page's connection until it closes. Cancelling is safe."""
         page = Page(
             PositionsQuery(tuple(self.api.symbols), limit=PAGE_ROWS),
@@ -569,7 +585,7 @@ class LiveFeed:
                 sender = group.create_task(self._send(connection, page), name="page-send")
                 await self._receive(connection, page)
                 sender.cancel()
-        except* ConnectionClosed:
+        except* PageClosed:
             pass
         finally:
             self.pages.discard(page)
@@ -596,7 +612,7 @@ class LiveFeed:
             }
         )
 
-    async def _send_snapshot_now(self, connection: ServerConnection, page: Page) -> None:
+    async def _send_snapshot_now(self, connection: Connection, page: Page) -> None:
         """A snapshot for this page alone, so a new filter shows at once."""
         try:
             messages = await self._snapshot_messages([page], fresh=True)
@@ -611,14 +627,16 @@ class LiveFeed:
         for message, _ in messages.values():
             await connection.send(message.decode())
 
-    async def _send(self, connection: ServerConnection, page: Page) -> None:
+    async def _send(self, connection: Connection, page: Page) -> None:
         while True:
             message = await page.queue.get()
             await connection.send(message.decode())
             page.sent += 1
 
-    async def _receive(self, connection: ServerConnection, page: Page) -> None:
-        async for message in connection:
+    async def _receive(self, connection: Connection, page: Page) -> None:
+        """Apply the page's filters until it closes (:class:`PageClosed`)."""
+        while True:
+            message = await connection.receive()
             raise_if_cancelling()
             try:
                 request = orjson.loads(message)

@@ -12,6 +12,7 @@ import random
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -78,13 +79,20 @@ def make_positions(count: int, seed: int = 5) -> list[dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def seeded(
-    redis_url: str, mqtt_url: str, prefix: str, count: int, cluster: bool = False
+    redis_url: str,
+    mqtt_url: str,
+    prefix: str,
+    count: int,
+    cluster: bool = False,
+    token: str | None = None,
 ) -> AsyncIterator[tuple[Daemon, Any]]:
     """A running daemon with marks and ``count`` positions stored; yields it and an MQTT client.
 
-    With ``cluster``, ``redis_url`` is a Redis Cluster's, over whose nodes the symbols spread.
+    With ``cluster``, ``redis_url`` is a Redis Cluster's, over whose nodes the symbols spread;
+    with ``token``, the HTTP endpoint requires it.
     """
     settings = settings_for(redis_url, mqtt_url, prefix, cluster)
+    settings = replace(settings, http=replace(settings.http, token=token))
     if cluster:
         assert len(nodes_holding(redis_url, [Keys(prefix).positions(s) for s in MARKS])) > 1
     async with running(settings) as daemon, mqtt_client(mqtt_url) as client:
