@@ -54,7 +54,8 @@ hyperliquid (:mod:`.hyperliquid`) — linear (USDC). ``MM = N·rate − deductio
   ``rate = 1/(2·max leverage)``, deductions derived so MM is continuous;
   liquidation when margin + uPnL falls below MM. Sources: Hyperliquid docs,
   Trading › Liquidations and Trading › Margin tiers
-  (hyperliquid.gitbook.io/hyperliquid-docs/trading/margin-tiers). Margin: the
+  (hyperliquid.gitbook.io/hyperliquid-docs/trading/margin-tiers); the
+  single-tier liquidation price as HyENA's docs (a HIP-3 DEX) print it. Margin: the
   USDC the isolated position holds, without uPnL. Ratio ``MM / MB``. Tiers:
   notional at the mark (``lowerBound``, ``maxLeverage``). Solver: margin.py's,
   settled exactly.

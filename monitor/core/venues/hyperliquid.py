@@ -11,10 +11,12 @@ leverage, and with margin tiers::
         + lower_bound(n) · (rate(n) − rate(n − 1))
 
 so MM is continuous in the notional at the mark. An isolated position is
-liquidated when its margin plus unrealized PnL falls below that. The published
-single-tier liquidation price, ``liq = E − side · margin_available / size /
-(1 − l · side)`` with ``l = 1 / maintenance leverage``, is the root of the same
-equation with ``margin_available = M − size·E·l``. No closing fee is reserved.
+liquidated when its margin plus unrealized PnL falls below that. The
+single-tier liquidation price Hyperliquid's engine shows, as printed by HyENA's
+docs (a HIP-3 DEX on it: docs.hyena.trade/trading/liquidation), ``liq = E −
+side · margin_available / size / (1 − l · side)`` with ``l = 1 / maintenance
+leverage``, is the root of the same equation with ``margin_available = M −
+size·E·l``. No closing fee is reserved.
 
 The tiers come from the ``meta`` info response (``marginTables``:
 ``lowerBound``, ``maxLeverage``). Units: ``qty`` is the size in coins,
