@@ -21,6 +21,18 @@ Tier: the first risk-limit row whose ``riskLimitValue`` is at least the
 position value at entry (the last row beyond). As the value is fixed for the
 position, so is MM; ``M + PnL(P)`` moves one way with the price, hence one root.
 
+The same article as revised in 2026 (its copy at kbybit.com, "Last updated on
+2026-05-27") values inverse positions at the mark instead: ``Position Value =
+Contract Quantity ÷ Mark Price`` and::
+
+    inverse long:  LP = Size·(MMR + 1) / (Size/E + Size/E/Leverage + extra/(1 + fee) + MMded)
+    inverse short: LP = Size·(1 − MMR) / (Size/E − Size/E/Leverage − extra/(1 − fee) − MMded)
+
+the roots of ``M + PnL(P) = Size/P·MMR − MMded``. ``inverse_value_at_mark=True``
+selects that reading (the tier still by the entry value, so the rate is a
+constant of the position and the root unique for ``MMR < 1``); the extra-margin
+fee factor is not modelled, so pass extra margin already divided by it.
+
 Units: ``qty`` is the size in base units (linear) or the contract quantity in
 USD (inverse, ``contract_size`` USD each); ``margin`` is the position margin
 Bybit holds for it (its initial margin plus any extra margin added), without
@@ -71,6 +83,7 @@ class BybitModel(ExactModel):
         kind: ContractKind,
         risk_limits: Sequence[BybitRiskLimit],
         contract_size: Decimal = ONE,
+        inverse_value_at_mark: bool = False,
     ) -> None:
         if not risk_limits:
             raise ValueError("at least one risk limit is required")
@@ -85,6 +98,7 @@ class BybitModel(ExactModel):
         self.kind = kind
         self.multiplier = contract_size
         self.risk_limits = tuple(risk_limits)
+        self.value_at_mark = inverse_value_at_mark and kind is ContractKind.INVERSE
 
     def risk_limit_for(self, position: Holding) -> BybitRiskLimit:
         """The row covering the position value at entry (compared without division)."""
@@ -97,13 +111,15 @@ class BybitModel(ExactModel):
         return self.risk_limits[-1]
 
     def terms_at(self, position: Holding, price: Decimal) -> Terms:
-        """``MM = PV_entry × MMR − mmDeduction``: no term follows the mark."""
+        """``MM = PV × MMR − mmDeduction``, PV at entry (or at the mark, if so configured)."""
         row = self.risk_limit_for(position)
+        if self.value_at_mark:
+            return Terms(rate=row.maintenance_margin_rate, entry_rate=ZERO, fixed=-row.mm_deduction)
         return Terms(rate=ZERO, entry_rate=row.maintenance_margin_rate, fixed=-row.mm_deduction)
 
     def highest_rate(self, position: Holding) -> Decimal:
-        """Zero: MM does not grow with the mark, so any positive ratio has one price."""
-        return ZERO
+        """The MMR when PV follows the mark; zero otherwise (MM is then a constant)."""
+        return self.terms_at(position, position.entry_price).rate
 
     def isolated_margin(self, size: Decimal, entry_price: Decimal, leverage: Decimal) -> Decimal:
         """``IM = PV / leverage`` with the position value at entry."""

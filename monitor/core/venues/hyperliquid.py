@@ -22,8 +22,8 @@ The tiers come from the ``meta`` info response (``marginTables``:
 ``lowerBound``, ``maxLeverage``). Units: ``qty`` is the size in coins,
 ``margin`` the USDC the isolated position holds, without its unrealized PnL.
 The rate ``1 / (2·L)`` is kept to 28 significant digits where it does not
-terminate (3x: 0.1666…7); deductions are derived from those digits, so MM stays
-exactly continuous.
+terminate (3x: 0.1666…7); deductions are derived from those digits without
+rounding, so MM stays exactly continuous.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
 from monitor.core.margin import Bracket, ContractKind
-from monitor.core.venues.base import ONE, RESULT, ZERO, RatioDirection
+from monitor.core.venues.base import EXACT, ONE, RESULT, ZERO, RatioDirection
 from monitor.core.venues.tiered import MarkTieredModel, build_contract
 
 
@@ -63,7 +63,9 @@ def brackets_from_tiers(tiers: Sequence[HyperliquidTier]) -> list[Bracket]:
     for index, tier in enumerate(tiers):
         rate = maintenance_rate(tier.max_leverage)
         if previous_rate is not None:
-            deduction = deduction + tier.lower_bound * (rate - previous_rate)
+            # Exact (no rounding to 28 digits), or MM would jump by the rounding at the bound.
+            with localcontext(EXACT):
+                deduction = deduction + tier.lower_bound * (rate - previous_rate)
         following = tiers[index + 1].lower_bound if index + 1 < len(tiers) else None
         brackets.append(Bracket(notional_cap=following, mmr=rate, cum=deduction))
         previous_rate = rate

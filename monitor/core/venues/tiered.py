@@ -16,11 +16,11 @@ enforces with :func:`~monitor.core.margin.check_brackets`.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from monitor.core import margin
 from monitor.core.margin import Bracket, Contract, ContractKind, Holding, Position
-from monitor.core.venues.base import ONE, ZERO, ExactModel, Terms
+from monitor.core.venues.base import EXACT, ONE, ZERO, ExactModel, Terms
 
 
 def build_contract(
@@ -40,7 +40,9 @@ def build_contract(
         raise ValueError("at least one tier is required")
     last = brackets[-1]
     table = (*brackets[:-1], Bracket(notional_cap=None, mmr=last.mmr, cum=last.cum))
-    problems = margin.check_brackets(table, fee_rate, ONE)
+    # Continuity is checked exactly, not to the 28 digits of the default context.
+    with localcontext(EXACT):
+        problems = margin.check_brackets(table, fee_rate, ONE)
     if problems:
         raise ValueError("; ".join(problems))
     return Contract(

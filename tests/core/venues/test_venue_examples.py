@@ -120,6 +120,27 @@ def test_bybit_inverse_uta_example() -> None:
     assert toward_loss(Side.SHORT, formula) == model.liquidation_price(short)
 
 
+@pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
+def test_bybit_inverse_uta_2026_formula_values_the_position_at_the_mark(side: Side) -> None:
+    """Bybit help centre, the same UTA isolated-mode article as revised on 2026-05-27.
+
+    kbybit.com/en/help-center/article/Liquidation-Price-Calculation-under-Isolated-
+    Mode-Unified-Trading-Account: Position Value = Contract Quantity ÷ Mark Price;
+    LP (long) = Size × (MMR + 1) ÷ [Size/E + Size/E/Leverage + extra/(1 + fee) +
+    MM Deduction], LP (short) = Size × (1 − MMR) ÷ [Size/E − Size/E/Leverage −
+    extra/(1 − fee) − MM Deduction]; here without extra margin.
+    """
+    row = BybitRiskLimit(D(150), D("0.005"), D("0.01"))
+    model = BybitModel("BTCUSD", ContractKind.INVERSE, [row], inverse_value_at_mark=True)
+    size, entry, leverage = D(60000), D(50000), D(10)
+    position = Position(side, size, entry, model.isolated_margin(size, entry, leverage))
+    s = 1 if side is Side.LONG else -1
+    with localcontext(WIDE):
+        denominator = size / entry + s * (size / entry / leverage + row.mm_deduction)
+        formula = size * (1 + s * row.maintenance_margin_rate) / denominator
+    assert toward_loss(side, formula) == model.liquidation_price(position)
+
+
 def test_bybit_risk_limit_row_is_chosen_by_entry_value() -> None:
     """The row is the first whose riskLimitValue covers the entry value, with its mmDeduction.
 
@@ -212,6 +233,23 @@ def test_hyperliquid_deduction_follows_the_published_recurrence() -> None:
     model = HyperliquidModel("BTC", tiers)
     at_bound = Position(Side.LONG, D(1500), D(100000), D(10_000_000))
     assert D(1_875_000) == model.maintenance_margin(at_bound, D(100000))
+
+
+def test_hyperliquid_mm_is_exactly_continuous_where_a_rate_does_not_terminate() -> None:
+    """At a bound into a 3x tier (rate 1/6 to 28 digits) both tiers give the same MM, exactly.
+
+    The deduction is derived without rounding; rounded to 28 digits it left MM
+    jumping by about 1e-23 at the bound, which moved a margin-call price by one digit.
+    """
+    tiers = [
+        HyperliquidTier(D(0), 50),
+        HyperliquidTier(D(540022), 40),
+        HyperliquidTier(D(648026), 3),
+    ]
+    lower, upper = brackets_from_tiers(tiers)[1:]
+    bound = D(648026)
+    with localcontext(Context(prec=100)):
+        assert bound * lower.mmr - lower.cum == bound * upper.mmr - upper.cum
 
 
 @pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.unit
 D = Decimal
 ONE = D(1)
 CALL = D("0.8")
-PROPERTIES = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTIES = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SIDES = st.sampled_from((Side.LONG, Side.SHORT))
 KINDS = st.sampled_from((ContractKind.LINEAR, ContractKind.INVERSE))
 MMRS = st.decimals(D("0.001"), D("0.1"), places=4)
@@ -81,7 +81,7 @@ def _with_extra(draw: st.DrawFn, margin: Decimal) -> Decimal:
 
 @st.composite
 def bybit_cases(draw: st.DrawFn) -> Case:
-    """Bybit, linear or inverse, 1-4 risk limits around the position's entry value."""
+    """Bybit, linear or inverse (valued at entry or, as revised, at the mark), 1-4 risk limits."""
     kind, side, entry = draw(KINDS), draw(SIDES), draw(PRICES)
     if kind is ContractKind.LINEAR:
         qty, size = draw(QUANTITIES), ONE
@@ -98,10 +98,11 @@ def bybit_cases(draw: st.DrawFn) -> Case:
         if index:
             deduction += limits[index - 1] * (rate - rates[index - 1])
         rows.append(BybitRiskLimit(limit, rate, deduction))
-    model = BybitModel("TEST", kind, rows, contract_size=size)
+    at_mark = kind is ContractKind.INVERSE and draw(st.booleans())
+    model = BybitModel("TEST", kind, rows, contract_size=size, inverse_value_at_mark=at_mark)
     margin_ = _with_extra(draw, model.isolated_margin(qty, entry, draw(ANY_LEVERAGE)))
     position = Position(side, qty, entry, margin_)
-    return Case(model, position, oracle.bybit(kind, rows, size))
+    return Case(model, position, oracle.bybit(kind, rows, size, at_mark))
 
 
 @st.composite

@@ -42,14 +42,20 @@ def value(kind: ContractKind, x: Fraction, price: Decimal | Fraction) -> Fractio
     return x * p if kind is ContractKind.LINEAR else x / p
 
 
-def bybit(kind: ContractKind, rows: Sequence[BybitRiskLimit], multiplier: Decimal) -> Condition:
-    """Bybit: ``MM = PV_entry·MMR − mmDeduction``, the row by entry value."""
+def bybit(
+    kind: ContractKind,
+    rows: Sequence[BybitRiskLimit],
+    multiplier: Decimal,
+    at_mark: bool = False,
+) -> Condition:
+    """Bybit: ``MM = PV·MMR − mmDeduction``, PV at entry (or at the mark), row by entry value."""
 
     def crossed(position: Holding, price: Decimal, a: Decimal, b: Decimal) -> bool:
         x = Fraction(position.qty) * Fraction(multiplier)
         entry_value = value(kind, x, position.entry_price)
         row = next((r for r in rows if entry_value <= Fraction(r.risk_limit_value)), rows[-1])
-        mm = entry_value * Fraction(row.maintenance_margin_rate) - Fraction(row.mm_deduction)
+        valued = value(kind, x, price) if at_mark else entry_value
+        mm = valued * Fraction(row.maintenance_margin_rate) - Fraction(row.mm_deduction)
         return Fraction(a) * balance(kind, x, position, price) <= Fraction(b) * mm
 
     return crossed
