@@ -14,9 +14,9 @@ Per venue (formulas, sources, inputs)
 binance (:mod:`.binance`) — USDⓈ-M and COIN-M. ``WB + PnL(P) = N(P)·mmr − cum``
   with the bracket of the notional at the mark, ``cum_n = floor_n·(mmr_n −
   mmr_{n−1}) + cum_{n−1}``. Sources: Binance support FAQ "How to Calculate
-  Liquidation Price of USDⓈ-M Futures Contracts" (binance.com/en/support/faq/
+  Liquidation Price of USDⓈ-M Futures Contracts" (binance.com support FAQ
   b3c689c1f50a44cabb3a84e663b81d93) and "... of COIN-M Futures Contracts"
-  (binance.com/en/support/faq/ceccfcfb4e3a45e3b48b0b1bb1a8ae46). Margin:
+  (FAQ ceccfcfb4e3a45e3b48b0b1bb1a8ae46). Margin:
   ``isolatedWallet``. Ratio ``MM / MB``, rises. Tiers: notional at the mark
   (quote, or coin for COIN-M). Solver: :mod:`monitor.core.margin` itself,
   digit for digit.
@@ -27,8 +27,10 @@ bybit (:mod:`.bybit`) — linear and inverse. ``LP = E ∓ (IM − MM)/size ∓
   centre "Liquidation Price (USDT Contract)" and "Liquidation Price
   Calculation under Isolated Mode (Unified Trading Account)". Margin: the
   position margin (IM + extra margin), without the fee to close, which Bybit
-  adds to IM and MM alike. Ratio ``MM / MB``, rises. Tiers: risk-limit row by
-  entry value. Solver: MM is a constant of the position, so ``MB − MM`` is
+  adds to IM and MM alike. Ratio: liqmon's ``MM / MB`` (the pages read give
+  no other isolated ratio), rises. Tiers: risk-limit row by entry value (the
+  article's 2026 revision values inverse positions at the mark:
+  ``inverse_value_at_mark``). Solver: MM is a constant of the position, so ``MB − MM`` is
   monotonic in P; closed form, settled exactly.
 
 okx (:mod:`.okx`) — linear and inverse. Margin ratio ``(margin + uPnL) /
@@ -43,12 +45,14 @@ okx (:mod:`.okx`) — linear and inverse. Margin ratio ``(margin + uPnL) /
 
 gate (:mod:`.gate`) — linear and inverse. ``LP = (E ∓ M/multiplier/size) / (1 ∓
   (mmr + taker fee))``, inverse ``LP = size·E·(1 ± mmr ± fee) / (size ± M·E)``.
-  Source: Gate support's answer on the liquidation price (gate.com square post
-  3870211, 2023); tiers ``risk_limit``, ``maintenance_rate``, ``deduction``
-  (the July 2025 upgrade: tier by position value, gradient calculation).
-  Margin: the position margin. Ratio ``MM / MB`` (no other isolated ratio was
-  found). Tiers: value at the mark, deduction continuous (checked). Solver:
-  margin.py's, settled exactly.
+  Source: Gate support's reply on the liquidation price (Gate Square post
+  3870211, 2023-07-02, read at gatenode.pro/post/status/3870211). Tiers
+  ``risk_limit``, ``maintenance_rate``, ``deduction``: since Gate's July 2025
+  risk-limit upgrade (as reported on Binance Square, post 27630175253050) the
+  tier follows the position value and MM is computed by gradient. Margin: the
+  position margin. Ratio: liqmon's ``MM / MB`` (no other isolated ratio
+  found), rises. Tiers: value at the mark, deduction continuous (checked
+  exactly). Solver: margin.py's, settled exactly.
 
 hyperliquid (:mod:`.hyperliquid`) — linear (USDC). ``MM = N·rate − deduction``,
   ``rate = 1/(2·max leverage)``, deductions derived so MM is continuous;
@@ -56,7 +60,8 @@ hyperliquid (:mod:`.hyperliquid`) — linear (USDC). ``MM = N·rate − deductio
   Trading › Liquidations and Trading › Margin tiers
   (hyperliquid.gitbook.io/hyperliquid-docs/trading/margin-tiers); the
   single-tier liquidation price as HyENA's docs (a HIP-3 DEX) print it. Margin: the
-  USDC the isolated position holds, without uPnL. Ratio ``MM / MB``. Tiers:
+  USDC the isolated position holds, without uPnL. Ratio: liqmon's ``MM / MB``
+  (no other isolated ratio found), rises. Tiers:
   notional at the mark (``lowerBound``, ``maxLeverage``). Solver: margin.py's,
   settled exactly.
 

@@ -4,7 +4,7 @@ Binance publishes the liquidation price (support FAQ "How to Calculate
 Liquidation Price of USDⓈ-M Futures Contracts" and "... of COIN-M Futures
 Contracts"); in isolated mode ``TMM = UPNL = 0`` and ``WB`` is the isolated
 wallet balance, leaving ``WB + PnL(P) = N(P)·mmr − cum``. The bracket is the
-one containing the notional at the liquidation price (the FAQ's note:
+one containing the notional at the liquidation price (the COIN-M FAQ's note:
 recalculate with the bracket of the position valued at the liquidation
 price), and the maintenance amount ``cum`` of bracket n is
 ``floor_n × (mmr_n − mmr_{n−1}) + cum_{n−1}`` (the COIN-M FAQ), which keeps MM

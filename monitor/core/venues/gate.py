@@ -1,7 +1,7 @@
 """Gate USDT-M (linear) and BTC-M (inverse) perpetuals, isolated margin.
 
-Gate's published estimate (Gate support's answer on the liquidation price, a
-2023 post on gate.com's square, quoted in :mod:`monitor.core.venues`)::
+Gate's published estimate (Gate support's reply on the liquidation price, Gate
+Square post 3870211 of 2023-07-02, read at gatenode.pro/post/status/3870211)::
 
     linear:  LP = (E ∓ M / multiplier / size) / (1 ∓ (mmr + taker fee))   (− long, + short)
     inverse: LP = size·E·(1 ± mmr ± taker fee) / (size ± M·E)           (+ long, − short)

@@ -339,13 +339,14 @@ def test_okx_margin_ratio_formula() -> None:
 
 
 GATE_TAKER = D("0.00075")
-"""The taker rate Gate's support answer uses ("Taker rate = 0.075%")."""
+"""The taker rate Gate's support reply uses ("Taker rate = 0.075%")."""
 
 
 @pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
 def test_gate_linear_liquidation_formula(side: Side) -> None:
-    """Gate support's answer on the liquidation price (gate.com square post 3870211, 2023).
+    """Gate support's reply on the liquidation price, Gate Square post 3870211 (2023-07-02).
 
+    Read at gatenode.pro/post/status/3870211 (also on miniapp.gate.com):
     "liquidation price = (average opening price ± margin / contract multiplier /
     position) / [1 ± (maintenance margin ratio + Taker fee Rate)] ... long is
     subtracted, and short is added".
