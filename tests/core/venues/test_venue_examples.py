@@ -142,7 +142,7 @@ def test_bybit_inverse_uta_2026_formula_values_the_position_at_the_mark(side: Si
 
 
 def test_bybit_risk_limit_row_is_chosen_by_entry_value() -> None:
-    """The row is the first whose riskLimitValue covers the entry value, with its mmDeduction.
+    """The row is the first whose riskLimitValue covers the entry value, a value at it included.
 
     Bybit: MM = (Position Value × MMR) − Maintenance Margin Deduction (same pages).
     """
@@ -153,7 +153,9 @@ def test_bybit_risk_limit_row_is_chosen_by_entry_value() -> None:
     model = BybitModel("BTCUSDT", ContractKind.LINEAR, rows)
     small = Position(Side.LONG, D(10), D(20000), D(20000))
     large = Position(Side.LONG, D(150), D(20000), D(300000))
+    at_limit = Position(Side.LONG, D(100), D(20000), D(200000))
     assert rows[0] == model.risk_limit_for(small)
+    assert rows[0] == model.risk_limit_for(at_limit)
     assert rows[1] == model.risk_limit_for(large)
     assert D(3_000_000) * D("0.01") - D(10_000) == model.maintenance_margin(large, D(1))
 

@@ -118,8 +118,8 @@ def okx_cases(draw: st.DrawFn) -> Case:
         ct_val = draw(st.sampled_from((D(10), D(100))))
     count = draw(st.integers(1, 4))
     near = int(contracts) + draw(st.sampled_from((-1, 0, 1)))
-    bounds = {near, *draw(st.lists(st.integers(1, 2 * 10**6), min_size=count, max_size=count))}
-    maxima = sorted(bounds)[: max(count, 1)]
+    others = draw(st.lists(st.integers(1, 2 * 10**6), min_size=count - 1, max_size=count - 1))
+    maxima = sorted({near, *others})
     rates = _rates(draw, len(maxima))
     tiers = []
     low = D(0)
