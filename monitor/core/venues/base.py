@@ -187,7 +187,7 @@ class ExactModel(ABC):
 
     @abstractmethod
     def terms_at(self, position: Holding, price: Decimal) -> Terms:
-        """The maintenance-margin terms at ``price`` (tier choice exact, in any context)."""
+        """The maintenance-margin terms at ``price``; the tier choice is exact in :data:`EXACT`."""
 
     @abstractmethod
     def highest_rate(self, position: Holding) -> Decimal:
