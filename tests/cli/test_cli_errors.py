@@ -127,23 +127,32 @@ def test_broker_down_is_one_line_and_exit_3(args: list[str], book: Path, closed_
 
 def test_ctrl_c_stops_watch_quietly_with_130(mqtt_url: str) -> None:
     """SIGINT to a running `liqmon watch` ends it with status 130 and no traceback."""
-    process = subprocess.Popen(
-        [str(LIQMON), "watch"],
+    # A shell without job control starts background jobs with SIGINT ignored, and a child
+    # inherits that: `liqmon watch` gets the terminal's default, as a user's has.
+    with subprocess.Popen(
+        [sys.executable, "-c", DEFAULT_SIGINT_EXEC, str(LIQMON), "watch"],
         cwd=REPO,
         env=environment(LIQMON_MQTT_URL=mqtt_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    try:
-        assert process.stderr is not None
-        assert process.stderr.readline() == b"watching events (Ctrl-C to stop)\n"
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    ) as process:
+        try:
+            assert process.stderr is not None
+            assert process.stderr.readline() == b"watching events (Ctrl-C to stop)\n"
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert (process.returncode, stdout, stderr) == (EXIT_INTERRUPTED, b"", b"")
+
+
+DEFAULT_SIGINT_EXEC = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+"""Runs the program named by its arguments with SIGINT at its default disposition."""
 
 
 @pytest.fixture
