@@ -11,7 +11,8 @@ what liqmon does with it; catch a branch, not a list of leaves::
     ├── Unavailable             a server liqmon depends on cannot be reached, broke the
     │                           connection, or (demo and tests) would not start: the daemon
     │                           retries with backoff and reports not ready; a command exits 3
-    │                           (start it, or point the configuration at it)
+    │                           (start it, or point the configuration at it); a dashboard
+    │                           page that went away ends its own feed and nothing else
     ├── Rejection               bad input from outside (a price, a position, a message):
     │                           rejected, counted, logged, dead-lettered; never stops anything
     ├── RequestFailed           a request (HTTP call, command) that cannot be answered as asked:
@@ -25,7 +26,8 @@ Where the classes live (each next to the code that raises it):
 - ``UsageError``, ``ConfigError``, ``UnsafeServer``, ``Rejection``: here.
 - ``Unavailable``: ``monitor.bus.protocol.MqttError`` and its subclasses (the daemon's
   MQTT connections), ``monitor.devtools.embedded.EmbeddedServerError`` and its
-  subclasses (the demo's and the tests' own redis-server and mosquitto).
+  subclasses (the demo's and the tests' own redis-server and mosquitto),
+  ``monitor.web.live.PageClosed`` (a dashboard page's connection is gone).
 - ``RequestFailed``: ``monitor.web.api.ApiError`` (with an HTTP status),
   ``monitor.cli.main.CommandError`` (with an exit status).
 - ``Bug``: ``monitor.core.status.IllegalTransition``.

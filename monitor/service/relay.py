@@ -89,6 +89,11 @@ class Relay:
         self.metrics = metrics
         self.owns = owns
         self.batch_size = batch_size
+        self._sending: set[tuple[str, bytes]] = set()
+        """Entries being published now (their PUBACKs not all in, so still pending)."""
+        self._sent_while_claiming: set[tuple[str, bytes]] | None = None
+        """Entries acknowledged while a claim was on its way: the claim may have seen them
+        pending (None: no claim running)."""
 
     @property
     def symbols(self) -> list[str]:
@@ -239,12 +244,21 @@ class Relay:
             symbols = self.symbols
             if not symbols:
                 continue
+            # PUBACKs slower than ABANDONED_AFTER_MS leave this relay's own entries idle
+            # and pending: the claim returns them too, and sending them again would
+            # deliver them twice. What was in flight or acknowledged since the claim
+            # left is this relay's, not abandoned.
+            self._sent_while_claiming = set()
             try:
                 abandoned = await self.outbox.claim_abandoned(
                     symbols, self.consumer, ABANDONED_AFTER_MS, self.batch_size
                 )
             except REDIS_DOWN:
                 continue
+            finally:
+                ours, self._sent_while_claiming = self._sent_while_claiming, None
+            ours |= self._sending
+            abandoned = [e for e in abandoned if (e.symbol, e.entry_id) not in ours]
             if abandoned:
                 log.warning("outbox_claimed", count=len(abandoned))
                 for entry in abandoned:
@@ -254,7 +268,14 @@ class Relay:
         # A batch is written on one connection in outbox order, so the broker
         # keeps per-position order; it is acknowledged in Redis only once
         # every PUBACK has arrived.
-        await publisher.publish_batch([(entry.topic, entry.payload) for entry in entries])
-        await self.outbox.ack(entries)
+        keys = {(entry.symbol, entry.entry_id) for entry in entries}
+        self._sending |= keys
+        try:
+            await publisher.publish_batch([(entry.topic, entry.payload) for entry in entries])
+            await self.outbox.ack(entries)
+        finally:
+            self._sending -= keys
+            if self._sent_while_claiming is not None:
+                self._sent_while_claiming |= keys
         await self.outbox.record_published(entries)
         self.metrics.published.inc(len(entries))

@@ -55,6 +55,7 @@ import structlog
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
+from monitor.core.errors import Unavailable
 from monitor.core.margin import Contract, ContractKind, Position, Side, assess
 from monitor.core.wire import decimal_str
 from monitor.state.cancellation import raise_if_cancelling
@@ -88,7 +89,7 @@ QUOTE_ASSETS = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USD", "EUR")
 # -- one page's connection --------------------------------------------------
 
 
-class PageClosed(Exception):
+class PageClosed(Unavailable):
     """The page's connection is gone (raised by a :class:`Connection`'s send or receive)."""
 
 

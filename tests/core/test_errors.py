@@ -34,6 +34,7 @@ from monitor.core.errors import (
 from monitor.core.status import IllegalTransition
 from monitor.devtools.embedded import EmbeddedServerError, ServerNotFoundError, ServerStartError
 from monitor.web.api import ApiError
+from monitor.web.live import PageClosed
 
 pytestmark = pytest.mark.unit
 
@@ -49,6 +50,7 @@ BRANCH_OF: list[tuple[type[Exception], type[LiqmonError]]] = [
     (EmbeddedServerError, Unavailable),
     (ServerNotFoundError, Unavailable),
     (ServerStartError, Unavailable),
+    (PageClosed, Unavailable),
 ]
 MQTT_BRANCH_OF: list[tuple[type[Exception], type[LiqmonError]]] = [
     (error, Unavailable)

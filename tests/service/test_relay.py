@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
+import pytest
 from harness import Collector, settings_for
 
 from monitor.bus.client import Publisher
 from monitor.config.settings import Settings
+from monitor.service import relay as relay_module
 from monitor.service.relay import Relay
 from monitor.state.keys import Keys
 from monitor.state.outbox import Outbox
@@ -129,3 +133,32 @@ async def test_a_restarted_relay_first_sends_what_it_had_read_and_never_saw_ackn
             await collector.quiet(0.3)
     assert 2 == len(read)
     assert [0, 1, 2] == [e["n"] for e in received]
+
+
+async def test_a_relay_never_claims_back_what_it_is_still_publishing(
+    redis_url: str, fresh_mosquitto: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PUBACKs slower than the abandonment age (a broker paused for a moment) do not make the
+    relay claim its own entries in flight as abandoned: each event reaches subscribers once."""
+    monkeypatch.setattr(relay_module, "CLAIM_EVERY_S", 0.05)
+    monkeypatch.setattr(relay_module, "ABANDONED_AFTER_MS", 100)
+    broker = fresh_mosquitto()
+    assert broker.pid is not None
+    async with (
+        outboxes(redis_url, broker.url, prefix) as (settings, store),
+        Collector(broker.url, prefix) as collector,
+        relaying(settings, store, lambda symbol: True, Metrics()),
+    ):
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            for n in range(5):
+                await commit(store, prefix, "BTCUSDT", n)
+            # The pause is the thing under test: several claim rounds run past the
+            # abandonment age while the relay still waits for its PUBACKs.
+            await asyncio.sleep(0.6)
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        received = await collector.wait_for(5)
+        await acknowledged(store)
+        await collector.quiet(0.5)
+    assert [0, 1, 2, 3, 4] == [e["n"] for e in received]
