@@ -53,7 +53,8 @@ from monitor.bus.tool_client import make_client
 from monitor.config.settings import DEFAULT_PATH, EXAMPLE_PATH, Settings, load_settings
 from monitor.core import topics
 from monitor.core.errors import ConfigError
-from monitor.core.margin import Contract, ContractKind, Position, Side, assess
+from monitor.core.margin import Contract, ContractKind, Position, Side
+from monitor.core.models import model_for
 from monitor.core.position import PositionUpdate
 from monitor.core.seen import SeenEvents, format_event
 from monitor.devtools.embedded import EmbeddedServerError, MosquittoServer, RedisServer
@@ -232,7 +233,7 @@ def _sized(
     leverage = max(1, min(round(leverage), math.floor(cap)))
     margin = (notional / leverage).quantize(margin_step, ROUND_UP)
     position = Position(side, qty, entry, margin)
-    state = assess(contract, position, market.start)
+    state = model_for(contract).assess(position, market.start)
     return position if state.margin_ratio < START_RATIO_MAX else None
 
 

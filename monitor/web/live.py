@@ -55,7 +55,8 @@ import structlog
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
-from monitor.core.margin import Contract, ContractKind, Position, Side, assess
+from monitor.core.margin import Contract, ContractKind, Position, Side
+from monitor.core.models import model_for
 from monitor.core.wire import decimal_str
 from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.readmodel import REDIS_DOWN, Entry
@@ -248,7 +249,7 @@ def with_values(contract: Contract, row: Mapping[str, Any]) -> dict[str, Any]:
             Decimal(row["margin"]),
         )
         with contextlib.suppress(ArithmeticError):
-            state = assess(contract, position, Decimal(row["mark_price"]))
+            state = model_for(contract).assess(position, Decimal(row["mark_price"]))
             values = {
                 "notional": decimal_str(state.notional),
                 "margin_balance": decimal_str(state.margin_balance),
