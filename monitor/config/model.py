@@ -287,6 +287,14 @@ TIER_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 """Each venue's ``tiers`` row: its required keys, then its optional ones (binance: ``brackets``)."""
 
+_TIER_BOUND = {
+    "bybit": "risk_limit_value",
+    "okx": "max_size",
+    "gate": "risk_limit",
+    "hyperliquid": "lower_bound",
+}
+"""The key that must rise from one tier to the next, per venue."""
+
 TAKER_FEE_VENUES = ("okx", "gate")
 """Venues whose maintenance margin adds the taker fee on the mark notional."""
 
@@ -425,10 +433,12 @@ class SymbolTable(BaseModel):
         rows = self.tiers or ()
         for index, row in enumerate(rows):
             where = f"tiers[{index}]"
-            for key in sorted(row.model_fields_set - {*required, *optional}):
+            unknown = sorted(row.model_fields_set - {*required, *optional})
+            if unknown:
+                takes = ", ".join(required + optional)
                 raise problem(
-                    f"not a key of a {self.venue} tier (it takes {', '.join(required + optional)})",
-                    at=f"{where}.{key}",
+                    f"not a key of {self.venue}'s tiers (they take {takes})",
+                    at=f"{where}.{unknown[0]}",
                 )
             for key in required:
                 if getattr(row, key) is None:
@@ -436,9 +446,7 @@ class SymbolTable(BaseModel):
             for key in ("mmr", "maintenance_rate"):
                 if key in required and row.value(key) <= 0:
                     raise problem("must be positive", at=f"{where}.{key}")
-        bound = {"bybit": "risk_limit_value", "okx": "max_size", "gate": "risk_limit"}
-        bound.setdefault("hyperliquid", "lower_bound")
-        key = bound[self.venue]
+        key = _TIER_BOUND[self.venue]
         for index in range(1, len(rows)):
             low, high = rows[index - 1].value(key), rows[index].value(key)
             if high <= low:
