@@ -180,6 +180,10 @@ class MarginState:
         """True when the margin balance has fallen to the maintenance margin."""
         return self.margin_balance <= self.maintenance_margin
 
+    def ratio_reached(self, ratio: Decimal) -> bool:
+        """``margin_ratio ≥ ratio``, on the 28-digit ratio."""
+        return self.margin_ratio >= ratio
+
 
 def notional(contract: Contract, position: Holding, mark: Decimal) -> Decimal:
     """Position value at ``mark``: quote units (linear) or coin (inverse)."""

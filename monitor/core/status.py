@@ -116,6 +116,10 @@ class Assessment(Protocol):
         """True when the venue would liquidate the position at this mark."""
         ...
 
+    def ratio_reached(self, ratio: Decimal) -> bool:
+        """True when ``margin_ratio ≥ ratio``, decided as the model's trigger prices are."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RiskLimits:
@@ -140,10 +144,8 @@ def next_status(
     if state.liquidatable:
         return Status.LIQUIDATED if allow_liquidation else Status.MARGIN_CALL
     if current is Status.HEALTHY:
-        return (
-            Status.MARGIN_CALL if state.margin_ratio >= risk.margin_call_ratio else Status.HEALTHY
-        )
-    if state.margin_ratio < risk.margin_call_clear_ratio:
+        return Status.MARGIN_CALL if state.ratio_reached(risk.margin_call_ratio) else Status.HEALTHY
+    if not state.ratio_reached(risk.margin_call_clear_ratio):
         return Status.HEALTHY
     return Status.MARGIN_CALL
 
