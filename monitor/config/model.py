@@ -8,7 +8,10 @@ are pydantic dataclasses, so a default is stated once, in the field, and
 ``guards``) are validated as tables whose values become the core's types
 (:class:`~monitor.core.status.RiskLimits`, :class:`~monitor.core.guards.GuardSettings`,
 :class:`~monitor.core.margin.Contract`), whose defaults stay in the core; a key
-left out keeps that default. ``[[sources]]`` tables are built by
+left out keeps that default. A symbol's ``venue`` picks its margin model: binance
+(the default) reads ``brackets`` into the contract itself, every other venue
+reads ``tiers`` in its own shape into a model the contract carries
+(:func:`monitor.core.models.model_for`). ``[[sources]]`` tables are built by
 :func:`feeds.config.source_from_config`, which owns their keys.
 
 :class:`ConfigFile` is the whole document (an ``include`` is resolved before it

@@ -301,3 +301,26 @@ def test_binance_symbols_refuse_tiers(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(path, environ={})
     assert f"{path}: symbols.ETHUSD.tiers: not used with venue = 'binance'" == str(raised.value)
+
+
+def test_the_readme_venue_tables_load(tmp_path: Path) -> None:
+    """The README's "Venue models" example tables load, each into its venue's model."""
+    readme = (SHIPPED.parents[1] / "README.md").read_text()
+    section = readme.split("### Venue models", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    settings = load_settings(load(tmp_path, example), environ={})
+    assert {
+        "BYBIT-BTCUSDT": "bybit",
+        "OKX-BTCUSDT": "okx",
+        "GATE-BTCUSDT": "gate",
+        "HL-BTC": "hyperliquid",
+    } == {symbol: model_for(settings.symbols[symbol]).venue for symbol in example_symbols(example)}
+
+
+def example_symbols(text: str) -> list[str]:
+    """The NAMEs of the ``[symbols.NAME]`` tables in ``text``."""
+    return [
+        line.split("]", 1)[0].removeprefix("[symbols.")
+        for line in text.splitlines()
+        if line.startswith("[symbols.")
+    ]
