@@ -14,7 +14,8 @@ apart:
 - Binance (the shipped BTCUSDT brackets, 0.4 % below 50,000 of notional):
   400 + (P − 20,000) = 0.004·P, P = 19,600 / 0.996 ≈ 19,678.71.
 
-The crash steps through 19,850, 19,800, 19,720, 19,690 and 19,670, so the
+The crash steps through 19,850, back up to 19,950 (OKX's margin call clears:
+the hysteresis), 19,850 again, then 19,800, 19,720, 19,690 and 19,670, so the
 three liquidate at three different ticks, each at the first mark past its own
 model's price; the events are compared field by field with values worked by
 hand here.
@@ -38,8 +39,8 @@ from harness import (
 from venue_symbols import venue_settings
 
 D = Decimal
-CRASH = [19850, 19800, 19720, 19690, 19670]
-"""Marks after the opening one (20,000), stamped ts 2 to 6."""
+CRASH = [19850, 19950, 19850, 19800, 19720, 19690, 19670]
+"""Marks after the opening one (20,000), stamped ts 2 to 8."""
 SYMBOLS = {"bybit-1": "BYBIT-BTCUSDT", "okx-1": "OKX-BTCUSDT", "binance-1": "BTCUSDT"}
 QTY = {"bybit-1": "1", "okx-1": "100", "binance-1": "1"}
 """1 BTC each: Bybit and Binance count base units, OKX contracts of ctVal 0.01 BTC."""
@@ -92,15 +93,18 @@ def event(
 EXPECTED = [
     # 19,850: OKX's MM is 0.0105 × 19,850 = 208.425 of 250, past 0.8.
     event("okx-1", 1, "margin_call", 2, "250", "208.425", "0.8337"),
+    # 19,950: 209.475 of 350 is below 0.7: cleared (Bybit and Binance were never called).
+    event("okx-1", 2, "margin_call_cleared", 3, "350", "209.475", "0.5985"),
+    event("okx-1", 3, "margin_call", 4, "250", "208.425", "0.8337"),
     # 19,800: OKX's balance 200 is below its MM 207.9 (Bybit 100/200, Binance 79.2/200: healthy).
-    event("okx-1", 2, "liquidation", 3, "200", "207.9", "1.0395"),
+    event("okx-1", 4, "liquidation", 5, "200", "207.9", "1.0395"),
     # 19,720: Bybit's fixed MM of 100 is over 0.8 of 120 (Binance 78.88/120: healthy).
-    event("bybit-1", 1, "margin_call", 4, "120", "100", at28(D(100) / D(120))),
+    event("bybit-1", 1, "margin_call", 6, "120", "100", at28(D(100) / D(120))),
     # 19,690: Bybit's 90 is below 100; Binance's 78.76 is 0.875 of 90, a margin call only.
-    event("bybit-1", 2, "liquidation", 5, "90", "100", at28(D(100) / D(90))),
-    event("binance-1", 1, "margin_call", 5, "90", "78.76", at28(D("78.76") / D(90))),
+    event("bybit-1", 2, "liquidation", 7, "90", "100", at28(D(100) / D(90))),
+    event("binance-1", 1, "margin_call", 7, "90", "78.76", at28(D("78.76") / D(90))),
     # 19,670: Binance's 70 is below 0.004 × 19,670 = 78.68.
-    event("binance-1", 2, "liquidation", 6, "70", "78.68", "1.124"),
+    event("binance-1", 2, "liquidation", 8, "70", "78.68", "1.124"),
 ]
 
 
@@ -115,7 +119,7 @@ async def test_three_models_crash_together(
     tmp_path: Path, redis_url: str, mqtt_url: str, prefix: str
 ) -> None:
     """Bybit's, OKX's and Binance's longs, alike but for the venue, crash on the same marks:
-    each is called and liquidated at the tick past its own model's price, and each event
+    each is called (OKX's call clears and comes back) and liquidated at the tick past its own model's price, and each event
     carries that model's liquidation price, maintenance margin and ratio, exactly."""
     settings = venue_settings(tmp_path, redis_url, mqtt_url, prefix)
     async with (
