@@ -119,8 +119,9 @@ async def test_three_models_crash_together(
     tmp_path: Path, redis_url: str, mqtt_url: str, prefix: str
 ) -> None:
     """Bybit's, OKX's and Binance's longs, alike but for the venue, crash on the same marks:
-    each is called (OKX's call clears and comes back) and liquidated at the tick past its own model's price, and each event
-    carries that model's liquidation price, maintenance margin and ratio, exactly."""
+    each is called (OKX's call clears and comes back) and liquidated at the tick past its
+    own model's price, and each event carries that model's liquidation price, maintenance
+    margin and ratio, exactly."""
     settings = venue_settings(tmp_path, redis_url, mqtt_url, prefix)
     async with (
         running(settings) as daemon,
