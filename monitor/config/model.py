@@ -541,12 +541,11 @@ class SymbolTable(BaseModel):
             )
         brackets = tuple(row.bracket() for row in self.brackets or ())
         core = Contract(symbol, self.contract, brackets)
-        return Contract(
-            symbol,
-            self.contract,
-            brackets,
-            contract_size=self.contract_size or core.contract_size,
-            close_fee_rate=self.close_fee_rate or core.close_fee_rate,
+        size, fee = self.contract_size, self.close_fee_rate
+        return dataclasses.replace(
+            core,
+            contract_size=core.contract_size if size is None else size,
+            close_fee_rate=core.close_fee_rate if fee is None else fee,
         )
 
 
