@@ -73,7 +73,8 @@ from monitor.cli.main import default_load_workers
 from monitor.config.settings import Settings, load_settings
 from monitor.core import topics
 from monitor.core.evaluation import triggers_for
-from monitor.core.margin import Position, Side, assess, liquidation_price, ratio_price
+from monitor.core.margin import Position, Side
+from monitor.core.models import model_for
 from monitor.core.position import PositionRecord
 from monitor.core.status import Status, next_status
 from monitor.core.wire import decimal_str
@@ -576,7 +577,8 @@ def crossing_of(
     records = [
         PositionRecord.decode(i, symbol, text(raw)) for i, raw in zip(ids, raws, strict=True)
     ]
-    calls = [ratio_price(contract, r.position, settings.risk.margin_call_ratio) for r in records]
+    model = model_for(contract)
+    calls = [model.margin_call_price(r.position, settings.risk.margin_call_ratio) for r in records]
     if any(price is None for price in calls):
         return None
     calls_d: list[Decimal] = [price for price in calls if price is not None]
@@ -916,7 +918,7 @@ class BookRun:
             records = client.hgetall(KEYS.positions(tick.symbol))
             for raw_id, raw in records.items():
                 record = PositionRecord.decode(text(raw_id), tick.symbol, raw)
-                state = assess(contract, record.position, mark)
+                state = model_for(contract).assess(record.position, mark)
                 if next_status(record.status, state, risk) is not record.status:
                     changed += 1
             walls.append(time.perf_counter_ns() - t0)
@@ -1073,15 +1075,15 @@ class BookRun:
 
     def burst(self) -> None:
         """One tick on the burst symbol that liquidates 10 % of the whole book."""
-        contract = self.settings.symbols[book.BURST_SYMBOL]
+        model = model_for(self.settings.symbols[book.BURST_SYMBOL])
         risk = self.settings.risk
         liqs, calls = [], []
         for p in self.burst_longs:
             position = Position(
                 Side.LONG, Decimal(p["qty"]), Decimal(p["entry_price"]), Decimal(p["margin"])
             )
-            liqs.append(liquidation_price(contract, position) or Decimal(0))
-            calls.append(ratio_price(contract, position, risk.margin_call_ratio) or Decimal(0))
+            liqs.append(model.liquidation_price(position) or Decimal(0))
+            calls.append(model.margin_call_price(position, risk.margin_call_ratio) or Decimal(0))
         target = self.n // 10
         ordered = sorted(liqs, reverse=True)
         if len(ordered) <= target:

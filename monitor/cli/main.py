@@ -32,14 +32,8 @@ import orjson
 
 from monitor.config.settings import DEFAULT_PATH, Settings, load_settings
 from monitor.core.errors import ConfigError, Rejection, RequestFailed, UsageError, leaves
-from monitor.core.margin import (
-    Position,
-    Side,
-    assess,
-    bankruptcy_price,
-    liquidation_price,
-    ratio_price,
-)
+from monitor.core.margin import Position, Side
+from monitor.core.models import model_for
 from monitor.core.status import Status, next_status
 from monitor.core.wire import (
     MAX_DIGITS,
@@ -213,11 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--side", required=True, choices=[s.value for s in Side], help="long or short"
     )
     calc.add_argument(
-        "--qty", required=True, type=_decimal_arg, help="size (base units; contracts if inverse)"
+        "--qty",
+        required=True,
+        type=_decimal_arg,
+        help="size in the venue's unit (base units; contracts on okx and gate, and if inverse)",
     )
     calc.add_argument("--entry", required=True, type=_decimal_arg, help="entry price")
-    calc.add_argument(
-        "--margin", required=True, type=_decimal_arg, help="isolated margin (settlement currency)"
+    funds = calc.add_mutually_exclusive_group(required=True)
+    funds.add_argument(
+        "--margin",
+        type=_decimal_arg,
+        help="isolated margin as the symbol's venue reports it (settlement currency)",
+    )
+    funds.add_argument(
+        "--leverage", type=_decimal_arg, help="derive the isolated margin the venue's way"
     )
     calc.add_argument("--mark", type=_decimal_arg, help="also assess the position at this mark")
 
@@ -524,17 +527,25 @@ def _calc(settings: Settings, args: argparse.Namespace) -> None:
     contract = settings.symbols.get(args.symbol)
     if contract is None:
         _fail(f"unknown symbol {args.symbol!r}; configured: {', '.join(settings.symbols)}")
-    position = Position(Side(args.side), args.qty, args.entry, args.margin)
-    risk = settings.risk
+    model = model_for(contract)
     result: dict[str, Any] = {
         "symbol": args.symbol,
+        "venue": model.venue,
         "contract": contract.kind.value,
-        "liquidation_price": _opt(liquidation_price(contract, position)),
-        "bankruptcy_price": _opt(bankruptcy_price(contract, position)),
-        "margin_call_price": _opt(ratio_price(contract, position, risk.margin_call_ratio)),
+    }
+    margin = args.margin
+    if margin is None:
+        margin = model.isolated_margin(args.qty, args.entry, args.leverage)
+        result["margin"] = decimal_str(margin)
+    position = Position(Side(args.side), args.qty, args.entry, margin)
+    risk = settings.risk
+    result |= {
+        "liquidation_price": _opt(model.liquidation_price(position)),
+        "bankruptcy_price": _opt(model.bankruptcy_price(position)),
+        "margin_call_price": _opt(model.margin_call_price(position, risk.margin_call_ratio)),
     }
     if args.mark is not None:
-        state = assess(contract, position, args.mark)
+        state = model.assess(position, args.mark)
         status = next_status(Status.HEALTHY, state, risk)
         result |= {
             "mark_price": decimal_str(args.mark),
@@ -543,6 +554,7 @@ def _calc(settings: Settings, args: argparse.Namespace) -> None:
             "maintenance_margin": decimal_str(state.maintenance_margin),
             "margin_balance": decimal_str(state.margin_balance),
             "margin_ratio": decimal_str(state.margin_ratio),
+            "venue_ratio": decimal_str(state.venue_ratio),
             "status": "liquidatable" if status is Status.LIQUIDATED else status.value,
         }
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -8,7 +8,10 @@ are pydantic dataclasses, so a default is stated once, in the field, and
 ``guards``) are validated as tables whose values become the core's types
 (:class:`~monitor.core.status.RiskLimits`, :class:`~monitor.core.guards.GuardSettings`,
 :class:`~monitor.core.margin.Contract`), whose defaults stay in the core; a key
-left out keeps that default. ``[[sources]]`` tables are built by
+left out keeps that default. A symbol's ``venue`` picks its margin model: binance
+(the default) reads ``brackets`` into the contract itself, every other venue
+reads ``tiers`` in its own shape into a model the contract carries
+(:func:`monitor.core.models.model_for`). ``[[sources]]`` tables are built by
 :func:`feeds.config.source_from_config`, which owns their keys.
 
 :class:`ConfigFile` is the whole document (an ``include`` is resolved before it
@@ -23,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -59,7 +62,20 @@ from monitor.config.problems import problem
 from monitor.core.errors import Rejection
 from monitor.core.guards import DEFAULT_GUARDS, GuardSettings
 from monitor.core.margin import Bracket, Contract, ContractKind, check_brackets
+from monitor.core.models import BINANCE
 from monitor.core.status import RiskLimits
+from monitor.core.venues import (
+    BybitModel,
+    BybitRiskLimit,
+    GateModel,
+    GateTier,
+    HyperliquidModel,
+    HyperliquidTier,
+    OkxModel,
+    OkxTier,
+    VenueModel,
+)
+from monitor.core.venues.hyperliquid import maintenance_rate
 from monitor.core.wire import check_name
 
 _TABLE = ConfigDict(extra="forbid")
@@ -263,6 +279,75 @@ class BracketRow(BaseModel):
         return Bracket(self.notional_cap, self.mmr, self.cum)
 
 
+VENUES = (BINANCE, "bybit", "okx", "gate", "hyperliquid")
+"""The margin models a symbol may be judged by (``[symbols.NAME] venue``)."""
+
+TIER_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "bybit": (("risk_limit_value", "mmr"), ("mm_deduction",)),
+    "okx": (("min_size", "max_size", "mmr"), ()),
+    "gate": (("risk_limit", "maintenance_rate"), ("deduction",)),
+    "hyperliquid": (("lower_bound", "max_leverage"), ()),
+}
+"""Each venue's ``tiers`` row: its required keys, then its optional ones (binance: ``brackets``)."""
+
+_TIER_BOUND = {
+    "bybit": "risk_limit_value",
+    "okx": "max_size",
+    "gate": "risk_limit",
+    "hyperliquid": "lower_bound",
+}
+"""The key that must rise from one tier to the next, per venue."""
+
+TAKER_FEE_VENUES = ("okx", "gate")
+"""Venues whose maintenance margin adds the taker fee on the mark notional."""
+
+
+def _max_leverage(value: Any) -> int | None:
+    return None if value is None else fields.integer(1)(value)
+
+
+class TierRow(BaseModel):
+    """One row of a symbol's ``tiers`` (every venue but binance); :data:`TIER_KEYS` says
+    which keys each venue takes, in the venue's own terms."""
+
+    model_config = _TABLE
+
+    risk_limit_value: Dec | None = None
+    """bybit: the row's ``riskLimitValue`` (top position value at entry)."""
+    mmr: Dec | None = None
+    """bybit: ``maintenanceMargin`` as a fraction; okx: ``mmr``."""
+    mm_deduction: Dec | None = None
+    """bybit: ``mmDeduction``."""
+    min_size: Dec | None = None
+    """okx: ``minSz`` (contracts)."""
+    max_size: Dec | None = None
+    """okx: ``maxSz`` (contracts)."""
+    risk_limit: Dec | None = None
+    """gate: ``risk_limit`` (top position value at the mark)."""
+    maintenance_rate: Dec | None = None
+    """gate: ``maintenance_rate``."""
+    deduction: Dec | None = None
+    """gate: ``deduction``."""
+    lower_bound: Dec | None = None
+    """hyperliquid: the tier's ``lowerBound`` of notional."""
+    max_leverage: Annotated[int | None, PlainValidator(_max_leverage)] = None
+    """hyperliquid: the tier's ``maxLeverage``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_table(cls, row: Any) -> Any:
+        if not isinstance(row, Mapping):
+            raise problem("must be a table")
+        return row
+
+    def value(self, key: str) -> Decimal:
+        """A key the venue requires (checked present), as a Decimal."""
+        given = getattr(self, key)
+        if given is None:
+            raise problem("is required", at=key)
+        return Decimal(given)
+
+
 def _kind(value: Any) -> ContractKind:
     try:
         return ContractKind(str(value))
@@ -276,43 +361,225 @@ def _rows(value: Any) -> Any:
     return value
 
 
+_NOT_FOR = "not used with venue = {venue!r}"
+
+
 class SymbolTable(BaseModel):
-    """``[symbols.NAME]``: a contract's kind, size, fee and tier table, and its guards."""
+    """``[symbols.NAME]``: a contract's venue, kind, size, fees and tier table, and its guards.
+
+    ``venue`` picks the margin model (:data:`VENUES`, default binance, today's);
+    binance's tiers are ``brackets``, every other venue's ``tiers`` in its own
+    shape (:data:`TIER_KEYS`). A key the venue does not use is refused.
+    """
 
     model_config = _TABLE
 
-    # contract and brackets have no default: validating the missing value names the key.
+    venue: Annotated[str, PlainValidator(fields.choice(*VENUES))] = BINANCE
+    # contract has no default: validating the missing value names the key.
     contract: Annotated[ContractKind, PlainValidator(_kind)] = Field(
         default=None, validate_default=True
     )
     contract_size: Dec | None = None
-    """Required for an inverse contract; a linear one defaults to the core's (1)."""
+    """Required for an inverse contract and on okx and gate (``ctVal``, the multiplier);
+    a linear one defaults to the core's (1)."""
     close_fee_rate: Dec | None = None
-    brackets: Annotated[tuple[BracketRow, ...], BeforeValidator(_rows)] = Field(
-        default=None, validate_default=True
-    )
+    """binance: the fee reserved for closing, added to MM."""
+    taker_fee_rate: Dec | None = None
+    """okx and gate (required there): the taker fee added to the maintenance rate."""
+    inverse_value_at_mark: Flag | None = None
+    """bybit, inverse: value the position at the mark (the help centre's 2026 reading)."""
+    brackets: Annotated[tuple[BracketRow, ...] | None, BeforeValidator(_rows)] = None
+    """binance's tier table (required there)."""
+    tiers: Annotated[tuple[TierRow, ...] | None, BeforeValidator(_rows)] = None
+    """Every other venue's tier table (required there), rows as :data:`TIER_KEYS` says."""
     guards: GuardsTable = Field(default_factory=GuardsTable)
 
     @model_validator(mode="after")
     def _sized(self) -> SymbolTable:
-        if self.contract_size is None and self.contract is ContractKind.INVERSE:
+        self._venue_keys()
+        if self.contract_size is None and (
+            self.contract is ContractKind.INVERSE or self.venue in TAKER_FEE_VENUES
+        ):
             raise problem("is required", at="contract_size")
         if self.contract_size is not None and self.contract_size <= 0:
             raise problem("must be positive", at="contract_size")
+        if self.venue != BINANCE:
+            self._tier_keys()
         return self
+
+    def _venue_keys(self) -> None:
+        """Refuse a key this venue does not use, and name one it needs."""
+        given = self.model_fields_set
+        unused = {
+            "brackets": self.venue != BINANCE,
+            "close_fee_rate": self.venue != BINANCE,
+            "tiers": self.venue == BINANCE,
+            "taker_fee_rate": self.venue not in TAKER_FEE_VENUES,
+            "inverse_value_at_mark": self.venue != "bybit",
+            "contract_size": self.venue == "hyperliquid",
+        }
+        for key, refused in unused.items():
+            if refused and key in given:
+                raise problem(_NOT_FOR.format(venue=self.venue), at=key)
+        if self.venue == BINANCE and self.brackets is None:
+            raise problem("must be a non-empty array of tables", at="brackets")
+        if self.venue != BINANCE and self.tiers is None:
+            raise problem("must be a non-empty array of tables", at="tiers")
+        if self.venue == "hyperliquid" and self.contract is not ContractKind.LINEAR:
+            raise problem("must be 'linear' with venue = 'hyperliquid'", at="contract")
+        if self.venue in TAKER_FEE_VENUES and self.taker_fee_rate is None:
+            raise problem("is required", at="taker_fee_rate")
+
+    def _tier_keys(self) -> None:
+        """Each row has exactly the venue's keys, each value in range, in order."""
+        required, optional = TIER_KEYS[self.venue]
+        rows = self.tiers or ()
+        for index, row in enumerate(rows):
+            where = f"tiers[{index}]"
+            unknown = sorted(row.model_fields_set - {*required, *optional})
+            if unknown:
+                takes = ", ".join(required + optional)
+                raise problem(
+                    f"not a key of {self.venue}'s tiers (they take {takes})",
+                    at=f"{where}.{unknown[0]}",
+                )
+            for key in required:
+                if getattr(row, key) is None:
+                    raise problem("is required", at=f"{where}.{key}")
+            for key in ("mmr", "maintenance_rate"):
+                if key in required and row.value(key) <= 0:
+                    raise problem("must be positive", at=f"{where}.{key}")
+        key = _TIER_BOUND[self.venue]
+        for index in range(1, len(rows)):
+            low, high = rows[index - 1].value(key), rows[index].value(key)
+            if high <= low:
+                raise problem(
+                    f"must exceed the previous tier's {key} ({low}), got {high}",
+                    at=f"tiers[{index}].{key}",
+                )
+        if self.venue == "okx":
+            for index, row in enumerate(rows):
+                if row.value("min_size") > row.value("max_size"):
+                    raise problem(
+                        f"must not exceed max_size ({row.max_size}), got {row.min_size}",
+                        at=f"tiers[{index}].min_size",
+                    )
+        if self.venue == "hyperliquid" and rows[0].value("lower_bound") != 0:
+            raise problem(
+                "must be 0 (the first tier starts at no notional)", at="tiers[0].lower_bound"
+            )
+
+    def tier_problem(self, clear_ratio: Decimal) -> tuple[str, str] | None:
+        """``(key, problem)`` for a tier table whose thresholds would not be unique, or None.
+
+        Every tier's maintenance rate (plus the taker fee where it is added)
+        must lie below 1 and below the margin-call clearing ratio; gate's
+        deductions must keep MM continuous where tiers meet (its tier follows
+        the mark, as binance's does). Binance's brackets: :func:`check_brackets`.
+        """
+        fee = self.taker_fee_rate or Decimal(0)
+        rows = self.tiers or ()
+        for index, row in enumerate(rows):
+            if self.venue == "hyperliquid":
+                key, rate = "max_leverage", maintenance_rate(row.max_leverage or 1)
+            else:
+                key = "maintenance_rate" if self.venue == "gate" else "mmr"
+                rate = row.value(key) + fee
+            if rate >= min(Decimal(1), clear_ratio):
+                plus = " + taker_fee_rate" if self.venue in TAKER_FEE_VENUES else ""
+                what = "1 / (2 × max_leverage)" if self.venue == "hyperliquid" else f"{key}{plus}"
+                return (
+                    f"tiers[{index}].{key}",
+                    f"{what} ({rate}) must be below margin_call_clear_ratio ({clear_ratio}) and 1",
+                )
+        if self.venue == "gate":
+            return _gate_continuity(rows)
+        return None
+
+    def model(self, symbol: str) -> VenueModel | None:
+        """The venue's margin model (None: binance's, :mod:`monitor.core.margin` itself)."""
+        kind, size = self.contract, self.contract_size or Decimal(1)
+        rows = self.tiers or ()
+        fee = self.taker_fee_rate or Decimal(0)
+        if self.venue == "bybit":
+            limits = [
+                BybitRiskLimit(
+                    r.value("risk_limit_value"), r.value("mmr"), r.mm_deduction or Decimal(0)
+                )
+                for r in rows
+            ]
+            return BybitModel(symbol, kind, limits, size, bool(self.inverse_value_at_mark))
+        if self.venue == "okx":
+            tiers = [
+                OkxTier(r.value("min_size"), r.value("max_size"), r.value("mmr")) for r in rows
+            ]
+            return OkxModel(symbol, kind, tiers, size, fee)
+        if self.venue == "gate":
+            gate = [
+                GateTier(
+                    r.value("risk_limit"), r.value("maintenance_rate"), r.deduction or Decimal(0)
+                )
+                for r in rows
+            ]
+            return GateModel(symbol, kind, gate, size, fee)
+        if self.venue == "hyperliquid":
+            margin_tiers = [
+                HyperliquidTier(r.value("lower_bound"), r.max_leverage or 1) for r in rows
+            ]
+            return HyperliquidModel(symbol, margin_tiers)
+        return None
 
     def terms(self, symbol: str) -> Contract:
         """The contract as the core reads it (left-out keys keep the core's defaults)."""
-        given = {
-            key: value
-            for key, value in (
-                ("contract_size", self.contract_size),
-                ("close_fee_rate", self.close_fee_rate),
+        if self.venue != BINANCE:
+            return Contract(
+                symbol,
+                self.contract,
+                (),
+                contract_size=self.contract_size or Decimal(1),
+                model=self.model(symbol),
             )
-            if value is not None
-        }
-        brackets = tuple(row.bracket() for row in self.brackets)
-        return Contract(symbol, self.contract, brackets, **given)
+        brackets = tuple(row.bracket() for row in self.brackets or ())
+        core = Contract(symbol, self.contract, brackets)
+        size, fee = self.contract_size, self.close_fee_rate
+        return dataclasses.replace(
+            core,
+            contract_size=core.contract_size if size is None else size,
+            close_fee_rate=core.close_fee_rate if fee is None else fee,
+        )
+
+
+def _gate_continuity(rows: tuple[TierRow, ...]) -> tuple[str, str] | None:
+    """Gate's deductions must keep ``N·rate − deduction`` continuous at each risk limit."""
+    for index, row in enumerate(rows):
+        deduction = row.deduction or Decimal(0)
+        if index == 0:
+            if deduction != 0:
+                return "tiers[0].deduction", f"must be 0 for the first tier, got {deduction}"
+            continue
+        below = rows[index - 1]
+        at = below.value("risk_limit")
+        rate, previous = row.value("maintenance_rate"), below.value("maintenance_rate")
+        with localcontext(Context(prec=400)):
+            expected = (below.deduction or Decimal(0)) + at * (rate - previous)
+        if deduction != expected:
+            return (
+                f"tiers[{index}].deduction",
+                f"must be {expected} to keep the maintenance margin continuous at "
+                f"value {at}, got {deduction}",
+            )
+    return None
+
+
+def _check_venue(symbol: str, table: SymbolTable, clear_ratio: Decimal) -> None:
+    """A non-binance symbol's tiers give unique thresholds, and its model builds."""
+    found = table.tier_problem(clear_ratio)
+    if found is not None:
+        raise problem(found[1], at=f"{symbol}.{found[0]}")
+    try:
+        table.model(symbol)
+    except ValueError as error:  # a check the model makes that the table's did not
+        raise problem(str(error), at=f"{symbol}.tiers") from None
 
 
 def _sources(tables: Any) -> list[Mapping[str, Any]]:
@@ -364,6 +631,9 @@ class ConfigFile(BaseModel):
         if not isinstance(risk, RiskTable):  # [risk] failed: that is the problem reported
             return symbols
         for symbol, table in symbols.items():
+            if table.venue != BINANCE:
+                _check_venue(symbol, table, risk.margin_call_clear_ratio)
+                continue
             terms = table.terms(symbol)
             found = check_brackets(
                 terms.brackets, terms.close_fee_rate, risk.margin_call_clear_ratio

@@ -20,6 +20,9 @@ margin_call  down = liquidation price,     up = liquidation price,
 liquidated   none                          none
 closed       none                          none
 ===========  ============================  ============================
+
+Every price and state comes from the contract's venue model
+(:func:`monitor.core.models.model_for`); the table holds for each of them.
 """
 
 from __future__ import annotations
@@ -28,15 +31,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from monitor.core.margin import (
-    Contract,
-    MarginState,
-    Side,
-    assess,
-    bankruptcy_price,
-    liquidation_price,
-    ratio_price,
-)
+from monitor.core.margin import Contract, Side
+from monitor.core.models import model_for
 from monitor.core.position import PositionRecord, PositionUpdate
 from monitor.core.status import (
     Cause,
@@ -48,6 +44,7 @@ from monitor.core.status import (
     version_status,
 )
 from monitor.core.triggers import WORSENS, Direction
+from monitor.core.venues.base import VenueModel, VenueState
 from monitor.core.wire import decimal_str
 
 EVENT_SCHEMA = 1
@@ -123,13 +120,17 @@ def event_id(position_id: str, seq: int, transition: int, generation: int = 1) -
 
 def triggers_for(contract: Contract, record: PositionRecord, risk: RiskLimits) -> Triggers:
     """The trigger prices that bring ``record`` back for evaluation (table in module doc)."""
+    return _triggers(model_for(contract), record, risk)
+
+
+def _triggers(model: VenueModel, record: PositionRecord, risk: RiskLimits) -> Triggers:
     status = record.status
     if status is _HEALTHY:
-        worse = ratio_price(contract, record, risk.margin_call_ratio)
+        worse = model.margin_call_price(record, risk.margin_call_ratio)
         better = None
     elif status is _MARGIN_CALL:
-        worse = liquidation_price(contract, record)
-        better = ratio_price(contract, record, risk.margin_call_clear_ratio)
+        worse = model.liquidation_price(record)
+        better = model.margin_call_price(record, risk.margin_call_clear_ratio)
     else:  # liquidated or closed
         return _NO_TRIGGERS
     if _WORSE_IS_DOWN[record.side]:
@@ -149,14 +150,15 @@ def evaluate(
     """Re-assess ``record`` at the quote's mark: a new status and its event, if any.
 
     ``generation``: Redis's (see :func:`event_id`)."""
-    state = assess(contract, record, quote.mark)
+    model = model_for(contract)
+    state = model.assess(record, quote.mark)
     new_status = next_status(record.status, state, risk, allow_liquidation)
     event_type = event_for(record.status, new_status)
     if event_type is None:
-        return Decision(record, triggers_for(contract, record, risk), None)
+        return Decision(record, _triggers(model, record, risk), None)
     moved = record.moved_to(new_status)
-    event = _event(contract, moved, event_type, state, quote, now_ms, generation)
-    return Decision(moved, triggers_for(contract, moved, risk), event)
+    event = _event(model, moved, event_type, state, quote, now_ms, generation)
+    return Decision(moved, _triggers(model, moved, risk), event)
 
 
 def apply_update(
@@ -192,10 +194,10 @@ def apply_update(
 
 
 def _event(
-    contract: Contract,
+    model: VenueModel,
     record: PositionRecord,
     event_type: EventType,
-    state: MarginState,
+    state: VenueState,
     quote: Quote,
     now_ms: int,
     generation: int,
@@ -218,8 +220,8 @@ def _event(
         "margin_balance": decimal_str(state.margin_balance),
         "maintenance_margin": decimal_str(state.maintenance_margin),
         "margin_ratio": decimal_str(state.margin_ratio),
-        "liquidation_price": _optional(liquidation_price(contract, record)),
-        "bankruptcy_price": _optional(bankruptcy_price(contract, record)),
+        "liquidation_price": _optional(model.liquidation_price(record)),
+        "bankruptcy_price": _optional(model.bankruptcy_price(record)),
         "emitted_at": now_ms,
     }
     return Event(payload["event_id"], event_type, record.account, record.symbol, payload)

@@ -45,7 +45,10 @@ from decimal import (
     setcontext,
 )
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from monitor.core.venues.base import VenueModel
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -106,8 +109,16 @@ class Contract:
     brackets: tuple[Bracket, ...]
     contract_size: Decimal = ONE
     close_fee_rate: Decimal = ZERO
+    model: VenueModel | None = field(default=None, repr=False)
+    """The venue model that judges this contract; None: Binance's, which is this module.
+
+    Callers ask :func:`monitor.core.models.model_for`, never this field or this
+    module's functions, so that one place decides which model applies.
+    """
     _solver: _Solver | None = field(default=None, init=False, repr=False, compare=False)
     """The brackets prepared for solving, made on first use (see :func:`_threshold`)."""
+    _binance: VenueModel | None = field(default=None, init=False, repr=False, compare=False)
+    """This module as a :class:`VenueModel`, made on first use (see ``model_for``)."""
 
     def bracket_for(self, notional: Decimal) -> Bracket:
         """The bracket containing ``notional`` (a notional at a cap is in the lower one).
@@ -168,6 +179,10 @@ class MarginState:
     def liquidatable(self) -> bool:
         """True when the margin balance has fallen to the maintenance margin."""
         return self.margin_balance <= self.maintenance_margin
+
+    def ratio_reached(self, ratio: Decimal) -> bool:
+        """``margin_ratio ≥ ratio``, on the 28-digit ratio."""
+        return self.margin_ratio >= ratio
 
 
 def notional(contract: Contract, position: Holding, mark: Decimal) -> Decimal:

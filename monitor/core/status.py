@@ -38,9 +38,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol
 
 from monitor.core.errors import Bug
-from monitor.core.margin import MarginState
 
 
 class Status(StrEnum):
@@ -99,6 +99,28 @@ TRANSITIONS: dict[tuple[Status | None, Status, Cause], EventType | None] = {
 }
 
 
+class Assessment(Protocol):
+    """What a status decision reads of a position at a mark, whichever venue model made it.
+
+    :class:`~monitor.core.margin.MarginState` and
+    :class:`~monitor.core.venues.base.VenueState` both are one.
+    """
+
+    @property
+    def margin_ratio(self) -> Decimal:
+        """liqmon's ``MM / MB`` (Infinity when ``MB ≤ 0``), rising toward liquidation."""
+        ...
+
+    @property
+    def liquidatable(self) -> bool:
+        """True when the venue would liquidate the position at this mark."""
+        ...
+
+    def ratio_reached(self, ratio: Decimal) -> bool:
+        """True when ``margin_ratio ≥ ratio``, decided as the model's trigger prices are."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class RiskLimits:
     """The margin-call thresholds (ratios of maintenance margin to margin balance)."""
@@ -108,7 +130,7 @@ class RiskLimits:
 
 
 def next_status(
-    current: Status, state: MarginState, risk: RiskLimits, allow_liquidation: bool = True
+    current: Status, state: Assessment, risk: RiskLimits, allow_liquidation: bool = True
 ) -> Status:
     """The status a position moves to at ``state``, given where it stands now.
 
@@ -122,10 +144,8 @@ def next_status(
     if state.liquidatable:
         return Status.LIQUIDATED if allow_liquidation else Status.MARGIN_CALL
     if current is Status.HEALTHY:
-        return (
-            Status.MARGIN_CALL if state.margin_ratio >= risk.margin_call_ratio else Status.HEALTHY
-        )
-    if state.margin_ratio < risk.margin_call_clear_ratio:
+        return Status.MARGIN_CALL if state.ratio_reached(risk.margin_call_ratio) else Status.HEALTHY
+    if not state.ratio_reached(risk.margin_call_clear_ratio):
         return Status.HEALTHY
     return Status.MARGIN_CALL
 

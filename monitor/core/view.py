@@ -10,7 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 from monitor.core.evaluation import Quote
-from monitor.core.margin import Contract, Side, assess, bankruptcy_price, liquidation_price
+from monitor.core.margin import Contract, Side
+from monitor.core.models import model_for
 from monitor.core.position import PositionRecord
 from monitor.core.wire import decimal_str
 
@@ -18,7 +19,8 @@ from monitor.core.wire import decimal_str
 def describe(contract: Contract, record: PositionRecord, quote: Quote | None) -> dict[str, Any]:
     """A record with its prices and, given a mark, its live margin state."""
     position = record.position
-    liq = liquidation_price(contract, position) if record.qty else None
+    model = model_for(contract)
+    liq = model.liquidation_price(position) if record.qty else None
     row: dict[str, Any] = {
         "id": record.id,
         "account": record.account,
@@ -36,12 +38,12 @@ def describe(contract: Contract, record: PositionRecord, quote: Quote | None) ->
         "margin_ratio": None,
     }
     if record.qty:
-        bankrupt = bankruptcy_price(contract, position)
+        bankrupt = model.bankruptcy_price(position)
         row["bankruptcy_price"] = decimal_str(bankrupt) if bankrupt is not None else None
     if quote is not None and record.qty:
         row["mark_price"] = decimal_str(quote.mark)
         try:
-            row["margin_ratio"] = decimal_str(assess(contract, position, quote.mark).margin_ratio)
+            row["margin_ratio"] = decimal_str(model.margin_ratio(position, quote.mark))
         except ValueError:
             row["margin_ratio"] = None
         if liq is not None:

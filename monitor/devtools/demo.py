@@ -53,7 +53,8 @@ from monitor.bus.tool_client import make_client
 from monitor.config.settings import DEFAULT_PATH, EXAMPLE_PATH, Settings, load_settings
 from monitor.core import topics
 from monitor.core.errors import ConfigError
-from monitor.core.margin import Contract, ContractKind, Position, Side, assess
+from monitor.core.margin import Contract, ContractKind, Position, Side
+from monitor.core.models import model_for
 from monitor.core.position import PositionUpdate
 from monitor.core.seen import SeenEvents, format_event
 from monitor.devtools.embedded import EmbeddedServerError, MosquittoServer, RedisServer
@@ -149,7 +150,8 @@ def generate_positions(
 ) -> list[PositionUpdate]:
     """A deterministic book of ``count`` positions (same seed, same book).
 
-    Symbols are those both configured and in ``markets``, drawn by weight;
+    Symbols are those both configured (with the default binance model) and in
+    ``markets``, drawn by weight;
     accounts ``acct-1`` … ``acct-500``; sides evenly. Leverage is log-uniform
     in 2–50x, so an 18 % crash liquidates most longs above ~5x while the rest
     ride it out, some inside a margin call. Linear quantities are in base
@@ -158,10 +160,16 @@ def generate_positions(
     the opening price (margin ratio below :data:`START_RATIO_MAX`), so seeding
     emits no event; the show's events all come from price moves.
     """
-    symbols = [symbol for symbol in markets if symbol in contracts]
+    # The draws size positions in Binance's units and tiers (base units, brackets).
+    symbols = [
+        symbol
+        for symbol in markets
+        if symbol in contracts and model_for(contracts[symbol]).venue == "binance"
+    ]
     if not symbols:
         raise ValueError(
-            f"none of the demo symbols ({', '.join(markets)}) is configured; "
+            f"none of the demo symbols ({', '.join(markets)}) is configured "
+            f"(with venue binance); "
             f"configured: {', '.join(contracts)}"
         )
     weights = [markets[symbol].weight for symbol in symbols]
@@ -232,7 +240,7 @@ def _sized(
     leverage = max(1, min(round(leverage), math.floor(cap)))
     margin = (notional / leverage).quantize(margin_step, ROUND_UP)
     position = Position(side, qty, entry, margin)
-    state = assess(contract, position, market.start)
+    state = model_for(contract).assess(position, market.start)
     return position if state.margin_ratio < START_RATIO_MAX else None
 
 

@@ -57,7 +57,8 @@ import orjson
 from monitor.core.errors import RequestFailed
 from monitor.core.evaluation import Quote
 from monitor.core.guards import AlertType, PriceGuards
-from monitor.core.margin import Contract, Side, liquidation_price
+from monitor.core.margin import Contract, Side
+from monitor.core.models import model_for
 from monitor.core.position import PositionRecord
 from monitor.core.status import EventType, Status
 from monitor.core.triggers import Direction, TriggerSet
@@ -282,7 +283,7 @@ class Candidate:
 
 def candidate(contract: Contract, record: PositionRecord, quote: Quote | None) -> Candidate:
     """``record`` with its exact distance to liquidation at ``quote``'s mark."""
-    liquidation = liquidation_price(contract, record.position) if record.qty else None
+    liquidation = model_for(contract).liquidation_price(record.position) if record.qty else None
     if quote is None or liquidation is None:
         return Candidate(None, record)
     return Candidate(distance(record.side, quote.mark, liquidation), record)
@@ -335,7 +336,7 @@ class RecordCache:
             self._entries.move_to_end(key)
             return entry[1], entry[2]
         record = PositionRecord.decode(position_id, contract.symbol, raw)
-        liquidation = liquidation_price(contract, record.position) if record.qty else None
+        liquidation = model_for(contract).liquidation_price(record.position) if record.qty else None
         self._entries[key] = (raw, record, liquidation)
         self._entries.move_to_end(key)
         if len(self._entries) > self.size:

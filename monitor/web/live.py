@@ -56,7 +56,8 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
 from monitor.core.errors import Unavailable
-from monitor.core.margin import Contract, ContractKind, Position, Side, assess
+from monitor.core.margin import Contract, ContractKind, Position, Side
+from monitor.core.models import model_for
 from monitor.core.wire import decimal_str
 from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.readmodel import REDIS_DOWN, Entry
@@ -220,13 +221,25 @@ def assets(symbol: str) -> tuple[str, str]:
     return "coin", "quote"
 
 
+COUNTED_IN_CONTRACTS = ("okx", "gate")
+"""Venues whose linear sizes are contracts of ``contract_size`` base units, not base units."""
+
+
 def units(contract: Contract) -> dict[str, str]:
     """What a position's numbers are counted in: ``size`` (base coin for a linear
-    contract, contracts for an inverse one), ``value`` (notional and margin: quote
-    for linear, coin for inverse), ``price`` (quote) and, for inverse, what one
-    contract is worth (``contract``)."""
+    contract, contracts for an inverse one or on OKX and Gate), ``value`` (notional
+    and margin: quote for linear, coin for inverse), ``price`` (quote) and, for
+    contracts, what one is worth (``contract``)."""
     base, quote = assets(contract.symbol)
     if contract.kind is ContractKind.LINEAR:
+        if model_for(contract).venue in COUNTED_IN_CONTRACTS:
+            size = decimal_str(contract.contract_size)
+            return {
+                "size": "contracts",
+                "value": quote,
+                "price": quote,
+                "contract": f"1 contract = {size} {base}",
+            }
         return {"size": base, "value": quote, "price": quote, "contract": ""}
     size = decimal_str(contract.contract_size)
     return {
@@ -249,7 +262,7 @@ def with_values(contract: Contract, row: Mapping[str, Any]) -> dict[str, Any]:
             Decimal(row["margin"]),
         )
         with contextlib.suppress(ArithmeticError):
-            state = assess(contract, position, Decimal(row["mark_price"]))
+            state = model_for(contract).assess(position, Decimal(row["mark_price"]))
             values = {
                 "notional": decimal_str(state.notional),
                 "margin_balance": decimal_str(state.margin_balance),

@@ -58,6 +58,7 @@ def test_calc_prints_the_worked_example() -> None:
     result = json.loads(done.stdout)
     assert result == {
         "symbol": "BTCUSDT",
+        "venue": "binance",
         "contract": "linear",
         "liquidation_price": "54216.86746987951807228915663",
         "bankruptcy_price": "54000",
@@ -68,6 +69,7 @@ def test_calc_prints_the_worked_example() -> None:
         "maintenance_margin": "110",
         "margin_balance": "500",
         "margin_ratio": "0.22",
+        "venue_ratio": "0.22",
         "status": "healthy",
     }
     assert Decimal(result["liquidation_price"]) == Decimal(27000) / Decimal("0.498")
@@ -87,6 +89,7 @@ def test_calc_without_mark_and_without_liquidation_price() -> None:
     assert done.returncode == 0
     assert json.loads(done.stdout) == {
         "symbol": "BTCUSDT",
+        "venue": "binance",
         "contract": "linear",
         "liquidation_price": None,
         "bankruptcy_price": None,

@@ -82,8 +82,12 @@ with an exact comparison (no division: inverse conditions are multiplied
 through by ``P·E``), so the condition holds at the returned price and fails at
 its 28-digit neighbour on the winning side.
 
-Not here: the configuration's ``venue =``, the trigger index, ``liqmon calc``,
-``tiers import`` and funding.
+Wiring: the configuration (``[symbols.NAME] venue``, :mod:`monitor.config.model`)
+attaches a model to each non-Binance :class:`~monitor.core.margin.Contract`;
+:func:`monitor.core.models.model_for` is the one place that picks it, for the
+evaluation, the trigger index, the views, ``liqmon calc`` and the rest. Status
+decisions use :meth:`VenueState.ratio_reached`, the exact condition the
+thresholds settle on. Not here: ``tiers import`` and funding.
 """
 
 from monitor.core.venues.base import RatioDirection, VenueModel, VenueState

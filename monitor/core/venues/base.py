@@ -26,7 +26,7 @@ the next 28-digit price on the winning side.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import (
     ROUND_CEILING,
     ROUND_FLOOR,
@@ -72,7 +72,8 @@ class VenueState:
 
     ``margin_ratio`` is liqmon's ``MM / MB`` (Infinity when ``MB ≤ 0``), rising
     toward 1 at liquidation on every venue; ``venue_ratio`` is the venue's own
-    figure, in the direction of the model's :class:`RatioDirection`.
+    figure, in the direction of the model's :class:`RatioDirection`. Status
+    decisions ask :meth:`ratio_reached`, which the model's trigger prices agree with.
     """
 
     mark_price: Decimal
@@ -83,6 +84,22 @@ class VenueState:
     margin_ratio: Decimal
     venue_ratio: Decimal
     liquidatable: bool
+    exact: tuple[Decimal, Decimal] | None = field(default=None, repr=False, compare=False)
+    """``(MB, MM)`` unrounded (multiplied by ``P·E`` for an inverse contract), or None
+    to decide on ``margin_ratio`` as :mod:`monitor.core.margin` does (Binance)."""
+
+    def ratio_reached(self, ratio: Decimal) -> bool:
+        """``MM / MB ≥ ratio``: exactly ``ratio·MB ≤ MM`` when the exact terms are known.
+
+        That is the condition :meth:`VenueModel.margin_call_price` settles on,
+        so a status decided here changes exactly at the trigger price; the
+        28-digit ``margin_ratio`` could round across it.
+        """
+        if self.exact is None:
+            return self.margin_ratio >= ratio
+        balance, maintenance = self.exact
+        with localcontext(EXACT):
+            return ratio * balance <= maintenance
 
 
 class VenueModel(Protocol):
@@ -235,6 +252,7 @@ class ExactModel(ABC):
             balance = position.margin + pnl
             ratio = mm / balance if balance > 0 else INFINITY
             venue = self._venue_ratio(balance, mm)
+        exact = self._sides(position, mark)
         return VenueState(
             mark_price=mark,
             notional=value,
@@ -243,7 +261,8 @@ class ExactModel(ABC):
             maintenance_margin=mm,
             margin_ratio=ratio,
             venue_ratio=venue,
-            liquidatable=self.liquidatable(position, mark),
+            liquidatable=exact[0] <= exact[1],
+            exact=exact,
         )
 
     def _venue_ratio(self, balance: Decimal, mm: Decimal) -> Decimal:
@@ -290,6 +309,12 @@ class ExactModel(ABC):
 
     def _crossed(self, position: Holding, price: Decimal, a: Decimal, b: Decimal) -> bool:
         """``a·MB(P) ≤ b·MM(P)``, exactly: the inverse form is multiplied by ``P·E > 0``."""
+        balance, maintenance = self._sides(position, price)
+        with localcontext(EXACT):
+            return a * balance <= b * maintenance
+
+    def _sides(self, position: Holding, price: Decimal) -> tuple[Decimal, Decimal]:
+        """``(MB, MM)`` at ``price``, exact; both times ``P·E > 0`` for an inverse contract."""
         with localcontext(EXACT):
             terms = self.terms_at(position, price)
             x, entry, margin = self.exposure(position), position.entry_price, position.margin
@@ -304,7 +329,7 @@ class ExactModel(ABC):
                     + terms.entry_rate * x * price
                     + terms.fixed * price * entry
                 )
-            return a * balance <= b * maintenance
+            return balance, maintenance
 
     def _raw_threshold(self, position: Holding, a: Decimal, b: Decimal) -> Decimal | None:
         """The root of ``a·MB = b·MM`` at 50 digits, for terms that do not depend on P.

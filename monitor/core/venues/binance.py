@@ -60,6 +60,10 @@ class BinanceModel:
 
     def __init__(self, contract: Contract) -> None:
         self.contract = contract
+        # Asked on every margin-call price: computed once, not per position.
+        self._highest = max((b.mmr for b in contract.brackets), default=ZERO) + (
+            contract.close_fee_rate
+        )
 
     @classmethod
     def from_brackets(
@@ -141,7 +145,7 @@ class BinanceModel:
 
     def margin_call_price(self, position: Holding, ratio: Decimal) -> Decimal | None:
         """margin.ratio_price; ``ratio`` must exceed every ``mmr + close_fee_rate``."""
-        highest = max(b.mmr for b in self.contract.brackets) + self.contract.close_fee_rate
+        highest = self._highest
         if ratio <= highest:
             raise ValueError(f"ratio {ratio} must exceed the highest mmr + fee, {highest}")
         return margin.ratio_price(self.contract, position, ratio)
