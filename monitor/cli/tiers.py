@@ -126,7 +126,9 @@ def add_arguments(
     )
     reading = command("import", "print [symbols.NAME] tables from a venue's response body", actions)
     reading.add_argument("file", type=Path, help="the JSON body the venue's endpoint returned")
-    asking = command("fetch", "print [symbols.NAME] tables from the venue's public endpoint", actions)
+    asking = command(
+        "fetch", "print [symbols.NAME] tables from the venue's public endpoint", actions
+    )
     for sub in (reading, asking):
         sub.epilog = EPILOG
         sub.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -336,7 +338,8 @@ async def _fetch_binance(
 async def _fetch_bybit(request: _Requester, kind: ContractKind, symbols: list[str]) -> Any:
     """``GET /v5/market/risk-limit`` for each symbol (or all), following ``nextPageCursor``."""
     rows: list[Any] = []
-    for symbol in symbols or [None]:
+    asked: list[str | None] = [*symbols] or [None]
+    for symbol in asked:
         cursor = ""
         for _ in range(MAX_PAGES):
             params = {"category": kind.value}

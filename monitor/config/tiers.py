@@ -80,6 +80,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
+from itertools import pairwise
 from typing import Any
 
 from monitor.core.margin import ContractKind
@@ -156,13 +157,13 @@ def parse_tables(venue: str, document: Any) -> dict[str, VenueTable]:
     try:
         parse = _PARSERS[venue]
     except KeyError:
-        raise TierDocumentError(
-            f"unknown venue {venue!r}; one of {', '.join(VENUES)}"
-        ) from None
+        raise TierDocumentError(f"unknown venue {venue!r}; one of {', '.join(VENUES)}") from None
     return parse(document)
 
 
-def _decimal(row: Mapping[str, Any], key: str, where: str, *, empty: Decimal | None = None) -> Decimal:
+def _decimal(
+    row: Mapping[str, Any], key: str, where: str, *, empty: Decimal | None = None
+) -> Decimal:
     """``row[key]`` as a finite Decimal (a JSON number or a numeric string)."""
     if key not in row:
         raise TierDocumentError(f"{where}: no {key!r}")
@@ -247,17 +248,26 @@ def _check_recurrence(
 
 
 def _binance(document: Any) -> dict[str, VenueTable]:
-    if isinstance(document, dict) and "code" in document and "brackets" not in document:
-        raise TierDocumentError(
-            f"Binance answered an error: code {document.get('code')}: {document.get('msg')}"
-        )
+    expected = 'not a Binance leverageBracket response: expected [{"symbol", "brackets": [...]}]'
+    if isinstance(document, dict) and "brackets" not in document:
+        if isinstance(document.get("code"), Decimal) and "msg" in document:
+            raise TierDocumentError(
+                f"Binance answered an error: code {document['code']}: {document['msg']}"
+            )
+        raise TierDocumentError(f"{expected}, got an object without brackets")
     entries = [document] if isinstance(document, dict) else document
+    if not isinstance(entries, list):
+        raise TierDocumentError(f"{expected}, got {_json_kind(entries)}")
     where = "leverageBracket"
     tables: dict[str, VenueTable] = {}
     for index, entry in enumerate(_objects(entries, where)):
         here = f"{where}[{index}]"
+        if "brackets" not in entry:
+            raise TierDocumentError(f"{expected}, but {here} has no brackets")
         symbol = _text(entry, "symbol" if "symbol" in entry else "pair", here)
-        tables[symbol] = _binance_table(symbol, _objects(entry.get("brackets"), f"{symbol}: brackets"))
+        tables[symbol] = _binance_table(
+            symbol, _objects(entry.get("brackets"), f"{symbol}: brackets")
+        )
     return tables
 
 
@@ -266,13 +276,15 @@ def _binance_table(symbol: str, rows: list[Mapping[str, Any]]) -> VenueTable:
         raise TierDocumentError(f"{symbol}: brackets is empty")
     coin = "qtyCap" in rows[0]
     cap_key = "qtyCap" if coin else "notionalCap"
+    # The COIN-M page's example spells the floor "qtylFloor"; the API answers "qtyFloor".
+    floor_key = "notionalFloor"
     if coin:
         floor_key = "qtyFloor" if "qtyFloor" in rows[0] else "qtylFloor"
-    else:
-        floor_key = "notionalFloor"
-    ordered = sorted(rows, key=lambda row: _decimal(row, "bracket", symbol)) if all(
-        "bracket" in row for row in rows
-    ) else rows
+    ordered = (
+        sorted(rows, key=lambda row: _decimal(row, "bracket", symbol))
+        if all("bracket" in row for row in rows)
+        else rows
+    )
     brackets: list[BinanceBracket] = []
     checked: list[tuple[str, Decimal, Decimal, Decimal]] = []
     expected_floor = ZERO
@@ -305,7 +317,8 @@ def _bybit(document: Any) -> dict[str, VenueTable]:
     if not isinstance(document, dict) or "retCode" not in document:
         raise TierDocumentError(
             'not a Bybit risk-limit response: expected {"retCode": 0, "result": {"list": [...]}}, '
-            f"got {_json_kind(document)}" + (" without retCode" if isinstance(document, dict) else "")
+            f"got {_json_kind(document)}"
+            + (" without retCode" if isinstance(document, dict) else "")
         )
     if document["retCode"] != 0:
         raise TierDocumentError(
@@ -343,7 +356,7 @@ def _bybit_rows(symbol: str, rows: list[Mapping[str, Any]]) -> tuple[BybitRiskLi
         deduction = _decimal(row, "mmDeduction", here, empty=ZERO) if "mmDeduction" in row else ZERO
         parsed.append((value, name, BybitRiskLimit(value, rate, deduction)))
     parsed.sort(key=lambda item: item[0])
-    for (low, _, _), (high, name, _) in zip(parsed, parsed[1:], strict=False):
+    for (low, _, _), (high, name, _) in pairwise(parsed):
         if high == low:
             raise TierDocumentError(
                 f"{symbol}: risk limit id {name}: riskLimitValue {decimal_str(high)} appears twice"
@@ -530,7 +543,7 @@ def _hyperliquid_tiers(
     if number < _SINGLE_TIER_IDS:
         return (HyperliquidTier(ZERO, number),)
     raise TierDocumentError(
-        f'{coin}: margin table {number} is not in the file\'s marginTables; its tiers are what '
+        f"{coin}: margin table {number} is not in the file's marginTables; its tiers are what "
         f'POST /info {{"type": "marginTable", "id": {number}}} answers (liqmon tiers fetch asks it)'
     )
 
