@@ -50,7 +50,7 @@ EPILOG = f"""exit status:
   0    the tables were printed
   {EXIT_FAILURE}    the document cannot be used (not the venue's format, a table the venue's
        model refuses, a symbol it does not list), or the venue answered an error
-  {EXIT_USAGE}    bad arguments: a missing file, --contract-size or API key
+  {EXIT_USAGE}    bad arguments: a missing file, --contract-size, --taker-fee or API key
   {EXIT_UNREACHABLE}    (fetch) the venue could not be reached within --timeout"""
 
 BASE_URLS = {
@@ -153,7 +153,10 @@ def add_arguments(
             help="OKX ctVal, Gate quanto_multiplier, a COIN-M contract's USD size",
         )
         sub.add_argument(
-            "--taker-fee", type=_rate_arg, help="taker fee rate added to MM (binance, okx, gate)"
+            "--taker-fee",
+            type=_rate_arg,
+            help="taker fee rate added to the maintenance rate (required for okx and gate; "
+            "binance: optional)",
         )
     asking.add_argument(
         "--base-url", help="the venue's REST origin (default: its public one; tests point it home)"

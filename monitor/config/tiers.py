@@ -57,16 +57,17 @@ hyperliquid — ``POST /info {"type": "meta"}`` (hyperliquid.gitbook.io,
   the polynode Hyperliquid API docs, "margin-table", describe the ids); an
   asset without ``marginTableId`` has one tier at its ``maxLeverage``.
 
-The TOML written per venue (keys of the tier rows are the fields of the core's
-tier types; see :func:`symbol_table`)::
+The TOML written per venue, the keys of ``[symbols.NAME]`` as
+:mod:`monitor.config.model` reads them (:data:`ROW_KEYS` maps each row key to
+the field of the core's tier type it holds; see :func:`symbol_table`)::
 
-    binance:     contract, [contract_size], [close_fee_rate],
+    binance:     contract, [contract_size (COIN-M)], [close_fee_rate (--taker-fee)],
                  brackets = [{notional_cap, mmr, cum}, ..., {mmr, cum}]
-    bybit:       contract, [contract_size],
-                 risk_limits = [{risk_limit_value, maintenance_margin_rate, mm_deduction}]
-    okx:         contract, contract_size (ctVal), [close_fee_rate],
+    bybit:       contract, [contract_size = "1" (inverse)],
+                 tiers = [{risk_limit_value, mmr, mm_deduction}]
+    okx:         contract, contract_size (ctVal), taker_fee_rate,
                  tiers = [{min_size, max_size, mmr}]
-    gate:        contract, contract_size (quanto_multiplier), [close_fee_rate],
+    gate:        contract, contract_size (quanto_multiplier), taker_fee_rate,
                  tiers = [{risk_limit, maintenance_rate, deduction}]
     hyperliquid: contract = "linear", tiers = [{lower_bound, max_leverage}]
 
@@ -78,7 +79,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from itertools import pairwise
 from typing import Any
@@ -576,8 +577,9 @@ def contract_terms(
     """The terms for ``table``: ``kind`` as asked, else what the document says, else linear.
 
     Raises :class:`TierDocumentError` for a combination the venue's model cannot
-    use (an inverse Hyperliquid contract, OKX or Gate without a contract size,
-    an inverse Binance contract without one, a kind the document contradicts).
+    use (an inverse Hyperliquid contract, OKX or Gate without a contract size or
+    a taker fee, an inverse Binance contract without a size, a kind the document
+    contradicts).
     """
     venue, symbol = table.venue, table.venue_symbol
     if kind is not None and table.kind is not None and kind is not table.kind:
@@ -601,6 +603,12 @@ def contract_terms(
     if venue in ("bybit", "hyperliquid") and taker_fee_rate is not None:
         raise TierDocumentError(
             f"{venue}: --taker-fee does not apply (its model reserves no closing fee)"
+        )
+    if venue in ("okx", "gate") and taker_fee_rate is None:
+        # The venue adds it to the maintenance rate; a silent 0 would understate MM.
+        raise TierDocumentError(
+            f"{venue} {symbol}: --taker-fee is required: the account's taker fee rate, "
+            "which the venue adds to the maintenance rate (0 to leave it out)"
         )
     return ContractTerms(chosen, contract_size, taker_fee_rate)
 
@@ -639,25 +647,38 @@ def _open(bracket: BinanceBracket) -> BinanceBracket:
 
 # ---------------------------------------------------------------------------- writing
 
-_ROW_KEYS: dict[type, tuple[str, ...]] = {
-    kind: tuple(field.name for field in fields(kind))
-    for kind in (BybitRiskLimit, OkxTier, GateTier, HyperliquidTier)
+ROW_KEYS: dict[type, tuple[tuple[str, str], ...]] = {
+    BybitRiskLimit: (
+        ("risk_limit_value", "risk_limit_value"),
+        ("mmr", "maintenance_margin_rate"),
+        ("mm_deduction", "mm_deduction"),
+    ),
+    OkxTier: (("min_size", "min_size"), ("max_size", "max_size"), ("mmr", "mmr")),
+    GateTier: (
+        ("risk_limit", "risk_limit"),
+        ("maintenance_rate", "maintenance_rate"),
+        ("deduction", "deduction"),
+    ),
+    HyperliquidTier: (("lower_bound", "lower_bound"), ("max_leverage", "max_leverage")),
 }
+"""A ``tiers`` row's TOML keys, each with the tier type's field it holds: the field names,
+but Bybit's rate, which the configuration calls ``mmr`` like OKX's and Binance's."""
 
 
 def symbol_table(table: VenueTable, terms: ContractTerms) -> dict[str, Any]:
     """The ``[symbols.NAME]`` table for ``table``, as the TOML loader would read it.
 
     Decimals are strings (exact); Binance's rows keep today's ``brackets``
-    (``notional_cap``, ``mmr``, ``cum``; the last without a cap); the other
-    venues' rows are their tier type's fields, under ``risk_limits`` (Bybit) or
-    ``tiers``.
+    (``notional_cap``, ``mmr``, ``cum``; the last without a cap) and its fee is
+    ``close_fee_rate``; the other venues' rows are ``tiers`` (:data:`ROW_KEYS`)
+    and OKX's and Gate's fee ``taker_fee_rate``.
     """
     document: dict[str, Any] = {"venue": table.venue, "contract": terms.kind.value}
     if terms.contract_size is not None:
         document["contract_size"] = decimal_str(terms.contract_size)
     if terms.taker_fee_rate is not None:
-        document["close_fee_rate"] = decimal_str(terms.taker_fee_rate)
+        fee_key = "close_fee_rate" if table.venue == "binance" else "taker_fee_rate"
+        document[fee_key] = decimal_str(terms.taker_fee_rate)
     if table.venue == "binance":
         rows: list[dict[str, Any]] = []
         last = len(table.tiers) - 1
@@ -671,9 +692,8 @@ def symbol_table(table: VenueTable, terms: ContractTerms) -> dict[str, Any]:
             rows.append(row)
         document["brackets"] = rows
         return document
-    key = "risk_limits" if table.venue == "bybit" else "tiers"
-    document[key] = [
-        {name: _toml_value(getattr(tier, name)) for name in _ROW_KEYS[type(tier)]}
+    document["tiers"] = [
+        {key: _toml_value(getattr(tier, name)) for key, name in ROW_KEYS[type(tier)]}
         for tier in table.tiers
     ]
     return document

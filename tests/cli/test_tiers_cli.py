@@ -172,9 +172,7 @@ def test_import_needs_no_configuration_file(tmp_path: Path) -> None:
         "venue": "bybit",
         "contract": "inverse",
         "contract_size": "1",
-        "risk_limits": [
-            {"risk_limit_value": "150", "maintenance_margin_rate": "0.005", "mm_deduction": "0"}
-        ],
+        "tiers": [{"risk_limit_value": "150", "mmr": "0.005", "mm_deduction": "0"}],
     } == symbols(done)["BTCUSD"]
 
 
@@ -384,7 +382,7 @@ def test_fetch_okx_asks_each_family_for_isolated_swaps(venue: Venue) -> None:
     )
     printed = symbols(done)
     assert [{"min_size": "0", "max_size": "5000", "mmr": "0.005"}] == printed["ETHUSDT"]["tiers"]
-    assert "0.0005" == printed["BTCUSDT"]["close_fee_rate"]
+    assert "0.0005" == printed["BTCUSDT"]["taker_fee_rate"]
     assert [
         {"instType": ["SWAP"], "tdMode": ["isolated"], "instFamily": ["BTC-USDT"]},
         {"instType": ["SWAP"], "tdMode": ["isolated"], "instFamily": ["ETH-USDT"]},
@@ -421,7 +419,7 @@ def test_fetch_gate_pages_through_every_contract(venue: Venue) -> None:
         "/futures/usdt/risk_limit_tiers",
         lambda raw, query, headers, body: (200, full if query["offset"] == ["0"] else last),
     )
-    done = tiers("fetch --venue gate --contract-size 0.0001 --base-url", venue.url)
+    done = tiers("fetch --venue gate --contract-size 0.0001 --taker-fee 0 --base-url", venue.url)
     printed = symbols(done)
     assert 101 == len(printed)
     assert [{"risk_limit": "500000", "maintenance_rate": "0.005", "deduction": "0"}] == (

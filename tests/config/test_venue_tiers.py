@@ -263,9 +263,9 @@ def test_bybit_live_fractions_sorted_by_risk_limit() -> None:
     ) == table.tiers
     written = symbol_table(table, contract_terms(table, None, None, None))
     assert [
-        {"risk_limit_value": "2000000", "maintenance_margin_rate": "0.005", "mm_deduction": "0"},
-        {"risk_limit_value": "4000000", "maintenance_margin_rate": "0.01", "mm_deduction": "10000"},
-    ] == written["risk_limits"]
+        {"risk_limit_value": "2000000", "mmr": "0.005", "mm_deduction": "0"},
+        {"risk_limit_value": "4000000", "mmr": "0.01", "mm_deduction": "10000"},
+    ] == written["tiers"]
     assert {"venue": "bybit", "contract": "linear"} == {
         key: written[key] for key in ("venue", "contract")
     }
@@ -313,12 +313,23 @@ def test_okx_needs_its_contract_value_and_writes_the_tier_fields() -> None:
         "venue": "okx",
         "contract": "linear",
         "contract_size": "0.01",
-        "close_fee_rate": "0.0005",
+        "taker_fee_rate": "0.0005",
         "tiers": [
             {"min_size": "0", "max_size": "2000", "mmr": "0.004"},
             {"min_size": "2001", "max_size": "6000", "mmr": "0.006"},
         ],
     } == written
+
+
+@pytest.mark.parametrize(
+    ("venue", "document", "symbol"), [("okx", OKX, "BTC-USDT"), ("gate", GATE, "BTC_USDT")]
+)
+def test_okx_and_gate_need_the_taker_fee_they_add(venue: str, document: Any, symbol: str) -> None:
+    """OKX and Gate add the taker fee to the maintenance rate: it must be given, 0 or not."""
+    table = parse_tables(venue, load_document(json.dumps(document), venue))[symbol]
+    with pytest.raises(TierDocumentError, match=f"{venue} {symbol}: --taker-fee is required"):
+        contract_terms(table, None, D(1), None)
+    assert "0" == symbol_table(table, contract_terms(table, None, D(1), D(0)))["taker_fee_rate"]
 
 
 def test_okx_error_answer_is_reported_as_such() -> None:
@@ -467,16 +478,18 @@ def test_rendered_toml_reads_back_as_written() -> None:
 
 
 @pytest.mark.parametrize(
-    ("venue", "document", "symbol", "size"),
+    ("venue", "document", "symbol", "size", "fee"),
     [
-        ("bybit", BYBIT_LIVE, "BTCUSDT", None),
-        ("okx", OKX, "BTC-USDT", D("0.01")),
-        ("gate", GATE, "BTC_USDT", D("0.0001")),
-        ("hyperliquid", None, "BTC", None),
+        ("bybit", BYBIT_LIVE, "BTCUSDT", None, None),
+        ("okx", OKX, "BTC-USDT", D("0.01"), D("0.0005")),
+        ("okx", OKX, "BTC-USD", D(100), D("0.0005")),
+        ("gate", GATE, "BTC_USDT", D("0.0001"), D("0.00075")),
+        ("gate", GATE, "BTC_USD", D(1), D("0.00075")),
+        ("hyperliquid", None, "BTC", None, None),
     ],
 )
 def test_other_venues_output_loads_once_venue_tables_exist(
-    venue: str, document: Any, symbol: str, size: Decimal | None
+    venue: str, document: Any, symbol: str, size: Decimal | None, fee: Decimal | None
 ) -> None:
     """Each venue's TOML loads through the configuration loader once it takes ``venue =``."""
     if not venue_tables_configurable():
@@ -487,6 +500,7 @@ def test_other_venues_output_loads_once_venue_tables_exist(
         else load_document(json.dumps(document), venue)
     )
     table = parse_tables(venue, decoded)[symbol]
-    written = symbol_table(table, contract_terms(table, None, size, None))
+    written = symbol_table(table, contract_terms(table, None, size, fee))
     text = render({"S": written}, {})
-    loaded("S", tomllib.loads(text)["symbols"]["S"])
+    contract = loaded("S", tomllib.loads(text)["symbols"]["S"])
+    assert (table.kind, venue) == (contract.kind, contract.model.venue)
