@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     from monitor.cli.tiers import add_arguments as add_tiers_arguments
 
     tiers = command("tiers", "tier tables in a venue's own format, as [symbols.NAME] TOML")
-    add_tiers_arguments(tiers, command)
+    add_tiers_arguments(tiers)
 
     demo = command("demo", "local Redis and broker, a seeded book, a market crash")
     demo.add_argument(

@@ -23,7 +23,7 @@ import hmac
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -115,23 +115,33 @@ def _seconds_arg(text: str) -> float:
     return value
 
 
-def add_arguments(
-    tiers: argparse.ArgumentParser, command: Callable[..., argparse.ArgumentParser]
-) -> None:
-    """``tiers import`` and ``tiers fetch`` under ``tiers`` (``command`` makes a subcommand)."""
+def add_arguments(tiers: argparse.ArgumentParser) -> None:
+    """``tiers import`` and ``tiers fetch`` under the ``tiers`` command's parser.
+
+    They take no ``--config``: they read no configuration, they write some.
+    """
     tiers.epilog = EPILOG
     tiers.formatter_class = argparse.RawDescriptionHelpFormatter
     actions = tiers.add_subparsers(
         dest="action", required=True, parser_class=type(tiers), title="actions", metavar="ACTION"
     )
-    reading = command("import", "print [symbols.NAME] tables from a venue's response body", actions)
-    reading.add_argument("file", type=Path, help="the JSON body the venue's endpoint returned")
-    asking = command(
-        "fetch", "print [symbols.NAME] tables from the venue's public endpoint", actions
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = actions.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return sub
+
+    reading = action("import", "print [symbols.NAME] tables from a venue's response body")
+    reading.add_argument(
+        "file", type=Path, metavar="FILE", help="the JSON body the venue's endpoint returned"
     )
+    asking = action("fetch", "print [symbols.NAME] tables from the venue's public endpoint")
     for sub in (reading, asking):
-        sub.epilog = EPILOG
-        sub.formatter_class = argparse.RawDescriptionHelpFormatter
         sub.add_argument("--venue", required=True, choices=VENUES, help="whose format")
         sub.add_argument(
             "--symbol",
@@ -150,25 +160,34 @@ def add_arguments(
         sub.add_argument(
             "--contract-size",
             type=_size_arg,
+            metavar="C",
             help="OKX ctVal, Gate quanto_multiplier, a COIN-M contract's USD size",
         )
         sub.add_argument(
             "--taker-fee",
             type=_rate_arg,
+            metavar="F",
             help="taker fee rate added to the maintenance rate (required for okx and gate; "
             "binance: optional)",
         )
     asking.add_argument(
-        "--base-url", help="the venue's REST origin (default: its public one; tests point it home)"
+        "--base-url",
+        metavar="URL",
+        help="the venue's REST origin (default: its public one; tests point it home)",
     )
     asking.add_argument(
         "--timeout",
         type=_seconds_arg,
+        metavar="S",
         default=10.0,
         help="seconds each request may take, whole (default: 10)",
     )
-    asking.add_argument("--api-key", help=f"binance: the API key (or {API_KEY_VARIABLE})")
-    asking.add_argument("--api-secret", help=f"binance: the API secret (or {API_SECRET_VARIABLE})")
+    asking.add_argument(
+        "--api-key", metavar="K", help=f"binance: the API key (or {API_KEY_VARIABLE})"
+    )
+    asking.add_argument(
+        "--api-secret", metavar="S", help=f"binance: the API secret (or {API_SECRET_VARIABLE})"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -204,6 +223,10 @@ def emit(args: argparse.Namespace, kind: ContractKind | None, document: Any, ori
     chosen: list[tuple[str, str]] = args.symbol or [(symbol, symbol) for symbol in tables]
     if not chosen:
         raise CommandError(f"{origin}: lists no {args.venue} symbol", EXIT_FAILURE)
+    names = [name for name, _ in chosen]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise CommandError(f"--symbol {twice[0]} is given twice", EXIT_USAGE)
     output: dict[str, Any] = {}
     comments: dict[str, str] = {}
     for name, venue_symbol in chosen:

@@ -80,7 +80,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from itertools import pairwise
 from typing import Any
 
@@ -97,6 +97,7 @@ from monitor.core.venues import (
     OkxModel,
     OkxTier,
 )
+from monitor.core.venues.base import EXACT
 from monitor.core.wire import decimal_str
 
 VENUES = ("binance", "bybit", "okx", "gate", "hyperliquid")
@@ -234,7 +235,8 @@ def _check_recurrence(
     previous_amount = ZERO
     floor_name, rate_name, amount_name = names
     for name, floor, rate, amount in rows:
-        expected = floor * (rate - previous_rate) + previous_amount
+        with localcontext(EXACT):  # exact, not to the default context's 28 digits
+            expected = floor * (rate - previous_rate) + previous_amount
         if amount != expected:
             raise TierDocumentError(
                 f"{where}: {label} {name}: {amount_name} is {decimal_str(amount)}, but "

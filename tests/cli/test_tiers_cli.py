@@ -217,6 +217,43 @@ def test_import_of_a_bad_symbol_name_is_a_usage_error() -> None:
     assert "--symbol NAME 'BTC/USDT' must be" in one_line(done)
 
 
+def test_import_of_okx_tiers_needs_the_taker_fee(tmp_path: Path) -> None:
+    """OKX adds the taker fee to its maintenance rate: without --taker-fee, status 2."""
+    path = tmp_path / "okx.json"
+    path.write_text(
+        json.dumps(
+            {
+                "code": "0",
+                "msg": "",
+                "data": [
+                    {
+                        "instFamily": "BTC-USDT",
+                        "instId": "",
+                        "uly": "BTC-USDT",
+                        "tier": "1",
+                        "minSz": "0",
+                        "maxSz": "2000",
+                        "mmr": "0.004",
+                        "imr": "0.008",
+                        "maxLever": "125",
+                    }
+                ],
+            }
+        )
+    )
+    done = tiers("import --venue okx --contract-size 0.01", str(path))
+    assert EXIT_USAGE == done.returncode
+    assert one_line(done).startswith("liqmon: error: okx BTC-USDT: --taker-fee is required")
+
+
+def test_import_of_one_name_twice_is_a_usage_error() -> None:
+    """Two tables under one liqmon name: refused before anything is printed, status 2."""
+    done = tiers("import --venue binance --symbol A=BTCUSDT --symbol A=ETHUSDT", BINANCE)
+    assert EXIT_USAGE == done.returncode
+    assert "--symbol A is given twice" in one_line(done)
+    assert "" == done.stdout
+
+
 def test_import_of_not_json_names_the_file(tmp_path: Path) -> None:
     """A body that is not JSON: the file and why, status 1."""
     path = tmp_path / "page.html"
