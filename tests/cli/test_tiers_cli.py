@@ -147,6 +147,19 @@ def test_import_prints_the_shipped_binance_tables() -> None:
     assert {"notional_cap": "50000", "mmr": "0.004", "cum": "0"} == first
 
 
+def test_import_prints_the_shipped_gate_table_with_its_fee() -> None:
+    """Gate's tiers keep their deductions; the contract size and taker fee given are written."""
+    done = tiers(
+        "import --venue gate --contract-size 0.0001 --taker-fee 0.00075",
+        str(VENUES / "gate-usdt-risk_limit_tiers.json"),
+    )
+    table = symbols(done)["BTC_USDT"]
+    assert ("0.0001", "0.00075") == (table["contract_size"], table["taker_fee_rate"])
+    assert {"risk_limit": "2000000", "maintenance_rate": "0.02", "deduction": "10835"} == (
+        table["tiers"][5]
+    )
+
+
 def test_import_renames_the_symbols_asked_for() -> None:
     """``--symbol NAME=VENUE_SYMBOL`` prints only those, under liqmon's names."""
     printed = symbols(tiers("import --venue hyperliquid --symbol BTC-PERP=BTC", HYPERLIQUID))

@@ -1,9 +1,9 @@
 """Venues' tier responses read as the venues publish them, and the TOML written from them.
 
-The Binance, Bybit and Hyperliquid documents are the files shipped in
-``config/venues/`` (their sources in its README). The OKX and Gate documents
-here are written in the endpoints' documented shapes, not taken from a venue
-(no real one was found to ship); so are the COIN-M and error cases.
+The files of ``config/venues/`` are read as shipped (their sources in its
+README). The documents written out here (``COIN_M``, ``BYBIT_LIVE``, ``OKX``,
+``GATE`` and the error answers) are in the endpoints' documented shapes, not
+taken from a venue: they cover what the shipped files do not.
 """
 
 from __future__ import annotations
@@ -332,6 +332,17 @@ def test_okx_and_gate_need_the_taker_fee_they_add(venue: str, document: Any, sym
     assert "0" == symbol_table(table, contract_terms(table, None, D(1), D(0)))["taker_fee_rate"]
 
 
+def test_okx_announcement_table_as_shipped() -> None:
+    """ETH-USDT's three tiers from OKX's announcement, sizes in contracts, MM jumping between."""
+    table = parse_tables("okx", shipped("okx-swap-position-tiers.json"))["ETH-USDT"]
+    assert (
+        OkxTier(D(0), D(3000), D("0.004")),
+        OkxTier(D(3001), D(6000), D("0.005")),
+        OkxTier(D(6001), D(12000), D("0.01")),
+    ) == table.tiers
+    check_model("ETHUSDT", table, contract_terms(table, None, D("0.1"), D("0.0005")))
+
+
 def test_okx_error_answer_is_reported_as_such() -> None:
     """A non-zero ``code`` is OKX's message."""
     document = {"code": "51001", "msg": "Instrument ID does not exist", "data": []}
@@ -353,6 +364,14 @@ def test_gate_tiers_by_contract_with_continuous_deductions() -> None:
     assert {"risk_limit": "1500000", "maintenance_rate": "0.004", "deduction": "750"} == (
         symbol_table(tables["BTC_USDT"], terms)["tiers"][2]
     )
+
+
+def test_gate_help_centre_table_as_shipped() -> None:
+    """Gate's BTCUSDT example, eight tiers whose deductions keep MM continuous."""
+    table = parse_tables("gate", shipped("gate-usdt-risk_limit_tiers.json"))["BTC_USDT"]
+    assert GateTier(D(20000), D("0.004"), D(0)) == table.tiers[0]
+    assert GateTier(D(5000000), D("0.5"), D(1420835)) == table.tiers[-1]
+    check_model("BTC_USDT", table, contract_terms(table, None, D("0.0001"), D("0.00075")))
 
 
 def test_gate_deduction_that_makes_mm_jump_names_the_tier() -> None:
@@ -481,22 +500,26 @@ def test_rendered_toml_reads_back_as_written() -> None:
     ("venue", "document", "symbol", "size", "fee"),
     [
         ("bybit", BYBIT_LIVE, "BTCUSDT", None, None),
-        ("okx", OKX, "BTC-USDT", D("0.01"), D("0.0005")),
+        ("bybit", "bybit-inverse-risk-limit.json", "BTCUSD", None, None),
         ("okx", OKX, "BTC-USD", D(100), D("0.0005")),
-        ("gate", GATE, "BTC_USDT", D("0.0001"), D("0.00075")),
+        ("okx", "okx-swap-position-tiers.json", "ETH-USDT", D("0.1"), D("0.0005")),
         ("gate", GATE, "BTC_USD", D(1), D("0.00075")),
-        ("hyperliquid", None, "BTC", None, None),
+        ("gate", "gate-usdt-risk_limit_tiers.json", "BTC_USDT", D("0.0001"), D("0.00075")),
+        ("hyperliquid", "hyperliquid-meta.json", "BTC", None, None),
     ],
 )
 def test_other_venues_output_loads_once_venue_tables_exist(
     venue: str, document: Any, symbol: str, size: Decimal | None, fee: Decimal | None
 ) -> None:
-    """Each venue's TOML loads through the configuration loader once it takes ``venue =``."""
+    """Each venue's TOML loads through the configuration loader once it takes ``venue =``.
+
+    ``document`` is a shipped file's name or a document written out above.
+    """
     if not venue_tables_configurable():
         pytest.skip("[symbols.NAME] takes no venue = yet (wired on the venue-index branch)")
     decoded = (
-        shipped("hyperliquid-meta.json")
-        if document is None
+        shipped(document)
+        if isinstance(document, str)
         else load_document(json.dumps(document), venue)
     )
     table = parse_tables(venue, decoded)[symbol]
