@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from monitor.cli.main import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, CommandError
 from monitor.config.tiers import (
@@ -105,6 +105,12 @@ def _size_arg(text: str) -> Decimal:
     return value
 
 
+def _url_arg(text: str) -> str:
+    if urlsplit(text).scheme not in ("http", "https") or not urlsplit(text).hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an http:// or https:// URL")
+    return text
+
+
 def _seconds_arg(text: str) -> float:
     try:
         value = float(text)
@@ -172,6 +178,7 @@ def add_arguments(tiers: argparse.ArgumentParser) -> None:
         )
     asking.add_argument(
         "--base-url",
+        type=_url_arg,
         metavar="URL",
         help="the venue's REST origin (default: its public one; tests point it home)",
     )
@@ -324,6 +331,9 @@ class _Requester:
                 f"cannot reach {self.venue} at {where} ({reason}); check the network or --base-url",
                 EXIT_UNREACHABLE,
             ) from None
+        except httpx.HTTPError as error:  # the answer could not be read (decoding, redirects)
+            reason = str(error) or type(error).__name__
+            raise CommandError(f"{method} {where}: {reason}", EXIT_FAILURE) from None
         if response.status_code >= 400:
             raise CommandError(
                 f"{method} {where} answered HTTP {response.status_code}: "
@@ -379,7 +389,7 @@ async def _fetch_bybit(request: _Requester, kind: ContractKind, symbols: list[st
                 return page  # not a page of rows: the parser names what it is
             listed = result.get("list")
             rows.extend(listed if isinstance(listed, list) else [])
-            cursor = result.get("nextPageCursor") or ""
+            cursor = str(result.get("nextPageCursor") or "")
             if not cursor:
                 break
         else:

@@ -494,8 +494,11 @@ def margin_table_ids(document: Any) -> list[int]:
     :mod:`monitor.cli.tiers` asks ``{"type": "marginTable", "id": N}`` for each.
     """
     if not isinstance(document, dict) or not isinstance(document.get("universe"), list):
-        return []
-    held = set(_margin_tables(document.get("marginTables", [])))
+        return []  # not a meta response: the parser says so
+    try:
+        held = set(_margin_tables(document.get("marginTables", [])))
+    except TierDocumentError:
+        return []  # the parser names what is wrong with marginTables
     wanted = []
     for asset in document["universe"]:
         ident = asset.get("marginTableId") if isinstance(asset, dict) else None

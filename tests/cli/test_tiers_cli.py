@@ -542,6 +542,13 @@ def test_fetch_of_a_venue_error_page_reports_the_status(venue: Venue) -> None:
     assert "answered HTTP 502: <html> <h1>502 Bad Gateway</h1> </html>" in one_line(done)
 
 
+def test_fetch_from_a_base_url_that_is_not_one_is_a_usage_error() -> None:
+    """--base-url must be an http(s) URL: argparse's line, status 2, nothing asked."""
+    done = tiers("fetch --venue bybit --base-url ftp://example.invalid")
+    assert EXIT_USAGE == done.returncode
+    assert "'ftp://example.invalid' must be an http:// or https:// URL" in one_line(done)
+
+
 def test_fetch_okx_without_a_family_is_a_usage_error() -> None:
     """OKX answers one family per request: without --symbol nothing is asked, status 2."""
     done = tiers("fetch --venue okx --contract-size 0.01")

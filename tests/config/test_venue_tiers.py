@@ -427,6 +427,15 @@ def test_hyperliquid_missing_tiered_table_says_how_to_get_it() -> None:
         parse_tables("hyperliquid", document)
 
 
+def test_hyperliquid_malformed_margin_tables_are_named_by_the_parser() -> None:
+    """marginTables that are not [id, table] pairs: nothing to fetch, and the parser says why."""
+    document = meta_with_tables()
+    document["marginTables"] = [D(56)]
+    assert [] == margin_table_ids(document)
+    with pytest.raises(TierDocumentError, match=r"marginTables\[0\] must be an \[id, table\] pair"):
+        parse_tables("hyperliquid", document)
+
+
 def test_hyperliquid_is_linear_only() -> None:
     """An inverse Hyperliquid contract is refused, as is a contract size."""
     table = parse_tables("hyperliquid", shipped("hyperliquid-meta.json"))["BTC"]
