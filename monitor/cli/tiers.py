@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from monitor.cli.main import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, CommandError
@@ -45,6 +45,9 @@ from monitor.config.tiers import (
 from monitor.core.errors import Rejection
 from monitor.core.margin import ContractKind
 from monitor.core.wire import check_name
+
+if TYPE_CHECKING:
+    import httpx
 
 EPILOG = f"""exit status:
   0    the tables were printed
@@ -296,7 +299,7 @@ async def fetch_document(args: argparse.Namespace, kind: ContractKind) -> Any:
 class _Requester:
     """One request at a time, each under a deadline; failures become one-line errors."""
 
-    def __init__(self, client: Any, timeout_s: float, venue: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, timeout_s: float, venue: str) -> None:
         self.client = client
         self.timeout_s = timeout_s
         self.venue = venue
@@ -319,7 +322,7 @@ class _Requester:
                 response = await self.client.request(
                     method, url, params=params, json=body, headers=headers
                 )
-        except TimeoutError:
+        except (TimeoutError, httpx.TimeoutException):  # the deadline, or httpx's own per read
             raise CommandError(
                 f"{self.venue} did not answer {method} {where} within {self.timeout_s:g} s "
                 "(--timeout)",
