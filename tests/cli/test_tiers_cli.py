@@ -312,6 +312,31 @@ def test_fetch_binance_signs_the_request_and_prints_the_tables(venue: Venue) -> 
     assert ("GET", "/fapi/v1/leverageBracket", ["ETHUSDT"]) == (method, path, query["symbol"])
 
 
+def test_fetch_coin_m_asks_the_dapi_v2_brackets(venue: Venue) -> None:
+    """--contract inverse asks COIN-M's /dapi/v2/leverageBracket; quantities are in coin."""
+    body = [{"symbol": "BTCUSD_PERP", "brackets": [
+        {"bracket": 1, "initialLeverage": 125, "qtyCap": 5, "qtyFloor": 0,
+         "maintMarginRatio": 0.004, "cum": 0.0},
+        {"bracket": 2, "initialLeverage": 100, "qtyCap": 10, "qtyFloor": 5,
+         "maintMarginRatio": 0.005, "cum": 0.005}]}]  # fmt: skip
+    venue.answer("GET", "/dapi/v2/leverageBracket", lambda raw, query, headers, _: (200, body))
+    done = tiers(
+        "fetch --venue binance --contract inverse --contract-size 100 --symbol BTCUSD=BTCUSD_PERP "
+        f"--api-key {KEY} --api-secret {SECRET} --base-url",
+        venue.url,
+    )
+    assert {
+        "venue": "binance",
+        "contract": "inverse",
+        "contract_size": "100",
+        "brackets": [
+            {"notional_cap": "5", "mmr": "0.004", "cum": "0"},
+            {"mmr": "0.005", "cum": "0.005"},
+        ],
+    } == symbols(done)["BTCUSD"]
+    assert [("GET", "/dapi/v2/leverageBracket")] == [(m, p) for m, p, _ in venue.asked]
+
+
 def test_fetch_binance_with_a_wrong_secret_reports_binances_answer(venue: Venue) -> None:
     """Binance refusing the signature: its status and message, status 1."""
     venue.answer("GET", "/fapi/v1/leverageBracket", binance_route())

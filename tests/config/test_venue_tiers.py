@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.config.model import SymbolTable
 from monitor.config.settings import parse_settings
@@ -227,6 +229,43 @@ def test_a_broken_maintenance_amount_names_its_bracket() -> None:
         parse_tables("binance", document)
     assert str(raised.value).startswith("BTCUSDT: bracket 3: cum is 900, but notionalFloor ×")
     assert "is 950" in str(raised.value)
+
+
+@st.composite
+def bracket_tables(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Binance bracket rows with rising caps and rates, cum by Binance's recurrence."""
+    count = draw(st.integers(1, 8))
+    caps = sorted(draw(st.sets(st.integers(1, 10**9), min_size=count, max_size=count)))
+    rates = sorted(draw(st.sets(st.integers(1, 499), min_size=count, max_size=count)))
+    rows, floor, cum, previous = [], 0, D(0), D(0)
+    for number, (cap, per_mille) in enumerate(zip(caps, rates, strict=True), 1):
+        rate = D(per_mille) / 1000
+        cum += floor * (rate - previous)
+        rows.append(
+            {"bracket": number, "initialLeverage": 1, "notionalCap": cap, "notionalFloor": floor,
+             "maintMarginRatio": str(rate), "cum": str(cum)}
+        )  # fmt: skip
+        floor, previous = cap, rate
+    return rows
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=bracket_tables(), data=st.data())
+def test_any_continuous_table_loads_and_any_broken_cum_is_named(
+    rows: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    """A table kept by the recurrence loads bracket for bracket; one cum off names its bracket."""
+    document = load_document(json.dumps([{"symbol": "X", "brackets": rows}]), "x")
+    table = parse_tables("binance", document)["X"]
+    written = symbol_table(table, ContractTerms(ContractKind.LINEAR))
+    if not venue_tables_configurable():
+        written.pop("venue")
+    contract = loaded("X", tomllib.loads(render({"X": written}, {}))["symbols"]["X"])
+    assert [D(row["cum"]) for row in rows] == [bracket.cum for bracket in contract.brackets]
+    broken = data.draw(st.integers(0, len(rows) - 1))
+    rows[broken]["cum"] = str(D(rows[broken]["cum"]) + D("0.01"))
+    with pytest.raises(TierDocumentError, match=rf"^X: bracket {broken + 1}: cum is "):
+        parse_tables("binance", load_document(json.dumps([{"symbol": "X", "brackets": rows}]), "x"))
 
 
 def test_a_gap_between_brackets_names_the_bracket() -> None:
