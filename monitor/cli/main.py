@@ -1,7 +1,7 @@
 """The liqmon command line: run, publish, calc, positions, watch, replay, record, tiers, demo.
 
-Every command reads the same TOML configuration (``--config FILE``, before or
-after the command; default ``config/liqmon.toml``). A failure a user can meet
+Every command but ``tiers`` reads the same TOML configuration (``--config FILE``,
+before or after the command; default ``config/liqmon.toml``). A failure a user can meet
 prints one line on stderr, saying what went wrong and what to do, and exits
 with one of the documented statuses (:data:`EXIT_CODES`); :func:`explain` is
 the one place that maps the exceptions behind them to that line and status.

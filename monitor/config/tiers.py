@@ -17,7 +17,9 @@ binance — ``GET /fapi/v1/leverageBracket`` (USDⓈ-M; developers.binance.com,
   [{"bracket", "initialLeverage", "notionalCap", "notionalFloor",
   "maintMarginRatio", "cum"}]}`` (COIN-M: ``qtyCap``, ``qtyFloor``, in coin;
   the page's example spells the floor ``qtylFloor``, accepted too), or one such
-  object when a symbol was asked for; ``/dapi/v1`` names the row ``pair``.
+  object when a symbol was asked for; ``/dapi/v1`` names the row ``pair``. The
+  brackets are the account's own (``notionalCoef`` appears when they differ
+  from the symbol's default) and are taken as given.
   Checked: floors follow caps from 0, and Binance's maintenance amount
   ``cum_n = floor_n × (mmr_n − mmr_{n−1}) + cum_{n−1}`` (its COIN-M liquidation
   FAQ) holds exactly; the bracket that breaks it is named.
