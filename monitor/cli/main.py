@@ -1,7 +1,7 @@
-"""The liqmon command line: run, publish, calc, positions, watch, replay, record, demo.
+"""The liqmon command line: run, publish, calc, positions, watch, replay, record, tiers, demo.
 
-Every command reads the same TOML configuration (``--config FILE``, before or
-after the command; default ``config/liqmon.toml``). A failure a user can meet
+Every command but ``tiers`` reads the same TOML configuration (``--config FILE``,
+before or after the command; default ``config/liqmon.toml``). A failure a user can meet
 prints one line on stderr, saying what went wrong and what to do, and exits
 with one of the documented statuses (:data:`EXIT_CODES`); :func:`explain` is
 the one place that maps the exceptions behind them to that line and status.
@@ -296,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_seconds_arg, default=0, help="seconds; 0 = until Ctrl-C"
     )
 
+    from monitor.cli.tiers import add_arguments as add_tiers_arguments
+
+    tiers = command("tiers", "tier tables in a venue's own format, as [symbols.NAME] TOML")
+    add_tiers_arguments(tiers)
+
     demo = command("demo", "local Redis and broker, a seeded book, a market crash")
     demo.add_argument(
         "--positions", type=_positive_int, default=10_000, help="positions to seed (default: 10000)"
@@ -318,6 +323,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             from monitor.devtools.demo import run_demo
 
             raise SystemExit(run_demo(args))
+        if args.command == "tiers":  # needs no configuration
+            from monitor.cli.tiers import run as run_tiers
+
+            run_tiers(args)
+            sys.stdout.flush()
+            return
         settings = load_settings(args.config)
         _dispatch(settings, args)
         sys.stdout.flush()  # here, so a reader gone away is explained like any failure
