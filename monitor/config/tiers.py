@@ -86,6 +86,7 @@ from decimal import Decimal, InvalidOperation, localcontext
 from itertools import pairwise
 from typing import Any
 
+from monitor.core.errors import RequestFailed
 from monitor.core.margin import ContractKind
 from monitor.core.venues import (
     BinanceBracket,
@@ -117,8 +118,13 @@ _SINGLE_TIER_IDS = 50
 """Hyperliquid margin table ids below this are one tier at the id's leverage."""
 
 
-class TierDocumentError(ValueError):
-    """A document that cannot be turned into a table: the message is one line naming why."""
+class TierDocumentError(RequestFailed):
+    """A document that cannot be turned into a table: the message is one line naming why.
+
+    ``liqmon tiers`` answers it with exit status 1 (the command could not be done as asked).
+    """
+
+    status = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,9 @@ Where the classes live (each next to the code that raises it):
   subclasses (the demo's and the tests' own redis-server and mosquitto),
   ``monitor.web.live.PageClosed`` (a dashboard page's connection is gone).
 - ``RequestFailed``: ``monitor.web.api.ApiError`` (with an HTTP status),
-  ``monitor.cli.main.CommandError`` (with an exit status).
+  ``monitor.cli.main.CommandError`` (with an exit status),
+  ``monitor.config.tiers.TierDocumentError`` (a venue's tier document ``liqmon tiers``
+  cannot read: exit 1).
 - ``Bug``: ``monitor.core.status.IllegalTransition``.
 
 Libraries' exceptions are not wrapped but belong to a branch all the same:

@@ -19,6 +19,7 @@ from monitor.bus.protocol import (
     SubscriptionRefused,
 )
 from monitor.cli.main import EXIT_USAGE, CommandError, explain
+from monitor.config.tiers import TierDocumentError
 from monitor.core import errors
 from monitor.core.errors import (
     Bug,
@@ -51,6 +52,7 @@ BRANCH_OF: list[tuple[type[Exception], type[LiqmonError]]] = [
     (ServerNotFoundError, Unavailable),
     (ServerStartError, Unavailable),
     (PageClosed, Unavailable),
+    (TierDocumentError, RequestFailed),
 ]
 MQTT_BRANCH_OF: list[tuple[type[Exception], type[LiqmonError]]] = [
     (error, Unavailable)
