@@ -292,6 +292,9 @@ class SymbolTable(BaseModel):
         default=None, validate_default=True
     )
     guards: GuardsTable = Field(default_factory=GuardsTable)
+    apply_funding: Flag = False
+    """True: the monitor moves funding payments through this symbol's margins itself (off:
+    position versions carry margins that include funding, as venues publish them)."""
 
     @model_validator(mode="after")
     def _sized(self) -> SymbolTable:
@@ -407,6 +410,7 @@ class ConfigFile(BaseModel):
             guards={
                 symbol: table.guards.over(default_guards) for symbol, table in self.symbols.items()
             },
+            funding=frozenset(s for s, table in self.symbols.items() if table.apply_funding),
         )
 
 
@@ -424,3 +428,5 @@ class Settings:
     sources: tuple[PriceSource, ...] = ()
     guards: Mapping[str, GuardSettings] = field(default_factory=dict)
     """Each symbol's guards: ``[guards]`` laid over the core's defaults, then its own table."""
+    funding: frozenset[str] = frozenset()
+    """The symbols with ``apply_funding = true``."""

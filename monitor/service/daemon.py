@@ -39,6 +39,7 @@ from monitor.core.position import PositionUpdate
 from monitor.service.backoff import Backoff
 from monitor.service.broker import Bus, Session
 from monitor.service.engine import Engine
+from monitor.service.funding import FundingDesk
 from monitor.service.handover import Handover
 from monitor.service.intake import Intake
 from monitor.service.relay import Relay
@@ -482,6 +483,7 @@ class Daemon(Service):
         # Marks of symbols another monitor holds, kept for two lease lifetimes.
         held_back = HeldBack(window_s=2 * lease_ttl_s)
         self.tick_workers = TickWorkers(self.engine, self.metrics, self.leases.owns, held_back)
+        self.funding = FundingDesk(self.engine, settings.funding, owns=self.leases.owns)
         self.intake = Intake(
             self.store,
             self.outbox,
@@ -493,6 +495,7 @@ class Daemon(Service):
             self.metrics,
             self.guards,
             wall_clock_ms=self.engine.clock_ms,
+            funding=self.funding.announce if settings.funding else None,
         )
         self.handover = Handover(
             self.leases,
@@ -596,6 +599,8 @@ class Daemon(Service):
             start(self.tick_workers.run(), f"tick-worker-{n}")
         start(self._sweep_guards(), "guard-sweep")
         start(self._expire_tombstones(), "tombstones")
+        if self.settings.funding:
+            start(self.funding.run(), "funding")
         for source in self.sources:
             start(self._run_source(source), f"source-{source.name}")
         if self.freeze_heap_after_s is not None:

@@ -1,0 +1,193 @@
+"""Funding: at each funding time, move each open position's payment through its margin.
+
+Only for symbols with ``apply_funding = true``; everything else ignores funding.
+Announcements (a rate and its funding time, from the MQTT topic
+``{prefix}/funding/{symbol}`` or a venue feed) wait in a
+:class:`~monitor.core.funding.FundingSchedule` until their time; then
+:meth:`FundingDesk.apply` reads the symbol's records and mark, decides each
+payment with :func:`~monitor.core.funding.apply_funding`, and commits them with
+``lua/funding.lua`` in batches of :data:`~monitor.service.engine.COMMIT_SLICE`,
+all of a symbol's batches in one round trip: record, triggers, the position's
+last funding time and the events in one script per batch. The cost is
+O(positions of the symbol) per funding time, off the tick path.
+
+A funding time applied twice (a retry after Redis failed, a restart, two
+monitors) pays once: the script skips a position whose last funding time is
+this one or later, and event ids derive from the stored record, so an event
+queued again has the id it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Mapping, Sequence
+
+import structlog
+
+from monitor.core.evaluation import Quote
+from monitor.core.funding import (
+    FundingRate,
+    FundingRule,
+    FundingSchedule,
+    apply_funding,
+)
+from monitor.core.position import PositionRecord
+from monitor.core.status import Status
+from monitor.service.engine import COMMIT_SLICE, DECIDE_SLICE, MAX_ATTEMPTS, Engine, Outcome
+from monitor.state.positions import DecidedAt, FundingWrite
+
+log = structlog.get_logger("liqmon.funding")
+
+POLL_S = 1.0
+"""How often due funding times are looked for (a payment lands within this of its time)."""
+
+_OPEN = (Status.HEALTHY, Status.MARGIN_CALL)
+
+
+class FundingDesk:
+    """Holds announced funding times and applies them when due, through the engine's store."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        enabled: Collection[str],
+        rules: Mapping[str, FundingRule] | None = None,
+        owns: Callable[[str], bool] = lambda symbol: True,
+    ) -> None:
+        """``enabled``: the symbols with ``apply_funding``; ``rules``: each one's venue rule
+        (left out: through the margin); ``owns``: whether this monitor holds a symbol's lease
+        (another monitor applies the rest; both applying one would still pay once)."""
+        self.engine = engine
+        self.enabled = frozenset(enabled)
+        self.rules = dict(rules or {})
+        self.owns = owns
+        self.schedule = FundingSchedule()
+        self.applied = asyncio.Event()
+        """Set after each funding time applied (tests and tools wait on it)."""
+
+    def announce(self, funding: FundingRate) -> bool:
+        """Hold ``funding`` until its time; False when it is ignored (the symbol does not
+        apply funding, or the funding time was handed over already)."""
+        if funding.symbol not in self.enabled:
+            return False
+        return self.schedule.announce(funding)
+
+    async def run(self) -> None:
+        """Apply the funding times that come due, forever; cancelling it is safe (a
+        funding time cut short is applied again, and pays once per position)."""
+        while True:
+            await self.apply_due()
+            await asyncio.sleep(POLL_S)
+
+    async def apply_due(self) -> list[Outcome]:
+        """Apply every funding time due now of the symbols this monitor holds."""
+        outcomes = []
+        for funding in self.schedule.due(self.engine.clock_ms()):
+            if not self.owns(funding.symbol):
+                continue
+            try:
+                outcomes.append(await self.engine.retry(self.apply, funding))
+            except Exception:
+                # A bug, not Redis (retry waits for Redis): logged, and the funding time
+                # is handed over again at the next poll.
+                log.exception("funding_failed", symbol=funding.symbol, ts=funding.funding_ts_ms)
+                self.schedule.retry(funding)
+        return outcomes
+
+    async def apply(self, funding: FundingRate) -> Outcome:
+        """Apply one funding time to every open position of its symbol, once each.
+
+        Payments are priced at the symbol's stored mark; with none stored yet
+        there is nothing to price them at, and the funding time is skipped (logged).
+        """
+        store, symbol = self.engine.store, funding.symbol
+        outcome = Outcome()
+        quote = await store.quote(symbol)
+        if quote is None:
+            log.warning("funding_without_mark", symbol=symbol, ts=funding.funding_ts_ms)
+            return outcome
+        found = [pair for pair in await store.raw_records(symbol) if pair[0].status in _OPEN]
+        paid = await store.funded(symbol, [record.id for record, _ in found])
+        pending = [
+            pair for pair, last in zip(found, paid, strict=True) if last < funding.funding_ts_ms
+        ]
+        outcome.ignored = len(found) - len(pending)
+        for _ in range(MAX_ATTEMPTS):
+            if not pending:
+                break
+            batches = await self._decide(funding, pending, quote)
+            results = await store.funding_many(
+                symbol, funding.funding_ts_ms, batches, DecidedAt.quote(quote)
+            )
+            again: list[str] = []
+            for batch, result in zip(batches, results, strict=True):
+                if result is None:  # a tick moved the mark: decide the batch again
+                    again += [write.record.id for write in batch]
+                    continue
+                outcome.ignored += len(result.paid)
+                again += sorted(result.conflicts)
+                for write in batch:
+                    if write.record.id not in result.conflicts | result.paid:
+                        outcome.applied += 1
+                        outcome.events += [event for event, _ in write.events]
+            if not again:
+                pending = []
+                break
+            quote = await store.quote(symbol) or quote
+            pending = [
+                pair
+                for pair in await store.records(symbol, again)
+                if pair is not None and pair[0].status in _OPEN
+            ]
+        if pending:
+            outcome.failed = len(pending)
+            log.error("funding_gave_up", symbol=symbol, count=len(pending))
+        log.info(
+            "funding_applied",
+            symbol=symbol,
+            ts=funding.funding_ts_ms,
+            rate=str(funding.rate),
+            mark=str(quote.mark),
+            positions=outcome.applied,
+            skipped=outcome.ignored,
+        )
+        self.applied.set()
+        return outcome
+
+    async def _decide(
+        self,
+        funding: FundingRate,
+        records: Sequence[tuple[PositionRecord, bytes]],
+        quote: Quote,
+    ) -> list[list[FundingWrite]]:
+        """The payments of ``records`` in batches of :data:`COMMIT_SLICE`, giving the loop
+        back every :data:`DECIDE_SLICE` positions (ticks go on meanwhile)."""
+        engine, symbol = self.engine, funding.symbol
+        contract = engine.contracts[symbol]
+        rule = self.rules.get(symbol, FundingRule.MARGIN)
+        judge = engine.guards.may_decide(symbol, engine.clock_s())
+        allow = engine.guards.may_liquidate(symbol, engine.clock_s())
+        now = engine.clock_ms()
+        batches: list[list[FundingWrite]] = []
+        for start in range(0, len(records), COMMIT_SLICE):
+            batch: list[FundingWrite] = []
+            for first in range(start, min(start + COMMIT_SLICE, len(records)), DECIDE_SLICE):
+                for record, raw in records[first : first + DECIDE_SLICE]:
+                    decision = apply_funding(
+                        contract,
+                        record,
+                        funding,
+                        quote,
+                        engine.risk,
+                        now,
+                        rule=rule,
+                        judge=judge,
+                        allow_liquidation=allow,
+                        generation=engine.generation,
+                    )
+                    if decision is not None:
+                        events = [(event, engine.topic(event)) for event in decision.events]
+                        batch.append(FundingWrite(decision.record, raw, decision.triggers, events))
+                await asyncio.sleep(0)
+            batches.append(batch)
+        return batches
