@@ -21,6 +21,7 @@ import orjson
 
 from feeds.decode import as_object, epoch_ms, field, load_json, price, text
 from feeds.errors import FrameError, RejectReason
+from feeds.funding import FundingNotice, rate
 from feeds.source import Emit, Reject
 from feeds.tick import PriceKind, PriceTick
 from feeds.ws import Decoder, Heartbeat, WebsocketFeed, WsOptions
@@ -196,3 +197,57 @@ class OkxSource:
         """Stream until cancelled (safe at any point); raises ``FeedFatalError`` only
         when the venue refuses the connection for good."""
         await self.feed.run(emit, reject)
+
+
+def funding(
+    frame: str | bytes, swaps: Mapping[str, str], source: str = "okx"
+) -> list[FundingNotice]:
+    """The announcements of one ``funding-rate`` push: ``fundingRate`` at ``fundingTime``.
+
+    ``swaps`` maps perpetual instruments to configured symbols (subscribe with
+    ``{"op":"subscribe","args":[{"channel":"funding-rate","instId":"BTC-USD-SWAP"}]}``).
+    A real push (OKX's docs, WebSocket > Public channel > Funding rate channel)::
+
+        {"arg":{"channel":"funding-rate","instId":"BTC-USD-SWAP"},
+         "data":[{"formulaType":"noRate","fundingRate":"0.0001875391284828",
+                  "fundingTime":"1700726400000","impactValue":"",
+                  "instId":"BTC-USD-SWAP","instType":"SWAP","interestRate":"",
+                  "maxFundingRate":"0.00375","method":"current_period",
+                  "minFundingRate":"-0.00375","nextFundingRate":"",
+                  "nextFundingTime":"1700755200000","premium":"0.0001233824646391",
+                  "settFundingRate":"0.0001699799259033","settState":"settled",
+                  "ts":"1700724675402"}]}
+
+    gives ``[FundingNotice("BTCUSD", Decimal("0.0001875391284828"),
+    1700726400000, "okx")]`` with ``swaps={"BTC-USD-SWAP": "BTCUSD"}``.
+    ``nextFundingRate`` is only a forecast of the interval after: not used.
+    Other channels, events and unmapped instruments give nothing; raises
+    ``FrameError`` for a bad rate or time.
+    """
+    if frame in ("pong", b"pong", "ping", b"ping"):
+        return []
+    message = load_json(frame)
+    if not isinstance(message, dict) or "event" in message:
+        return []
+    arg = message.get("arg")
+    if not isinstance(arg, dict) or arg.get("channel") != "funding-rate":
+        return []
+    data = field(message, "data")
+    if not isinstance(data, list):
+        raise FrameError(RejectReason.BAD_SHAPE, "data is not a list")
+    notices = []
+    for item in data:
+        entry = as_object(item, "data entry")
+        inst_id = entry.get("instId", arg.get("instId"))
+        symbol = swaps.get(inst_id) if isinstance(inst_id, str) else None
+        if symbol is None:
+            continue
+        notices.append(
+            FundingNotice(
+                symbol,
+                rate(field(entry, "fundingRate"), "fundingRate"),
+                epoch_ms(field(entry, "fundingTime"), "fundingTime"),
+                source,
+            )
+        )
+    return notices
