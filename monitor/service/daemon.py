@@ -517,9 +517,16 @@ class Daemon(Service):
                 self.leases.owns,
             )
         client_id, positions = settings.mqtt.client_id, self.intake.position_topics
+        prefix = settings.mqtt.topic_prefix
         sessions = [
             # Position topics left in the price session by older versions go.
-            Session(client_id, self.intake.price_topics, self.intake.on_message, tuple(positions)),
+            Session(
+                client_id,
+                self.intake.price_topics,
+                self.intake.on_message,
+                # So is the funding filter, when no symbol applies funding any more.
+                (*positions, *([] if settings.funding else [topics.funding_filter(prefix)])),
+            ),
             Session(f"{client_id}-positions", positions, self.intake.on_message),
         ]
         self.bus = Bus(

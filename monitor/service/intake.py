@@ -230,7 +230,9 @@ class Intake:
             await self.on_tick(tick)
             return
         funded = topics.funding_symbol(topic)
-        if funded is not None and self.funding is not None:
+        if funded is not None:
+            if self.funding is None:
+                return  # funding applied by no symbol (left in the session from before)
             if funded not in self.symbols:
                 raise Rejection("unknown_symbol", f"no contract is configured for symbol {funded}")
             announced = funding_from_payload(payload, funded, self.limits.max_payload_bytes)
