@@ -22,7 +22,7 @@ import orjson
 from feeds.decode import as_object, epoch_ms, field, load_json, price, text
 from feeds.errors import FrameError, RejectReason
 from feeds.funding import FundingNotice, rate
-from feeds.source import Emit, Reject
+from feeds.source import Emit, FundingSink, Reject
 from feeds.tick import PriceKind, PriceTick
 from feeds.ws import Decoder, Heartbeat, WebsocketFeed, WsOptions
 
@@ -172,9 +172,18 @@ class BinanceSource:
                 " use all_market = true"
             )
         self.name = name
+        mapped = dict(symbols)
         self.feed = WebsocketFeed(
-            name, url, _BinanceVenue(symbols, streams, name), options or WsOptions()
+            name,
+            url,
+            _BinanceVenue(symbols, streams, name),
+            options or WsOptions(),
+            funding=lambda: lambda frame: funding(frame, mapped, name),
         )
+
+    def on_funding(self, sink: FundingSink) -> None:
+        """Announce each frame's ``r`` at ``T`` (see :func:`funding`) to ``sink``."""
+        self.feed.funding_sink = sink
 
     async def run(self, emit: Emit, reject: Reject) -> None:
         """Stream until cancelled (safe at any point); raises ``FeedFatalError`` only

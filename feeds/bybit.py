@@ -26,7 +26,7 @@ import orjson
 from feeds.decode import as_object, epoch_ms, field, load_json, price, text
 from feeds.errors import FrameError, RejectReason
 from feeds.funding import FundingNotice, rate
-from feeds.source import Emit, Reject
+from feeds.source import Emit, FundingSink, Reject
 from feeds.tick import PriceKind, PriceTick
 from feeds.ws import Decoder, Heartbeat, WebsocketFeed, WsOptions
 
@@ -192,12 +192,19 @@ class BybitSource:
         if heartbeat_s <= 0:
             raise ValueError("bybit: heartbeat_s must be positive")
         self.name = name
+        mapped = dict(symbols)
         self.feed = WebsocketFeed(
             name,
             url or DEFAULT_URLS[category],
             _BybitVenue(symbols, name, heartbeat_s),
             options or WsOptions(),
+            funding=lambda: BybitFunding(mapped, name),
         )
+
+    def on_funding(self, sink: FundingSink) -> None:
+        """Announce the tickers' ``fundingRate`` at ``nextFundingTime`` (see
+        :class:`BybitFunding`) to ``sink``."""
+        self.feed.funding_sink = sink
 
     async def run(self, emit: Emit, reject: Reject) -> None:
         """Stream until cancelled (safe at any point); raises ``FeedFatalError`` only

@@ -484,6 +484,7 @@ class Daemon(Service):
         held_back = HeldBack(window_s=2 * lease_ttl_s)
         self.tick_workers = TickWorkers(self.engine, self.metrics, self.leases.owns, held_back)
         self.funding = FundingDesk(self.engine, settings.funding, owns=self.leases.owns)
+        self.funding.wire(self.sources)
         self.intake = Intake(
             self.store,
             self.outbox,

@@ -20,16 +20,20 @@ queued again has the id it had.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 import structlog
 
+from feeds.funding import FundingNotice
+from feeds.source import FundingSource
+from monitor.core.errors import Rejection
 from monitor.core.evaluation import Quote
 from monitor.core.funding import (
     FundingRate,
     FundingRule,
     FundingSchedule,
     apply_funding,
+    funding_rate,
 )
 from monitor.core.position import PositionRecord
 from monitor.core.status import Status
@@ -62,8 +66,28 @@ class FundingDesk:
         self.rules = dict(rules or {})
         self.owns = owns
         self.schedule = FundingSchedule()
+        self.waiting: set[tuple[str, int]] = set()
+        """Funding times waiting for their symbol's first mark (logged once each)."""
         self.applied = asyncio.Event()
         """Set after each funding time applied (tests and tools wait on it)."""
+
+    def wire(self, sources: Iterable[object]) -> None:
+        """Take the funding announcements of the venue feeds among ``sources`` (when some
+        symbol applies funding; otherwise they are not even parsed)."""
+        if not self.enabled:
+            return
+        for source in sources:
+            if isinstance(source, FundingSource):
+                source.on_funding(self.announce_notice)
+
+    def announce_notice(self, notice: FundingNotice) -> None:
+        """:meth:`announce` a feed's announcement; one out of bounds is logged and dropped."""
+        try:
+            funding = funding_rate(notice.symbol, str(notice.rate), notice.funding_ts_ms)
+        except Rejection as rejection:
+            log.warning("funding_rejected", source=notice.source, detail=rejection.detail)
+            return
+        self.announce(funding)
 
     def announce(self, funding: FundingRate) -> bool:
         """Hold ``funding`` until its time; False when it is ignored (the symbol does not
@@ -86,7 +110,11 @@ class FundingDesk:
             if not self.owns(funding.symbol):
                 continue
             try:
-                outcomes.append(await self.engine.retry(self.apply, funding))
+                outcome = await self.engine.retry(self.apply, funding)
+                if outcome is None:  # no mark yet: the next poll tries again
+                    self.schedule.retry(funding)
+                else:
+                    outcomes.append(outcome)
             except Exception:
                 # A bug, not Redis (retry waits for Redis): logged, and the funding time
                 # is handed over again at the next poll.
@@ -94,19 +122,26 @@ class FundingDesk:
                 self.schedule.retry(funding)
         return outcomes
 
-    async def apply(self, funding: FundingRate) -> Outcome:
+    async def apply(self, funding: FundingRate) -> Outcome | None:
         """Apply one funding time to every open position of its symbol, once each.
 
-        Payments are priced at the symbol's stored mark; with none stored yet
-        there is nothing to price them at, and the funding time is skipped (logged).
+        Payments are priced at the symbol's stored mark; with open positions and
+        no mark stored yet there is nothing to price them at: None (nothing written;
+        :meth:`apply_due` tries again at its next poll).
         """
         store, symbol = self.engine.store, funding.symbol
         outcome = Outcome()
+        found = [pair for pair in await store.raw_records(symbol) if pair[0].status in _OPEN]
+        if not found:
+            self.applied.set()
+            return outcome
         quote = await store.quote(symbol)
         if quote is None:
-            log.warning("funding_without_mark", symbol=symbol, ts=funding.funding_ts_ms)
-            return outcome
-        found = [pair for pair in await store.raw_records(symbol) if pair[0].status in _OPEN]
+            if (symbol, funding.funding_ts_ms) not in self.waiting:
+                self.waiting.add((symbol, funding.funding_ts_ms))
+                log.warning("funding_without_mark", symbol=symbol, ts=funding.funding_ts_ms)
+            return None
+        self.waiting.discard((symbol, funding.funding_ts_ms))
         paid = await store.funded(symbol, [record.id for record, _ in found])
         pending = [
             pair for pair, last in zip(found, paid, strict=True) if last < funding.funding_ts_ms

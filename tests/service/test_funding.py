@@ -6,9 +6,11 @@ the events sees, and what Redis holds, is asserted.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from harness import (
     Collector,
     half_btc_long,
@@ -22,7 +24,10 @@ from harness import (
     stored_positions,
     until,
 )
+from websockets.asyncio.server import ServerConnection, serve
 
+from feeds.binance import BinanceSource
+from feeds.ws import WsOptions
 from monitor.config.settings import Settings
 from monitor.core.funding import FundingRate
 from monitor.service.daemon import Daemon
@@ -132,6 +137,7 @@ async def test_a_funding_time_applied_twice_pays_once(
             await opened(daemon, client, prefix, [half_btc_long("p-1")], "60000")
             first = await daemon.funding.apply(funding)
             again = await daemon.funding.apply(funding)
+            assert first is not None and again is not None
             assert (first.applied, again.applied, again.ignored) == (1, 0, 1)
             await events.wait_for(1)
         # Not ready until a fresh mark comes (stale with an open position): no need here.
@@ -169,3 +175,81 @@ async def test_without_apply_funding_funding_is_ignored(
                 assert not daemon.funding.schedule.pending("BTCUSD")
                 assert await margin_of(daemon, "i-1", "BTCUSD") == Decimal("0.02")
                 assert await daemon.redis.xlen(daemon.store.keys.dead_letter) == 0
+
+
+async def test_funding_from_a_binance_feed_is_applied(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """A Binance source's markPrice frame brings the mark and announces ``r`` at ``T`` (past):
+    the long pays 0.01 % of 0.5 × 60,000, and the subscriber sees funding_applied."""
+    frame = orjson.dumps(
+        {
+            "stream": "btcusdt@markPrice@1s",
+            "data": {
+                "e": "markPriceUpdate",
+                "E": FUNDING_TS - 1000,
+                "s": "BTCUSDT",
+                "p": "60000.00",
+                "i": "60001.00",
+                "P": "60000.00",
+                "r": "0.00010000",
+                "T": FUNDING_TS,
+            },
+        }
+    ).decode()
+    position_stored = asyncio.Event()
+
+    async def venue(ws: ServerConnection) -> None:
+        await ws.recv()
+        await position_stored.wait()
+        await ws.send(frame)
+        await ws.wait_closed()
+
+    settings = funded_settings(redis_url, mqtt_url, prefix, "BTCUSDT")
+    async with serve(venue, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        source = BinanceSource(
+            {"BTCUSDT": "BTCUSDT"},
+            url=f"ws://127.0.0.1:{port}/",
+            options=WsOptions(ping_interval_s=None, proxy=False),
+        )
+        async with (
+            serving(Daemon(settings, sources=[source]), ready=False) as daemon,
+            Collector(mqtt_url, prefix) as events,
+            mqtt_client(mqtt_url) as client,
+        ):
+            await until(daemon.bus.connected.is_set)
+            await publish(client, f"{prefix}/positions", [half_btc_long("p-1")])
+            await stored_positions(daemon, "BTCUSDT", 1)
+            position_stored.set()
+            [funded] = await events.wait_for(1)
+            assert await margin_of(daemon, "p-1") == Decimal(2997)
+
+    assert (funded["type"], funded["amount"], funded["mark_price"]) == (
+        "funding_applied",
+        "-3",
+        "60000",
+    )
+
+
+async def test_a_funding_time_waits_for_the_symbols_first_mark(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """Due before any mark of its symbol, with a position open: nothing is paid until the
+    first mark, then the payment is made at it."""
+    settings = funded_settings(redis_url, mqtt_url, prefix, "BTCUSDT")
+    async with (
+        serving(Daemon(settings), ready=False) as daemon,
+        Collector(mqtt_url, prefix) as events,
+        mqtt_client(mqtt_url) as client,
+    ):
+        await until(daemon.bus.connected.is_set)
+        await publish(client, f"{prefix}/positions", [half_btc_long("p-1")])
+        await stored_positions(daemon, "BTCUSDT", 1)
+        await publish(client, f"{prefix}/funding/BTCUSDT", {"rate": "0.0001", "ts": FUNDING_TS})
+        await until(lambda: ("BTCUSDT", FUNDING_TS) in daemon.funding.waiting)
+        assert await events.quiet(0.3) == []
+        await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "60000", "ts": 2})
+        [funded] = await events.wait_for(1)
+
+    assert (funded["type"], funded["amount"]) == ("funding_applied", "-3")
