@@ -483,7 +483,12 @@ class Daemon(Service):
         # Marks of symbols another monitor holds, kept for two lease lifetimes.
         held_back = HeldBack(window_s=2 * lease_ttl_s)
         self.tick_workers = TickWorkers(self.engine, self.metrics, self.leases.owns, held_back)
-        self.funding = FundingDesk(self.engine, settings.funding, owns=self.leases.owns)
+        self.funding = FundingDesk(
+            self.engine,
+            settings.funding,
+            owns=self.leases.owns,
+            on_outcome=lambda outcome: record_events(self.metrics, outcome),
+        )
         self.funding.wire(self.sources)
         self.intake = Intake(
             self.store,

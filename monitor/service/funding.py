@@ -57,14 +57,17 @@ class FundingDesk:
         enabled: Collection[str],
         rules: Mapping[str, FundingRule] | None = None,
         owns: Callable[[str], bool] = lambda symbol: True,
+        on_outcome: Callable[[Outcome], None] = lambda outcome: None,
     ) -> None:
         """``enabled``: the symbols with ``apply_funding``; ``rules``: each one's venue rule
         (left out: through the margin); ``owns``: whether this monitor holds a symbol's lease
-        (another monitor applies the rest; both applying one would still pay once)."""
+        (another monitor applies the rest; both applying one would still pay once);
+        ``on_outcome``: told what each funding time did (metrics, event log lines)."""
         self.engine = engine
         self.enabled = frozenset(enabled)
         self.rules = dict(rules or {})
         self.owns = owns
+        self.on_outcome = on_outcome
         self.schedule = FundingSchedule()
         self.waiting: set[tuple[str, int]] = set()
         """Funding times waiting for their symbol's first mark (logged once each)."""
@@ -114,6 +117,7 @@ class FundingDesk:
                 if outcome is None:  # no mark yet: the next poll tries again
                     self.schedule.retry(funding)
                 else:
+                    self.on_outcome(outcome)
                     outcomes.append(outcome)
             except Exception:
                 # A bug, not Redis (retry waits for Redis): logged, and the funding time

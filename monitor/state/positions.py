@@ -500,7 +500,7 @@ class PositionStore:
         while pending:
             calls = [
                 (
-                    [self.keys.positions(s), self.keys.tombstones(s)],
+                    [self.keys.positions(s), self.keys.tombstones(s), self.keys.funding(s)],
                     (retention_s * 1000, EXPIRE_SLICE),
                 )
                 for s in pending

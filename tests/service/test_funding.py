@@ -7,6 +7,7 @@ the events sees, and what Redis holds, is asserted.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -28,9 +29,10 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from feeds.binance import BinanceSource
 from feeds.ws import WsOptions
-from monitor.config.settings import Settings
+from monitor.config.settings import Limits, Settings
 from monitor.core.funding import FundingRate
 from monitor.service.daemon import Daemon
+from monitor.state.keys import Keys
 
 FUNDING_TS = 1_732_406_400_000
 """A funding time in the past: due as soon as it is announced."""
@@ -75,11 +77,16 @@ async def test_a_payment_that_pushes_a_position_under_maintenance_liquidates_it(
         await publish(client, f"{prefix}/funding/BTCUSDT", {"rate": "0.002", "ts": FUNDING_TS})
         received = await events.wait_for(2)
         assert await margin_of(daemon, "p-1") == Decimal("2945.7")
+        counted = [
+            daemon.metrics.registry.get_sample_value("liqmon_events_total", {"type": kind})
+            for kind in ("funding_applied", "liquidation")
+        ]
 
     assert [(e["event_id"], e["type"]) for e in received] == [
         ("p-1:1:1", "funding_applied"),
         ("p-1:1:2", "liquidation"),
     ]
+    assert counted == [1, 1]
     funded = received[0]
     assert (funded["amount"], funded["margin"], funded["funding_time"]) == (
         "-54.3",
@@ -253,3 +260,31 @@ async def test_a_funding_time_waits_for_the_symbols_first_mark(
         [funded] = await events.wait_for(1)
 
     assert (funded["type"], funded["amount"]) == ("funding_applied", "-3")
+
+
+async def test_a_position_liquidated_by_funding_is_forgotten_with_its_funding_mark(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """After the tombstone retention, the liquidated record and its last funding time both
+    leave Redis; the healthy position's stay."""
+    limits = replace(Limits(), tombstone_retention_s=1)
+    settings = funded_settings(redis_url, mqtt_url, prefix, "BTCUSDT")
+    settings = replace(settings, limits=limits)
+    healthy = position_object("p-2", qty="0.5", margin="20000")
+    funded_key = Keys(prefix).funding("BTCUSDT")
+    async with (
+        running(settings) as daemon,
+        Collector(mqtt_url, prefix) as events,
+        mqtt_client(mqtt_url) as client,
+    ):
+        await opened(daemon, client, prefix, [half_btc_long("p-1"), healthy], "54300")
+        await publish(client, f"{prefix}/funding/BTCUSDT", {"rate": "0.002", "ts": FUNDING_TS})
+        await events.wait_for(3)
+        assert sorted(await daemon.redis.hkeys(funded_key)) == [b"p-1", b"p-2"]
+
+        async def forgotten() -> bool:
+            return not await daemon.redis.hexists(funded_key, "p-1")
+
+        await until(forgotten, timeout_s=10)
+        assert await daemon.redis.hkeys(funded_key) == [b"p-2"]
+        assert await daemon.redis.hkeys(daemon.store.keys.positions("BTCUSDT")) == [b"p-2"]
