@@ -38,7 +38,7 @@ from monitor.core.funding import (
 from monitor.core.position import PositionRecord
 from monitor.core.status import Status
 from monitor.service.engine import COMMIT_SLICE, DECIDE_SLICE, MAX_ATTEMPTS, Engine, Outcome
-from monitor.state.positions import DecidedAt, FundingWrite
+from monitor.state.positions import UNCHECKED, DecidedAt, FundingWrite
 
 log = structlog.get_logger("liqmon.funding")
 
@@ -151,13 +151,16 @@ class FundingDesk:
             pair for pair, last in zip(found, paid, strict=True) if last < funding.funding_ts_ms
         ]
         outcome.ignored = len(found) - len(pending)
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(1, MAX_ATTEMPTS + 1):
             if not pending:
                 break
             batches = await self._decide(funding, pending, quote)
-            results = await store.funding_many(
-                symbol, funding.funding_ts_ms, batches, DecidedAt.quote(quote)
-            )
+            # Decided at the stored mark, committed only while it is still the stored one,
+            # as position versions are; but a symbol ticking through every attempt is paid
+            # anyway at the last one: a trigger the tick in between crossed stays crossed
+            # in the index, and the next tick takes it (candidates.lua takes every one).
+            checked = DecidedAt.quote(quote) if attempt < MAX_ATTEMPTS else UNCHECKED
+            results = await store.funding_many(symbol, funding.funding_ts_ms, batches, checked)
             again: list[str] = []
             for batch, result in zip(batches, results, strict=True):
                 if result is None:  # a tick moved the mark: decide the batch again
@@ -165,8 +168,9 @@ class FundingDesk:
                     continue
                 outcome.ignored += len(result.paid)
                 again += sorted(result.conflicts)
+                skipped = result.conflicts | result.paid
                 for write in batch:
-                    if write.record.id not in result.conflicts | result.paid:
+                    if write.record.id not in skipped:
                         outcome.applied += 1
                         outcome.events += [event for event, _ in write.events]
             if not again:
