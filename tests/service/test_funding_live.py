@@ -12,12 +12,14 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 from harness import (
     Collector,
     half_btc_long,
     mqtt_client,
     position_object,
     publish,
+    redis_url_of,
     running,
     serving,
     settings_for,
@@ -61,12 +63,15 @@ async def opened(
         await settled(daemon, symbol, 2)
 
 
+@pytest.mark.parametrize("cluster", [False, True])
 async def test_a_payment_that_pushes_a_position_under_maintenance_liquidates_it(
-    redis_url: str, mqtt_url: str, prefix: str
+    request: pytest.FixtureRequest, mqtt_url: str, prefix: str, cluster: bool
 ) -> None:
     """A healthy long (0.5 BTC, margin 3,000) at 54,300 pays 0.2 % funding (54.30): the
-    subscriber sees funding_applied with the amount, then the liquidation, at once."""
-    settings = funded_settings(redis_url, mqtt_url, prefix, "BTCUSDT")
+    subscriber sees funding_applied with the amount, then the liquidation, at once (on one
+    Redis, and on a Redis Cluster)."""
+    redis_url = redis_url_of(request, cluster)
+    settings = settings_for(redis_url, mqtt_url, prefix, cluster, funding=frozenset({"BTCUSDT"}))
     async with (
         running(settings) as daemon,
         Collector(mqtt_url, prefix) as events,
