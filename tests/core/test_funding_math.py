@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from monitor.core import topics
 from monitor.core.errors import Rejection
 from monitor.core.evaluation import Quote, evaluate, event_id, triggers_for
 from monitor.core.funding import (
@@ -339,3 +340,12 @@ def test_the_schedule_holds_a_bounded_number_of_funding_times_per_symbol() -> No
     assert not schedule.announce(FundingRate("BTCUSDT", Decimal(0), FUNDING_TS + MAX_ANNOUNCED))
     assert schedule.announce(FundingRate("BTCUSDT", Decimal(1), FUNDING_TS))
     assert len(schedule.pending("BTCUSDT")) == MAX_ANNOUNCED
+
+
+def test_the_funding_topic_names_its_symbol() -> None:
+    """``{prefix}/funding/{symbol}`` is built and read back; other topics are not funding."""
+    assert topics.funding("liqmon", "BTCUSDT") == "liqmon/funding/BTCUSDT"
+    assert topics.funding_filter("liqmon") == "liqmon/funding/+"
+    assert topics.funding_symbol("other/funding/ETHUSD") == "ETHUSD"
+    assert topics.funding_symbol("liqmon/prices/BTCUSDT/mark") is None
+    assert topics.funding_symbol("liqmon/funding/BTCUSDT/extra") is None
