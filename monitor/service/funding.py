@@ -45,6 +45,11 @@ log = structlog.get_logger("liqmon.funding")
 POLL_S = 1.0
 """How often due funding times are looked for (a payment lands within this of its time)."""
 
+UNOWNED_GRACE_S = 60.0
+"""How long a due funding time of a symbol another monitor holds is kept: if its holder
+died before applying it, this monitor applies it once it takes the symbol over (a
+position the holder paid already is skipped, so none pays twice)."""
+
 _OPEN = (Status.HEALTHY, Status.MARGIN_CALL)
 
 
@@ -109,8 +114,11 @@ class FundingDesk:
     async def apply_due(self) -> list[Outcome]:
         """Apply every funding time due now of the symbols this monitor holds."""
         outcomes = []
-        for funding in self.schedule.due(self.engine.clock_ms()):
+        now_ms = self.engine.clock_ms()
+        for funding in self.schedule.due(now_ms):
             if not self.owns(funding.symbol):
+                if now_ms - funding.funding_ts_ms < UNOWNED_GRACE_S * 1000:
+                    self.schedule.retry(funding)
                 continue
             try:
                 outcome = await self.engine.retry(self.apply, funding)

@@ -156,3 +156,25 @@ async def test_a_version_between_deciding_and_committing_pays_on_the_new_version
     assert await events_of(client, prefix) == [("p-1:2:1", "-3")]
     [record] = await store.all_records("BTCUSDT")
     assert (record.seq, record.margin) == (2, Decimal(3997))
+
+
+async def test_a_funding_time_due_before_a_take_over_is_applied_by_the_new_holder(
+    client: aioredis.Redis, redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """Due while another monitor holds the symbol, the funding time is kept; once this monitor
+    holds it (the other died without paying), it pays, once."""
+    store = PositionStore(Transport.of(client), Keys(prefix), Limits())
+    funding = desk(store, redis_url, mqtt_url, prefix)
+    held = False
+    funding.owns = lambda symbol: held
+    await funding.engine.on_mark(PriceTick("BTCUSDT", PriceKind.MARK, Decimal(60000), 1, "t"))
+    await funding.engine.apply_updates([long(1)])
+    assert funding.announce(FUNDING)
+
+    before = await funding.apply_due()
+    held = True
+    after = await funding.apply_due()
+    later = await funding.apply_due()
+
+    assert (before, [o.applied for o in after], later) == ([], [1], [])
+    assert await events_of(client, prefix) == [("p-1:1:1", "-3")]
