@@ -54,6 +54,9 @@ MARK_ARGS = 4
 EXPIRE_SLICE = 1000
 """Tombstones one expire.lua call forgets at most (it holds Redis while it runs)."""
 
+FUNDED_SLICE = 1000
+"""Positions whose last funding time one HMGET reads (see :meth:`PositionStore.funded`)."""
+
 
 def score_at_or_above(price: Decimal) -> str:
     """A double no smaller than ``price`` (for triggers that fire at mark ≤ trigger)."""
@@ -559,10 +562,12 @@ class PositionStore:
 
     async def funded(self, symbol: str, ids: Sequence[str]) -> list[int]:
         """The last funding time (epoch ms, 0: none) each of ``ids`` paid."""
-        if not ids:
-            return []
-        stored = await self.client.hmget(self.keys.funding(symbol), list(ids))
-        return [int(value) if value is not None else 0 for value in stored]
+        key = self.keys.funding(symbol)
+        # In slices, pipelined: one HMGET of a whole book would hold Redis while it runs.
+        step = FUNDED_SLICE
+        slices = [list(ids[start : start + step]) for start in range(0, len(ids), step)]
+        replies = await pipelined(self.client, slices, lambda pipe, part: pipe.hmget(key, part))
+        return [int(value) if value is not None else 0 for reply in replies for value in reply]
 
     async def raw_records(
         self, symbol: str, count: int = 1000
