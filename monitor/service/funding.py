@@ -4,12 +4,13 @@ Only for symbols with ``apply_funding = true``; everything else ignores funding.
 Announcements (a rate and its funding time, from the MQTT topic
 ``{prefix}/funding/{symbol}`` or a venue feed) wait in a
 :class:`~monitor.core.funding.FundingSchedule` until their time; then
-:meth:`FundingDesk.apply` reads the symbol's records and mark, decides each
-payment with :func:`~monitor.core.funding.apply_funding`, and commits them with
-``lua/funding.lua`` in batches of :data:`~monitor.service.engine.COMMIT_SLICE`,
-all of a symbol's batches in one round trip: record, triggers, the position's
-last funding time and the events in one script per batch. The cost is
-O(positions of the symbol) per funding time, off the tick path.
+:meth:`FundingDesk.apply` reads the symbol's records (HSCAN), their last funding
+times (pipelined HMGETs) and its mark, then decides each payment with
+:func:`~monitor.core.funding.apply_funding` and commits it with
+``lua/funding.lua``, batch after batch of :data:`~monitor.service.engine.COMMIT_SLICE`
+positions: record, triggers, the position's last funding time and the events
+in one script per batch. The cost is O(positions of the symbol) per funding
+time, off the tick path.
 
 A funding time applied twice (a retry after Redis failed, a restart, two
 monitors) pays once: the script skips a position whose last funding time is
@@ -159,40 +160,9 @@ class FundingDesk:
             pair for pair, last in zip(found, paid, strict=True) if last < funding.funding_ts_ms
         ]
         outcome.ignored = len(found) - len(pending)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            if not pending:
-                break
-            batches = await self._decide(funding, pending, quote)
-            # Decided at the stored mark, committed only while it is still the stored one,
-            # as position versions are; but a symbol ticking through every attempt is paid
-            # anyway at the last one: a trigger the tick in between crossed stays crossed
-            # in the index, and the next tick takes it (candidates.lua takes every one).
-            checked = DecidedAt.quote(quote) if attempt < MAX_ATTEMPTS else UNCHECKED
-            results = await store.funding_many(symbol, funding.funding_ts_ms, batches, checked)
-            again: list[str] = []
-            for batch, result in zip(batches, results, strict=True):
-                if result is None:  # a tick moved the mark: decide the batch again
-                    again += [write.record.id for write in batch]
-                    continue
-                outcome.ignored += len(result.paid)
-                again += sorted(result.conflicts)
-                skipped = result.conflicts | result.paid
-                for write in batch:
-                    if write.record.id not in skipped:
-                        outcome.applied += 1
-                        outcome.events += [event for event, _ in write.events]
-            if not again:
-                pending = []
-                break
-            quote = await store.quote(symbol) or quote
-            pending = [
-                pair
-                for pair in await store.records(symbol, again)
-                if pair is not None and pair[0].status in _OPEN
-            ]
-        if pending:
-            outcome.failed = len(pending)
-            log.error("funding_gave_up", symbol=symbol, count=len(pending))
+        for start in range(0, len(pending), COMMIT_SLICE):
+            part = pending[start : start + COMMIT_SLICE]
+            quote = await self._apply_slice(funding, part, quote, outcome)
         log.info(
             "funding_applied",
             symbol=symbol,
@@ -205,40 +175,75 @@ class FundingDesk:
         self.applied.set()
         return outcome
 
+    async def _apply_slice(
+        self,
+        funding: FundingRate,
+        records: Sequence[tuple[PositionRecord, bytes]],
+        quote: Quote,
+        outcome: Outcome,
+    ) -> Quote:
+        """Decide and commit one slice's payments (one script), again for the ids that
+        changed meanwhile; the latest quote read. A slice at a time, so a tick has only one
+        slice's decision time to land in between."""
+        store, symbol = self.engine.store, funding.symbol
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            batch = await self._decide(funding, records, quote)
+            # Decided at the stored mark, committed only while it is still the stored one,
+            # as position versions are; but a symbol ticking through every attempt is paid
+            # anyway at the last one: a trigger the tick in between crossed stays crossed
+            # in the index, and the next tick takes it (candidates.lua takes every one).
+            checked = DecidedAt.quote(quote) if attempt < MAX_ATTEMPTS else UNCHECKED
+            [result] = await store.funding_many(symbol, funding.funding_ts_ms, [batch], checked)
+            if result is None:  # a tick moved the mark: decide the slice again at it
+                quote = await store.quote(symbol) or quote
+                continue
+            outcome.ignored += len(result.paid)
+            skipped = result.conflicts | result.paid
+            for write in batch:
+                if write.record.id not in skipped:
+                    outcome.applied += 1
+                    outcome.events += [event for event, _ in write.events]
+            if not result.conflicts:
+                return quote
+            found = await store.records(symbol, sorted(result.conflicts))
+            records = [pair for pair in found if pair is not None and pair[0].status in _OPEN]
+            if not records:
+                return quote
+        outcome.failed += len(records)
+        log.error("funding_gave_up", symbol=symbol, count=len(records))
+        return quote
+
     async def _decide(
         self,
         funding: FundingRate,
         records: Sequence[tuple[PositionRecord, bytes]],
         quote: Quote,
-    ) -> list[list[FundingWrite]]:
-        """The payments of ``records`` in batches of :data:`COMMIT_SLICE`, giving the loop
-        back every :data:`DECIDE_SLICE` positions (ticks go on meanwhile)."""
+    ) -> list[FundingWrite]:
+        """The payments of ``records`` at ``quote``, giving the loop back every
+        :data:`DECIDE_SLICE` positions (ticks go on meanwhile)."""
         engine, symbol = self.engine, funding.symbol
         contract = engine.contracts[symbol]
         rule = self.rules.get(symbol, FundingRule.MARGIN)
         judge = engine.guards.may_decide(symbol, engine.clock_s())
         allow = engine.guards.may_liquidate(symbol, engine.clock_s())
         now = engine.clock_ms()
-        batches: list[list[FundingWrite]] = []
-        for start in range(0, len(records), COMMIT_SLICE):
-            batch: list[FundingWrite] = []
-            for first in range(start, min(start + COMMIT_SLICE, len(records)), DECIDE_SLICE):
-                for record, raw in records[first : first + DECIDE_SLICE]:
-                    decision = apply_funding(
-                        contract,
-                        record,
-                        funding,
-                        quote,
-                        engine.risk,
-                        now,
-                        rule=rule,
-                        judge=judge,
-                        allow_liquidation=allow,
-                        generation=engine.generation,
-                    )
-                    if decision is not None:
-                        events = [(event, engine.topic(event)) for event in decision.events]
-                        batch.append(FundingWrite(decision.record, raw, decision.triggers, events))
-                await asyncio.sleep(0)
-            batches.append(batch)
-        return batches
+        batch: list[FundingWrite] = []
+        for first in range(0, len(records), DECIDE_SLICE):
+            for record, raw in records[first : first + DECIDE_SLICE]:
+                decision = apply_funding(
+                    contract,
+                    record,
+                    funding,
+                    quote,
+                    engine.risk,
+                    now,
+                    rule=rule,
+                    judge=judge,
+                    allow_liquidation=allow,
+                    generation=engine.generation,
+                )
+                if decision is not None:
+                    events = [(event, engine.topic(event)) for event in decision.events]
+                    batch.append(FundingWrite(decision.record, raw, decision.triggers, events))
+            await asyncio.sleep(0)
+        return batch
