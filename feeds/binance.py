@@ -21,7 +21,8 @@ import orjson
 
 from feeds.decode import as_object, epoch_ms, field, load_json, price, text
 from feeds.errors import FrameError, RejectReason
-from feeds.source import Emit, Reject
+from feeds.funding import FundingNotice, rate
+from feeds.source import Emit, FundingSink, Reject
 from feeds.tick import PriceKind, PriceTick
 from feeds.ws import Decoder, Heartbeat, WebsocketFeed, WsOptions
 
@@ -171,11 +172,55 @@ class BinanceSource:
                 " use all_market = true"
             )
         self.name = name
+        mapped = dict(symbols)
         self.feed = WebsocketFeed(
-            name, url, _BinanceVenue(symbols, streams, name), options or WsOptions()
+            name,
+            url,
+            _BinanceVenue(symbols, streams, name),
+            options or WsOptions(),
+            funding=lambda: lambda frame: funding(frame, mapped, name),
         )
+
+    def on_funding(self, sink: FundingSink) -> None:
+        """Announce each frame's ``r`` at ``T`` (see :func:`funding`) to ``sink``."""
+        self.feed.funding_sink = sink
 
     async def run(self, emit: Emit, reject: Reject) -> None:
         """Stream until cancelled (safe at any point); raises ``FeedFatalError`` only
         when the venue refuses the connection for good."""
         await self.feed.run(emit, reject)
+
+
+def funding(
+    frame: str | bytes, symbols: Mapping[str, str], source: str = "binance"
+) -> list[FundingNotice]:
+    """The funding announcements in one mark-price frame: rate ``r`` at funding time ``T``.
+
+    The frame of :func:`parse`'s example::
+
+        {"stream":"btcusdt@markPrice@1s","data":{"e":"markPriceUpdate",
+         "E":1562305380000,"s":"BTCUSDT","p":"11794.15000000",
+         "i":"11784.62659091","P":"11784.25641265","r":"0.00038167",
+         "T":1562306400000}}
+
+    gives ``[FundingNotice("BTCUSDT", Decimal("0.00038167"), 1562306400000,
+    "binance")]``. A symbol without funding (a delivery contract: ``"r":""``,
+    ``"T":0``), another event, an unmapped symbol and subscription answers give
+    nothing; ``!markPrice@arr`` gives one per mapped entry. Raises ``FrameError``
+    for a bad rate or time.
+    """
+    message = load_json(frame)
+    if isinstance(message, dict) and "data" in message and "stream" in message:
+        message = message["data"]
+    entries = message if isinstance(message, list) else [message]
+    notices = []
+    for item in entries:
+        if not isinstance(item, dict) or item.get("e") != "markPriceUpdate":
+            continue
+        symbol = symbols.get(text(item, "s"))
+        if symbol is None or item.get("r") in (None, "") or item.get("T") in (None, 0):
+            continue
+        notices.append(
+            FundingNotice(symbol, rate(item["r"], "r"), epoch_ms(item["T"], "T"), source)
+        )
+    return notices

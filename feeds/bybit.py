@@ -25,7 +25,8 @@ import orjson
 
 from feeds.decode import as_object, epoch_ms, field, load_json, price, text
 from feeds.errors import FrameError, RejectReason
-from feeds.source import Emit, Reject
+from feeds.funding import FundingNotice, rate
+from feeds.source import Emit, FundingSink, Reject
 from feeds.tick import PriceKind, PriceTick
 from feeds.ws import Decoder, Heartbeat, WebsocketFeed, WsOptions
 
@@ -191,14 +192,71 @@ class BybitSource:
         if heartbeat_s <= 0:
             raise ValueError("bybit: heartbeat_s must be positive")
         self.name = name
+        mapped = dict(symbols)
         self.feed = WebsocketFeed(
             name,
             url or DEFAULT_URLS[category],
             _BybitVenue(symbols, name, heartbeat_s),
             options or WsOptions(),
+            funding=lambda: BybitFunding(mapped, name),
         )
+
+    def on_funding(self, sink: FundingSink) -> None:
+        """Announce the tickers' ``fundingRate`` at ``nextFundingTime`` (see
+        :class:`BybitFunding`) to ``sink``."""
+        self.feed.funding_sink = sink
 
     async def run(self, emit: Emit, reject: Reject) -> None:
         """Stream until cancelled (safe at any point); raises ``FeedFatalError`` only
         when the venue refuses the connection for good."""
         await self.feed.run(emit, reject)
+
+
+class BybitFunding:
+    """Funding announcements from Bybit tickers: ``fundingRate`` at ``nextFundingTime``.
+
+    Like :class:`BybitParser`, it merges deltas into per-symbol state (a delta
+    carries a field only when it changed), and is pure apart from that state.
+    The snapshot of :class:`BybitParser`'s example::
+
+        {"topic":"tickers.BTCUSDT","type":"snapshot","data":{"symbol":"BTCUSDT",
+         "tickDirection":"PlusTick","lastPrice":"17216.00","markPrice":"17217.33",
+         "indexPrice":"17227.36","fundingRate":"-0.000212",
+         "nextFundingTime":"1673280000000"},"cs":24987956059,"ts":1673272861686}
+
+    gives ``[FundingNotice("BTCUSDT", Decimal("-0.000212"), 1673280000000,
+    "bybit")]``; a delta that changes neither field (its ``indexPrice`` delta)
+    gives nothing, one that changes ``fundingRate`` alone gives the new rate at
+    the funding time already known. Other frames give nothing; raises
+    ``FrameError`` for a bad rate or time.
+    """
+
+    def __init__(self, symbols: Mapping[str, str], source: str = "bybit") -> None:
+        self._symbols = dict(symbols)
+        self._source = source
+        self._state: dict[str, tuple[Decimal | None, int | None]] = {}
+
+    def __call__(self, frame: str | bytes) -> list[FundingNotice]:
+        """The announcement in one frame, if it changed the rate or the funding time."""
+        message = load_json(frame)
+        if not isinstance(message, dict) or not str(message.get("topic", "")).startswith(
+            "tickers."
+        ):
+            return []
+        data = as_object(field(message, "data"), "data")
+        venue_symbol = data.get("symbol", str(message["topic"]).removeprefix("tickers."))
+        if not isinstance(venue_symbol, str) or venue_symbol not in self._symbols:
+            return []
+        symbol = self._symbols[venue_symbol]
+        old = (None, None) if message.get("type") == "snapshot" else self._state.get(venue_symbol)
+        old_rate, old_ts = old if old is not None else (None, None)
+        given_rate = data.get("fundingRate")
+        given_ts = data.get("nextFundingTime")
+        new_rate = rate(given_rate, "fundingRate") if given_rate not in (None, "") else old_rate
+        new_ts = (
+            epoch_ms(given_ts, "nextFundingTime") if given_ts not in (None, "", "0") else old_ts
+        )
+        self._state[venue_symbol] = (new_rate, new_ts)
+        if new_rate is None or new_ts is None or (new_rate, new_ts) == (old_rate, old_ts):
+            return []
+        return [FundingNotice(symbol, new_rate, new_ts, self._source)]

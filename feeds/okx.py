@@ -11,6 +11,10 @@ OKX closes a connection that carried nothing for 30 s; the documented
 keep-alive is the text frame ``ping`` (answered with ``pong``) sent when
 nothing arrived for N < 30 s. This source sends it every ``heartbeat_s``
 (25 s by default).
+
+With funding asked for (:meth:`OkxSource.on_funding`), the perpetuals'
+``funding-rate`` channel is subscribed too (docs: v5 > Public Data >
+WebSocket > Funding rate channel) and parsed by :func:`funding`.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import orjson
 
 from feeds.decode import as_object, epoch_ms, field, load_json, price, text
 from feeds.errors import FrameError, RejectReason
-from feeds.source import Emit, Reject
+from feeds.funding import FundingNotice, rate
+from feeds.source import Emit, FundingSink, Reject
 from feeds.tick import PriceKind, PriceTick
-from feeds.ws import Decoder, Heartbeat, WebsocketFeed, WsOptions
+from feeds.ws import Decoder, FundingDecoder, Heartbeat, WebsocketFeed, WsOptions
 
 DEFAULT_URL = "wss://ws.okx.com:8443/ws/v5/public"
 MARK_CHANNEL = "mark-price"
 INDEX_CHANNEL = "index-tickers"
+FUNDING_CHANNEL = "funding-rate"
 ARGS_PER_MESSAGE = 50
 _QUIET_EVENTS = frozenset({"subscribe", "unsubscribe", "notice", "channel-conn-count"})
 _PRICE_FIELD = {MARK_CHANNEL: ("markPx", PriceKind.MARK), INDEX_CHANNEL: ("idxPx", PriceKind.INDEX)}
@@ -84,6 +90,8 @@ def parse(
         raise FrameError(RejectReason.UNKNOWN_EVENT, f"event={event!r}")
     arg = as_object(field(message, "arg"), "arg")
     channel = text(arg, "channel")
+    if channel == FUNDING_CHANNEL:
+        return []  # see funding()
     if channel not in _PRICE_FIELD:
         raise FrameError(RejectReason.UNKNOWN_EVENT, f"channel={channel!r}")
     key, kind = _PRICE_FIELD[channel]
@@ -132,11 +140,15 @@ def index_map(
     return result
 
 
-def subscribe_messages(marks: Sequence[str], indexes: Sequence[str]) -> list[str]:
-    """``{"op":"subscribe","args":[{"channel":…,"instId":…},…]}`` messages."""
+def subscribe_messages(
+    marks: Sequence[str], indexes: Sequence[str], swaps: Sequence[str] = ()
+) -> list[str]:
+    """``{"op":"subscribe","args":[{"channel":…,"instId":…},…]}`` messages (``swaps``:
+    the perpetuals whose ``funding-rate`` to subscribe)."""
     args = [{"channel": MARK_CHANNEL, "instId": inst_id} for inst_id in marks] + [
         {"channel": INDEX_CHANNEL, "instId": index} for index in indexes
     ]
+    args += [{"channel": FUNDING_CHANNEL, "instId": inst_id} for inst_id in swaps]
     return [
         orjson.dumps({"op": "subscribe", "args": args[start : start + ARGS_PER_MESSAGE]}).decode()
         for start in range(0, len(args), ARGS_PER_MESSAGE)
@@ -160,9 +172,19 @@ class _OkxVenue:
     def subscriptions(self) -> Sequence[str]:
         return self._messages
 
+    def subscribe_funding(self) -> None:
+        """Subscribe the ``funding-rate`` of the perpetuals (``-SWAP``) from the next
+        connection on."""
+        swaps = [inst_id for inst_id in self._marks if inst_id.endswith("-SWAP")]
+        self._messages = subscribe_messages(list(self._marks), list(self._indexes), swaps)
+
     def decoder(self) -> Decoder:
         marks, indexes, source = self._marks, self._indexes, self._source
         return lambda frame: parse(frame, marks, indexes, source)
+
+    def funding_decoder(self) -> FundingDecoder:
+        marks, source = self._marks, self._source
+        return lambda frame: funding(frame, marks, source)
 
 
 class OkxSource:
@@ -189,10 +211,72 @@ class OkxSource:
         if heartbeat_s <= 0:
             raise ValueError("okx: heartbeat_s must be positive")
         self.name = name
-        venue = _OkxVenue(symbols, index_map(symbols, index_symbols), name, heartbeat_s)
-        self.feed = WebsocketFeed(name, url, venue, options or WsOptions())
+        self._venue = _OkxVenue(symbols, index_map(symbols, index_symbols), name, heartbeat_s)
+        self.feed = WebsocketFeed(
+            name, url, self._venue, options or WsOptions(), funding=self._venue.funding_decoder
+        )
+
+    def on_funding(self, sink: FundingSink) -> None:
+        """Subscribe the perpetuals' ``funding-rate`` channel too, and announce its
+        ``fundingRate`` at ``fundingTime`` (see :func:`funding`) to ``sink``."""
+        self._venue.subscribe_funding()
+        self.feed.funding_sink = sink
 
     async def run(self, emit: Emit, reject: Reject) -> None:
         """Stream until cancelled (safe at any point); raises ``FeedFatalError`` only
         when the venue refuses the connection for good."""
         await self.feed.run(emit, reject)
+
+
+def funding(
+    frame: str | bytes, swaps: Mapping[str, str], source: str = "okx"
+) -> list[FundingNotice]:
+    """The announcements of one ``funding-rate`` push: ``fundingRate`` at ``fundingTime``.
+
+    ``swaps`` maps perpetual instruments to configured symbols (subscribe with
+    ``{"op":"subscribe","args":[{"channel":"funding-rate","instId":"BTC-USD-SWAP"}]}``).
+    A real push (OKX's docs, WebSocket > Public channel > Funding rate channel)::
+
+        {"arg":{"channel":"funding-rate","instId":"BTC-USD-SWAP"},
+         "data":[{"formulaType":"noRate","fundingRate":"0.0001875391284828",
+                  "fundingTime":"1700726400000","impactValue":"",
+                  "instId":"BTC-USD-SWAP","instType":"SWAP","interestRate":"",
+                  "maxFundingRate":"0.00375","method":"current_period",
+                  "minFundingRate":"-0.00375","nextFundingRate":"",
+                  "nextFundingTime":"1700755200000","premium":"0.0001233824646391",
+                  "settFundingRate":"0.0001699799259033","settState":"settled",
+                  "ts":"1700724675402"}]}
+
+    gives ``[FundingNotice("BTCUSD", Decimal("0.0001875391284828"),
+    1700726400000, "okx")]`` with ``swaps={"BTC-USD-SWAP": "BTCUSD"}``.
+    ``nextFundingRate`` is only a forecast of the interval after: not used.
+    Other channels, events and unmapped instruments give nothing; raises
+    ``FrameError`` for a bad rate or time.
+    """
+    if frame in ("pong", b"pong", "ping", b"ping"):
+        return []
+    message = load_json(frame)
+    if not isinstance(message, dict) or "event" in message:
+        return []
+    arg = message.get("arg")
+    if not isinstance(arg, dict) or arg.get("channel") != "funding-rate":
+        return []
+    data = field(message, "data")
+    if not isinstance(data, list):
+        raise FrameError(RejectReason.BAD_SHAPE, "data is not a list")
+    notices = []
+    for item in data:
+        entry = as_object(item, "data entry")
+        inst_id = entry.get("instId", arg.get("instId"))
+        symbol = swaps.get(inst_id) if isinstance(inst_id, str) else None
+        if symbol is None:
+            continue
+        notices.append(
+            FundingNotice(
+                symbol,
+                rate(field(entry, "fundingRate"), "fundingRate"),
+                epoch_ms(field(entry, "fundingTime"), "fundingTime"),
+                source,
+            )
+        )
+    return notices

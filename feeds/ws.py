@@ -51,13 +51,17 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from feeds.decode import as_bytes
 from feeds.errors import FeedFatalError, FrameError
-from feeds.source import Emit, Reject
+from feeds.funding import FundingNotice
+from feeds.source import Emit, FundingSink, Reject
 from feeds.tick import PriceTick
 
 log = structlog.get_logger(__name__)
 
 Decoder = Callable[[str | bytes], list[PriceTick]]
 """Turns one frame into ticks (possibly none); raises ``FrameError``."""
+
+FundingDecoder = Callable[[str | bytes], list[FundingNotice]]
+"""Turns one frame into funding announcements (possibly none); raises ``FrameError``."""
 
 RETRYABLE_HTTP_STATUSES = frozenset({408, 418, 429, 500, 502, 503, 504})
 """Handshake answers worth retrying: timeouts, rate limits, server errors."""
@@ -181,12 +185,23 @@ class WebsocketFeed:
     help. Errors raised by ``emit`` or ``reject`` propagate unchanged.
     """
 
-    def __init__(self, name: str, url: str, venue: Venue, options: WsOptions) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        venue: Venue,
+        options: WsOptions,
+        funding: Callable[[], FundingDecoder] | None = None,
+    ) -> None:
+        """``funding``: makes a fresh funding decoder per connection (None: the venue
+        announces no funding); used once :attr:`funding_sink` is set."""
         self.name = name
         self.url = url
         self.venue = venue
         self.options = options
         self.stats = FeedStats()
+        self.funding = funding
+        self.funding_sink: FundingSink | None = None
 
     async def run(self, emit: Emit, reject: Reject) -> None:
         """Connect, subscribe, stream; reconnect on any transient failure."""
@@ -231,6 +246,7 @@ class WebsocketFeed:
             for message in self.venue.subscriptions():
                 await ws.send(message)
             decode = self.venue.decoder()
+            funding = self.funding() if self.funding and self.funding_sink else None
             beat = self.venue.heartbeat
             idle_s = self.options.idle_timeout_s
             last_tick = now = time.monotonic()
@@ -252,11 +268,27 @@ class WebsocketFeed:
                 except TimeoutError:
                     continue
                 count = await self._deliver(frame, decode, emit, reject)
+                if funding is not None:
+                    self._announce(frame, funding)
                 if count:
                     delivered += count
                     last_tick = time.monotonic()
         except ConnectionClosed as exc:
             return f"closed: {exc}", delivered
+
+    def _announce(self, frame: str | bytes, decode: FundingDecoder) -> None:
+        """Hand a frame's funding announcements to the sink; a bad one is logged only
+        (the frame's prices were delivered or rejected already)."""
+        assert self.funding_sink is not None
+        try:
+            notices = decode(frame)
+        except FrameError as exc:
+            log.info(
+                "feed.funding_rejected", source=self.name, reason=exc.reason, detail=exc.detail
+            )
+            return
+        for notice in notices:
+            self.funding_sink(notice)
 
     async def _deliver(
         self, frame: str | bytes, decode: Decoder, emit: Emit, reject: Reject

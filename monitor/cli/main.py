@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--type",
         default="+",
-        choices=["+", "margin_call", "margin_call_cleared", "liquidation"],
+        choices=["+", "margin_call", "margin_call_cleared", "liquidation", "funding_applied"],
         help="only events of this type (default: + = any)",
     )
     watch.add_argument("--json", action="store_true", help="one JSON event per line")

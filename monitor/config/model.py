@@ -393,6 +393,9 @@ class SymbolTable(BaseModel):
     tiers: Annotated[tuple[TierRow, ...] | None, BeforeValidator(_rows)] = None
     """Every other venue's tier table (required there), rows as :data:`TIER_KEYS` says."""
     guards: GuardsTable = Field(default_factory=GuardsTable)
+    apply_funding: Flag = False
+    """True: the monitor moves funding payments through this symbol's margins itself (off:
+    position versions carry margins that include funding, as venues publish them)."""
 
     @model_validator(mode="after")
     def _sized(self) -> SymbolTable:
@@ -677,6 +680,7 @@ class ConfigFile(BaseModel):
             guards={
                 symbol: table.guards.over(default_guards) for symbol, table in self.symbols.items()
             },
+            funding=frozenset(s for s, table in self.symbols.items() if table.apply_funding),
         )
 
 
@@ -694,3 +698,5 @@ class Settings:
     sources: tuple[PriceSource, ...] = ()
     guards: Mapping[str, GuardSettings] = field(default_factory=dict)
     """Each symbol's guards: ``[guards]`` laid over the core's defaults, then its own table."""
+    funding: frozenset[str] = frozenset()
+    """The symbols with ``apply_funding = true``."""

@@ -157,7 +157,7 @@ def evaluate(
     if event_type is None:
         return Decision(record, _triggers(model, record, risk), None)
     moved = record.moved_to(new_status)
-    event = _event(model, moved, event_type, state, quote, now_ms, generation)
+    event = position_event(model, moved, event_type, state, quote, now_ms, generation)
     return Decision(moved, _triggers(model, moved, risk), event)
 
 
@@ -193,7 +193,7 @@ def apply_update(
     return evaluate(contract, record, quote, risk, now_ms, generation=generation)
 
 
-def _event(
+def position_event(
     model: VenueModel,
     record: PositionRecord,
     event_type: EventType,
@@ -201,7 +201,10 @@ def _event(
     quote: Quote,
     now_ms: int,
     generation: int,
+    **extra: Any,
 ) -> Event:
+    """The event of ``record``'s transition: the position, the prices and its margin state at
+    ``quote``; ``extra`` adds the fields of one kind of event (a funding payment's)."""
     payload: dict[str, Any] = {
         "schema": EVENT_SCHEMA,
         "event_id": event_id(record.id, record.seq, record.transitions, generation),
@@ -222,6 +225,7 @@ def _event(
         "margin_ratio": decimal_str(state.margin_ratio),
         "liquidation_price": _optional(model.liquidation_price(record)),
         "bankruptcy_price": _optional(model.bankruptcy_price(record)),
+        **extra,
         "emitted_at": now_ms,
     }
     return Event(payload["event_id"], event_type, record.account, record.symbol, payload)

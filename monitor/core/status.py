@@ -27,6 +27,14 @@ is then judged at the latest mark like any other::
     margin_call ──new version──▶ margin_call    (a top-up that does not cure says nothing)
     (none), any status ──version with qty 0──▶ closed
 
+A funding payment (:attr:`Cause.FUNDING`, symbols with ``apply_funding``)
+moves margin into or out of an open position of the same version; the row
+keeps the status and emits ``funding_applied``, and the mark then judges the
+new margin at once like any other (a payment may liquidate, or clear a
+margin call)::
+
+    healthy ──funding──▶ healthy          margin_call ──funding──▶ margin_call
+
 A liquidated position stays liquidated until a new version of it arrives,
 which starts healthy. A closed position is kept as a tombstone with status
 ``closed`` so that older versions replayed later stay ignored; a newer
@@ -58,13 +66,16 @@ class EventType(StrEnum):
     MARGIN_CALL = "margin_call"
     MARGIN_CALL_CLEARED = "margin_call_cleared"
     LIQUIDATION = "liquidation"
+    FUNDING_APPLIED = "funding_applied"
 
 
 class Cause(StrEnum):
-    """What moves a status: a mark judging the stored version, or a new version."""
+    """What moves a status: a mark judging the stored version, a new version, or a
+    funding payment into or out of the stored version's margin."""
 
     MARK = "mark"
     VERSION = "version"
+    FUNDING = "funding"
 
 
 class IllegalTransition(Bug):
@@ -96,6 +107,9 @@ TRANSITIONS: dict[tuple[Status | None, Status, Cause], EventType | None] = {
     (_C, _X, Cause.VERSION): None,
     (_L, _X, Cause.VERSION): None,
     (_X, _X, Cause.VERSION): None,
+    # A funding payment changes an open position's margin; the mark then judges it.
+    (_H, _H, Cause.FUNDING): EventType.FUNDING_APPLIED,
+    (_C, _C, Cause.FUNDING): EventType.FUNDING_APPLIED,
 }
 
 

@@ -5,7 +5,10 @@ default); ``+`` matches any one level in a filter, ``#`` any rest::
 
     {prefix}/prices/{symbol}/{kind}            in   a mark or index price tick
     {prefix}/positions                         in   position versions (one object or an array)
-    {prefix}/events/{account}/{symbol}/{type}  out  margin_call, margin_call_cleared, liquidation
+    {prefix}/funding/{symbol}                  in   a funding rate and its funding time
+                                                    (symbols with apply_funding)
+    {prefix}/events/{account}/{symbol}/{type}  out  margin_call, margin_call_cleared, liquidation,
+                                                    funding_applied
     {prefix}/alerts/{symbol}/{type}            out  the price guards' alerts
     {prefix}/resync                            out  after Redis lost its data: send every open
                                                     position again
@@ -41,6 +44,24 @@ def price_parts(topic: str) -> tuple[str, str] | None:
 def positions(prefix: str) -> str:
     """Where position versions are published."""
     return f"{prefix}/positions"
+
+
+def funding(prefix: str, symbol: str) -> str:
+    """Where ``symbol``'s funding rate and funding time are published."""
+    return f"{prefix}/funding/{symbol}"
+
+
+def funding_filter(prefix: str) -> str:
+    """The filter of every symbol's funding messages."""
+    return funding(prefix, ANY)
+
+
+def funding_symbol(topic: str) -> str | None:
+    """The symbol of a funding topic (whatever its prefix), or None for any other topic."""
+    levels = topic.split("/")
+    if len(levels) == 3 and levels[1] == "funding":
+        return levels[2]
+    return None
 
 
 def events(prefix: str, account: str, symbol: str, event_type: str) -> str:

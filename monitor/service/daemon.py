@@ -34,11 +34,14 @@ from monitor.config.settings import Settings
 from monitor.core import topics
 from monitor.core.coalescing import HeldBack
 from monitor.core.errors import Rejection, UnsafeServer
+from monitor.core.funding import rule_for
 from monitor.core.guards import PriceGuards
+from monitor.core.models import venue_of
 from monitor.core.position import PositionUpdate
 from monitor.service.backoff import Backoff
 from monitor.service.broker import Bus, Session
 from monitor.service.engine import Engine
+from monitor.service.funding import FundingDesk
 from monitor.service.handover import Handover
 from monitor.service.intake import Intake
 from monitor.service.relay import Relay
@@ -482,6 +485,14 @@ class Daemon(Service):
         # Marks of symbols another monitor holds, kept for two lease lifetimes.
         held_back = HeldBack(window_s=2 * lease_ttl_s)
         self.tick_workers = TickWorkers(self.engine, self.metrics, self.leases.owns, held_back)
+        self.funding = FundingDesk(
+            self.engine,
+            settings.funding,
+            rules={s: rule_for(venue_of(c)) for s, c in settings.symbols.items()},
+            owns=self.leases.owns,
+            on_outcome=lambda outcome: record_events(self.metrics, outcome),
+        )
+        self.funding.wire(self.sources)
         self.intake = Intake(
             self.store,
             self.outbox,
@@ -493,6 +504,7 @@ class Daemon(Service):
             self.metrics,
             self.guards,
             wall_clock_ms=self.engine.clock_ms,
+            funding=self.funding.announce if settings.funding else None,
         )
         self.handover = Handover(
             self.leases,
@@ -514,9 +526,16 @@ class Daemon(Service):
                 self.leases.owns,
             )
         client_id, positions = settings.mqtt.client_id, self.intake.position_topics
+        prefix = settings.mqtt.topic_prefix
         sessions = [
             # Position topics left in the price session by older versions go.
-            Session(client_id, self.intake.price_topics, self.intake.on_message, tuple(positions)),
+            Session(
+                client_id,
+                self.intake.price_topics,
+                self.intake.on_message,
+                # So is the funding filter, when no symbol applies funding any more.
+                (*positions, *([] if settings.funding else [topics.funding_filter(prefix)])),
+            ),
             Session(f"{client_id}-positions", positions, self.intake.on_message),
         ]
         self.bus = Bus(
@@ -596,6 +615,8 @@ class Daemon(Service):
             start(self.tick_workers.run(), f"tick-worker-{n}")
         start(self._sweep_guards(), "guard-sweep")
         start(self._expire_tombstones(), "tombstones")
+        if self.settings.funding:
+            start(self.funding.run(), "funding")
         for source in self.sources:
             start(self._run_source(source), f"source-{source.name}")
         if self.freeze_heap_after_s is not None:

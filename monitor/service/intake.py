@@ -21,6 +21,7 @@ from monitor.config.settings import Limits
 from monitor.core import topics
 from monitor.core.deadletter import DeadLetter, ObjectRejection, batch_letter
 from monitor.core.errors import Rejection
+from monitor.core.funding import FundingRate, funding_from_payload
 from monitor.core.guards import Alert, AlertType, PriceGuards, RejectReason
 from monitor.core.position import PositionUpdate
 from monitor.core.wire import positions_from_payload, price_from_payload
@@ -86,6 +87,7 @@ class Intake:
         guards: PriceGuards,
         clock: Callable[[], float] = time.monotonic,
         wall_clock_ms: Callable[[], int] = _wall_ms,
+        funding: Callable[[FundingRate], bool] | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -102,11 +104,17 @@ class Intake:
         self.last_mark: dict[str, PriceTick] = {}
         self.throttle = LogThrottle()
         self.dead_letters = DeadLetterWriter(outbox, metrics)
+        self.funding = funding
+        """Takes a funding announcement (False: ignored); None: funding topics not subscribed."""
 
     @property
     def price_topics(self) -> list[str]:
         """The MQTT topic filters of the price ticks."""
-        return [topics.price_filter(self.prefix, "mark"), topics.price_filter(self.prefix, "index")]
+        filters = [
+            topics.price_filter(self.prefix, "mark"),
+            topics.price_filter(self.prefix, "index"),
+        ]
+        return filters + ([topics.funding_filter(self.prefix)] if self.funding else [])
 
     @property
     def position_topics(self) -> list[str]:
@@ -220,6 +228,16 @@ class Intake:
                 payload, symbol, PriceKind(kind), "mqtt", self.limits.max_payload_bytes
             )
             await self.on_tick(tick)
+            return
+        funded = topics.funding_symbol(topic)
+        if funded is not None:
+            if self.funding is None:
+                return  # funding applied by no symbol (left in the session from before)
+            if funded not in self.symbols:
+                raise Rejection("unknown_symbol", f"no contract is configured for symbol {funded}")
+            announced = funding_from_payload(payload, funded, self.limits.max_payload_bytes)
+            if not self.funding(announced):
+                log.debug("funding_ignored", symbol=funded, ts=announced.funding_ts_ms)
             return
         raise Rejection("unknown_topic", f"no handler for topic {topic[:200]}")
 

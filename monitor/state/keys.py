@@ -21,6 +21,9 @@ key                                      what
 ``liqmon:{S}:tombstones``                zset: closed and liquidated positions by when
                                          they became so (ms), forgotten after
                                          ``limits.tombstone_retention_s``
+``liqmon:{S}:funding``                   hash: position id → the last funding time
+                                         (epoch ms) it paid or received
+                                         (symbols with ``apply_funding``)
 ``liqmon:{S}:outbox``                    stream: events not yet acknowledged by the
                                          broker (fields event_id, topic, payload)
 ``liqmon:deadletter``                    stream: rejected input messages (source,
@@ -90,6 +93,10 @@ class Keys:
     def tombstones(self, symbol: str) -> str:
         """Sorted set of the symbol's tombstones (closed or liquidated) by when they became so."""
         return f"{self.prefix}:{{{symbol}}}:tombstones"
+
+    def funding(self, symbol: str) -> str:
+        """Hash: position id → the last funding time it paid (a funding time pays once)."""
+        return f"{self.prefix}:{{{symbol}}}:funding"
 
     def outbox(self, symbol: str) -> str:
         """Stream of events waiting for the broker's acknowledgement."""

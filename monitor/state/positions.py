@@ -27,6 +27,7 @@ from typing import Any, overload
 import orjson
 
 from monitor.config.settings import Limits
+from monitor.core.errors import Bug
 from monitor.core.evaluation import Event, Quote, Triggers
 from monitor.core.margin import Side
 from monitor.core.position import PositionRecord
@@ -52,6 +53,9 @@ MARK_ARGS = 4
 
 EXPIRE_SLICE = 1000
 """Tombstones one expire.lua call forgets at most (it holds Redis while it runs)."""
+
+FUNDED_SLICE = 1000
+"""Positions whose last funding time one HMGET reads (see :meth:`PositionStore.funded`)."""
 
 
 def score_at_or_above(price: Decimal) -> str:
@@ -162,6 +166,28 @@ UNCHECKED = DecidedAt("")
 NO_MARK = DecidedAt("-")
 """Decided before any mark: commit only while none is stored."""
 
+
+@dataclass(frozen=True, slots=True)
+class FundingWrite:
+    """One funding payment decided: replace ``expected`` by ``record``, queue ``events``
+    (the ``funding_applied`` event, then the status event the mark decided, if any),
+    each with its topic."""
+
+    record: PositionRecord
+    expected: bytes
+    triggers: Triggers
+    events: Sequence[tuple[Event, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class FundingResult:
+    """What one funding commit did: None for a stale quote (nothing written), else the ids
+    to decide again (changed meanwhile) and those that had paid this funding time."""
+
+    conflicts: set[str]
+    paid: set[str]
+
+
 Commit = tuple[str, Sequence[Write], DecidedAt]
 """The arguments of one :meth:`PositionStore.commit` call: symbol, writes, decided at."""
 
@@ -197,6 +223,28 @@ def _found(symbol: str, ids: Sequence[str], raws: Sequence[bytes | str | None]) 
     ]
 
 
+def _funding_fields(batch: Sequence[FundingWrite]) -> bytes:
+    """funding.lua's ARGV[3]: 12 fields per write, separated by NUL (see the script)."""
+    fields: list[bytes] = []
+    for write in batch:
+        record, down, up = write.record, write.triggers.down, write.triggers.up
+        fields += (
+            record.id.encode(),
+            write.expected,
+            record.encode(),
+            _SIDE_BYTES[record.side],
+            b"" if down is None else score_at_or_above(down).encode(),
+            b"" if up is None else score_at_or_below(up).encode(),
+        )
+        events = write.events
+        if len(events) > 2:
+            raise Bug(f"funding.lua takes two events per write, got {len(events)}")
+        for event, topic in events:
+            fields += (event.event_id.encode(), topic.encode(), orjson.dumps(event.payload))
+        fields += _NO_EVENT * (2 - len(events))
+    return b"\0".join(fields)
+
+
 def _conflicts(reply: Sequence[bytes]) -> set[str] | None:
     """commit.lua's reply: the conflicting ids, or None for a stale quote."""
     if reply and reply[0] == b"stale_quote":
@@ -216,6 +264,7 @@ class PositionStore:
         self._marks: dict[str, tuple[bytes, str]] = {}
         self._candidates = register(client, "candidates.lua")
         self._commit = register(client, "commit.lua", "fields.lua", "tombstone.lua")
+        self._funding = register(client, "funding.lua", "fields.lua", "tombstone.lua")
         self._expire = register(client, "expire.lua", "tombstone.lua")
         self._versions = register(client, "versions.lua")
         self._epoch = register(client, "epoch.lua")
@@ -454,7 +503,7 @@ class PositionStore:
         while pending:
             calls = [
                 (
-                    [self.keys.positions(s), self.keys.tombstones(s)],
+                    [self.keys.positions(s), self.keys.tombstones(s), self.keys.funding(s)],
                     (retention_s * 1000, EXPIRE_SLICE),
                 )
                 for s in pending
@@ -473,6 +522,64 @@ class PositionStore:
             lambda pipe, symbol: pipe.exists(*self.keys.all_triggers(symbol)),
         )
         return [symbol for symbol, count in zip(symbols, found, strict=True) if count]
+
+    async def funding_many(
+        self,
+        symbol: str,
+        funding_ts_ms: int,
+        batches: Sequence[Sequence[FundingWrite]],
+        decided_at: DecidedAt,
+    ) -> list[FundingResult | None]:
+        """Apply funding payments (``lua/funding.lua``), one atomic script per batch, every
+        batch in one round trip; per batch its :class:`FundingResult`, or None when the
+        stored mark is no longer the one ``decided_at`` names (nothing of it written).
+
+        A position that paid ``funding_ts_ms`` (or a later one) already is skipped and
+        named in ``paid``: a funding time applied twice pays once.
+        """
+        keys = [self.keys.positions(symbol), *self.keys.all_triggers(symbol)]
+        keys += [self.keys.outbox(symbol), self.keys.price(symbol), self.keys.tombstones(symbol)]
+        keys.append(self.keys.funding(symbol))
+        announce = self.transport.announcement(self.keys, symbol)
+        calls: list[tuple[list[str], Sequence[str | int | bytes]]] = [
+            (keys, [decided_at.stamp, funding_ts_ms, _funding_fields(batch), *announce])
+            for batch in batches
+            if batch
+        ]
+        replies = iter(await evalsha_all(self.client, self._funding, calls) if calls else [])
+        results: list[FundingResult | None] = []
+        for batch in batches:
+            if not batch:
+                results.append(FundingResult(set(), set()))
+                continue
+            reply = next(replies)
+            if reply and reply[0] == b"stale_quote":
+                results.append(None)
+                continue
+            conflicts, paid = reply
+            results.append(FundingResult({text(i) for i in conflicts}, {text(i) for i in paid}))
+        return results
+
+    async def funded(self, symbol: str, ids: Sequence[str]) -> list[int]:
+        """The last funding time (epoch ms, 0: none) each of ``ids`` paid."""
+        key = self.keys.funding(symbol)
+        # In slices, pipelined: one HMGET of a whole book would hold Redis while it runs.
+        step = FUNDED_SLICE
+        slices = [list(ids[start : start + step]) for start in range(0, len(ids), step)]
+        replies = await pipelined(self.client, slices, lambda pipe, part: pipe.hmget(key, part))
+        return [int(value) if value is not None else 0 for reply in replies for value in reply]
+
+    async def raw_records(
+        self, symbol: str, count: int = 1000
+    ) -> list[tuple[PositionRecord, bytes]]:
+        """Every record of a symbol with its stored bytes (for compare-and-set), read in
+        HSCAN pages of about ``count`` (not used on the tick path)."""
+        found = []
+        async for raw_id, stored in self.client.hscan_iter(
+            self.keys.positions(symbol), count=count
+        ):
+            found.append((PositionRecord.decode(text(raw_id), symbol, stored), raw(stored)))
+        return found
 
     async def all_records(self, symbol: str) -> list[PositionRecord]:
         """Every record of a symbol (for listings; not used on the tick path)."""
