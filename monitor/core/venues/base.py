@@ -55,6 +55,7 @@ RESULT = Context(prec=28, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, Ove
 EXACT = Context(prec=400, rounding=ROUND_HALF_EVEN, traps=_TRAPS)
 """Comparisons: only products and sums, exact while operands have under 100 digits."""
 _SETTLE_STEPS = 8
+_SEARCH_STEPS = 400
 
 
 class RatioDirection(StrEnum):
@@ -383,4 +384,52 @@ class ExactModel(ABC):
                 price = neighbour
                 continue
             return price
-        raise ArithmeticError(f"no crossing within {_SETTLE_STEPS} steps of {root}")
+        return self._search(position, digits.plus(root), a, b)
+
+    def _search(self, position: Holding, start: Decimal, a: Decimal, b: Decimal) -> Decimal | None:
+        """The first crossed 28-digit price, found from ``start`` by doubling steps and then
+        halving, for a root the closed form placed more than a few steps off.
+
+        That happens where the closed form loses digits to cancellation, e.g. a short
+        inverse position whose margin nearly equals its value (a price near 1e28). The
+        condition changes side once, so the halving ends on the exact answer.
+        """
+        long = position.side is Side.LONG
+        digits = Context(prec=28, rounding=ROUND_FLOOR if long else ROUND_CEILING)
+        losing = -1 if long else 1
+        step = Decimal(1).scaleb(start.adjusted() - 27)
+        won, lost = (None, start) if self._crossed(position, start, a, b) else (start, None)
+        for _ in range(_SEARCH_STEPS):
+            if won is not None and lost is not None:
+                break
+            if won is None:
+                assert lost is not None
+                candidate = digits.plus(lost - losing * step)
+                if candidate <= 0 or not self._crossed(position, candidate, a, b):
+                    won = candidate
+                else:
+                    lost = candidate
+            else:
+                candidate = digits.plus(won + losing * step)
+                if candidate <= 0:
+                    return None
+                if self._crossed(position, candidate, a, b):
+                    lost = candidate
+                else:
+                    won = candidate
+            step *= 2
+        if won is None or lost is None:
+            raise ArithmeticError(f"no crossing found around {start}")
+        for _ in range(_SEARCH_STEPS):
+            neighbour = digits.next_plus(lost) if long else digits.next_minus(lost)
+            if neighbour == won or (long and neighbour >= won) or (not long and neighbour <= won):
+                return lost
+            with localcontext(EXACT):
+                middle = digits.plus((won + lost) / 2)
+            if middle in (won, lost):
+                middle = neighbour
+            if middle > 0 and self._crossed(position, middle, a, b):
+                lost = middle
+            else:
+                won = middle
+        raise ArithmeticError(f"no crossing found around {start}")

@@ -33,6 +33,14 @@ selects that reading (the tier still by the entry value, so the rate is a
 constant of the position and the root unique for ``MMR < 1``); the extra-margin
 fee factor is not modelled, so pass extra margin already divided by it.
 
+MM is never below zero. The formula's deduction, applied to a value below its
+tier's (a short's value at the mark once the price has risen far, or a table
+whose first row already deducts), would make it negative and put the
+liquidation price past bankruptcy; MM is taken as ``max(0, PV × MMR −
+mmDeduction)``, so such a position liquidates where its margin balance reaches
+zero. The condition still changes side once (MM, clamped, moves with the price
+more slowly than the margin balance).
+
 Units: ``qty`` is the size in base units (linear) or the contract quantity in
 USD (inverse, ``contract_size`` USD each); ``margin`` is the position margin
 Bybit holds for it (its initial margin plus any extra margin added), without
@@ -116,6 +124,20 @@ class BybitModel(ExactModel):
         if self.value_at_mark:
             return Terms(rate=row.maintenance_margin_rate, entry_rate=ZERO, fixed=-row.mm_deduction)
         return Terms(rate=ZERO, entry_rate=row.maintenance_margin_rate, fixed=-row.mm_deduction)
+
+    def _maintenance(self, position: Holding, mark: Decimal) -> Decimal:
+        return max(super()._maintenance(position, mark), ZERO)
+
+    def _sides(self, position: Holding, price: Decimal) -> tuple[Decimal, Decimal]:
+        balance, maintenance = super()._sides(position, price)
+        return balance, max(maintenance, ZERO)
+
+    def _raw_threshold(self, position: Holding, a: Decimal, b: Decimal) -> Decimal | None:
+        root = super()._raw_threshold(position, a, b)
+        if root is not None and root > 0 and super()._sides(position, root)[1] < 0:
+            # Past the price where MM reaches zero the condition is MB ≤ 0: bankruptcy.
+            return super()._raw_threshold(position, ONE, ZERO)
+        return root
 
     def highest_rate(self, position: Holding) -> Decimal:
         """The MMR when PV follows the mark; zero otherwise (MM is then a constant)."""

@@ -128,9 +128,10 @@ def test_bybit_inverse_uta_2026_formula_values_the_position_at_the_mark(side: Si
     Mode-Unified-Trading-Account: Position Value = Contract Quantity ÷ Mark Price;
     LP (long) = Size × (MMR + 1) ÷ [Size/E + Size/E/Leverage + extra/(1 + fee) +
     MM Deduction], LP (short) = Size × (1 − MMR) ÷ [Size/E − Size/E/Leverage −
-    extra/(1 − fee) − MM Deduction]; here without extra margin.
+    extra/(1 − fee) − MM Deduction]; here without extra margin, and with a deduction that
+    leaves MM above zero (a larger one is clamped: see the next test).
     """
-    row = BybitRiskLimit(D(150), D("0.005"), D("0.01"))
+    row = BybitRiskLimit(D(150), D("0.005"), D("0.001"))
     model = BybitModel("BTCUSD", ContractKind.INVERSE, [row], inverse_value_at_mark=True)
     size, entry, leverage = D(60000), D(50000), D(10)
     position = Position(side, size, entry, model.isolated_margin(size, entry, leverage))
@@ -139,6 +140,21 @@ def test_bybit_inverse_uta_2026_formula_values_the_position_at_the_mark(side: Si
         denominator = size / entry + s * (size / entry / leverage + row.mm_deduction)
         formula = size * (1 + s * row.maintenance_margin_rate) / denominator
     assert toward_loss(side, formula) == model.liquidation_price(position)
+
+
+@pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
+def test_bybit_maintenance_never_below_zero_so_liquidation_is_not_past_bankruptcy(
+    side: Side,
+) -> None:
+    """A deduction above PV × MMR (here 0.01 BTC against 1.2 × 0.5 %) would make the 2026
+    formula's MM negative and its liquidation price lie past bankruptcy: MM is clamped at
+    zero, so the position liquidates where its margin balance reaches zero."""
+    row = BybitRiskLimit(D(150), D("0.005"), D("0.01"))
+    model = BybitModel("BTCUSD", ContractKind.INVERSE, [row], inverse_value_at_mark=True)
+    size, entry = D(60000), D(50000)
+    position = Position(side, size, entry, model.isolated_margin(size, entry, D(10)))
+    assert D(0) == model.maintenance_margin(position, entry)
+    assert model.bankruptcy_price(position) == model.liquidation_price(position)
 
 
 def test_bybit_risk_limit_row_is_chosen_by_entry_value() -> None:
@@ -405,3 +421,16 @@ def test_margin_call_ratio_must_exceed_the_rates() -> None:
     position = Position(Side.LONG, D(100), D(60000), D(60))
     with pytest.raises(ValueError, match="must exceed the highest mmr"):
         model.margin_call_price(position, D("0.004"))
+
+
+@pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
+def test_a_root_far_off_is_still_settled_on_the_exact_price(side: Side) -> None:
+    """The closed form can lose digits to cancellation (prices near 1e28 for an inverse short
+    whose margin nearly equals its value): settling a root a million steps off still ends
+    on the exact first crossed price, by doubling and halving, instead of failing."""
+    model = bybit_btcusdt()
+    position = Position(side, D(1), D(20000), D(400))
+    exact = model.liquidation_price(position)
+    assert exact is not None
+    for off in (D("1e-20"), D("-1e-20")):
+        assert exact == model._settle(position, exact * (1 + off), D(1), D(1))

@@ -48,14 +48,15 @@ def bybit(
     multiplier: Decimal,
     at_mark: bool = False,
 ) -> Condition:
-    """Bybit: ``MM = PV·MMR − mmDeduction``, PV at entry (or at the mark), row by entry value."""
+    """Bybit: ``MM = max(0, PV·MMR − mmDeduction)``, PV at entry (or at the mark), row by entry
+    value."""
 
     def crossed(position: Holding, price: Decimal, a: Decimal, b: Decimal) -> bool:
         x = Fraction(position.qty) * Fraction(multiplier)
         entry_value = value(kind, x, position.entry_price)
         row = next((r for r in rows if entry_value <= Fraction(r.risk_limit_value)), rows[-1])
         valued = value(kind, x, price) if at_mark else entry_value
-        mm = valued * Fraction(row.maintenance_margin_rate) - Fraction(row.mm_deduction)
+        mm = max(valued * Fraction(row.maintenance_margin_rate) - Fraction(row.mm_deduction), 0)
         return Fraction(a) * balance(kind, x, position, price) <= Fraction(b) * mm
 
     return crossed
