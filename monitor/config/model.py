@@ -293,10 +293,12 @@ class AlertRoute:
 
 
 def _routes(tables: Any) -> Any:
-    if not isinstance(tables, list):
+    if not isinstance(tables, list | tuple):
         raise problem("must be an array of tables ([[alerts.routes]])")
     seen: set[Any] = set()
     for index, table in enumerate(tables):
+        if isinstance(table, AlertRoute):  # built in code, already checked
+            table = {"name": table.name}
         if not isinstance(table, dict):
             raise problem("must be a table", at=f"[{index}]")
         name = table.get("name")
