@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,8 @@ class SinkServer:
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
+        self.accepted: Counter[str] = Counter()
+        """Idempotency keys answered with a success, and how often (kept as they come)."""
         self.script: dict[str, deque[Step]] = {}
         self.port = _free_port()
         self._server: uvicorn.Server | None = None
@@ -103,6 +105,8 @@ class SinkServer:
         self.requests.append(
             Received(path, dict(request.headers), body, time.time(), answer.status_code)
         )
+        if answer.status_code < 300:
+            self.accepted[request.headers.get("idempotency-key", "")] += 1
         if step.delay_s:
             await asyncio.sleep(step.delay_s)
         return answer
