@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -157,6 +158,10 @@ class PagerDutySink:
 
 _STATUS = re.compile(r"error=(\d{3})\b")
 
+PACING_ALLOWANCE_S = 10.0
+"""Added to an Apprise route's deadline: Apprise waits between two messages to one
+service (5.5 s for e-mail) inside the call."""
+
 
 class AppriseSink:
     """Slack, Telegram, Discord, e-mail... by Apprise URL; blocking calls in a thread."""
@@ -169,6 +174,7 @@ class AppriseSink:
         self.template = template
         self.title = title
         self.timeout_s = timeout_s
+        self._lock = threading.Lock()
 
     def _notify(self, title: str, body: str) -> tuple[bool, list[str]]:
         """Apprise's blocking call (in a worker thread), with what it logged."""
@@ -177,24 +183,24 @@ class AppriseSink:
         def keep(entry: Any, _plugin: Any) -> None:
             logged.append(str(entry.message))
 
-        ok = bool(
-            self.notifier.notify(
-                body=body, title=title, log_callback=keep, log_level=30, timeout=self.timeout_s
-            )
-        )
+        # One call at a time: a call abandoned by the deadline below still holds
+        # the service's pacing, and the next must wait for it, not run beside it.
+        with self._lock:
+            ok = bool(self.notifier.notify(body=body, title=title, log_callback=keep, log_level=30))
         return ok, logged
 
     async def send(self, item: Item) -> None:
         """Notify; a failure is refused when Apprise logged a 4xx (but 408, 429)."""
         body = templates.render(self.template, item)
         title = templates.title(self.title, item)
+        deadline_s = self.timeout_s + PACING_ALLOWANCE_S
         try:
             # The thread cannot be cancelled: the deadline abandons it (it
-            # finishes on its own within Apprise's own timeouts).
-            async with asyncio.timeout(self.timeout_s + 5):
+            # finishes on its own within the plugins' socket timeouts).
+            async with asyncio.timeout(deadline_s):
                 ok, logged = await asyncio.to_thread(self._notify, title, body)
         except TimeoutError:
-            raise Retryable(f"Apprise did not return within {self.timeout_s + 5} s") from None
+            raise Retryable(f"Apprise did not return within {deadline_s} s") from None
         if ok:
             return
         last = logged[-1] if logged else "Apprise reported a failure"

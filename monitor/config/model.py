@@ -298,10 +298,11 @@ def _routes(tables: Any) -> Any:
     seen: set[Any] = set()
     for index, table in enumerate(tables):
         if isinstance(table, AlertRoute):  # built in code, already checked
-            table = {"name": table.name}
-        if not isinstance(table, dict):
+            name: Any = table.name
+        elif isinstance(table, dict):
+            name = table.get("name")
+        else:
             raise problem("must be a table", at=f"[{index}]")
-        name = table.get("name")
         if isinstance(name, str) and name in seen:
             raise problem(f"route {name!r} is configured twice", at=f"[{index}].name")
         seen.add(name)

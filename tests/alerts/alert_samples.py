@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -18,9 +19,11 @@ def event(
     qty: str = "2",
     mark: str = "50000",
     ratio: str = "1.02",
-    emitted_ms: int = 1_700_000_000_000,
+    emitted_ms: int | None = None,
 ) -> dict[str, Any]:
-    """A position event as :func:`monitor.core.evaluation._event` writes it."""
+    """A position event as :func:`monitor.core.evaluation._event` writes it (emitted now
+    unless told)."""
+    emitted_ms = int(time.time() * 1000) if emitted_ms is None else emitted_ms
     return {
         "schema": 1,
         "event_id": f"pos-{number}:1:1",
@@ -45,10 +48,10 @@ def event(
     }
 
 
-def alert(
-    kind: str, symbol: str = "BTCUSDT", episode_ms: int = 1_700_000_000_000
-) -> dict[str, Any]:
-    """A price guard's alert as :meth:`monitor.service.intake.Intake.alerts` writes it."""
+def alert(kind: str, symbol: str = "BTCUSDT", episode_ms: int | None = None) -> dict[str, Any]:
+    """A price guard's alert as :meth:`monitor.service.intake.Intake.alerts` writes it (its
+    episode began a moment ago unless told)."""
+    episode_ms = int(time.time() * 1000) - 10 if episode_ms is None else episode_ms
     return {
         "schema": 1,
         "alert_id": f"{symbol}:{kind}:{episode_ms}",
