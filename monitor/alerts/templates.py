@@ -59,15 +59,25 @@ def render(template: str | None, item: Item) -> str:
     """The message for ``item``: the template filled, or the default for its kind."""
     if item.type == SUMMARY:
         return str(item.doc.get("text", ""))
-    chosen = template or (DEFAULT_ALERT if item.is_alert else DEFAULT_EVENT)
-    return _FORMATTER.vformat(chosen, (), fields_of(item))
+    default = DEFAULT_ALERT if item.is_alert else DEFAULT_EVENT
+    return _fill(template or default, default, item)
+
+
+def _fill(template: str, default: str, item: Item) -> str:
+    """``template`` filled; the default when a format spec does not suit a value (``{qty:.2f}``
+    on a decimal string): one odd field must not stop a route."""
+    fields = fields_of(item)
+    try:
+        return _FORMATTER.vformat(template, (), fields)
+    except ValueError:
+        return _FORMATTER.vformat(default, (), fields)
 
 
 def title(template: str | None, item: Item) -> str:
     """The message's title (e-mail subject, chat heading)."""
     if item.type == SUMMARY:
         return f"liqmon: {item.doc.get('count')} events folded"
-    return _FORMATTER.vformat(template or DEFAULT_TITLE, (), fields_of(item))
+    return _fill(template or DEFAULT_TITLE, DEFAULT_TITLE, item)
 
 
 def check(template: str) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -73,4 +74,19 @@ async def _forward(settings: Settings, name: str, http_port: int | None) -> None
 
     forwarder = Forwarder(settings, name, http_port)
     forwarder.install_signal_handlers()
-    await forwarder.run()
+    try:
+        await forwarder.run()
+    except* OSError as errors:
+        taken = [
+            error
+            for error in errors.exceptions
+            if isinstance(error, OSError) and error.errno == errno.EADDRINUSE
+        ]
+        if not taken:
+            raise
+        where = forwarder.http.host, forwarder.http.port
+        raise CommandError(
+            f"cannot listen on {where[0]}:{where[1]}: the address is already in use; stop the "
+            f"process holding it, or choose another port (--http-port, or [alerts] http_port "
+            f"in {settings.source})"
+        ) from None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import subprocess
 import sys
 import tomllib
@@ -110,3 +112,33 @@ def test_a_missing_secret_stops_the_forwarder_with_one_line(tmp_path: Path) -> N
     )
     assert 2 == unknown.returncode
     assert "no route 'nope' (configured: oncall)" in unknown.stderr
+
+
+def test_a_port_in_use_is_one_line_naming_the_option(
+    tmp_path: Path, redis_url: str, mqtt_url: str
+) -> None:
+    """Exit status 1 and what to change: --http-port or [alerts] http_port."""
+    config = tmp_path / "alerts.toml"
+    config.write_text(
+        f'include = "{ROOT / "config" / "liqmon.toml"}"\n'
+        f'[redis]\nurl = "{redis_url}"\n[mqtt]\nurl = "{mqtt_url}"\n'
+        '[[alerts.routes]]\nname = "oncall"\ntype = "pagerduty"\nrouting_key_env = "PD"\n'
+    )
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [str(LIQMON), "alerts", "--config", str(config), "--http-port", str(port)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PD": "key"},
+            timeout=30,
+        )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("liqmon: error:")]
+    assert 1 == done.returncode
+    assert 1 == len(errors)
+    assert errors[0].startswith(f"liqmon: error: cannot listen on 127.0.0.1:{port}: ")
+    assert "(--http-port, or [alerts] http_port in" in errors[0]
+    assert "Traceback" not in done.stderr

@@ -170,3 +170,9 @@ def test_backoff_doubles_with_equal_jitter_up_to_the_cap() -> None:
     assert [0.25, 0.5, 1.0] == [backoff_s(n, 0.5, 30.0, 0.0) for n in (1, 2, 3)]
     assert 0.5 <= backoff_s(2, 0.5, 30.0, 0.99) < 1.0
     assert 30.0 == backoff_s(40, 0.5, 30.0, 1.0)
+
+
+def test_a_format_spec_that_does_not_fit_falls_back_to_the_default() -> None:
+    """'{qty:.2f}' on a decimal string cannot format: the default line is sent instead."""
+    text = templates.render("{qty:.2f}", item(event(1, "margin_call")))
+    assert text.startswith("margin_call BTCUSDT long 2 @ 50000")
