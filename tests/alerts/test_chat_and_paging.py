@@ -9,6 +9,7 @@ builds and sends the real requests. E-mail goes to a real SMTP server
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -23,7 +24,7 @@ from apprise.plugins.slack import NotifySlack
 from apprise.plugins.telegram import NotifyTelegram
 from conftest import alert_settings, forwarding, publish
 from harness import until
-from sink_server import SinkServer, fail
+from sink_server import SinkServer, fail, hang
 
 from monitor.config.model import AlertRoute
 
@@ -31,6 +32,8 @@ from monitor.config.model import AlertRoute
 pytestmark = pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
 
 TEMPLATE = "{type} {symbol} {side} {qty} @ {mark_price} (liq {liquidation_price}) acct {account}"
+OUTAGE_S = 3.0
+"""How long a service goes away (the issue's 30 s, scaled to keep the tests short)."""
 FAST = dict(timeout_s=5.0, backoff_first_s=0.05, backoff_max_s=0.5)
 
 
@@ -179,3 +182,69 @@ async def test_pagerduty_incidents_open_and_resolve_through_an_outage(
     first = sinks.to("/v2/enqueue", 202)[0].json()
     assert ("critical", "feed_stale") == (first["payload"]["severity"], first["payload"]["class"])
     assert [503, 429] == [r.answered for r in sinks.to("/v2/enqueue")][:2]
+
+
+SERVICES = {
+    # name: (Apprise URL or None for PagerDuty, the path its requests take)
+    "slack": ("slack://T000A/B000B/XXXXXXXXXXXX?rto=1&cto=1", "/services"),
+    "telegram": (
+        "tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/987654321?rto=1&cto=1",
+        "/bot",
+    ),
+    "pagerduty": (None, "/v2/enqueue"),
+}
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+async def test_every_service_survives_429_5xx_a_timeout_and_an_outage(
+    service: str,
+    sinks: SinkServer,
+    redis_url: str,
+    mqtt_url: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 429 with Retry-After, a 502, an answer too late and the service away for a while:
+    every event is shown; a repeat comes only from the answer that came too late."""
+    monkeypatch.setattr(NotifySlack, "webhook_url", f"{sinks.url}/services")
+    monkeypatch.setattr(NotifyTelegram, "notify_url", f"{sinks.url}/bot")
+    url, path = SERVICES[service]
+    keys: dict[str, Any] = dict(types=("liquidation",), template="{event_id} {type}")
+    fast = FAST | {"timeout_s": 1.0}
+    if url is None:
+        route = AlertRoute(
+            name=service, type=service, url=f"{sinks.url}{path}", routing_key_env="KEY",
+            **keys, **fast,
+        )  # fmt: skip
+        env = {"KEY": "R0UT1NGKEY"}
+    else:
+        route = AlertRoute(name=service, type="apprise", url_env="URL", **keys, **fast)
+        env = {"URL": url}
+    settings = alert_settings(redis_url, mqtt_url, prefix, route)
+    sinks.then(path, fail(429, {"Retry-After": "1"}), fail(502), hang(2.0))
+
+    def shown() -> set[str]:
+        return {
+            f"pos-{n}:1:1"
+            for n in range(3)
+            for r in sinks.to(path)
+            if r.answered < 300 and f"pos-{n}:1:1" in r.body.decode()
+        }
+
+    async with forwarding(settings, env):
+        await publish(settings, [message(prefix, event(0))])
+        await until(lambda: "pos-0:1:1" in shown(), timeout_s=30)
+        await sinks.stop()
+        await publish(settings, [message(prefix, event(1)), message(prefix, event(2))])
+        await asyncio.sleep(OUTAGE_S)  # the outage itself: the service stays away this long
+        await sinks.start()
+        await until(lambda: len(shown()) == 3, timeout_s=30)
+    answered = [r.answered for r in sinks.to(path)]
+    assert [429, 502] == answered[:2]
+    assert answered[2] < 300  # answered, but after the client gave up
+    accepted = [r for r in sinks.to(path) if r.answered < 300]
+    assert len(accepted) <= 4  # three events; the late answer may have been shown too
+    if service == "pagerduty":
+        # Apprise does not pass Retry-After on: only the direct HTTP sinks honour it.
+        retried_after = sinks.to(path)[1].at_s - sinks.to(path)[0].at_s
+        assert retried_after >= 0.95, "Retry-After: 1 was honoured"

@@ -159,3 +159,17 @@ async def test_readyz_and_metrics_on_the_forwarders_port(
     assert (200, {"status": "ready"}) == (ready.status_code, ready.json())
     assert 'liqmon_alerts_delivered_total{route="hook"} 1.0' in metrics
     assert 'liqmon_alerts_oldest_undelivered_seconds{route="hook"} 0.0' in metrics
+
+
+async def test_events_published_while_no_forwarder_runs_are_delivered_at_its_start(
+    sinks: SinkServer, redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """The route's persistent session keeps them in the broker while the forwarder is away."""
+    settings = alert_settings(redis_url, mqtt_url, prefix, hook_route(f"{sinks.url}/hook"))
+    async with forwarding(settings, ENV):
+        pass  # the first start creates the route's session and its subscriptions
+    await publish(settings, [message(prefix, event(n)) for n in range(200)])
+    async with forwarding(settings, ENV):
+        await until(lambda: len(sinks.accepted) == 200)
+    assert {f"pos-{n}:1:1" for n in range(200)} == set(sinks.accepted)
+    assert {1} == set(sinks.accepted.values())
