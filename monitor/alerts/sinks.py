@@ -159,8 +159,8 @@ class PagerDutySink:
 _STATUS = re.compile(r"error=(\d{3})\b")
 
 PACING_ALLOWANCE_S = 10.0
-"""Added to an Apprise route's deadline: Apprise waits between two messages to one
-service (5.5 s for e-mail) inside the call."""
+"""Added to an Apprise route's deadline: Apprise paces the messages to one service
+(seconds apart, for e-mail) inside the call."""
 
 
 class AppriseSink:

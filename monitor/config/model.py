@@ -9,7 +9,9 @@ are pydantic dataclasses, so a default is stated once, in the field, and
 (:class:`~monitor.core.status.RiskLimits`, :class:`~monitor.core.guards.GuardSettings`,
 :class:`~monitor.core.margin.Contract`), whose defaults stay in the core; a key
 left out keeps that default. ``[[sources]]`` tables are built by
-:func:`feeds.config.source_from_config`, which owns their keys.
+:func:`feeds.config.source_from_config`, which owns their keys. ``[alerts]``
+and its ``[[alerts.routes]]`` (:class:`AlertsSettings`, :class:`AlertRoute`)
+configure ``liqmon alerts``; their secrets are named, never given.
 
 :class:`ConfigFile` is the whole document (an ``include`` is resolved before it
 is read, see :mod:`monitor.config.loading`); :meth:`ConfigFile.settings` makes
@@ -285,11 +287,6 @@ class AlertRoute:
         if self.backoff_max_s < self.backoff_first_s:
             raise problem("must be at least backoff_first_s", at="backoff_max_s")
         return self
-
-    @property
-    def endpoint_default(self) -> str | None:
-        """The URL used when neither ``url`` nor ``url_env`` is given (PagerDuty's)."""
-        return PAGERDUTY_URL if self.type == "pagerduty" else None
 
 
 def _routes(tables: Any) -> Any:

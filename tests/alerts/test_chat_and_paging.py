@@ -137,7 +137,7 @@ async def test_an_email_arrives_after_the_server_refused_it_once(
     url = f"mailto://127.0.0.1:{port}?mode=insecure&from=liqmon@example.com&to=desk@example.com"
     async with forwarding(settings, {"MAIL_URL": url}) as forwarder:
         await publish(settings, [message(prefix, alert("feed_stale"))])
-        await until(lambda: len(box.messages) == 1, timeout_s=30)
+        await until(lambda: len(box.messages) == 1, timeout_s=60)
         assert 1 <= forwarder.metrics.retried.labels("mail")._value.get()
     mail = box.messages[0]
     assert "liqmon: feed_stale BTCUSDT" == mail["Subject"]
