@@ -111,36 +111,61 @@ class Mailbox:
         return "250 OK"
 
 
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) on a fixed port that can go away and come back."""
+
+    def __init__(self, box: Mailbox) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port: int = sock.getsockname()[1]
+        self.box = box
+        self.controller: Controller | None = None
+
+    def start(self) -> None:
+        self.controller = Controller(self.box, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
 @pytest.fixture
-def mailbox() -> Iterator[tuple[Mailbox, int]]:
+def smtp() -> Iterator[SmtpServer]:
     """A real SMTP server on a free port that refuses the first message."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    box = Mailbox(refuse=1)
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
+    server = SmtpServer(Mailbox(refuse=1))
+    server.start()
     try:
-        yield box, port
+        yield server
     finally:
-        controller.stop()
+        server.stop()
 
 
-async def test_an_email_arrives_after_the_server_refused_it_once(
-    mailbox: tuple[Mailbox, int], redis_url: str, mqtt_url: str, prefix: str
+async def test_emails_arrive_through_a_refusal_and_an_outage(
+    smtp: SmtpServer, redis_url: str, mqtt_url: str, prefix: str
 ) -> None:
-    """Apprise's mailto:// through a real SMTP server; a 451 is retried (Apprise paces
-    e-mails 5.5 s apart, so the retry comes that much later)."""
-    box, port = mailbox
+    """Apprise's mailto:// through a real SMTP server: a 451 is retried, and a message sent
+    while the server is away arrives when it is back (Apprise paces e-mails seconds apart,
+    so each retry comes that much later)."""
+    box = smtp.box
     route = apprise_route("mail", types=("feed_stale",), title="liqmon: {type} {symbol}")
     settings = alert_settings(redis_url, mqtt_url, prefix, route)
-    url = f"mailto://127.0.0.1:{port}?mode=insecure&from=liqmon@example.com&to=desk@example.com"
+    url = (
+        f"mailto://127.0.0.1:{smtp.port}?mode=insecure&from=liqmon@example.com&to=desk@example.com"
+    )
     async with forwarding(settings, {"MAIL_URL": url}) as forwarder:
         await publish(settings, [message(prefix, alert("feed_stale"))])
         await until(lambda: len(box.messages) == 1, timeout_s=60)
         assert 1 <= forwarder.metrics.retried.labels("mail")._value.get()
+        smtp.stop()
+        await publish(settings, [message(prefix, alert("feed_stale", "ETHUSDT"))])
+        await asyncio.sleep(OUTAGE_S)  # the outage itself: the server stays away this long
+        smtp.start()
+        await until(lambda: len(box.messages) == 2, timeout_s=60)
     mail = box.messages[0]
     assert "liqmon: feed_stale BTCUSDT" == mail["Subject"]
+    assert "liqmon: feed_stale ETHUSDT" == box.messages[1]["Subject"]
     assert "desk@example.com" == mail["To"]
     bodies = [part.get_payload(decode=True) for part in mail.walk() if not part.is_multipart()]
     assert any(b"feed_stale BTCUSDT age_s=12.000" in body for body in bodies if body)
