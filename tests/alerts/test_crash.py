@@ -117,3 +117,13 @@ async def test_no_event_lost_or_sent_twice_across_a_sigkill_during_a_burst(
     assert {f"pos-{n}:1:1" for n in range(BURST)} == set(received)
     assert all(count == 2 for count in repeats.values())
     assert len(repeats) <= 1, repeats
+
+
+async def test_sigterm_stops_the_forwarder_with_status_0(
+    sinks: SinkServer, redis_url: str, mqtt_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """SIGTERM is the normal end of ``liqmon alerts``: it closes its sessions and exits 0."""
+    config = config_file(tmp_path, redis_url, mqtt_url, prefix, f"{sinks.url}/hook")
+    async with forwarder(config, free_port()) as process:
+        process.send_signal(signal.SIGTERM)
+        assert 0 == await asyncio.wait_for(process.wait(), 15)
