@@ -63,17 +63,16 @@ def summarize(route: str, window_ms: int, window_s: float, items: Sequence[Item]
     for item in items:
         count, total = groups.get((item.type, item.symbol), (0, Decimal(0)))
         groups[item.type, item.symbol] = (count + 1, total + (item.notional or 0))
+    ordered = sorted(groups.items(), key=lambda group: (-group[1][0], group[0]))
     rows = [
         {"type": kind, "symbol": symbol, "count": count, "notional": decimal_str(total)}
-        for (kind, symbol), (count, total) in sorted(
-            groups.items(), key=lambda row: (-row[1][0], row[0])
-        )
+        for (kind, symbol), (count, total) in ordered
     ]
     seconds = decimal_str(Decimal(repr(window_s)))
     parts = [
-        f"{row['count']} {_plural(str(row['type']), int(str(row['count'])))} on {row['symbol']}"
-        + (f" (notional {row['notional']})" if row["notional"] != "0" else "")
-        for row in rows
+        f"{count} {_plural(kind, count)} on {symbol}"
+        + (f" (notional {decimal_str(total)})" if total else "")
+        for (kind, symbol), (count, total) in ordered
     ]
     total = sum((total for _, total in groups.values()), Decimal(0))
     text = "; ".join(parts) + f" in the last {seconds} s"

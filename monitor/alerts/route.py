@@ -192,7 +192,9 @@ class RouteWorker:
     async def flush_fold(self) -> None:
         """Summarize and send the oldest fold now (whatever its window)."""
         taken = await self._redis(self.ledger.take_fold)
-        if taken is not None:
+        if taken is not None and not taken[1]:  # nothing readable was folded
+            await self._redis(self.ledger.fold_done, [], None)
+        elif taken is not None:
             window_ms, items = taken
             summary = summarize(self.route.name, window_ms, self.route.window_s, items)
             accepted = await self._redis(self.ledger.delivered, summary.key)
