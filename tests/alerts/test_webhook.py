@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -159,6 +161,16 @@ async def test_readyz_and_metrics_on_the_forwarders_port(
     assert (200, {"status": "ready"}) == (ready.status_code, ready.json())
     assert 'liqmon_alerts_delivered_total{route="hook"} 1.0' in metrics
     assert 'liqmon_alerts_oldest_undelivered_seconds{route="hook"} 0.0' in metrics
+    assert 'liqmon_alerts_delivery_seconds_count{route="hook"} 1.0' in metrics
+    if shutil.which("promtool") is not None:  # Debian's 'prometheus' package
+        checked = subprocess.run(
+            ["promtool", "check", "metrics"],
+            input=metrics,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (0, "") == (checked.returncode, checked.stdout + checked.stderr)
 
 
 async def test_events_published_while_no_forwarder_runs_are_delivered_at_its_start(
