@@ -246,5 +246,7 @@ class RouteWorker:
                 self.redis_ok = False
                 await self.sleep(backoff_s(attempt, 0.05, REDIS_RETRY_CAP_S, self.draw()))
                 continue
-            self.redis_ok = True
+            if not self.redis_ok:
+                log.info("alerts_redis_available", route=self.route.name, tries=attempt + 1)
+                self.redis_ok = True
             return result
