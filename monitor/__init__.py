@@ -5,6 +5,7 @@ The layers, each importing only those below it (``make check`` enforces this):
     cli/        the ``liqmon`` commands: parse arguments, print one line per error
     devtools/   embedded redis-server and mosquitto, the demo; only the CLI imports it
     service/    the daemon: wiring, workers (marks → engine → events), intake, relay
+    alerts/     ``liqmon alerts``: events to webhooks, Apprise and PagerDuty (beside service/)
     web/        HTTP API, live feed and dashboard, reading through state's read model
     telemetry/  Prometheus metrics and structured logs
     state/      Redis: keys, Lua, position store, outbox, leases

@@ -301,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     tiers = command("tiers", "tier tables in a venue's own format, as [symbols.NAME] TOML")
     add_tiers_arguments(tiers)
 
+    from monitor.cli import alerts as alerts_cli
+
+    alerts_cli.register(command, _Parser)
+
     demo = command("demo", "local Redis and broker, a seeded book, a market crash")
     demo.add_argument(
         "--positions", type=_positive_int, default=10_000, help="positions to seed (default: 10000)"
@@ -358,6 +362,10 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> None:
         asyncio.run(_positions(settings, args))
     elif args.command == "watch":
         asyncio.run(_watch(settings, args))
+    elif args.command == "alerts":
+        from monitor.cli import alerts as alerts_cli
+
+        alerts_cli.dispatch(settings, args)
     elif args.command == "replay":
         from monitor.cli.recording import replay
 

@@ -12,7 +12,9 @@ left out keeps that default. A symbol's ``venue`` picks its margin model: binanc
 (the default) reads ``brackets`` into the contract itself, every other venue
 reads ``tiers`` in its own shape into a model the contract carries
 (:func:`monitor.core.models.model_for`). ``[[sources]]`` tables are built by
-:func:`feeds.config.source_from_config`, which owns their keys.
+:func:`feeds.config.source_from_config`, which owns their keys. ``[alerts]``
+and its ``[[alerts.routes]]`` (:class:`AlertsSettings`, :class:`AlertRoute`)
+configure ``liqmon alerts``; their secrets are named, never given.
 
 :class:`ConfigFile` is the whole document (an ``include`` is resolved before it
 is read, see :mod:`monitor.config.loading`); :meth:`ConfigFile.settings` makes
@@ -60,10 +62,10 @@ from monitor.config.fields import (
 )
 from monitor.config.problems import problem
 from monitor.core.errors import Rejection
-from monitor.core.guards import DEFAULT_GUARDS, GuardSettings
+from monitor.core.guards import DEFAULT_GUARDS, AlertType, GuardSettings
 from monitor.core.margin import Bracket, Contract, ContractKind, check_brackets
 from monitor.core.models import BINANCE
-from monitor.core.status import RiskLimits
+from monitor.core.status import EventType, RiskLimits
 from monitor.core.venues import (
     BybitModel,
     BybitRiskLimit,
@@ -200,6 +202,143 @@ class Limits:
                 at="dead_letter_max_bytes",
             )
         return self
+
+
+ROUTE_TYPES = ("webhook", "apprise", "pagerduty")
+"""How an alert route delivers (``[[alerts.routes]] type``)."""
+
+ALERT_TYPES = (*(t.value for t in EventType), *(t.value for t in AlertType))
+"""What a route's ``types`` may name: the position events and the price guards' alerts."""
+
+PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+"""PagerDuty's Events API v2 endpoint."""
+
+
+def _names(kind: str) -> Any:
+    def check(values: Any) -> tuple[str, ...]:
+        if not isinstance(values, list | tuple):
+            raise problem(f"must be an array of {kind}s, got {values!r}")
+        for index, value in enumerate(values):
+            try:
+                check_name(kind, fields.text(value))
+            except Rejection as rejection:
+                raise problem(rejection.detail, f"[{index}]") from None
+        return tuple(values)
+
+    return PlainValidator(check)
+
+
+def _types(values: Any) -> tuple[str, ...]:
+    if not isinstance(values, list | tuple):
+        raise problem(f"must be an array of types, got {values!r}")
+    for index, value in enumerate(values):
+        if value not in ALERT_TYPES:
+            raise problem(f"must be one of {', '.join(ALERT_TYPES)}, got {value!r}", f"[{index}]")
+    return tuple(values)
+
+
+def _env_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.replace("_", "A").isalnum() or value[0].isdigit():
+        raise problem(f"must name an environment variable, got {value!r}")
+    return value
+
+
+EnvName = Annotated[str | None, PlainValidator(_env_name)]
+"""The name of the environment variable that holds a secret (never the secret itself)."""
+
+
+@pydantic_dataclass(frozen=True, slots=True, config=_TABLE)
+class AlertRoute:
+    """One ``[[alerts.routes]]`` table: where matching events go, and how.
+
+    Secrets come only from the environment: ``secret_env`` (the webhook's
+    HMAC key), ``url_env`` (a URL that embeds a token: Slack's, Telegram's)
+    and ``routing_key_env`` (PagerDuty's integration key) name variables.
+    """
+
+    name: Annotated[str, PlainValidator(fields.name("name"))]
+    type: Annotated[str, PlainValidator(fields.choice(*ROUTE_TYPES))]
+    url: OptionalText = None
+    """The webhook's URL, an Apprise URL without secrets, or PagerDuty's endpoint."""
+    url_env: EnvName = None
+    secret_env: EnvName = None
+    routing_key_env: EnvName = None
+    types: Annotated[tuple[str, ...], PlainValidator(_types)] = ()
+    """Event and alert types this route takes (empty: all)."""
+    symbols: Annotated[tuple[str, ...], _names("symbol")] = ()
+    accounts: Annotated[tuple[str, ...], _names("account")] = ()
+    min_notional: Dec | None = None
+    """Events of smaller ``qty × mark_price`` are left out (alerts have no notional: kept)."""
+    min_margin_ratio: Dec | None = None
+    """Events with a lower ``margin_ratio`` are left out (alerts have none: kept)."""
+    template: OptionalText = None
+    """The message of a chat or e-mail route, ``{field}`` of the event (default: one line)."""
+    title: OptionalText = None
+    max_per_window: Annotated[int | None, PlainValidator(fields.integer(1))] = None
+    """At most this many deliveries per ``window_s``; the rest fold into one summary."""
+    window_s: Seconds = 10.0
+    timeout_s: Seconds = 10.0
+    """Deadline of one delivery attempt."""
+    backoff_first_s: Seconds = 0.5
+    backoff_max_s: Seconds = 30.0
+    retention_s: Seconds | None = None
+    """How long an event is retried before it goes to the dead letters (default: the
+    ``[alerts]`` table's)."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertRoute:
+        if self.url is not None and self.url_env is not None:
+            raise problem("give url or url_env, not both", at="url_env")
+        if self.type == "webhook":
+            if self.url is None and self.url_env is None:
+                raise problem("a webhook needs url or url_env", at="url")
+            if self.secret_env is None:
+                raise problem("a webhook needs secret_env (its HMAC key)", at="secret_env")
+        if self.type == "apprise" and self.url is None and self.url_env is None:
+            raise problem("an apprise route needs url_env (or url)", at="url_env")
+        if self.type == "pagerduty" and self.routing_key_env is None:
+            raise problem("a pagerduty route needs routing_key_env", at="routing_key_env")
+        if self.backoff_max_s < self.backoff_first_s:
+            raise problem("must be at least backoff_first_s", at="backoff_max_s")
+        return self
+
+
+def _routes(tables: Any) -> Any:
+    if not isinstance(tables, list | tuple):
+        raise problem("must be an array of tables ([[alerts.routes]])")
+    seen: set[Any] = set()
+    for index, table in enumerate(tables):
+        if isinstance(table, AlertRoute):  # built in code, already checked
+            name: Any = table.name
+        elif isinstance(table, dict):
+            name = table.get("name")
+        else:
+            raise problem("must be a table", at=f"[{index}]")
+        if isinstance(name, str) and name in seen:
+            raise problem(f"route {name!r} is configured twice", at=f"[{index}].name")
+        seen.add(name)
+    return tables
+
+
+@pydantic_dataclass(frozen=True, slots=True, config=_TABLE)
+class AlertsSettings:
+    """``[alerts]``: the forwarder's routes (``liqmon alerts``) and what they share."""
+
+    routes: Annotated[tuple[AlertRoute, ...], BeforeValidator(_routes)] = ()
+    http_port: Annotated[int, PlainValidator(fields.integer(0, 65535))] = 8322
+    """Where ``liqmon alerts`` serves /healthz, /readyz and /metrics (``--http-port`` wins)."""
+    retention_s: Seconds = 86_400.0
+    """How long an undeliverable event is retried before it is dead-lettered."""
+    delivered_ttl_s: Annotated[int, PlainValidator(fields.integer(1))] = 7 * 86_400
+    """How long each route remembers a delivered key (a repeat within it is not sent)."""
+    dead_letter_maxlen: Annotated[int, PlainValidator(fields.integer(1))] = 10_000
+    """About how many entries each route's dead-letter stream keeps."""
+
+    def route(self, name: str) -> AlertRoute | None:
+        """The route called ``name``, if configured."""
+        return next((route for route in self.routes if route.name == name), None)
 
 
 class RiskTable(BaseModel):
@@ -613,6 +752,7 @@ class ConfigFile(BaseModel):
     symbols: dict[str, SymbolTable] = Field(default_factory=dict, validate_default=True)
     guards: GuardsTable = Field(default_factory=GuardsTable)
     sources: tuple[PriceSource, ...] = ()
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -681,6 +821,7 @@ class ConfigFile(BaseModel):
                 symbol: table.guards.over(default_guards) for symbol, table in self.symbols.items()
             },
             funding=frozenset(s for s, table in self.symbols.items() if table.apply_funding),
+            alerts=self.alerts,
         )
 
 
@@ -700,3 +841,5 @@ class Settings:
     """Each symbol's guards: ``[guards]`` laid over the core's defaults, then its own table."""
     funding: frozenset[str] = frozenset()
     """The symbols with ``apply_funding = true``."""
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
+    """``[alerts]``: the routes of ``liqmon alerts``."""

@@ -30,7 +30,7 @@ import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlencode
 
 import orjson
@@ -48,7 +48,6 @@ from monitor import __version__
 from monitor.core.origins import Admission
 from monitor.core.status import Status
 from monitor.state.readmodel import REDIS_DOWN
-from monitor.telemetry.metrics import Metrics
 from monitor.web import schema
 from monitor.web.api import (
     DEFAULT_EVENTS,
@@ -72,6 +71,16 @@ from monitor.web.live import LiveFeed, PageClosed
 
 Checks = Callable[[], Awaitable[dict[str, str]]]
 """Returns a map of failing dependency → reason (empty when ready)."""
+
+
+class Exposition(Protocol):
+    """What ``/metrics`` renders: the daemon's :mod:`~monitor.telemetry.metrics`, or
+    another process's (``liqmon alerts``)."""
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition format."""
+        ...
+
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -337,7 +346,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def build(
-    metrics: Metrics,
+    metrics: Exposition,
     readiness: Checks,
     api: Api | None = None,
     live: LiveFeed | None = None,

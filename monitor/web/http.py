@@ -24,7 +24,7 @@ from monitor.core.origins import Admission
 from monitor.telemetry.metrics import Metrics
 from monitor.web import app
 from monitor.web.api import Api
-from monitor.web.app import Checks
+from monitor.web.app import Checks, Exposition
 from monitor.web.live import LiveFeed
 
 log = structlog.get_logger("liqmon.http")
@@ -38,13 +38,17 @@ __all__ = ["Checks", "HttpEndpoint", "listen"]
 
 
 class HttpEndpoint:
-    """Health, readiness, metrics; with an :class:`Api`, also ``/api/*``, ``/`` and ``/ws``."""
+    """Health, readiness, metrics; with an :class:`Api`, also ``/api/*``, ``/`` and ``/ws``.
+
+    ``metrics`` is what ``/metrics`` renders: the daemon's :class:`Metrics` (which the
+    API's live feed also reads), or any other :class:`Exposition` (``liqmon alerts``).
+    """
 
     def __init__(
         self,
         host: str,
         port: int,
-        metrics: Metrics,
+        metrics: Exposition,
         readiness: Checks,
         api: Api | None = None,
         token: str | None = None,
@@ -58,7 +62,11 @@ class HttpEndpoint:
         self.metrics = metrics
         self.readiness = readiness
         self.api = api
-        self.live = LiveFeed(api, metrics) if api is not None else None
+        self.live: LiveFeed | None = None
+        if api is not None:
+            if not isinstance(metrics, Metrics):
+                raise TypeError("the API's live feed reads the daemon's Metrics")
+            self.live = LiveFeed(api, metrics)
         self.app, self.edge = app.build(
             metrics, readiness, api, self.live, token=token, admission=self.admission
         )

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from harness import http_ready, settings_for
 
+from monitor.alerts.metrics import AlertMetrics
 from monitor.devtools.embedded import free_port
 from monitor.service.daemon import Daemon
 
@@ -216,9 +217,10 @@ def test_alertmanager_config_passes_amtool_and_routes_every_rule_to_the_webhook(
 
 
 def exported_names(redis_url: str, mqtt_url: str) -> set[str]:
-    """The metric families a daemon exports (HELP lines), from its registry; nothing runs."""
+    """The metric families a daemon and ``liqmon alerts`` export (HELP lines), from their
+    registries; nothing runs."""
     daemon = Daemon(settings_for(redis_url, mqtt_url, "names"))
-    text = daemon.metrics.render().decode()
+    text = daemon.metrics.render().decode() + AlertMetrics().render().decode()
     return set(re.findall(r"^# HELP (\S+)", text, re.MULTILINE))
 
 
