@@ -31,23 +31,21 @@ import orjson
 from monitor.alerts import pagerduty, signing, templates
 from monitor.alerts.items import Item
 from monitor.alerts.policy import Verdict, retry_after_s, verdict
-from monitor.core.errors import ConfigError
+from monitor.core.errors import ConfigError, RequestFailed, Unavailable
 
 
-class DeliveryFailed(Exception):
-    """An attempt failed; the message says why (kept with a dead letter)."""
-
-
-class Retryable(DeliveryFailed):
-    """Try again later: a timeout, no connection, or an answer that asks for it."""
+class Retryable(Unavailable):
+    """Try again later: a timeout, no connection, or an answer that asks for it; the message
+    says why (kept with a dead letter once the retention runs out)."""
 
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
-class Refused(DeliveryFailed):
-    """The sink refused the item: retrying the same request cannot succeed."""
+class Refused(RequestFailed):
+    """The sink refused the item: retrying the same request cannot succeed (dead-lettered at
+    once, with the message)."""
 
 
 class Sink(Protocol):

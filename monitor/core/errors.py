@@ -27,11 +27,13 @@ Where the classes live (each next to the code that raises it):
 - ``Unavailable``: ``monitor.bus.protocol.MqttError`` and its subclasses (the daemon's
   MQTT connections), ``monitor.devtools.embedded.EmbeddedServerError`` and its
   subclasses (the demo's and the tests' own redis-server and mosquitto),
-  ``monitor.web.live.PageClosed`` (a dashboard page's connection is gone).
+  ``monitor.web.live.PageClosed`` (a dashboard page's connection is gone),
+  ``monitor.alerts.sinks.Retryable`` (an alert sink to try again later).
 - ``RequestFailed``: ``monitor.web.api.ApiError`` (with an HTTP status),
   ``monitor.cli.main.CommandError`` (with an exit status),
   ``monitor.config.tiers.TierDocumentError`` (a venue's tier document ``liqmon tiers``
-  cannot read: exit 1).
+  cannot read: exit 1), ``monitor.alerts.sinks.Refused`` (an alert sink refused the
+  request: dead-lettered at once).
 - ``Bug``: ``monitor.core.status.IllegalTransition``.
 
 Libraries' exceptions are not wrapped but belong to a branch all the same:

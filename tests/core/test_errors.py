@@ -10,6 +10,8 @@ import pytest
 
 import feeds.errors
 import monitor
+from monitor.alerts.sinks import Refused as SinkRefused
+from monitor.alerts.sinks import Retryable as SinkUnavailable
 from monitor.bus.protocol import (
     AckTimeout,
     ConnectionLost,
@@ -53,6 +55,8 @@ BRANCH_OF: list[tuple[type[Exception], type[LiqmonError]]] = [
     (ServerStartError, Unavailable),
     (PageClosed, Unavailable),
     (TierDocumentError, RequestFailed),
+    (SinkUnavailable, Unavailable),
+    (SinkRefused, RequestFailed),
 ]
 MQTT_BRANCH_OF: list[tuple[type[Exception], type[LiqmonError]]] = [
     (error, Unavailable)
