@@ -39,6 +39,7 @@ from monitor.bus.protocol import MqttError
 from monitor.config.model import PAGERDUTY_URL, AlertRoute, Settings
 from monitor.core.errors import ConfigError
 from monitor.core.wire import check_name
+from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.transport import REDIS_DOWN, Transport, connect
 from monitor.web.http import HttpEndpoint
 
@@ -176,6 +177,7 @@ class Forwarder:
         gauge = self.metrics.connected.labels(route)
         delays = Backoff(base_s=0.1, max_s=5.0).delays()
         while True:
+            raise_if_cancelling()
             try:
                 async with Subscriber.connect(
                     self.settings.mqtt,

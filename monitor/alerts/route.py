@@ -39,6 +39,7 @@ from monitor.alerts.metrics import AlertMetrics
 from monitor.alerts.policy import backoff_s
 from monitor.alerts.sinks import Refused, Retryable, Sink
 from monitor.config.model import AlertRoute
+from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.transport import REDIS_DOWN
 
 log = structlog.get_logger("liqmon.alerts")
@@ -183,6 +184,7 @@ class RouteWorker:
         if opened_ms is not None:
             self.fold_opened_s = min(self.fold_opened_s or opened_ms / 1000, opened_ms / 1000)
         while True:
+            raise_if_cancelling()
             await self.sleep(self.fold_check_s)
             opened = self.fold_opened_s
             if opened is None or self.now() < opened + self.route.window_s:
@@ -237,6 +239,7 @@ class RouteWorker:
         """``call`` retried while Redis is unavailable (nothing is settled without it)."""
         attempt = 0
         while True:
+            raise_if_cancelling()
             try:
                 result = await call(*args, **kwargs)
             except REDIS_DOWN as error:

@@ -707,6 +707,7 @@ class Daemon(Service):
         """Forget old tombstones of the symbols this monitor holds, a few times per retention."""
         retention_s = self.settings.limits.tombstone_retention_s
         while True:
+            raise_if_cancelling()
             await asyncio.sleep(min(retention_s / 4, 60.0))
             try:
                 deleted = await self.store.expire_tombstones(sorted(self.leases.held), retention_s)

@@ -39,6 +39,7 @@ from monitor.core.funding import (
 from monitor.core.position import PositionRecord
 from monitor.core.status import Status
 from monitor.service.engine import COMMIT_SLICE, DECIDE_SLICE, MAX_ATTEMPTS, Engine, Outcome
+from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.positions import UNCHECKED, DecidedAt, FundingWrite
 
 log = structlog.get_logger("liqmon.funding")
@@ -109,6 +110,7 @@ class FundingDesk:
         """Apply the funding times that come due, forever; cancelling it is safe (a
         funding time cut short is applied again, and pays once per position)."""
         while True:
+            raise_if_cancelling()
             await self.apply_due()
             await asyncio.sleep(POLL_S)
 

@@ -26,6 +26,7 @@ from monitor.core.guards import Alert, AlertType, PriceGuards, RejectReason
 from monitor.core.position import PositionUpdate
 from monitor.core.wire import positions_from_payload, price_from_payload
 from monitor.service.workers import Marks
+from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.outbox import Outbox
 from monitor.state.positions import PositionStore
 from monitor.state.transport import REDIS_DOWN
@@ -297,6 +298,7 @@ class DeadLetterWriter:
     async def run(self) -> None:
         """Write letters as they come, up to :data:`DEAD_LETTER_BATCH` per round trip."""
         while True:
+            raise_if_cancelling()
             letters = [await self._queue.get()]
             while len(letters) < DEAD_LETTER_BATCH and not self._queue.empty():
                 letters.append(self._queue.get_nowait())

@@ -225,7 +225,10 @@ def test_liqmon_demo_runs_the_show_and_leaves_nothing_running() -> None:
         assert url
         with urllib.request.urlopen(url.group(0) + "healthz", timeout=5) as response:
             assert response.status == 200
-        code = process.wait(timeout=90)
+        try:
+            code = process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the demo still ran after 90 s; its output:\n" + "".join(lines)[-4000:])
     finally:
         if process.poll() is None:  # SIGTERM first: the demo stops its servers on it
             process.send_signal(signal.SIGTERM)
