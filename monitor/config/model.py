@@ -327,7 +327,7 @@ class AlertsSettings:
     """``[alerts]``: the forwarder's routes (``liqmon alerts``) and what they share."""
 
     routes: Annotated[tuple[AlertRoute, ...], BeforeValidator(_routes)] = ()
-    http_port: Annotated[int, PlainValidator(fields.integer(0, 65535))] = 8322
+    http_port: Annotated[int, PlainValidator(fields.integer(0, 65535))] = 8323
     """Where ``liqmon alerts`` serves /healthz, /readyz and /metrics (``--http-port`` wins)."""
     retention_s: Seconds = 86_400.0
     """How long an undeliverable event is retried before it is dead-lettered."""

@@ -60,8 +60,8 @@ def test_the_readme_example_is_a_valid_configuration() -> None:
         (
             {"name": "s", "type": "apprise", "url_env": "X", "types": ["liquidations"]},
             "alerts.routes[0].types[0]: must be one of margin_call, margin_call_cleared, "
-            "liquidation, feed_stale, feed_resumed, price_deviation, price_deviation_cleared, "
-            "got 'liquidations'",
+            "liquidation, funding_applied, feed_stale, feed_resumed, price_deviation, "
+            "price_deviation_cleared, got 'liquidations'",
         ),
         (
             {"name": "s", "type": "apprise", "url_env": "X", "colour": "red"},
