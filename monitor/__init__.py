@@ -11,7 +11,8 @@ The layers, each importing only those below it (``make check`` enforces this):
     state/      Redis: keys, Lua, position store, outbox, leases
     bus/        MQTT 3.1.1: a sans-I/O protocol and the asyncio client on it
     config/     the configuration model: file, includes, environment overrides
-    core/       pure and synchronous: margin math, statuses, evaluation, guards, wire
+    core/       pure and synchronous: margin math and venue models, statuses, evaluation,
+                funding, guards, topics, the exception tree, the wire format
 """
 
 __version__ = "0.1.0"
