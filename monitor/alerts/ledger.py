@@ -1,17 +1,16 @@
 """What each route keeps in Redis: delivered keys, dead letters, and the fold buffer.
 
-Keys, with the default prefix ``liqmon`` (the route's name is the hash tag,
-so each route's keys live on one node of a Redis Cluster)::
+The keys (built by :class:`~monitor.state.keys.Keys`; the route's name is the
+hash tag, so each route's keys live on one node of a Redis Cluster):
 
-    liqmon:alerts:{ROUTE}:delivered:KEY   string with a TTL (``alerts.delivered_ttl_s``):
-                                          KEY was accepted by the sink
-    liqmon:alerts:{ROUTE}:deadletter      stream: what the sink refused or what outlived
-                                          the retention (key, topic, payload, error,
-                                          attempts, at_ms), about ``dead_letter_maxlen``
-    liqmon:alerts:{ROUTE}:fold            hash: folded items (key → topic NUL payload)
-                                          and ``_window`` (epoch ms of the first fold)
-    liqmon:alerts:{ROUTE}:fold:sending    the fold being summarized (renamed from
-                                          ``fold``, so new folds go to a fresh one)
+- ``…:delivered:KEY``: a string with a TTL (``alerts.delivered_ttl_s``): KEY
+  was accepted by the sink;
+- ``…:deadletter``: a stream of what the sink refused or what outlived the
+  retention (key, topic, payload, error, attempts, at_ms), about
+  ``dead_letter_maxlen`` long;
+- ``…:fold``: a hash of folded items (key → topic NUL payload) and ``_window``
+  (epoch ms of the first fold); ``…:fold:sending``: the fold being summarized
+  (renamed from ``fold``, so new folds go to a fresh one).
 
 The delivered mark is written after the sink accepted: a forwarder that dies
 in between sends the item again, under the same key (the one repeat the
@@ -29,6 +28,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from monitor.alerts.items import Item, item_of
+from monitor.state.keys import Keys
 from monitor.state.transport import text
 
 WINDOW = "_window"
@@ -58,28 +58,28 @@ class RouteLedger:
     ) -> None:
         self.client: Any = client
         self.route = route
-        self.base = f"{prefix}:alerts:{{{route}}}"
+        self.keys = Keys(prefix)
         self.delivered_ttl_s = delivered_ttl_s
         self.maxlen = maxlen
 
     def delivered_key(self, key: str) -> str:
         """The string that marks ``key`` delivered on this route."""
-        return f"{self.base}:delivered:{key}"
+        return self.keys.alert_delivered(self.route, key)
 
     @property
     def dead_letter_key(self) -> str:
         """The route's dead-letter stream."""
-        return f"{self.base}:deadletter"
+        return self.keys.alert_dead_letter(self.route)
 
     @property
     def fold_key(self) -> str:
         """The hash of items folded in the current window."""
-        return f"{self.base}:fold"
+        return self.keys.alert_fold(self.route)
 
     @property
     def sending_key(self) -> str:
         """The fold being summarized."""
-        return f"{self.base}:fold:sending"
+        return self.keys.alert_fold_sending(self.route)
 
     async def delivered(self, key: str) -> bool:
         """True if ``key`` was delivered on this route within the TTL."""

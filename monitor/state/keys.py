@@ -50,6 +50,13 @@ key                                      what
                                          outboxes by leases of their own
 ``liqmon:outbox-ready``                  pub/sub channel (Redis Cluster only, not a
                                          key): a symbol whose outbox was added to
+``liqmon:alerts:{R}:delivered:KEY``      string with a TTL: ``liqmon alerts`` route R's
+                                         sink accepted KEY (an event or alert id)
+``liqmon:alerts:{R}:deadletter``         stream: what route R's sink refused, or what
+                                         outlived the retention
+``liqmon:alerts:{R}:fold``               hash: items folded in route R's current
+                                         window; ``…:fold:sending``: the one being
+                                         summarized (:mod:`monitor.alerts.ledger`)
 =======================================  ===========================================
 
 The four trigger sets are named by :class:`~monitor.core.triggers.TriggerSet`,
@@ -128,6 +135,25 @@ class Keys:
     def epoch(self) -> str:
         """String: the epoch of the data; its absence tells a loss (:mod:`monitor.state.epoch`)."""
         return f"{self.prefix}:epoch"
+
+    def alert_delivered(self, route: str, key: str) -> str:
+        """String with a TTL: ``route``'s sink accepted ``key`` (the route is the hash tag)."""
+        return f"{self._alerts(route)}:delivered:{key}"
+
+    def alert_dead_letter(self, route: str) -> str:
+        """Stream: what ``route``'s sink refused or what outlived the retention."""
+        return f"{self._alerts(route)}:deadletter"
+
+    def alert_fold(self, route: str) -> str:
+        """Hash: the items ``route`` folded in its current window."""
+        return f"{self._alerts(route)}:fold"
+
+    def alert_fold_sending(self, route: str) -> str:
+        """Hash: ``route``'s fold being summarized (renamed from :meth:`alert_fold`)."""
+        return f"{self._alerts(route)}:fold:sending"
+
+    def _alerts(self, route: str) -> str:
+        return f"{self.prefix}:alerts:{{{route}}}"
 
     @property
     def published(self) -> str:
