@@ -85,6 +85,39 @@ def _shown(symbols: list[str]) -> list[str]:
     return [*symbols[:SYMBOLS_LOGGED], f"+{len(symbols) - SYMBOLS_LOGGED} more"]
 
 
+STOP_REPORTED_AFTER_S = 5.0
+"""A stop still waiting for tasks this long logs each of them, with where it waits."""
+
+
+async def _report_stuck() -> None:
+    """Log every task that has not ended :data:`STOP_REPORTED_AFTER_S` after the stop.
+
+    Cancelled tasks end within milliseconds; one that does not has lost its
+    cancellation or ignores it, and the await it sits in names the culprit.
+    """
+    await asyncio.sleep(STOP_REPORTED_AFTER_S)
+    me = asyncio.current_task()
+    for task in asyncio.all_tasks():
+        if task is not me and not task.done():
+            log.warning(
+                "stop_waiting_for_task",
+                task=task.get_name(),
+                cancelling=task.cancelling(),
+                awaiting=_awaiting(task.get_coro()),
+            )
+
+
+def _awaiting(coro: object) -> str:
+    """The chain of awaits a coroutine is suspended in, outermost first."""
+    where: list[str] = []
+    while coro is not None and len(where) < 16:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            where.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(where)
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -140,6 +173,7 @@ class Service:
             symbols=_shown(list(self.settings.symbols)),
         )
         tasks: list[asyncio.Task[None]] = []
+        watchdog: asyncio.Task[None] | None = None
         try:
             try:
                 async with asyncio.TaskGroup() as group:
@@ -157,6 +191,7 @@ class Service:
                         starting.cancel()
                     for task in tasks:
                         task.cancel()
+                    watchdog = asyncio.create_task(_report_stuck(), name="stop-watchdog")
             except* UnsafeServer as refused:
                 # One line at the command line, not a group of one.
                 raise refused.exceptions[0] from None
@@ -164,6 +199,8 @@ class Service:
                 with contextlib.suppress(*REDIS_DOWN):
                     await self.leases.release_all()
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             await self.redis.aclose()
         log.info("stopped")
 

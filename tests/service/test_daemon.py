@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from decimal import Decimal
 
 import pytest
+import structlog
 import structlog.testing
 from harness import Collector, mqtt_client, position_object, publish, running, settings_for
 
 from monitor.core.evaluation import Event
 from monitor.core.status import EventType
+from monitor.service import daemon as daemon_module
 from monitor.service.engine import Outcome
 from monitor.service.workers import EVENT_LOG_LINES, record_events
 from monitor.telemetry.metrics import Metrics
@@ -83,3 +86,28 @@ def test_a_burst_logs_a_line_per_event_up_to_a_bound_then_one_summary() -> None:
     assert [(e["count"], e["by_type"]) for e in logs if e["event"] != "event"] == [
         (150, {"liquidation": 250})
     ]
+
+
+async def test_a_task_that_does_not_stop_is_named_with_where_it_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stop that waits on a task which lost its cancellation logs the task and the await
+    it sits in, so a hang at shutdown names its culprit."""
+    monkeypatch.setattr(daemon_module, "STOP_REPORTED_AFTER_S", 0.01)
+    released = asyncio.Event()
+
+    async def deaf() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        await released.wait()
+
+    task = asyncio.create_task(deaf(), name="deaf-worker")
+    await asyncio.sleep(0)
+    task.cancel()
+    with structlog.testing.capture_logs() as logs:
+        await daemon_module._report_stuck()
+    released.set()
+    await task
+    [entry] = [e for e in logs if e.get("task") == "deaf-worker"]
+    assert "stop_waiting_for_task" == entry["event"]
+    assert "deaf" in entry["awaiting"] and "Event.wait" in entry["awaiting"]
