@@ -240,6 +240,7 @@ class Relay:
         # Its own task: asking every symbol's outbox takes tens of
         # milliseconds, which the publishing loop must not wait for.
         while True:
+            raise_if_cancelling()
             await asyncio.sleep(CLAIM_EVERY_S)
             symbols = self.symbols
             if not symbols:
