@@ -1,0 +1,302 @@
+"""Stress at a price and the liquidation map, exactly: pure, synchronous.
+
+Given open positions of one contract and a price ``P``, :func:`stress` says
+what the venue model (:func:`monitor.core.models.model_for`, the one the
+monitor decides with) would do at ``P``:
+
+``liquidated``
+    open positions (healthy or in margin call) whose liquidation condition
+    holds at ``P`` (``MB(P) ≤ MM(P)``, :meth:`VenueModel.liquidatable`): their
+    count, their notional at ``P`` and their isolated margin;
+``margin_call``
+    open positions not liquidatable at ``P`` whose margin ratio at ``P`` is at
+    least ``margin_call_ratio`` (:meth:`VenueState.ratio_reached`, the test the
+    status table makes): count and notional at ``P``;
+``shortfall``
+    ``Σ max(0, −(M + PnL(P)))`` over the liquidated: what closing them all at
+    ``P`` costs beyond their margin.
+
+:func:`liquidation_map` buckets the open positions by liquidation price.
+
+The algebra, and why every figure is exact
+------------------------------------------
+
+With ``x`` a position's exposure (size × multiplier: base units for a linear
+contract, quote face value for an inverse one), ``s = ±1`` its side, ``E``
+its entry and ``M`` its margin, and sums over a selected set of positions::
+
+    linear:   N(P) = x·P                 Σ N(P)   = P·Σx
+              PnL(P) = s·x·(P − E)       Σ PnL(P) = s·(P·Σx − Σ(x·E))
+    inverse:  N(P) = x/P                 Σ N(P)   = (Σx)/P
+              PnL(P) = s·x·(1/E − 1/P)   Σ PnL(P) = s·(Σ(x/E) − (Σx)/P)
+
+``max(0, ·)`` in the shortfall does not break the sums: ``M + PnL(P) < 0``
+holds exactly for the positions past their bankruptcy price at ``P``
+(``MB`` is monotonic in ``P``), so the shortfall of one side is
+``−(ΣM + Σ PnL(P))`` over the positions beyond bankruptcy, a sum of the same
+kind. Selection (which positions are liquidated, which in margin call) is
+decided position by position with the model's exact comparison, and the sums
+are kept as :class:`~fractions.Fraction`: linear sums are finite decimals and
+are printed with every digit; an inverse sum (``x/P``, ``x/E``) is a rational,
+printed once, rounded half-even to 28 significant digits
+(:func:`decimal_text`). No figure is rounded before it is summed.
+
+Which positions must be read (the shell's business, :mod:`monitor.web.stress`):
+the monitor keeps every open position in its side's worsening trigger set,
+scored by its margin-call price while healthy and by its liquidation price in
+margin call, each score widened one ulp away from the mark; both prices lie
+on the mark's side of the liquidation price. So a long liquidatable at ``P``,
+or in margin call at ``P`` while healthy now, has a score at or above ``P``
+(a short at or below); a position already in margin call whose liquidation
+price is beyond ``P`` is in the improving set. Those two reads select a
+superset of every position that counts at ``P``; the exact tests here decide.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Context, Decimal, localcontext
+from fractions import Fraction
+from itertools import pairwise
+
+from monitor.core.margin import Contract, ContractKind, Holding, Side
+from monitor.core.models import model_for
+from monitor.core.position import PositionRecord
+from monitor.core.status import RiskLimits, Status
+from monitor.core.venues.base import ExactModel, VenueModel
+
+OPEN = frozenset({Status.HEALTHY, Status.MARGIN_CALL})
+"""The statuses a price can still move: the only ones stress and the map count."""
+
+MAX_BUCKETS = 2_000
+"""The most buckets one map may have."""
+
+_DIGITS = Context(prec=28)
+"""How an inexact (inverse) rational is printed: 28 significant digits, half even."""
+
+
+def decimal_text(value: Fraction) -> str:
+    """``value`` as a decimal string: every digit when it is a finite decimal, else
+    rounded half-even to 28 significant digits (the default context's)."""
+    denominator = value.denominator
+    twos = fives = 0
+    while denominator % 2 == 0:
+        denominator //= 2
+        twos += 1
+    while denominator % 5 == 0:
+        denominator //= 5
+        fives += 1
+    if denominator == 1:
+        places = max(twos, fives)
+        scaled = value.numerator * 10**places // value.denominator
+        return format(Decimal(scaled).scaleb(-places), "f")
+    with localcontext(_DIGITS):
+        return format(Decimal(value.numerator) / Decimal(value.denominator), "f")
+
+
+def exposure(contract: Contract, model: VenueModel, position: Holding) -> Decimal:
+    """``x``: base units (linear) or quote face value (inverse), as the model counts them."""
+    if isinstance(model, ExactModel):
+        return model.exposure(position)
+    if contract.kind is ContractKind.LINEAR:
+        return position.qty
+    return position.qty * contract.contract_size
+
+
+def notional_at(kind: ContractKind, x: Decimal, price: Decimal) -> Fraction:
+    """``N(P)``, exactly: ``x·P`` (quote) linear, ``x/P`` (coin) inverse."""
+    if kind is ContractKind.LINEAR:
+        return Fraction(x) * Fraction(price)
+    return Fraction(x) / Fraction(price)
+
+
+def pnl_at(kind: ContractKind, side: Side, x: Decimal, entry: Decimal, price: Decimal) -> Fraction:
+    """``PnL(P)``, exactly, in the settlement currency."""
+    s = 1 if side is Side.LONG else -1
+    if kind is ContractKind.LINEAR:
+        return s * Fraction(x) * (Fraction(price) - Fraction(entry))
+    return s * Fraction(x) * (1 / Fraction(entry) - 1 / Fraction(price))
+
+
+@dataclass(slots=True)
+class Tally:
+    """A count of positions with their notional (at a price) and margin, exact."""
+
+    count: int = 0
+    notional: Fraction = field(default_factory=Fraction)
+    margin: Fraction = field(default_factory=Fraction)
+
+    def add(self, notional: Fraction, margin: Fraction) -> None:
+        """Count one more position."""
+        self.count += 1
+        self.notional += notional
+        self.margin += margin
+
+
+@dataclass(slots=True)
+class Stress:
+    """What happens to one symbol's open positions if the mark goes to ``price``."""
+
+    symbol: str
+    price: Decimal
+    liquidated: Tally = field(default_factory=Tally)
+    margin_call: Tally = field(default_factory=Tally)
+    shortfall: Fraction = field(default_factory=Fraction)
+
+    def document(self, mark: Decimal | None) -> dict[str, object]:
+        """The JSON document ``GET /api/stress`` and ``liqmon stress`` answer for it."""
+        return {
+            "symbol": self.symbol,
+            "mark": None if mark is None else str(mark),
+            "price": str(self.price),
+            "liquidated": {
+                "count": self.liquidated.count,
+                "notional": decimal_text(self.liquidated.notional),
+                "margin": decimal_text(self.liquidated.margin),
+            },
+            "margin_call": {
+                "count": self.margin_call.count,
+                "notional": decimal_text(self.margin_call.notional),
+            },
+            "shortfall": decimal_text(self.shortfall),
+        }
+
+
+def stress(
+    contract: Contract, records: Iterable[PositionRecord], price: Decimal, risk: RiskLimits
+) -> Stress:
+    """The figures at ``price`` over ``records`` (any that are not open are skipped, and
+    each id counts once), decided by the contract's venue model."""
+    if not price > 0:
+        raise ValueError(f"a stress price must be positive, got {price}")
+    model = model_for(contract)
+    kind = model.kind
+    result = Stress(contract.symbol, price)
+    seen: set[str] = set()
+    for record in records:
+        if record.status not in OPEN or record.qty <= 0 or record.id in seen:
+            continue
+        seen.add(record.id)
+        x = exposure(contract, model, record)
+        if model.liquidatable(record, price):
+            result.liquidated.add(notional_at(kind, x, price), Fraction(record.margin))
+            balance = Fraction(record.margin) + pnl_at(
+                kind, record.side, x, record.entry_price, price
+            )
+            if balance < 0:
+                result.shortfall -= balance
+        elif model.assess(record, price).ratio_reached(risk.margin_call_ratio):
+            result.margin_call.add(notional_at(kind, x, price), Fraction(0))
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Positions whose liquidation price lies in ``[low, high)``, by side, with the
+    cumulative notional counted outwards from the mark (see :func:`liquidation_map`)."""
+
+    low: Decimal
+    high: Decimal
+    long_count: int
+    long_notional: Fraction
+    short_count: int
+    short_notional: Fraction
+    long_cumulative: Fraction
+    short_cumulative: Fraction
+
+    def document(self) -> dict[str, object]:
+        """One bucket as ``GET /api/liquidation-map`` answers it."""
+        return {
+            "low": str(self.low),
+            "high": str(self.high),
+            "long": {"count": self.long_count, "notional": decimal_text(self.long_notional)},
+            "short": {"count": self.short_count, "notional": decimal_text(self.short_notional)},
+            "long_cumulative": decimal_text(self.long_cumulative),
+            "short_cumulative": decimal_text(self.short_cumulative),
+        }
+
+
+def bucket_edges(low: Decimal, high: Decimal, step: Decimal) -> list[Decimal]:
+    """``low, low + step, …`` up to and including ``high`` (the last bucket is cut at
+    ``high`` when the step does not divide the range: a ragged end). Exact."""
+    if not (0 < low < high and step > 0):
+        raise ValueError("need 0 < low < high and step > 0")
+    span = Fraction(high) - Fraction(low)
+    count = -(-span // Fraction(step))  # ceiling
+    if count > MAX_BUCKETS:
+        raise ValueError(f"{count} buckets: at most {MAX_BUCKETS} (widen the step)")
+    with localcontext(Context(prec=200)):
+        edges = [low + n * step for n in range(int(count))]
+    return [*edges, high]
+
+
+def liquidation_map(
+    contract: Contract,
+    records: Iterable[PositionRecord],
+    low: Decimal,
+    high: Decimal,
+    step: Decimal,
+) -> list[Bucket]:
+    """Buckets ``[low, low+step), …, [.., high)`` of liquidation price.
+
+    Each bucket holds the count and notional (each at its own liquidation price)
+    of the open longs and shorts whose liquidation price falls in it, and the
+    cumulative curves outwards from the mark: ``long_cumulative`` is the notional
+    of every open long (in the whole book) whose liquidation price is at or above
+    the bucket's ``low``, what liquidates if the mark falls to ``low``;
+    ``short_cumulative`` that of every short whose liquidation price is below the
+    bucket's ``high``, what liquidates as the mark rises through the bucket.
+    """
+    edges = bucket_edges(low, high, step)
+    model = model_for(contract)
+    kind = model.kind
+    longs: list[tuple[Decimal, Fraction]] = []
+    shorts: list[tuple[Decimal, Fraction]] = []
+    seen: set[str] = set()
+    for record in records:
+        if record.status not in OPEN or record.qty <= 0 or record.id in seen:
+            continue
+        seen.add(record.id)
+        liquidation = model.liquidation_price(record)
+        if liquidation is None:
+            continue
+        value = notional_at(kind, exposure(contract, model, record), liquidation)
+        (longs if record.side is Side.LONG else shorts).append((liquidation, value))
+    return _buckets(edges, longs, shorts)
+
+
+def _buckets(
+    edges: Sequence[Decimal],
+    longs: list[tuple[Decimal, Fraction]],
+    shorts: list[tuple[Decimal, Fraction]],
+) -> list[Bucket]:
+    longs.sort(key=lambda item: item[0])
+    shorts.sort(key=lambda item: item[0])
+    long_prices = [price for price, _ in longs]
+    short_prices = [price for price, _ in shorts]
+    # Suffix sums of the longs (at or above a price), prefix sums of the shorts (below).
+    long_above = [Fraction(0)] * (len(longs) + 1)
+    for n in range(len(longs) - 1, -1, -1):
+        long_above[n] = long_above[n + 1] + longs[n][1]
+    short_below = [Fraction(0)] * (len(shorts) + 1)
+    for n, (_, value) in enumerate(shorts):
+        short_below[n + 1] = short_below[n] + value
+    buckets = []
+    for low, high in pairwise(edges):
+        l0, l1 = bisect_left(long_prices, low), bisect_left(long_prices, high)
+        s0, s1 = bisect_left(short_prices, low), bisect_left(short_prices, high)
+        buckets.append(
+            Bucket(
+                low,
+                high,
+                l1 - l0,
+                long_above[l0] - long_above[l1],
+                s1 - s0,
+                short_below[s1] - short_below[s0],
+                long_above[l0],
+                short_below[s1],
+            )
+        )
+    return buckets
