@@ -17,6 +17,8 @@ from monitor.core.venues import (
     BybitRiskLimit,
     GateModel,
     GateTier,
+    HyperliquidModel,
+    HyperliquidTier,
     OkxModel,
     OkxTier,
     VenueModel,
@@ -71,6 +73,20 @@ CONTRACTS: dict[str, Contract] = {
             D("0.0005"),
         ),
         D("0.01"),
+    ),
+    "gate": venue(
+        "GATE",
+        GateModel(
+            "GATE",
+            LINEAR,
+            [GateTier(D(50000), D("0.004")), GateTier(D(2000000), D("0.01"), D(300))],
+            D("0.0001"),
+            D("0.00075"),
+        ),
+        D("0.0001"),
+    ),
+    "hyperliquid": venue(
+        "HL", HyperliquidModel("HL", [HyperliquidTier(D(0), 50), HyperliquidTier(D(60000), 3)])
     ),
     "gate-inverse": venue(
         "GATEUSD",

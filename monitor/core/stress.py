@@ -34,12 +34,18 @@ its entry and ``M`` its margin, and sums over a selected set of positions::
 holds exactly for the positions past their bankruptcy price at ``P``
 (``MB`` is monotonic in ``P``), so the shortfall of one side is
 ``−(ΣM + Σ PnL(P))`` over the positions beyond bankruptcy, a sum of the same
-kind. Selection (which positions are liquidated, which in margin call) is
-decided position by position with the model's exact comparison, and the sums
-are kept as :class:`~fractions.Fraction`: linear sums are finite decimals and
-are printed with every digit; an inverse sum (``x/P``, ``x/E``) is a rational,
-printed once, rounded half-even to 28 significant digits
-(:func:`decimal_text`). No figure is rounded before it is summed.
+kind. Selection (which positions are liquidated, past bankruptcy, in margin
+call) is decided position by position with the model's exact comparison;
+each set then keeps only the sums of :class:`Sums` (``count``, ``Σx``,
+``Σx·E``, ``ΣM``, and ``Σx/E`` for inverse contracts), and the figures come
+from those sums by the algebra above. ``Σx``, ``Σx·E`` and ``ΣM`` are Decimal
+sums in :data:`SUMS`, which traps any rounding; ``Σx/E`` and the final
+figures are :class:`~fractions.Fraction`. So a linear figure is a finite
+decimal, printed with every digit; an inverse one (``x/P``, ``x/E``) is a
+rational, printed once, rounded half-even to 28 significant digits
+(:func:`decimal_text`). Nothing is rounded before it is summed. The same
+sums, kept per price bucket, are what would make the cost flat in the book's
+size (README, "Stress at a price and the liquidation map").
 
 Which positions must be read (the shell's business, :mod:`monitor.web.stress`):
 the monitor keeps every open position in its side's worsening trigger set,
@@ -57,7 +63,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Context, Decimal, localcontext
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
 from fractions import Fraction
 from itertools import pairwise
 
@@ -66,6 +72,8 @@ from monitor.core.models import model_for
 from monitor.core.position import PositionRecord
 from monitor.core.status import RiskLimits, Status
 from monitor.core.venues.base import ExactModel, VenueModel
+
+ZERO = Decimal(0)
 
 OPEN = frozenset({Status.HEALTHY, Status.MARGIN_CALL})
 """The statuses a price can still move: the only ones stress and the map count."""
@@ -112,38 +120,68 @@ def notional_at(kind: ContractKind, x: Decimal, price: Decimal) -> Fraction:
     return Fraction(x) / Fraction(price)
 
 
-def pnl_at(kind: ContractKind, side: Side, x: Decimal, entry: Decimal, price: Decimal) -> Fraction:
-    """``PnL(P)``, exactly, in the settlement currency."""
-    s = 1 if side is Side.LONG else -1
-    if kind is ContractKind.LINEAR:
-        return s * Fraction(x) * (Fraction(price) - Fraction(entry))
-    return s * Fraction(x) * (1 / Fraction(entry) - 1 / Fraction(price))
+SUMS = Context(prec=400, traps=[Inexact, InvalidOperation, Overflow])
+"""Sums of products of position fields: exact, or an error (never silently rounded)."""
 
 
 @dataclass(slots=True)
+class Sums:
+    """The sums of the module doc over one side's positions in one set.
+
+    ``x_entry`` (``Σ x·E``) serves linear contracts and ``x_over_entry``
+    (``Σ x/E``, a rational) inverse ones; each counts only for its kind.
+    """
+
+    count: int = 0
+    x: Decimal = ZERO
+    x_entry: Decimal = ZERO
+    margin: Decimal = ZERO
+    x_over_entry: Fraction = field(default_factory=Fraction)
+
+    def add(self, kind: ContractKind, x: Decimal, entry: Decimal, margin: Decimal) -> None:
+        """Count one position (call inside :data:`SUMS`)."""
+        self.count += 1
+        self.x += x
+        self.margin += margin
+        if kind is ContractKind.LINEAR:
+            self.x_entry += x * entry
+        else:
+            self.x_over_entry += Fraction(x) / Fraction(entry)
+
+    def notional(self, kind: ContractKind, price: Decimal) -> Fraction:
+        """``Σ N(P)``: ``P·Σx`` linear, ``Σx/P`` inverse."""
+        if kind is ContractKind.LINEAR:
+            return Fraction(price) * Fraction(self.x)
+        return Fraction(self.x) / Fraction(price)
+
+    def balance(self, kind: ContractKind, sign: int, price: Decimal) -> Fraction:
+        """``Σ (M + PnL(P))``: ``ΣM + s·(P·Σx − Σx·E)`` linear,
+        ``ΣM + s·(Σx/E − Σx/P)`` inverse."""
+        if kind is ContractKind.LINEAR:
+            pnl = Fraction(price) * Fraction(self.x) - Fraction(self.x_entry)
+        else:
+            pnl = self.x_over_entry - Fraction(self.x) / Fraction(price)
+        return Fraction(self.margin) + sign * pnl
+
+
+@dataclass(frozen=True, slots=True)
 class Tally:
     """A count of positions with their notional (at a price) and margin, exact."""
 
-    count: int = 0
-    notional: Fraction = field(default_factory=Fraction)
-    margin: Fraction = field(default_factory=Fraction)
-
-    def add(self, notional: Fraction, margin: Fraction) -> None:
-        """Count one more position."""
-        self.count += 1
-        self.notional += notional
-        self.margin += margin
+    count: int
+    notional: Fraction
+    margin: Fraction
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Stress:
     """What happens to one symbol's open positions if the mark goes to ``price``."""
 
     symbol: str
     price: Decimal
-    liquidated: Tally = field(default_factory=Tally)
-    margin_call: Tally = field(default_factory=Tally)
-    shortfall: Fraction = field(default_factory=Fraction)
+    liquidated: Tally
+    margin_call: Tally
+    shortfall: Fraction
 
     def document(self, mark: Decimal | None) -> dict[str, object]:
         """The JSON document ``GET /api/stress`` and ``liqmon stress`` answer for it."""
@@ -164,32 +202,71 @@ class Stress:
         }
 
 
+_SIGN = {Side.LONG: 1, Side.SHORT: -1}
+
+
 def stress(
     contract: Contract, records: Iterable[PositionRecord], price: Decimal, risk: RiskLimits
 ) -> Stress:
     """The figures at ``price`` over ``records`` (any that are not open are skipped, and
-    each id counts once), decided by the contract's venue model."""
+    each id counts once), decided by the contract's venue model.
+
+    Each position is only sorted into its sets (liquidated, of those past
+    bankruptcy, margin call), per side; the figures come from each set's sums
+    by the module doc's algebra.
+    """
     if not price > 0:
         raise ValueError(f"a stress price must be positive, got {price}")
     model = model_for(contract)
     kind = model.kind
-    result = Stress(contract.symbol, price)
+    liquidated = {side: Sums() for side in Side}
+    bankrupt = {side: Sums() for side in Side}
+    called = {side: Sums() for side in Side}
     seen: set[str] = set()
     for record in records:
         if record.status not in OPEN or record.qty <= 0 or record.id in seen:
             continue
         seen.add(record.id)
-        x = exposure(contract, model, record)
+        # The models choose their own contexts; the sums below are made in SUMS.
+        side = record.side
         if model.liquidatable(record, price):
-            result.liquidated.add(notional_at(kind, x, price), Fraction(record.margin))
-            balance = Fraction(record.margin) + pnl_at(
-                kind, record.side, x, record.entry_price, price
-            )
-            if balance < 0:
-                result.shortfall -= balance
+            chosen = liquidated[side]
         elif model.assess(record, price).ratio_reached(risk.margin_call_ratio):
-            result.margin_call.add(notional_at(kind, x, price), Fraction(0))
-    return result
+            chosen = called[side]
+        else:
+            continue
+        with localcontext(SUMS):
+            x, entry, margin = exposure(contract, model, record), record.entry_price, record.margin
+            chosen.add(kind, x, entry, margin)
+            if chosen is liquidated[side] and _bankrupt(kind, _SIGN[side], x, entry, margin, price):
+                bankrupt[side].add(kind, x, entry, margin)
+    return Stress(
+        contract.symbol,
+        price,
+        Tally(
+            sum(sums.count for sums in liquidated.values()),
+            sum((sums.notional(kind, price) for sums in liquidated.values()), Fraction()),
+            sum((Fraction(sums.margin) for sums in liquidated.values()), Fraction()),
+        ),
+        Tally(
+            sum(sums.count for sums in called.values()),
+            sum((sums.notional(kind, price) for sums in called.values()), Fraction()),
+            Fraction(),
+        ),
+        -sum(
+            (sums.balance(kind, _SIGN[side], price) for side, sums in bankrupt.items()), Fraction()
+        ),
+    )
+
+
+def _bankrupt(
+    kind: ContractKind, sign: int, x: Decimal, entry: Decimal, margin: Decimal, price: Decimal
+) -> bool:
+    """``M + PnL(P) < 0``, exactly: the inverse form multiplied through by ``E·P > 0``
+    (call inside :data:`SUMS`)."""
+    if kind is ContractKind.LINEAR:
+        return margin + sign * x * (price - entry) < 0
+    return margin * entry * price + sign * x * (price - entry) < 0
 
 
 @dataclass(frozen=True, slots=True)
