@@ -66,6 +66,7 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
 from fractions import Fraction
 from itertools import pairwise
+from typing import Any
 
 from monitor.core.margin import Contract, ContractKind, Holding, Side
 from monitor.core.models import model_for
@@ -111,13 +112,6 @@ def exposure(contract: Contract, model: VenueModel, position: Holding) -> Decima
     if contract.kind is ContractKind.LINEAR:
         return position.qty
     return position.qty * contract.contract_size
-
-
-def notional_at(kind: ContractKind, x: Decimal, price: Decimal) -> Fraction:
-    """``N(P)``, exactly: ``x·P`` (quote) linear, ``x/P`` (coin) inverse."""
-    if kind is ContractKind.LINEAR:
-        return Fraction(x) * Fraction(price)
-    return Fraction(x) / Fraction(price)
 
 
 SUMS = Context(prec=400, traps=[Inexact, InvalidOperation, Overflow])
@@ -326,38 +320,59 @@ def liquidation_map(
     ``short_cumulative`` that of every short whose liquidation price is below the
     bucket's ``high``, what liquidates as the mark rises through the bucket.
     """
+    model = model_for(contract)
+    priced = (
+        (record, model.liquidation_price(record) if record.qty > 0 else None) for record in records
+    )
+    return map_of(contract, priced, low, high, step)
+
+
+def map_of(
+    contract: Contract,
+    priced: Iterable[tuple[PositionRecord, Decimal | None]],
+    low: Decimal,
+    high: Decimal,
+    step: Decimal,
+) -> list[Bucket]:
+    """:func:`liquidation_map` over records whose liquidation prices (the model's, None
+    when no price liquidates) are known already: the API keeps them in a cache."""
     edges = bucket_edges(low, high, step)
     model = model_for(contract)
-    kind = model.kind
-    longs: list[tuple[Decimal, Fraction]] = []
-    shorts: list[tuple[Decimal, Fraction]] = []
+    linear = model.kind is ContractKind.LINEAR
+    longs: list[tuple[Decimal, Decimal | Fraction]] = []
+    shorts: list[tuple[Decimal, Decimal | Fraction]] = []
     seen: set[str] = set()
-    for record in records:
-        if record.status not in OPEN or record.qty <= 0 or record.id in seen:
-            continue
-        seen.add(record.id)
-        liquidation = model.liquidation_price(record)
-        if liquidation is None:
-            continue
-        value = notional_at(kind, exposure(contract, model, record), liquidation)
-        (longs if record.side is Side.LONG else shorts).append((liquidation, value))
-    return _buckets(edges, longs, shorts)
+    # A linear notional x·P is a finite decimal, summed exactly in SUMS (and much
+    # faster than as a Fraction); an inverse one x/P is a rational.
+    with localcontext(SUMS):
+        for record, liquidation in priced:
+            if record.status not in OPEN or record.qty <= 0 or record.id in seen:
+                continue
+            seen.add(record.id)
+            if liquidation is None:
+                continue
+            x = exposure(contract, model, record)
+            value = x * liquidation if linear else Fraction(x) / Fraction(liquidation)
+            (longs if record.side is Side.LONG else shorts).append((liquidation, value))
+        return _buckets(edges, longs, shorts, ZERO if linear else Fraction())
 
 
 def _buckets(
     edges: Sequence[Decimal],
-    longs: list[tuple[Decimal, Fraction]],
-    shorts: list[tuple[Decimal, Fraction]],
+    longs: list[tuple[Decimal, Decimal | Fraction]],
+    shorts: list[tuple[Decimal, Decimal | Fraction]],
+    zero: Decimal | Fraction,
 ) -> list[Bucket]:
+    """The buckets from notionals of one type (call inside :data:`SUMS`)."""
     longs.sort(key=lambda item: item[0])
     shorts.sort(key=lambda item: item[0])
     long_prices = [price for price, _ in longs]
     short_prices = [price for price, _ in shorts]
     # Suffix sums of the longs (at or above a price), prefix sums of the shorts (below).
-    long_above = [Fraction(0)] * (len(longs) + 1)
+    long_above: list[Any] = [zero] * (len(longs) + 1)
     for n in range(len(longs) - 1, -1, -1):
         long_above[n] = long_above[n + 1] + longs[n][1]
-    short_below = [Fraction(0)] * (len(shorts) + 1)
+    short_below: list[Any] = [zero] * (len(shorts) + 1)
     for n, (_, value) in enumerate(shorts):
         short_below[n + 1] = short_below[n] + value
     buckets = []
@@ -369,11 +384,11 @@ def _buckets(
                 low,
                 high,
                 l1 - l0,
-                long_above[l0] - long_above[l1],
+                Fraction(long_above[l0] - long_above[l1]),
                 s1 - s0,
-                short_below[s1] - short_below[s0],
-                long_above[l0],
-                short_below[s1],
+                Fraction(short_below[s1] - short_below[s0]),
+                Fraction(long_above[l0]),
+                Fraction(short_below[s1]),
             )
         )
     return buckets

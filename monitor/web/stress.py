@@ -17,7 +17,9 @@ so
 
 Each bound is widened by one ulp of the float score so that rounding a price
 to a double never leaves a position out; the exact tests in the core decide.
-Each set is read from the end where it fires first, by score, a page at a time
+The map's liquidation prices come from the API's record cache (keyed by the
+stored bytes), so a map asked for again, as the dashboard would, mostly costs
+the reads. Each set is read from the end where it fires first, by score, a page at a time
 (as ``/api/positions`` walks it). The cost is two reads per :data:`PAGE` members, growing with the
 positions between the mark's side of the book and ``P`` (the ones that count,
 plus the healthy ones whose margin-call price lies beyond ``P``), not with the
@@ -35,7 +37,7 @@ from typing import Any
 
 from monitor.core.margin import Contract, Side
 from monitor.core.position import PositionRecord
-from monitor.core.stress import Bucket, bucket_edges, liquidation_map, stress
+from monitor.core.stress import Bucket, bucket_edges, map_of, stress
 from monitor.core.triggers import Direction, TriggerSet
 from monitor.web.api import Api, ApiError, bad_request
 
@@ -148,7 +150,8 @@ async def map_document(
     quote = (await api.quotes([symbol]))[symbol]
     longs = await _read(api, contract, TriggerSet.worsening_of(Side.LONG), _below(low))
     shorts = await _read(api, contract, TriggerSet.worsening_of(Side.SHORT), _above(high))
-    buckets: list[Bucket] = liquidation_map(contract, [*longs, *shorts], low, high, step)
+    priced = [api.cache.get(contract, position_id, raw) for position_id, raw in [*longs, *shorts]]
+    buckets: list[Bucket] = map_of(contract, priced, low, high, step)
     return {
         "symbol": symbol,
         "mark": None if quote is None else str(quote.mark),
@@ -165,21 +168,23 @@ async def _stress_records(api: Api, contract: Contract, price: Decimal) -> list[
     for side in (Side.LONG, Side.SHORT):
         worsening = TriggerSet.worsening_of(side)
         stop = _below(price) if worsening.direction is Direction.DOWN else _above(price)
-        records += await _read(api, contract, worsening, stop)
-        records += await _read(api, contract, TriggerSet.improving_of(side), None)
+        raws = await _read(api, contract, worsening, stop)
+        raws += await _read(api, contract, TriggerSet.improving_of(side), None)
+        records += [PositionRecord.decode(i, contract.symbol, raw) for i, raw in raws]
     return records
 
 
 async def _read(
     api: Api, contract: Contract, trigger_set: TriggerSet, stop: float | None
-) -> list[PositionRecord]:
-    """The records of a trigger set's members from the end where it fires first (a
-    ``down`` set's highest scores) to ``stop`` (inclusive; None: all of them), a page
-    at a time, each page after the last score read (ties counted, as the listing's walk)."""
+) -> list[tuple[str, bytes]]:
+    """The stored ``(id, record)`` of a trigger set's members from the end where it fires
+    first (a ``down`` set's highest scores) to ``stop`` (inclusive; None: all of them), a
+    page at a time, each page after the last score read (ties counted, as the listing's
+    walk)."""
     symbol = contract.symbol
     down = trigger_set.direction is Direction.DOWN
     bound, skip = (math.inf, 0) if down else (-math.inf, 0)
-    records = []
+    found = []
     while True:
         page = await api.reads.trigger_page(symbol, trigger_set, bound, skip, PAGE)
         kept = [
@@ -188,13 +193,13 @@ async def _read(
             if stop is None or (score >= stop if down else score <= stop)
         ]
         raws = await api.reads.raw_records(symbol, kept) if kept else []
-        records += [
-            PositionRecord.decode(position_id, symbol, raw)
+        found += [
+            (position_id, raw)
             for position_id, raw in zip(kept, raws, strict=True)
             if raw is not None
         ]
         if len(page) < PAGE or len(kept) < len(page):
-            return records
+            return found
         last = page[-1][1]
         ties = sum(1 for _, score in page if score == last)
         skip = skip + len(page) if last == bound else ties
