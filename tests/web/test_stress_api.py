@@ -10,12 +10,13 @@ new versions and closes.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from harness import http_get, position_object, publish, settled, until
 from test_http_api import MARKS, seeded
 
+from monitor.core.models import model_for
 from monitor.core.status import Status
 from monitor.core.stress import liquidation_map, stress
 from monitor.service.daemon import Daemon
@@ -120,6 +121,41 @@ async def test_stress_and_map_match_a_position_by_position_computation_through_a
         ]
         assert len(gone) > 20
         await check_everything(daemon)
+
+
+async def test_stress_exactly_at_stored_positions_thresholds(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """At a stored position's own liquidation, margin-call and bankruptcy price, and one
+    28-digit step either side (where a float score could round the wrong way), the
+    endpoint counts what every stored record says."""
+    digits = Context(prec=28)
+    async with seeded(redis_url, mqtt_url, prefix, 300) as (daemon, _):
+        checked = 0
+        for symbol in MARKS:
+            contract = daemon.settings.symbols[symbol]
+            model = model_for(contract)
+            records = await daemon.store.all_records(symbol)
+            opened = [r for r in records if r.status in (Status.HEALTHY, Status.MARGIN_CALL)]
+            for record in opened[::9]:
+                for threshold in (
+                    model.liquidation_price(record),
+                    model.margin_call_price(record, daemon.settings.risk.margin_call_ratio),
+                    model.bankruptcy_price(record),
+                ):
+                    if threshold is None:
+                        continue
+                    for price in (
+                        threshold,
+                        digits.next_plus(threshold),
+                        digits.next_minus(threshold),
+                    ):
+                        expected = await expected_stress(daemon, symbol, price)
+                        path = f"/api/stress?symbol={symbol}&price={price}"
+                        status, document, _ = await http_get(daemon, path)
+                        assert (200, {**expected, "move": None}) == (status, document["stress"][0])
+                        checked += 1
+    assert checked > 150
 
 
 async def test_several_symbols_with_one_move_and_the_refusals(
