@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stress_book import CONTRACTS, notional, random_book, reference
 
-from monitor.core.margin import Side
+from monitor.core.margin import Contract, ContractKind, Side
 from monitor.core.models import model_for
 from monitor.core.position import PositionRecord
 from monitor.core.status import RiskLimits, Status
@@ -48,16 +48,33 @@ def figures(contract_name: str, book: list[PositionRecord], price: Decimal) -> d
     }
 
 
+def tier_edges(contract: Contract, record: PositionRecord) -> list[Decimal]:
+    """The prices at which the record's notional meets a bracket's cap (Binance's tiers
+    follow the notional at the mark, so the maintenance rate changes there)."""
+    edges = []
+    for bracket in contract.brackets:
+        if bracket.notional_cap is None:
+            continue
+        if contract.kind is ContractKind.LINEAR:
+            edges.append(DIGITS.divide(bracket.notional_cap, record.qty))
+        else:
+            edges.append(DIGITS.divide(record.qty * contract.contract_size, bracket.notional_cap))
+    return edges
+
+
 def thresholds(contract_name: str, book: list[PositionRecord]) -> list[Decimal]:
-    """Every liquidation, margin-call and bankruptcy price of the book, with both
-    28-digit neighbours: the prices where an off-by-one would show."""
-    model = model_for(CONTRACTS[contract_name])
+    """Every liquidation, margin-call and bankruptcy price of the book, and every price
+    where a position's notional meets a tier's cap, with both 28-digit neighbours: the
+    prices where an off-by-one would show."""
+    contract = CONTRACTS[contract_name]
+    model = model_for(contract)
     prices = []
     for record in book:
         for price in (
             model.liquidation_price(record),
             model.margin_call_price(record, RISK.margin_call_ratio),
             model.bankruptcy_price(record),
+            *tier_edges(contract, record),
         ):
             if price is not None:
                 prices += [price, DIGITS.next_plus(price), DIGITS.next_minus(price)]
@@ -83,8 +100,9 @@ def test_stress_at_any_price_matches_the_reference(name: str, seed: int, factor:
 def test_stress_exactly_at_a_threshold_matches_the_reference(
     name: str, seed: int, pick: int
 ) -> None:
-    """At a position's own liquidation, margin-call or bankruptcy price (and one step
-    beside it), the position is counted exactly as its trigger prices say."""
+    """At a position's own liquidation, margin-call or bankruptcy price, or where its
+    notional meets a tier's cap (and one step beside each), every position is counted
+    exactly as its trigger prices say."""
     book = random_book(CONTRACTS[name], 12, seed, CENTER.get(name, D(3000)))
     prices = thresholds(name, book)
     price = prices[pick % len(prices)]
