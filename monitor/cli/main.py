@@ -305,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     alerts_cli.register(command, _Parser)
 
+    from monitor.cli import stress as stress_cli
+
+    stress_cli.register(command)
+
     demo = command("demo", "local Redis and broker, a seeded book, a market crash")
     demo.add_argument(
         "--positions", type=_positive_int, default=10_000, help="positions to seed (default: 10000)"
@@ -366,6 +370,10 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> None:
         from monitor.cli import alerts as alerts_cli
 
         alerts_cli.dispatch(settings, args)
+    elif args.command in ("stress", "map"):
+        from monitor.cli import stress as stress_cli
+
+        stress_cli.dispatch(settings, args)
     elif args.command == "replay":
         from monitor.cli.recording import replay
 

@@ -589,7 +589,7 @@ class Daemon(Service):
             settings.http.port,
             self.metrics,
             self.failing,
-            Api(ReadModel(self.transport, keys), settings.symbols, self.guards),
+            Api(ReadModel(self.transport, keys), settings.symbols, self.guards, risk=settings.risk),
             token=settings.http.token,
             allowed_hosts=settings.http.allowed_hosts,
             allowed_origins=settings.http.allowed_origins,

@@ -60,7 +60,7 @@ from monitor.core.guards import AlertType, PriceGuards
 from monitor.core.margin import Contract, Side
 from monitor.core.models import model_for
 from monitor.core.position import PositionRecord
-from monitor.core.status import EventType, Status
+from monitor.core.status import EventType, RiskLimits, Status
 from monitor.core.triggers import Direction, TriggerSet
 from monitor.core.view import describe
 from monitor.state.readmodel import ReadModel
@@ -400,10 +400,13 @@ class Api:
         contracts: Mapping[str, Contract],
         guards: PriceGuards | None = None,
         clock: Callable[[], float] = time.monotonic,
+        risk: RiskLimits | None = None,
     ) -> None:
         self.reads = reads
         self.contracts = dict(contracts)
         self.guards = guards
+        self.risk = risk if risk is not None else RiskLimits()
+        """The margin-call thresholds ``/api/stress`` counts margin calls with."""
         self.clock = clock
         self.cache = RecordCache(CACHE_SIZE)
 

@@ -8,6 +8,8 @@
 ``GET /api/positions/{id}``            one position (404 when unknown)
 ``GET /api/events``                    recent published events and alerts
 ``GET /api/symbols``                   prices, feed age and guard state per symbol
+``GET /api/stress``                    what liquidates at a price or move (:mod:`.stress`)
+``GET /api/liquidation-map``           open positions by liquidation price, in buckets
 ``GET /openapi.json``                  this table as an OpenAPI document
 ``GET /``                              the dashboard (static files in ``dashboard/``)
 ``/ws``                                the dashboard's live feed (:mod:`monitor.web.live`)
@@ -68,6 +70,7 @@ from monitor.web.api import (
     query_params,
 )
 from monitor.web.live import LiveFeed, PageClosed
+from monitor.web.stress import map_document, parse_price, stress_documents, stress_query
 
 Checks = Callable[[], Awaitable[dict[str, str]]]
 """Returns a map of failing dependency → reason (empty when ready)."""
@@ -558,6 +561,68 @@ def _add_api_routes(app: FastAPI, api: Api) -> None:
     async def symbols() -> Response:
         """Per symbol: stored prices, the feed's state, and positions by status."""
         return JsonResponse({"symbols": await api.symbols_state(), "positions": await api.counts()})
+
+    _add_stress_routes(api, get)
+
+
+DECIMAL = r"^[0-9]{1,28}(\.[0-9]{1,28})?$"
+"""A positive decimal as the stress and map parameters accept it (no exponent)."""
+MOVE = r"^-?[0-9]{1,28}(\.[0-9]{1,28})?$"
+
+
+def _add_stress_routes(api: Api, get: Callable[..., Callable[[Endpoint], Endpoint]]) -> None:
+    """``/api/stress`` and ``/api/liquidation-map`` (:mod:`monitor.web.stress`)."""
+
+    @get("/api/stress", schema.StressPage, 409)
+    async def stress(
+        symbol: Annotated[
+            str | None,
+            Query(
+                description="A symbol; with a move, several separated by commas "
+                "(default: every symbol)",
+                max_length=1000,
+            ),
+        ] = None,
+        price: Annotated[
+            str | None,
+            Query(description="The price to stress at (one symbol)", pattern=DECIMAL),
+        ] = None,
+        move: Annotated[
+            str | None,
+            Query(
+                description="Instead of a price: the move from each mark (-0.1: 10 % down), "
+                "above -1 and at most 10",
+                pattern=MOVE,
+            ),
+        ] = None,
+    ) -> Response:
+        """What liquidates, what is called and what it costs if the mark goes to a price."""
+        query = stress_query(api.symbols, symbol, price, move)
+        return JsonResponse({"stress": await stress_documents(api, query)})
+
+    @get("/api/liquidation-map", schema.LiquidationMap)
+    async def liquidation_map(
+        symbol: Annotated[
+            str,
+            _checked(lambda value: check_symbol(value, api.symbols)),
+            Query(description="The symbol", json_schema_extra={"enum": api.symbols}),
+        ],
+        low: Annotated[str, Query(description="The lowest price mapped", pattern=DECIMAL)],
+        high: Annotated[str, Query(description="The end of the range (excluded)", pattern=DECIMAL)],
+        step: Annotated[
+            str, Query(description="The width of a bucket (at most 2000 buckets)", pattern=DECIMAL)
+        ],
+    ) -> Response:
+        """Open positions by liquidation price in buckets ``[low, high)``, with the
+        cumulative notional outwards from the mark."""
+        document = await map_document(
+            api,
+            symbol,
+            parse_price("low", low),
+            parse_price("high", high),
+            parse_price("step", step),
+        )
+        return JsonResponse(document)
 
 
 def tidy(document: dict[str, Any], token: bool) -> dict[str, Any]:

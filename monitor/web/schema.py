@@ -136,3 +136,74 @@ class SymbolsPage(Document):
 
     symbols: list[SymbolState]
     positions: dict[str, Counts]
+
+
+class Liquidated(Document):
+    """Open positions whose liquidation condition holds at the price."""
+
+    count: int = Field(ge=0)
+    notional: str = Field(description="Their notional at the price: quote (linear), coin (inverse)")
+    margin: str = Field(description="Their isolated margin, in the settlement currency")
+
+
+class MarginCalled(Document):
+    """Open positions not liquidatable at the price whose margin ratio reaches margin_call_ratio."""
+
+    count: int = Field(ge=0)
+    notional: str = Field(description="Their notional at the price")
+
+
+class Stress(Document):
+    """One symbol if the mark went to ``price``: exact, by the symbol's venue model."""
+
+    symbol: str
+    mark: str | None = Field(description="The stored mark (null before the first)")
+    price: str
+    move: str | None = Field(description="The relative move from the mark asked for, if any")
+    liquidated: Liquidated
+    margin_call: MarginCalled
+    shortfall: str = Field(
+        description="Σ max(0, −(margin + PnL at the price)) over the liquidated: "
+        "what closing them at the price costs beyond their margin"
+    )
+
+
+class StressPage(Document):
+    """``/api/stress``: one document per symbol asked for."""
+
+    stress: list[Stress]
+
+
+class SideBucket(Document):
+    """The positions of one side whose liquidation price lies in a bucket."""
+
+    count: int = Field(ge=0)
+    notional: str = Field(description="Σ notional, each at its own liquidation price")
+
+
+class Bucket(Document):
+    """``[low, high)`` of liquidation price."""
+
+    low: str
+    high: str
+    long: SideBucket
+    short: SideBucket
+    long_cumulative: str = Field(
+        description="Notional of every open long liquidating at or above low "
+        "(what liquidates if the mark falls to low)"
+    )
+    short_cumulative: str = Field(
+        description="Notional of every open short liquidating below high "
+        "(what liquidates as the mark rises through the bucket)"
+    )
+
+
+class LiquidationMap(Document):
+    """``/api/liquidation-map``: buckets of liquidation price, lowest first."""
+
+    symbol: str
+    mark: str | None
+    low: str
+    high: str
+    step: str
+    buckets: list[Bucket]

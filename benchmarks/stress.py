@@ -1,0 +1,132 @@
+"""Measure ``/api/stress`` and ``/api/liquidation-map``'s work against the book's size.
+
+Starts its own redis-server (monitor.devtools.embedded), loads N positions of one
+symbol (BTCUSDT at a mark of 64,000, entries within 5 %, leverage 2-50x, a third
+short) with the real ``liqmon positions load``, reads ``INFO memory`` before and
+after, then times, in this process, what the endpoints do (the read model's
+reads and :mod:`monitor.core.stress`): stress at moves of −1 %, −5 %, −10 % and
+−30 %, and a map of ±20 % of the mark in 400 buckets (``first_ms``: the first
+map, which solves every liquidation price; ``ms``: again, from the API's record
+cache). Each figure is the median of ``--repeat`` runs; ``read`` is how many
+positions the trigger index selected for reading, ``liquidated`` how many of them count.
+
+    .venv/bin/python -m benchmarks.stress --positions 10000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from benchmarks.generator import write_positions
+from monitor.config.settings import load_settings
+from monitor.core.margin import Side
+from monitor.core.triggers import TriggerSet
+from monitor.devtools.embedded import RedisServer
+from monitor.service.loading import open_read_model
+from monitor.state.readmodel import ReadModel
+from monitor.web.api import Api
+from monitor.web.stress import PAGE, map_document, stress_documents, stress_query
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "liqmon.toml"
+MARK = 64000
+MOVES = ("-0.01", "-0.05", "-0.1", "-0.3")
+
+
+async def timings(url: str, repeat: int) -> dict[str, Any]:
+    """Median wall time of each query, with what it read and counted."""
+    settings = load_settings(CONFIG, environ={"LIQMON_REDIS_URL": url})
+    reads = open_read_model(settings)
+    api = Api(reads, settings.symbols, risk=settings.risk)
+    figures: dict[str, Any] = {}
+    try:
+        for move in MOVES:
+            query = stress_query(api.symbols, "BTCUSDT", None, move)
+            seconds = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                (document,) = await stress_documents(api, query)
+                seconds.append(time.perf_counter() - started)
+            price = Decimal(MARK) * (1 + Decimal(move))
+            figures[f"stress {move}"] = {
+                "ms": round(statistics.median(seconds) * 1000, 1),
+                "read": await _selected(reads, price),
+                "liquidated": document["liquidated"]["count"],
+                "margin_call": document["margin_call"]["count"],
+            }
+        low, high = Decimal(MARK) * Decimal("0.8"), Decimal(MARK) * Decimal("1.2")
+        step = (high - low) / 400
+        seconds = []
+        for _ in range(repeat + 1):
+            started = time.perf_counter()
+            await map_document(api, "BTCUSDT", low, high, step)
+            seconds.append(time.perf_counter() - started)
+        figures["map ±20 % / 400"] = {
+            "first_ms": round(seconds[0] * 1000, 1),
+            "ms": round(statistics.median(seconds[1:]) * 1000, 1),
+        }
+    finally:
+        await reads.aclose()
+    return figures
+
+
+async def _selected(reads: ReadModel, price: Decimal) -> int:
+    """Positions a stress at ``price`` reads: longs scored at or above it, shorts at or
+    below, and every position in margin call."""
+    longs = await reads.trigger_page("BTCUSDT", TriggerSet.worsening_of(Side.LONG), math.inf, 0, -1)
+    shorts = await reads.trigger_page(
+        "BTCUSDT", TriggerSet.worsening_of(Side.SHORT), -math.inf, 0, -1
+    )
+    called = sum(
+        [await reads.trigger_size("BTCUSDT", TriggerSet.improving_of(side)) for side in Side]
+    )
+    at = float(price)
+    return sum(score >= at for _, score in longs) + sum(score <= at for _, score in shorts) + called
+
+
+def measure(count: int, repeat: int) -> dict[str, Any]:
+    """Load ``count`` positions into a fresh Redis and time the queries."""
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as server:
+        data = Path(tmp) / "positions.jsonl"
+        write_positions(data, count, 1, symbols={"BTCUSDT": MARK}, inverse={})
+        client = redis.Redis.from_url(server.url)
+        client.hset("liqmon:{BTCUSDT}:price", mapping={"mark": str(MARK), "mark_ts": 1})
+        before = int(client.info("memory")["used_memory"])
+        command = [str(Path(sys.executable).parent / "liqmon"), "positions", "load", str(data)]
+        env = dict(os.environ, LIQMON_REDIS_URL=server.url)
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        outbox = int(client.memory_usage("liqmon:{BTCUSDT}:outbox", samples=0) or 0)
+        after = int(client.info("memory")["used_memory"])
+        client.close()
+        return {
+            "positions": count,
+            "redis_bytes_per_position": round((after - before - outbox) / count, 1),
+            "page": PAGE,
+            **asyncio.run(timings(server.url, repeat)),
+        }
+
+
+def main() -> None:
+    """Measure each ``--positions`` count and print the figures as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--positions", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps([measure(count, args.repeat) for count in args.positions], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""Stress at a price and the liquidation map, exactly: pure, synchronous.
+
+Given open positions of one contract and a price ``P``, :func:`stress` says
+what the venue model (:func:`monitor.core.models.model_for`, the one the
+monitor decides with) would do at ``P``:
+
+``liquidated``
+    open positions (healthy or in margin call) whose liquidation condition
+    holds at ``P`` (``MB(P) ≤ MM(P)``, :meth:`VenueModel.liquidatable`): their
+    count, their notional at ``P`` and their isolated margin;
+``margin_call``
+    open positions not liquidatable at ``P`` whose margin ratio at ``P`` is at
+    least ``margin_call_ratio`` (:meth:`VenueState.ratio_reached`, the test the
+    status table makes): count and notional at ``P``;
+``shortfall``
+    ``Σ max(0, −(M + PnL(P)))`` over the liquidated: what closing them all at
+    ``P`` costs beyond their margin.
+
+:func:`liquidation_map` buckets the open positions by liquidation price.
+
+The algebra, and why every figure is exact
+------------------------------------------
+
+With ``x`` a position's exposure (size × multiplier: base units for a linear
+contract, quote face value for an inverse one), ``s = ±1`` its side, ``E``
+its entry and ``M`` its margin, and sums over a selected set of positions::
+
+    linear:   N(P) = x·P                 Σ N(P)   = P·Σx
+              PnL(P) = s·x·(P − E)       Σ PnL(P) = s·(P·Σx − Σ(x·E))
+    inverse:  N(P) = x/P                 Σ N(P)   = (Σx)/P
+              PnL(P) = s·x·(1/E − 1/P)   Σ PnL(P) = s·(Σ(x/E) − (Σx)/P)
+
+``max(0, ·)`` in the shortfall does not break the sums: ``M + PnL(P) < 0``
+holds exactly for the positions past their bankruptcy price at ``P``
+(``MB`` is monotonic in ``P``), so the shortfall of one side is
+``−(ΣM + Σ PnL(P))`` over the positions beyond bankruptcy, a sum of the same
+kind. Selection (which positions are liquidated, past bankruptcy, in margin
+call) is decided position by position with the model's exact comparison;
+each set then keeps only the sums of :class:`Sums` (``count``, ``Σx``,
+``Σx·E``, ``ΣM``, and ``Σx/E`` for inverse contracts), and the figures come
+from those sums by the algebra above. ``Σx``, ``Σx·E`` and ``ΣM`` are Decimal
+sums in :data:`SUMS`, which traps any rounding; ``Σx/E`` and the final
+figures are :class:`~fractions.Fraction`. So a linear figure is a finite
+decimal, printed with every digit; an inverse one (``x/P``, ``x/E``) is a
+rational, printed once, rounded half-even to 28 significant digits
+(:func:`decimal_text`). Nothing is rounded before it is summed. The same
+sums, kept per price bucket, are what would make the cost flat in the book's
+size (README, "Stress at a price and the liquidation map").
+
+Which positions must be read (the shell's business, :mod:`monitor.web.stress`):
+the monitor keeps every open position in its side's worsening trigger set,
+scored by its margin-call price while healthy and by its liquidation price in
+margin call, each score widened one ulp away from the mark; both prices lie
+on the mark's side of the liquidation price. So a long liquidatable at ``P``,
+or in margin call at ``P`` while healthy now, has a score at or above ``P``
+(a short at or below); a position already in margin call whose liquidation
+price is beyond ``P`` is in the improving set. Those two reads select a
+superset of every position that counts at ``P``; the exact tests here decide.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
+from fractions import Fraction
+from itertools import pairwise
+from typing import Any
+
+from monitor.core.margin import Contract, ContractKind, Holding, Side
+from monitor.core.models import model_for
+from monitor.core.position import PositionRecord
+from monitor.core.status import RiskLimits, Status
+from monitor.core.venues.base import ExactModel, VenueModel
+
+ZERO = Decimal(0)
+
+OPEN = frozenset({Status.HEALTHY, Status.MARGIN_CALL})
+"""The statuses a price can still move: the only ones stress and the map count."""
+
+MAX_BUCKETS = 2_000
+"""The most buckets one map may have."""
+
+_DIGITS = Context(prec=28)
+"""How an inexact (inverse) rational is printed: 28 significant digits, half even."""
+
+
+def decimal_text(value: Fraction) -> str:
+    """``value`` as a decimal string: every digit when it is a finite decimal, else
+    rounded half-even to 28 significant digits (the default context's)."""
+    denominator = value.denominator
+    twos = fives = 0
+    while denominator % 2 == 0:
+        denominator //= 2
+        twos += 1
+    while denominator % 5 == 0:
+        denominator //= 5
+        fives += 1
+    if denominator == 1:
+        places = max(twos, fives)
+        scaled = value.numerator * 10**places // value.denominator
+        return format(Decimal(scaled).scaleb(-places), "f")
+    with localcontext(_DIGITS):
+        return format(Decimal(value.numerator) / Decimal(value.denominator), "f")
+
+
+def exposure(contract: Contract, model: VenueModel, position: Holding) -> Decimal:
+    """``x``: base units (linear) or quote face value (inverse), as the model counts them."""
+    if isinstance(model, ExactModel):
+        return model.exposure(position)
+    if contract.kind is ContractKind.LINEAR:
+        return position.qty
+    return position.qty * contract.contract_size
+
+
+SUMS = Context(prec=400, traps=[Inexact, InvalidOperation, Overflow])
+"""Sums of products of position fields: exact, or an error (never silently rounded)."""
+
+
+@dataclass(slots=True)
+class Sums:
+    """The sums of the module doc over one side's positions in one set.
+
+    ``x_entry`` (``Σ x·E``) serves linear contracts and ``x_over_entry``
+    (``Σ x/E``, a rational) inverse ones; each counts only for its kind.
+    """
+
+    count: int = 0
+    x: Decimal = ZERO
+    x_entry: Decimal = ZERO
+    margin: Decimal = ZERO
+    x_over_entry: Fraction = field(default_factory=Fraction)
+
+    def add(self, kind: ContractKind, x: Decimal, entry: Decimal, margin: Decimal) -> None:
+        """Count one position (call inside :data:`SUMS`)."""
+        self.count += 1
+        self.x += x
+        self.margin += margin
+        if kind is ContractKind.LINEAR:
+            self.x_entry += x * entry
+        else:
+            self.x_over_entry += Fraction(x) / Fraction(entry)
+
+    def notional(self, kind: ContractKind, price: Decimal) -> Fraction:
+        """``Σ N(P)``: ``P·Σx`` linear, ``Σx/P`` inverse."""
+        if kind is ContractKind.LINEAR:
+            return Fraction(price) * Fraction(self.x)
+        return Fraction(self.x) / Fraction(price)
+
+    def balance(self, kind: ContractKind, sign: int, price: Decimal) -> Fraction:
+        """``Σ (M + PnL(P))``: ``ΣM + s·(P·Σx − Σx·E)`` linear,
+        ``ΣM + s·(Σx/E − Σx/P)`` inverse."""
+        if kind is ContractKind.LINEAR:
+            pnl = Fraction(price) * Fraction(self.x) - Fraction(self.x_entry)
+        else:
+            pnl = self.x_over_entry - Fraction(self.x) / Fraction(price)
+        return Fraction(self.margin) + sign * pnl
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A count of positions with their notional (at a price) and margin, exact."""
+
+    count: int
+    notional: Fraction
+    margin: Fraction
+
+
+@dataclass(frozen=True, slots=True)
+class Stress:
+    """What happens to one symbol's open positions if the mark goes to ``price``."""
+
+    symbol: str
+    price: Decimal
+    liquidated: Tally
+    margin_call: Tally
+    shortfall: Fraction
+
+    def document(self, mark: Decimal | None) -> dict[str, object]:
+        """The JSON document ``GET /api/stress`` and ``liqmon stress`` answer for it."""
+        return {
+            "symbol": self.symbol,
+            "mark": None if mark is None else str(mark),
+            "price": str(self.price),
+            "liquidated": {
+                "count": self.liquidated.count,
+                "notional": decimal_text(self.liquidated.notional),
+                "margin": decimal_text(self.liquidated.margin),
+            },
+            "margin_call": {
+                "count": self.margin_call.count,
+                "notional": decimal_text(self.margin_call.notional),
+            },
+            "shortfall": decimal_text(self.shortfall),
+        }
+
+
+_SIGN = {Side.LONG: 1, Side.SHORT: -1}
+
+
+def stress(
+    contract: Contract, records: Iterable[PositionRecord], price: Decimal, risk: RiskLimits
+) -> Stress:
+    """The figures at ``price`` over ``records`` (any that are not open are skipped, and
+    each id counts once), decided by the contract's venue model.
+
+    Each position is only sorted into its sets (liquidated, of those past
+    bankruptcy, margin call), per side; the figures come from each set's sums
+    by the module doc's algebra.
+    """
+    if not price > 0:
+        raise ValueError(f"a stress price must be positive, got {price}")
+    model = model_for(contract)
+    kind = model.kind
+    liquidated = {side: Sums() for side in Side}
+    bankrupt = {side: Sums() for side in Side}
+    called = {side: Sums() for side in Side}
+    seen: set[str] = set()
+    for record in records:
+        if record.status not in OPEN or record.qty <= 0 or record.id in seen:
+            continue
+        seen.add(record.id)
+        # The models choose their own contexts; the sums below are made in SUMS.
+        side = record.side
+        if model.liquidatable(record, price):
+            chosen = liquidated[side]
+        elif model.assess(record, price).ratio_reached(risk.margin_call_ratio):
+            chosen = called[side]
+        else:
+            continue
+        with localcontext(SUMS):
+            x, entry, margin = exposure(contract, model, record), record.entry_price, record.margin
+            chosen.add(kind, x, entry, margin)
+            if chosen is liquidated[side] and _bankrupt(kind, _SIGN[side], x, entry, margin, price):
+                bankrupt[side].add(kind, x, entry, margin)
+    return Stress(
+        contract.symbol,
+        price,
+        Tally(
+            sum(sums.count for sums in liquidated.values()),
+            sum((sums.notional(kind, price) for sums in liquidated.values()), Fraction()),
+            sum((Fraction(sums.margin) for sums in liquidated.values()), Fraction()),
+        ),
+        Tally(
+            sum(sums.count for sums in called.values()),
+            sum((sums.notional(kind, price) for sums in called.values()), Fraction()),
+            Fraction(),
+        ),
+        -sum(
+            (sums.balance(kind, _SIGN[side], price) for side, sums in bankrupt.items()), Fraction()
+        ),
+    )
+
+
+def _bankrupt(
+    kind: ContractKind, sign: int, x: Decimal, entry: Decimal, margin: Decimal, price: Decimal
+) -> bool:
+    """``M + PnL(P) < 0``, exactly: the inverse form multiplied through by ``E·P > 0``
+    (call inside :data:`SUMS`)."""
+    if kind is ContractKind.LINEAR:
+        return margin + sign * x * (price - entry) < 0
+    return margin * entry * price + sign * x * (price - entry) < 0
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Positions whose liquidation price lies in ``[low, high)``, by side, with the
+    cumulative notional counted outwards from the mark (see :func:`liquidation_map`)."""
+
+    low: Decimal
+    high: Decimal
+    long_count: int
+    long_notional: Fraction
+    short_count: int
+    short_notional: Fraction
+    long_cumulative: Fraction
+    short_cumulative: Fraction
+
+    def document(self) -> dict[str, object]:
+        """One bucket as ``GET /api/liquidation-map`` answers it."""
+        return {
+            "low": str(self.low),
+            "high": str(self.high),
+            "long": {"count": self.long_count, "notional": decimal_text(self.long_notional)},
+            "short": {"count": self.short_count, "notional": decimal_text(self.short_notional)},
+            "long_cumulative": decimal_text(self.long_cumulative),
+            "short_cumulative": decimal_text(self.short_cumulative),
+        }
+
+
+def bucket_edges(low: Decimal, high: Decimal, step: Decimal) -> list[Decimal]:
+    """``low, low + step, …`` up to and including ``high`` (the last bucket is cut at
+    ``high`` when the step does not divide the range: a ragged end). Exact."""
+    if not (0 < low < high and step > 0):
+        raise ValueError("need 0 < low < high and step > 0")
+    span = Fraction(high) - Fraction(low)
+    count = -(-span // Fraction(step))  # ceiling
+    if count > MAX_BUCKETS:
+        raise ValueError(f"{count} buckets: at most {MAX_BUCKETS} (widen the step)")
+    with localcontext(Context(prec=200)):
+        edges = [low + n * step for n in range(int(count))]
+    return [*edges, high]
+
+
+def liquidation_map(
+    contract: Contract,
+    records: Iterable[PositionRecord],
+    low: Decimal,
+    high: Decimal,
+    step: Decimal,
+) -> list[Bucket]:
+    """Buckets ``[low, low+step), …, [.., high)`` of liquidation price.
+
+    Each bucket holds the count and notional (each at its own liquidation price)
+    of the open longs and shorts whose liquidation price falls in it, and the
+    cumulative curves outwards from the mark: ``long_cumulative`` is the notional
+    of every open long (in the whole book) whose liquidation price is at or above
+    the bucket's ``low``, what liquidates if the mark falls to ``low``;
+    ``short_cumulative`` that of every short whose liquidation price is below the
+    bucket's ``high``, what liquidates as the mark rises through the bucket.
+    """
+    model = model_for(contract)
+    priced = (
+        (record, model.liquidation_price(record) if record.qty > 0 else None) for record in records
+    )
+    return map_of(contract, priced, low, high, step)
+
+
+def map_of(
+    contract: Contract,
+    priced: Iterable[tuple[PositionRecord, Decimal | None]],
+    low: Decimal,
+    high: Decimal,
+    step: Decimal,
+) -> list[Bucket]:
+    """:func:`liquidation_map` over records whose liquidation prices (the model's, None
+    when no price liquidates) are known already: the API keeps them in a cache."""
+    edges = bucket_edges(low, high, step)
+    model = model_for(contract)
+    linear = model.kind is ContractKind.LINEAR
+    longs: list[tuple[Decimal, Decimal | Fraction]] = []
+    shorts: list[tuple[Decimal, Decimal | Fraction]] = []
+    seen: set[str] = set()
+    # A linear notional x·P is a finite decimal, summed exactly in SUMS (and much
+    # faster than as a Fraction); an inverse one x/P is a rational.
+    with localcontext(SUMS):
+        for record, liquidation in priced:
+            if record.status not in OPEN or record.qty <= 0 or record.id in seen:
+                continue
+            seen.add(record.id)
+            if liquidation is None:
+                continue
+            x = exposure(contract, model, record)
+            value = x * liquidation if linear else Fraction(x) / Fraction(liquidation)
+            (longs if record.side is Side.LONG else shorts).append((liquidation, value))
+        return _buckets(edges, longs, shorts, ZERO if linear else Fraction())
+
+
+def _buckets(
+    edges: Sequence[Decimal],
+    longs: list[tuple[Decimal, Decimal | Fraction]],
+    shorts: list[tuple[Decimal, Decimal | Fraction]],
+    zero: Decimal | Fraction,
+) -> list[Bucket]:
+    """The buckets from notionals of one type (call inside :data:`SUMS`)."""
+    longs.sort(key=lambda item: item[0])
+    shorts.sort(key=lambda item: item[0])
+    long_prices = [price for price, _ in longs]
+    short_prices = [price for price, _ in shorts]
+    # Suffix sums of the longs (at or above a price), prefix sums of the shorts (below).
+    long_above: list[Any] = [zero] * (len(longs) + 1)
+    for n in range(len(longs) - 1, -1, -1):
+        long_above[n] = long_above[n + 1] + longs[n][1]
+    short_below: list[Any] = [zero] * (len(shorts) + 1)
+    for n, (_, value) in enumerate(shorts):
+        short_below[n + 1] = short_below[n] + value
+    buckets = []
+    for low, high in pairwise(edges):
+        l0, l1 = bisect_left(long_prices, low), bisect_left(long_prices, high)
+        s0, s1 = bisect_left(short_prices, low), bisect_left(short_prices, high)
+        buckets.append(
+            Bucket(
+                low,
+                high,
+                l1 - l0,
+                Fraction(long_above[l0] - long_above[l1]),
+                s1 - s0,
+                Fraction(short_below[s1] - short_below[s0]),
+                Fraction(long_above[l0]),
+                Fraction(short_below[s1]),
+            )
+        )
+    return buckets

@@ -1,0 +1,216 @@
+"""``/api/stress`` and ``/api/liquidation-map``: which positions to read, then the pure math.
+
+The figures are :mod:`monitor.core.stress`'s, over the positions this module
+reads through the read model. Which ones (the module doc of
+:mod:`monitor.core.stress` gives the reason): every open position sits in its
+side's worsening trigger set at a score never on the far side of its
+liquidation price (a long's score is at or above it, a short's at or below),
+so
+
+* stress at ``P`` reads a long side's worsening set from ``P`` up (a short
+  side's from ``P`` down) and the side's improving set (positions in margin
+  call, which may be in margin call at ``P`` though their liquidation price
+  is beyond it);
+* the map of ``[low, high)`` reads the longs scored at or above ``low`` and
+  the shorts scored at or below ``high`` (its cumulative curves count every
+  long liquidating at or above ``low`` and every short below ``high``).
+
+Each bound is widened by one ulp of the float score so that rounding a price
+to a double never leaves a position out; the exact tests in the core decide.
+The map's liquidation prices come from the API's record cache (keyed by the
+stored bytes), so a map asked for again, as the dashboard would, mostly costs
+the reads. Each set is read from the end where it fires first, by score, a page at a time
+(as ``/api/positions`` walks it). The cost is two reads per :data:`PAGE` members, growing with the
+positions between the mark's side of the book and ``P`` (the ones that count,
+plus the healthy ones whose margin-call price lies beyond ``P``), not with the
+book. The pages are not one snapshot: a position the monitor moves while they
+are read counts as it stood when its record was read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from monitor.core.margin import Contract, Side
+from monitor.core.position import PositionRecord
+from monitor.core.stress import Bucket, bucket_edges, map_of, stress
+from monitor.core.triggers import Direction, TriggerSet
+from monitor.web.api import Api, ApiError, bad_request
+
+PAGE = 5_000
+"""Ids, then records, read per round trip."""
+
+MAX_MOVE = Decimal(10)
+"""The largest relative move accepted (``move`` lies in ``(-1, MAX_MOVE]``)."""
+
+
+def parse_price(name: str, value: str) -> Decimal:
+    """A positive, finite decimal price (``price``, ``low``, ``high``, ``step``)."""
+    try:
+        price = Decimal(value)
+    except InvalidOperation:
+        raise bad_request(f"{name} must be a positive decimal, got {value!r}") from None
+    if not price.is_finite() or price <= 0 or price.adjusted() > 27 or price.adjusted() < -27:
+        raise bad_request(f"{name} must be a positive decimal, got {value!r}")
+    return price
+
+
+def parse_move(value: str) -> Decimal:
+    """A relative move of the mark above −1 (−0.1: ten per cent down)."""
+    try:
+        move = Decimal(value)
+    except InvalidOperation:
+        raise bad_request(f"move must be a decimal above -1, got {value!r}") from None
+    if not move.is_finite() or not -1 < move <= MAX_MOVE or move.adjusted() < -27:
+        raise bad_request(f"move must be a decimal above -1 and at most {MAX_MOVE}, got {value!r}")
+    return move
+
+
+def parse_symbols(value: str, symbols: Sequence[str]) -> list[str]:
+    """A comma-separated list of configured symbols, each once."""
+    names = value.split(",")
+    unknown = [name for name in names if name not in symbols]
+    if unknown:
+        raise bad_request(f"unknown symbol {unknown[0]!r} (configured: {', '.join(symbols)})")
+    if len(set(names)) != len(names):
+        raise bad_request("a symbol is named twice")
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class StressQuery:
+    """Which symbols, at which price or move."""
+
+    symbols: list[str]
+    price: Decimal | None
+    move: Decimal | None
+    everywhere: bool = False
+    """No symbol named: every configured symbol that has a mark."""
+
+
+def stress_query(
+    configured: Sequence[str], symbol: str | None, price: str | None, move: str | None
+) -> StressQuery:
+    """The query of ``GET /api/stress`` (and ``liqmon stress``); a 400 when it is not one."""
+    if (price is None) == (move is None):
+        raise bad_request("give exactly one of price and move")
+    if symbol is None and price is not None:
+        raise bad_request("a price needs one symbol")
+    symbols = list(configured) if symbol is None else parse_symbols(symbol, configured)
+    if price is not None and len(symbols) != 1:
+        raise bad_request("a price needs one symbol (a move may name several)")
+    return StressQuery(
+        symbols,
+        parse_price("price", price) if price is not None else None,
+        parse_move(move) if move is not None else None,
+        everywhere=symbol is None,
+    )
+
+
+async def stress_documents(api: Api, query: StressQuery) -> list[dict[str, Any]]:
+    """Per symbol, the stress figures at the query's price, or at its move from the mark
+    (a 409 for a symbol named with no mark stored yet)."""
+    quotes = await api.quotes(query.symbols)
+    documents = []
+    for symbol in query.symbols:
+        quote = quotes[symbol]
+        if query.everywhere and quote is None:
+            continue  # every symbol was asked for: those with a mark
+        mark = quote.mark if quote is not None else None
+        if query.price is not None:
+            price = query.price
+        else:
+            assert query.move is not None
+            if mark is None:
+                raise ApiError(409, f"no mark stored for {symbol} yet: give a price")
+            price = mark * (1 + query.move)
+        contract = api.contracts[symbol]
+        records = await _stress_records(api, contract, price)
+        document = stress(contract, records, price, api.risk).document(mark)
+        document["move"] = None if query.move is None else str(query.move)
+        documents.append(document)
+    return documents
+
+
+async def map_document(
+    api: Api, symbol: str, low: Decimal, high: Decimal, step: Decimal
+) -> dict[str, Any]:
+    """The liquidation map of ``symbol`` over ``[low, high)`` in buckets of ``step``."""
+    if not low < high:
+        raise bad_request(f"low must be below high, got {low} and {high}")
+    try:
+        bucket_edges(low, high, step)
+    except ValueError as refused:
+        raise bad_request(str(refused)) from None
+    contract = api.contracts[symbol]
+    quote = (await api.quotes([symbol]))[symbol]
+    longs = await _read(api, contract, TriggerSet.worsening_of(Side.LONG), _below(low))
+    shorts = await _read(api, contract, TriggerSet.worsening_of(Side.SHORT), _above(high))
+    priced = [api.cache.get(contract, position_id, raw) for position_id, raw in [*longs, *shorts]]
+    buckets: list[Bucket] = map_of(contract, priced, low, high, step)
+    return {
+        "symbol": symbol,
+        "mark": None if quote is None else str(quote.mark),
+        "low": str(low),
+        "high": str(high),
+        "step": str(step),
+        "buckets": [bucket.document() for bucket in buckets],
+    }
+
+
+async def _stress_records(api: Api, contract: Contract, price: Decimal) -> list[PositionRecord]:
+    """The positions that may count at ``price`` (module doc), both sides."""
+    records = []
+    for side in (Side.LONG, Side.SHORT):
+        worsening = TriggerSet.worsening_of(side)
+        stop = _below(price) if worsening.direction is Direction.DOWN else _above(price)
+        raws = await _read(api, contract, worsening, stop)
+        raws += await _read(api, contract, TriggerSet.improving_of(side), None)
+        records += [PositionRecord.decode(i, contract.symbol, raw) for i, raw in raws]
+    return records
+
+
+async def _read(
+    api: Api, contract: Contract, trigger_set: TriggerSet, stop: float | None
+) -> list[tuple[str, bytes]]:
+    """The stored ``(id, record)`` of a trigger set's members from the end where it fires
+    first (a ``down`` set's highest scores) to ``stop`` (inclusive; None: all of them), a
+    page at a time, each page after the last score read (ties counted, as the listing's
+    walk)."""
+    symbol = contract.symbol
+    down = trigger_set.direction is Direction.DOWN
+    bound, skip = (math.inf, 0) if down else (-math.inf, 0)
+    found = []
+    while True:
+        page = await api.reads.trigger_page(symbol, trigger_set, bound, skip, PAGE)
+        kept = [
+            position_id
+            for position_id, score in page
+            if stop is None or (score >= stop if down else score <= stop)
+        ]
+        raws = await api.reads.raw_records(symbol, kept) if kept else []
+        found += [
+            (position_id, raw)
+            for position_id, raw in zip(kept, raws, strict=True)
+            if raw is not None
+        ]
+        if len(page) < PAGE or len(kept) < len(page):
+            return found
+        last = page[-1][1]
+        ties = sum(1 for _, score in page if score == last)
+        skip = skip + len(page) if last == bound else ties
+        bound = last
+
+
+def _below(price: Decimal) -> float:
+    """A float at or below ``price``."""
+    return math.nextafter(float(price), -math.inf)
+
+
+def _above(price: Decimal) -> float:
+    """A float at or above ``price``."""
+    return math.nextafter(float(price), math.inf)
