@@ -263,8 +263,10 @@ class PositionStore:
         self._ticks = transport.lane("tick path")
         self._marks: dict[str, tuple[bytes, str]] = {}
         self._candidates = register(client, "candidates.lua")
-        self._commit = register(client, "commit.lua", "fields.lua", "tombstone.lua")
-        self._funding = register(client, "funding.lua", "fields.lua", "tombstone.lua")
+        self._commit = register(client, "commit.lua", "fields.lua", "tombstone.lua", "reindex.lua")
+        self._funding = register(
+            client, "funding.lua", "fields.lua", "tombstone.lua", "reindex.lua"
+        )
         self._expire = register(client, "expire.lua", "tombstone.lua")
         self._versions = register(client, "versions.lua")
         self._epoch = register(client, "epoch.lua")

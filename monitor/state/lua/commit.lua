@@ -9,8 +9,8 @@
 -- ARGV[2]: the writes, fields separated by NUL, 9 per write: id, expected record
 --       ("" = must be absent), new record, side, down score ("" = none),
 --       up score ("" = none), event_id ("" = none), topic, payload
---       (read with nul_fields, from the prelude fields.lua; is_tombstone is from
---       the prelude tombstone.lua)
+--       (read with nul_fields, from the prelude fields.lua; reindex and queue_event
+--       are from the prelude reindex.lua)
 -- ARGV[3], ARGV[4] (on a Redis Cluster only): a pub/sub channel and the symbol,
 --       published there when an event was queued, so the relay reads this
 --       outbox now (a cluster cannot block on every symbol's outbox at once).
@@ -45,28 +45,8 @@ while more() do
     conflicts[#conflicts + 1] = id
   else
     redis.call('HSET', KEYS[1], id, record)
-    -- A new version may flip the side, so leave every set before joining one
-    -- (a position not stored before is in none).
-    if current then
-      for k = 2, 5 do redis.call('ZREM', KEYS[k], id) end
-    end
-    local down, up = KEYS[2], KEYS[3]
-    if side == 'short' then down, up = KEYS[4], KEYS[5] end
-    if down_score ~= '' then redis.call('ZADD', down, down_score, id) end
-    if up_score ~= '' then redis.call('ZADD', up, up_score, id) end
-    if is_tombstone(record) then
-      if not now_ms then
-        local now = redis.call('TIME')
-        now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
-      end
-      redis.call('ZADD', KEYS[8], now_ms, id)
-    elseif is_tombstone(current) then
-      redis.call('ZREM', KEYS[8], id)
-    end
-    if event_id ~= '' then
-      redis.call('XADD', KEYS[6], '*', 'event_id', event_id, 'topic', topic, 'payload', payload)
-      queued = true
-    end
+    now_ms = reindex(id, side, down_score, up_score, record, current, now_ms)
+    queued = queue_event(event_id, topic, payload) or queued
   end
 end
 if queued and ARGV[3] then

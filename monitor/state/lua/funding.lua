@@ -43,24 +43,9 @@ while more() do
   else
     redis.call('HSET', KEYS[1], id, record)
     redis.call('HSET', KEYS[9], id, ARGV[2])
-    for k = 2, 5 do redis.call('ZREM', KEYS[k], id) end
-    local down, up = KEYS[2], KEYS[3]
-    if side == 'short' then down, up = KEYS[4], KEYS[5] end
-    if down_score ~= '' then redis.call('ZADD', down, down_score, id) end
-    if up_score ~= '' then redis.call('ZADD', up, up_score, id) end
-    if is_tombstone(record) then
-      if not now_ms then
-        local now = redis.call('TIME')
-        now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
-      end
-      redis.call('ZADD', KEYS[8], now_ms, id)
-    end
+    now_ms = reindex(id, side, down_score, up_score, record, current, now_ms)
     for n = 1, 2 do
-      local event_id, topic, payload = events[n][1], events[n][2], events[n][3]
-      if event_id ~= '' then
-        redis.call('XADD', KEYS[6], '*', 'event_id', event_id, 'topic', topic, 'payload', payload)
-        queued = true
-      end
+      queued = queue_event(events[n][1], events[n][2], events[n][3]) or queued
     end
   end
 end
