@@ -202,6 +202,32 @@ class _SymbolState:
     watched_ms: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """A symbol's feed as the guards see it, for readiness, metrics and dashboards."""
+
+    mark: Decimal | None = None
+    """The last accepted mark."""
+    mark_source: str | None = None
+    mark_ts_ms: int | None = None
+    age_s: float | None = None
+    """Seconds since the last accepted mark (None without one)."""
+    silent_s: float | None = None
+    """The same, or with no mark the seconds since watching began: what staleness is
+    judged on."""
+    index: Decimal | None = None
+    """The median of the fresh index sources."""
+    index_sources: int = 0
+    """How many fresh sources the index is the median of."""
+    stale: bool = False
+    deviation: Decimal | None = None
+    """The current ``|mark/index − 1|``."""
+    deviating: bool = False
+    """A ``price_deviation`` alert is outstanding."""
+    holding: bool = False
+    """Liquidations are held because of the deviation."""
+
+
 class PriceGuards:
     """Per-symbol guard state: last accepted mark, each index source's last index, alerts.
 
@@ -327,17 +353,8 @@ class PriceGuards:
                 silent[symbol] = now_s - _silent_since(state)
         return silent
 
-    def state(self, symbol: str, now_s: float) -> dict[str, object]:
-        """A snapshot for dashboards and metrics; Decimals as strings.
-
-        Keys: ``mark``, ``mark_source``, ``mark_ts_ms``, ``age_s`` (seconds
-        since the last accepted mark), ``silent_s`` (the same, or with no mark
-        the seconds since watching began: what staleness is judged on),
-        ``index`` (the current median), ``index_sources`` (how many fresh
-        sources it is the median of), ``stale``, ``deviation`` (current
-        ``|mark/index − 1|``), ``deviating`` (a ``price_deviation`` alert is
-        outstanding) and ``holding`` (liquidations are held because of it).
-        """
+    def state(self, symbol: str, now_s: float) -> FeedState:
+        """What the guards know of ``symbol``'s feed now (see :class:`FeedState`)."""
         settings = self.settings_for(symbol)
         state = self._states.get(symbol)
         mark = state.mark if state is not None else None
@@ -350,19 +367,19 @@ class PriceGuards:
             if state is not None and (mark is not None or state.watched_s is not None)
             else None
         )
-        return {
-            "mark": str(mark.price) if mark is not None else None,
-            "mark_source": mark.source if mark is not None else None,
-            "mark_ts_ms": mark.ts_ms if mark is not None else None,
-            "age_s": silent if mark is not None else None,
-            "silent_s": silent,
-            "index": str(index) if index is not None else None,
-            "index_sources": len(_fresh_index(state, settings, now_s)),
-            "stale": state is not None and _is_stale(state, settings, now_s),
-            "deviation": str(deviation) if deviation is not None else None,
-            "deviating": state is not None and state.deviating,
-            "holding": self._holding(symbol),
-        }
+        return FeedState(
+            mark=mark.price if mark is not None else None,
+            mark_source=mark.source if mark is not None else None,
+            mark_ts_ms=mark.ts_ms if mark is not None else None,
+            age_s=silent if mark is not None else None,
+            silent_s=silent,
+            index=index,
+            index_sources=len(_fresh_index(state, settings, now_s)),
+            stale=state is not None and _is_stale(state, settings, now_s),
+            deviation=deviation,
+            deviating=state is not None and state.deviating,
+            holding=self._holding(symbol),
+        )
 
     def _holding(self, symbol: str) -> bool:
         state = self._states.get(symbol)

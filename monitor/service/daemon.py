@@ -730,12 +730,12 @@ class Daemon(Service):
                     # Hundreds of symbols: let ticks through between slices.
                     await asyncio.sleep(0)
                 state = self.guards.state(symbol, now)
-                if state.get("silent_s") is not None:
-                    self.metrics.feed_age.labels(symbol).set(float(str(state["silent_s"])))
+                if state.silent_s is not None:
+                    self.metrics.feed_age.labels(symbol).set(state.silent_s)
                 # Only the lease holder reports a symbol stale or held, so one
                 # LiqmonFeedStale fires however many monitors run.
                 held = symbol in self.leases.held
-                stale, holding = held and state.get("stale"), held and state.get("holding")
+                stale, holding = held and state.stale, held and state.holding
                 self.metrics.feed_stale.labels(symbol).set(1 if stale else 0)
                 self.metrics.liquidation_hold.labels(symbol).set(1 if holding else 0)
             await asyncio.sleep(1.0)

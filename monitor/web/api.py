@@ -56,7 +56,7 @@ import orjson
 
 from monitor.core.errors import RequestFailed
 from monitor.core.evaluation import Quote
-from monitor.core.guards import AlertType, PriceGuards
+from monitor.core.guards import AlertType, FeedState, PriceGuards
 from monitor.core.margin import Contract, Side
 from monitor.core.models import model_for
 from monitor.core.position import PositionRecord
@@ -638,7 +638,7 @@ class Api:
         documents = []
         for symbol, stored in zip(symbols, prices, strict=True):
             contract = self.contracts[symbol]
-            feed = self.guards.state(symbol, now_s) if self.guards is not None else {}
+            feed = self.guards.state(symbol, now_s) if self.guards is not None else FeedState()
             documents.append(
                 {
                     "symbol": symbol,
@@ -648,14 +648,14 @@ class Api:
                     "index": stored.index,
                     "index_ts": stored.index_ts,
                     "feed": {
-                        "source": feed.get("mark_source"),
-                        "age_s": _rounded(feed.get("age_s")),
-                        "stale": bool(feed.get("stale", False)),
-                        "guard_index": feed.get("index"),
-                        "index_sources": feed.get("index_sources", 0),
-                        "deviation": feed.get("deviation"),
-                        "deviating": bool(feed.get("deviating", False)),
-                        "holding": bool(feed.get("holding", False)),
+                        "source": feed.mark_source,
+                        "age_s": _rounded(feed.age_s),
+                        "stale": feed.stale,
+                        "guard_index": _digits(feed.index),
+                        "index_sources": feed.index_sources,
+                        "deviation": _digits(feed.deviation),
+                        "deviating": feed.deviating,
+                        "holding": feed.holding,
                     },
                 }
             )
@@ -698,3 +698,8 @@ def _text(value: bytes | str) -> str:
 
 def _rounded(value: object) -> float | None:
     return round(value, 3) if isinstance(value, float) else None
+
+
+def _digits(value: Decimal | None) -> str | None:
+    """A guard's Decimal as the API writes it (its own digits), or None."""
+    return str(value) if value is not None else None

@@ -426,9 +426,9 @@ class LiveFeed:
         if self.api.guards is None:
             return None
         state = self.api.guards.state(symbol, time.monotonic())
-        if state.get("mark") is None or state.get("stale"):
+        if state.mark is None or state.stale:
             return None
-        return [now_ms, state["mark"], state.get("index")]
+        return [now_ms, str(state.mark), str(state.index) if state.index is not None else None]
 
     async def refresh_counts(self) -> None:
         """Re-read the positions per symbol and status (also at each /metrics scrape)."""

@@ -21,6 +21,7 @@ from monitor.core.guards import (
     DEFAULT_GUARDS,
     Alert,
     AlertType,
+    FeedState,
     GuardSettings,
     PriceGuards,
     RejectReason,
@@ -84,7 +85,7 @@ def test_insane_prices_are_rejected(price: str, reason: str) -> None:
     )
     assert reason == guard.on_tick(index(price), 0.0, NOW_MS).reason
     state = guard.state(SYMBOL, 0.0)
-    assert (None, None) == (state["mark"], state["index"])
+    assert (None, None) == (state.mark, state.index)
 
 
 def test_tiny_and_huge_prices_do_not_raise() -> None:
@@ -105,7 +106,7 @@ def test_older_mark_is_dropped_and_equal_ts_accepted() -> None:
     assert [None, "out_of_order", None, None] == reasons(
         guard, [mark("100", 10), mark("101", 9), mark("102", 10), mark("103", 11)]
     )
-    assert "103" == guard.state(SYMBOL, 0.0)["mark"]
+    assert Decimal("103") == guard.state(SYMBOL, 0.0).mark
 
 
 def test_order_is_per_kind() -> None:
@@ -143,7 +144,7 @@ def test_a_tick_stamped_beyond_the_skew_is_rejected_and_changes_nothing() -> Non
     )
     # The next correctly stamped ticks are not "older" than the rejected one.
     assert [None, None] == reasons(guard, [mark("54", NOW_MS), index("54", NOW_MS + 5000)])
-    assert NOW_MS == guard.state(SYMBOL, 0.0)["mark_ts_ms"]
+    assert NOW_MS == guard.state(SYMBOL, 0.0).mark_ts_ms
 
 
 def test_the_future_skew_is_per_symbol() -> None:
@@ -162,11 +163,11 @@ def test_a_watched_symbol_without_a_mark_goes_stale_from_the_watch() -> None:
     """No mark for stale_after_s since watching began: stale, no decisions, paired alerts."""
     guard = guards(stale_after_s=10.0)
     assert [] == guard.sweep(10.0)
-    assert None is guard.state(SYMBOL, 10.0)["age_s"]
+    assert None is guard.state(SYMBOL, 10.0).age_s
     (stale,) = guard.sweep(10.5)
     assert Alert(SYMBOL, AlertType.FEED_STALE, {"age_s": "10.500"}, 10.5, NOW_MS + 10_000) == stale
     state = guard.state(SYMBOL, 12.0)
-    assert (True, 12.0, None) == (state["stale"], state["silent_s"], state["age_s"])
+    assert (True, 12.0, None) == (state.stale, state.silent_s, state.age_s)
     assert not guard.may_decide(SYMBOL, 12.0)
     verdict = guard.on_tick(mark("100", 1), 13.0, NOW_MS)
     assert [f"{SYMBOL}:feed_resumed:{NOW_MS + 10_000}"] == [a.alert_id for a in verdict.alerts]
@@ -183,9 +184,9 @@ def test_stale_names_the_watched_stale_symbols_as_state_does() -> None:
     guard.on_tick(mark("3001", NOW_MS + 1, symbol=other), 5.0, NOW_MS)
     for now_s in (9.0, 12.0, 16.0):
         expected = {
-            symbol: state["silent_s"]
+            symbol: state.silent_s
             for symbol in (SYMBOL, other)
-            if (state := guard.state(symbol, now_s))["stale"]
+            if (state := guard.state(symbol, now_s)).stale
         }
         assert expected == guard.stale(now_s)
     assert {SYMBOL: 16.0, other: 11.0} == guard.stale(16.0)
@@ -198,7 +199,7 @@ def test_a_minutes_old_stored_mark_is_stale_at_once() -> None:
     guard = PriceGuards({SYMBOL: GuardSettings(stale_after_s=10.0)})
     stored = mark("64000", NOW_MS - 180_000)
     assert [] == guard.watch(SYMBOL, 5.0, NOW_MS, stored)
-    assert 180.0 == guard.state(SYMBOL, 5.0)["age_s"]
+    assert 180.0 == guard.state(SYMBOL, 5.0).age_s
     assert not guard.may_decide(SYMBOL, 5.0)
     detail = {"age_s": "180.000", "mark": "64000"}
     assert [Alert(SYMBOL, AlertType.FEED_STALE, detail, 5.0, NOW_MS - 170_000)] == guard.sweep(5.0)
@@ -217,7 +218,7 @@ def test_a_stored_mark_stamped_in_the_future_is_ignored() -> None:
     """A stored ts beyond the skew (an older version kept it) does not make good ticks old."""
     guard = PriceGuards({SYMBOL: GuardSettings(stale_after_s=10.0)})
     guard.watch(SYMBOL, 0.0, NOW_MS, mark("64000", NOW_MS * 1000))
-    assert None is guard.state(SYMBOL, 0.0)["mark"]
+    assert None is guard.state(SYMBOL, 0.0).mark
     assert [] == guard.sweep(10.0)
     assert [NOW_MS + 10_000] == [a.episode_ms for a in guard.sweep(10.5)]
     assert guard.on_tick(mark("54000", NOW_MS), 11.0, NOW_MS).accepted
@@ -231,7 +232,7 @@ def test_an_unwatched_symbol_raises_nothing_but_is_still_guarded() -> None:
     assert "out_of_order" == guard.on_tick(mark("100", 0), 0.0, NOW_MS).reason
     assert [] == guard.sweep(30.0)
     assert () == guard.on_tick(mark("91", 2), 31.0, NOW_MS).alerts
-    assert True is guard.state(SYMBOL, 31.0)["deviating"]
+    assert True is guard.state(SYMBOL, 31.0).deviating
     assert frozenset() == guard.watching
 
 
@@ -346,15 +347,15 @@ def test_stale_index_source_drops_out_of_the_median() -> None:
     guard.on_tick(index("90", 1, "a"), 0.0, NOW_MS)
     guard.on_tick(index("100", 1, "b"), 5.0, NOW_MS)
     guard.on_tick(index("103", 1, "c"), 5.0, NOW_MS)
-    assert "100" == guard.state(SYMBOL, 10.0)["index"]
-    assert 3 == guard.state(SYMBOL, 10.0)["index_sources"]
+    assert Decimal("100") == guard.state(SYMBOL, 10.0).index
+    assert 3 == guard.state(SYMBOL, 10.0).index_sources
     # at 10.5 "a" is 10.5 s old: the median of b and c is their mean
     assert D("101.5") == guard.on_tick(mark("101", 1), 10.5, NOW_MS).index
-    assert 2 == guard.state(SYMBOL, 10.5)["index_sources"]
+    assert 2 == guard.state(SYMBOL, 10.5).index_sources
     # "a" comes back
     assert D("100") == guard.on_tick(index("95", 2, "a"), 11.0, NOW_MS).index
     # everything goes quiet: no index
-    assert guard.state(SYMBOL, 30.0)["index"] is None
+    assert guard.state(SYMBOL, 30.0).index is None
 
 
 # --- staleness -------------------------------------------------------------------------
@@ -374,7 +375,7 @@ def test_stale_alert_once_then_resumed_and_the_fresh_tick_is_evaluated() -> None
     assert [] == guard.sweep(60.0)
     assert not guard.may_decide(SYMBOL, 11.5)
     assert not guard.may_liquidate(SYMBOL, 11.5)
-    assert True is guard.state(SYMBOL, 11.5)["stale"]
+    assert True is guard.state(SYMBOL, 11.5).stale
 
     fresh = mark("99", 2)
     resumed = Alert(SYMBOL, AlertType.FEED_RESUMED, {"gap_s": "62.000", "mark": "99"}, 62.0, 10_001)
@@ -418,7 +419,7 @@ def test_no_mark_yet_and_not_watched_is_neither_stale_nor_holding() -> None:
     assert guard.may_liquidate(SYMBOL, 1000.0)
     assert guard.may_liquidate("UNKNOWN", 1000.0)
     state = guard.state(SYMBOL, 1000.0)
-    assert (False, False, None) == (state["stale"], state["holding"], state["age_s"])
+    assert (False, False, None) == (state.stale, state.holding, state.age_s)
 
 
 def test_stale_after_is_per_symbol() -> None:
@@ -473,7 +474,7 @@ def test_hold_blocks_liquidation_but_not_margin_calls() -> None:
     guard.on_tick(index("100", 1), 0.0, NOW_MS)
     guard.on_tick(mark("90", 1), 0.0, NOW_MS)
     assert (True, False) == (guard.may_decide(SYMBOL, 0.0), guard.may_liquidate(SYMBOL, 0.0))
-    assert True is guard.state(SYMBOL, 0.0)["holding"]
+    assert True is guard.state(SYMBOL, 0.0).holding
     guard.on_tick(mark("99", 2), 1.0, NOW_MS)
     assert (True, True) == (guard.may_decide(SYMBOL, 1.0), guard.may_liquidate(SYMBOL, 1.0))
 
@@ -487,7 +488,7 @@ def test_without_hold_a_deviation_only_alerts() -> None:
     ]
     assert guard.may_liquidate(SYMBOL, 0.0)
     state = guard.state(SYMBOL, 0.0)
-    assert (True, False, "0.1") == (state["deviating"], state["holding"], state["deviation"])
+    assert (True, False, Decimal("0.1")) == (state.deviating, state.holding, state.deviation)
 
 
 def test_deviation_check_disabled() -> None:
@@ -529,41 +530,29 @@ def test_deviation_is_not_judged_against_a_stale_mark() -> None:
 
 
 def test_state_snapshot() -> None:
-    """state() reports the mark, the median index and the guard flags, Decimals as strings."""
+    """state() reports the mark, the median index and the guard flags."""
     guard = guards()
     guard.on_tick(index("100", 7, "a"), 0.0, NOW_MS)
     guard.on_tick(index("102", 7, "b"), 0.0, NOW_MS)
     guard.on_tick(mark("101.5", 9, "okx"), 1.0, NOW_MS)
-    assert {
-        "mark": "101.5",
-        "mark_source": "okx",
-        "mark_ts_ms": 9,
-        "age_s": 2.0,
-        "silent_s": 2.0,
-        "index": "101",
-        "index_sources": 2,
-        "stale": False,
-        "deviation": "0.004950495049504950495049505",
-        "deviating": False,
-        "holding": False,
-    } == guard.state(SYMBOL, 3.0)
+    assert FeedState(
+        mark=Decimal("101.5"),
+        mark_source="okx",
+        mark_ts_ms=9,
+        age_s=2.0,
+        silent_s=2.0,
+        index=Decimal(101),
+        index_sources=2,
+        stale=False,
+        deviation=Decimal("0.004950495049504950495049505"),
+        deviating=False,
+        holding=False,
+    ) == guard.state(SYMBOL, 3.0)
 
 
 def test_state_of_an_unknown_symbol() -> None:
     """A symbol never seen has an empty snapshot."""
-    assert {
-        "mark": None,
-        "mark_source": None,
-        "mark_ts_ms": None,
-        "age_s": None,
-        "silent_s": None,
-        "index": None,
-        "index_sources": 0,
-        "stale": False,
-        "deviation": None,
-        "deviating": False,
-        "holding": False,
-    } == guards().state("NOPE", 0.0)
+    assert FeedState() == guards().state("NOPE", 0.0)
 
 
 # --- properties ------------------------------------------------------------------------
@@ -657,7 +646,7 @@ def test_any_tick_sequence_is_handled_and_alerts_pair_up(
         for symbol in ("A", "B"):
             state = guard.state(symbol, now_s)
             if (symbol, "feed") in open_alert:
-                assert state["stale"] and not guard.may_decide(symbol, now_s)
-            assert ((symbol, "deviation") in open_alert) == state["deviating"]
-            if state["holding"] or not guard.may_decide(symbol, now_s):
+                assert state.stale and not guard.may_decide(symbol, now_s)
+            assert ((symbol, "deviation") in open_alert) == state.deviating
+            if state.holding or not guard.may_decide(symbol, now_s):
                 assert not guard.may_liquidate(symbol, now_s)
