@@ -655,7 +655,8 @@
     risk.asked = symbol;
     const range = mapRange(Number(mark), Number($("m-range").value));
     const request = ++risk.request;
-    const query = `symbol=${encodeURIComponent(symbol)}&low=${range.low}&high=${range.high}&step=${range.step}`;
+    const { low, high, step } = range;
+    const query = `symbol=${encodeURIComponent(symbol)}&low=${low}&high=${high}&step=${step}`;
     try {
       const map = await apiGet(`/api/liquidation-map?${query}`);
       if (request !== risk.request) return;
@@ -680,36 +681,40 @@
 
   function mapChart(map, width) {
     const height = MAP_HEIGHT;
-    const svg = svgEl("svg", { class: "chart map", width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
+    const viewBox = `0 0 ${width} ${height}`;
+    const svg = svgEl("svg", { class: "chart map", width, height, viewBox, role: "img" });
     const plotW = width - MAP_PAD.left - MAP_PAD.right;
     const plotH = height - MAP_PAD.top - MAP_PAD.bottom;
+    const [left, right, top, bottom] = [MAP_PAD.left, MAP_PAD.left + plotW, MAP_PAD.top, MAP_PAD.top + plotH];
     const low = Number(map.low);
     const high = Number(map.high);
-    const x = (p) => MAP_PAD.left + ((p - low) / (high - low)) * plotW;
-    svg.appendChild(svgEl("rect", { class: "plot", x: MAP_PAD.left, y: MAP_PAD.top, width: plotW, height: plotH }));
+    const x = (p) => left + ((p - low) / (high - low)) * plotW;
+    svg.appendChild(svgEl("rect", { class: "plot", x: left, y: top, width: plotW, height: plotH }));
     // Longs: what liquidates if the price falls to a bucket's low; shorts: if it rises to its high.
     const longs = map.buckets.map((b) => [Number(b.low), Number(b.long_cumulative)]);
     const shorts = map.buckets.map((b) => [Number(b.high), Number(b.short_cumulative)]);
-    const top = Math.max(0, ...longs.map((p) => p[1]), ...shorts.map((p) => p[1]));
-    const yStep = niceStep(top || 1, 4);
-    const yTop = Math.ceil((top || 1) / yStep) * yStep;
-    const y = (v) => MAP_PAD.top + plotH - (v / yTop) * plotH;
+    const most = Math.max(0, ...longs.map((p) => p[1]), ...shorts.map((p) => p[1])) || 1;
+    const yStep = niceStep(most, 4);
+    const yTop = Math.ceil(most / yStep) * yStep;
+    const y = (v) => bottom - (v / yTop) * plotH;
     for (let n = 0; n * yStep <= yTop + yStep / 2; n += 1) {
       const py = y(n * yStep);
-      svg.appendChild(svgEl("line", { class: "grid", x1: MAP_PAD.left, x2: MAP_PAD.left + plotW, y1: py, y2: py }));
-      svg.appendChild(svgEl("text", { class: "y-label", x: width - 4, y: py + 3.5, "text-anchor": "end" }, fmtCompact(n * yStep)));
+      svg.appendChild(svgEl("line", { class: "grid", x1: left, x2: right, y1: py, y2: py }));
+      const label = { class: "y-label", x: width - 4, y: py + 3.5, "text-anchor": "end" };
+      svg.appendChild(svgEl("text", label, fmtCompact(n * yStep)));
     }
     const xStep = niceStep(high - low, plotW < 500 ? 4 : 8);
     for (let v = Math.ceil(low / xStep) * xStep; v < high; v += xStep) {
       const px = x(v);
-      svg.appendChild(svgEl("line", { class: "grid", x1: px, x2: px, y1: MAP_PAD.top, y2: MAP_PAD.top + plotH }));
-      if (px < MAP_PAD.left + 20 || px > MAP_PAD.left + plotW - 20) continue;
-      svg.appendChild(svgEl("text", { class: "x-label", x: px, y: height - 4, "text-anchor": "middle" }, fmtAxis(v, xStep)));
+      svg.appendChild(svgEl("line", { class: "grid", x1: px, x2: px, y1: top, y2: bottom }));
+      if (px < left + 20 || px > right - 20) continue;
+      const label = { class: "x-label", x: px, y: height - 4, "text-anchor": "middle" };
+      svg.appendChild(svgEl("text", label, fmtAxis(v, xStep)));
     }
     for (const [points, side] of [[longs, "cum-long"], [shorts, "cum-short"]]) {
       const line = points.map(([p, v]) => `${x(p).toFixed(1)},${y(v).toFixed(1)}`);
-      const base = y(0).toFixed(1);
-      const area = [`${x(points[0][0]).toFixed(1)},${base}`, ...line, `${x(points[points.length - 1][0]).toFixed(1)},${base}`];
+      const base = (p) => `${x(p).toFixed(1)},${y(0).toFixed(1)}`;
+      const area = [base(points[0][0]), ...line, base(points[points.length - 1][0])];
       svg.appendChild(svgEl("polygon", { class: `${side} area`, points: area.join(" ") }));
       const curve = svgEl("polyline", { class: `${side} curve`, points: line.join(" ") });
       curve.dataset.points = String(points.length);
@@ -718,7 +723,7 @@
     const vertical = (price, cls) => {
       const p = Number(price);
       if (!(p >= low && p <= high)) return;
-      svg.appendChild(svgEl("line", { class: cls, x1: x(p), x2: x(p), y1: MAP_PAD.top, y2: MAP_PAD.top + plotH }));
+      svg.appendChild(svgEl("line", { class: cls, x1: x(p), x2: x(p), y1: top, y2: bottom }));
     };
     vertical(map.mark, "map-mark");
     if (risk.stress && risk.stress.symbol === map.symbol) vertical(risk.stress.price, "stress-line");
@@ -737,9 +742,10 @@
     const unit = (state.units[map.symbol] || {}).value || "";
     svg.setAttribute(
       "aria-label",
-      `${map.symbol} liquidation map, mark ${fmtPrice(map.mark)}: ${fmtValue(first.long_cumulative)} ${unit} ` +
-        `of longs liquidate if the price falls to ${fmtPrice(map.low)}, ${fmtValue(last.short_cumulative)} ` +
-        `${unit} of shorts if it rises to ${fmtPrice(map.high)}`,
+      `${map.symbol} liquidation map, mark ${fmtPrice(map.mark)}: ` +
+        `${fmtValue(first.long_cumulative)} ${unit} of longs liquidate if the price falls to ` +
+        `${fmtPrice(map.low)}, ${fmtValue(last.short_cumulative)} ${unit} of shorts if it rises to ` +
+        `${fmtPrice(map.high)}`,
     );
     return svg;
   }
@@ -810,7 +816,8 @@
     let headline = `${stress.symbol} at ${fmtPrice(stress.price)}`;
     if (stress.move !== null) {
       const percent = Number(stress.move) * 100;
-      headline += ` (${percent > 0 ? "+" : ""}${percent.toLocaleString("en-US", { maximumFractionDigits: 4 })} % from the mark ${fmtPrice(stress.mark)})`;
+      const shown = `${percent > 0 ? "+" : ""}${percent.toLocaleString("en-US", { maximumFractionDigits: 4 })}`;
+      headline += ` (${shown} % from the mark ${fmtPrice(stress.mark)})`;
     } else if (stress.mark !== null) {
       headline += ` (mark ${fmtPrice(stress.mark)})`;
     }
