@@ -4,7 +4,8 @@ A daemon with positions and a token serves the page; the browser opens it with
 ``?token=``, and what the page shows is compared with what ``/api/liquidation-map``
 and ``/api/stress`` answer for the same query: the map's curves hold the
 API's cumulative figures, the stress box the API's exact figures for a typed
-price and a typed move, and a bad input the API's own error message. The map
+price and a typed move (in coin for an inverse symbol), and a bad input the
+API's own error message. The map
 is redrawn around a new mark by its timer, without a click. A screenshot of
 the view is kept in ``artifacts/dashboard-map.png``.
 """
@@ -98,7 +99,16 @@ def figures_of(stress: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-async def check_stress_shown(tab: Tab, stress: dict[str, Any]) -> None:
+def rounding(exact: Decimal) -> Decimal:
+    """How far the shown amount may be from the exact one: whole units from 10,000, cents
+    from 100, else five significant digits."""
+    size = abs(exact)
+    if size >= 10_000:
+        return Decimal("0.5")
+    return Decimal("0.005") if size >= 100 else size / 10_000
+
+
+async def check_stress_shown(tab: Tab, stress: dict[str, Any], unit: str) -> None:
     """The box shows every figure of ``stress``: the exact value kept, counts in words, amounts
     rounded for reading with their currency."""
     shown = await tab.evaluate(SHOWN)
@@ -108,9 +118,9 @@ async def check_stress_shown(tab: Tab, stress: dict[str, Any]) -> None:
         assert f"{int(exact):,}" == text
     for element in ("s-liquidated-notional", "s-liquidated-margin", "s-shortfall"):
         exact, text = shown[element]
-        assert text.endswith(" USDT")
-        value = Decimal(text.removesuffix(" USDT").replace(",", ""))
-        assert abs(value - Decimal(exact)) <= max(Decimal("0.5"), abs(Decimal(exact)) / 10_000)
+        assert text.endswith(f" {unit}"), text
+        value = Decimal(text.removesuffix(f" {unit}").replace(",", ""))
+        assert abs(value - Decimal(exact)) <= rounding(Decimal(exact)), (element, exact, text)
 
 
 async def test_liquidation_map_and_stress_box_in_headless_chromium(
@@ -118,7 +128,8 @@ async def test_liquidation_map_and_stress_box_in_headless_chromium(
 ) -> None:
     """The map of the chosen symbol is drawn around its mark from the API's figures, the
     stress box shows exactly what /api/stress answers for a typed price and move, a bad input
-    shows the API's error, and a new mark is picked up by the map's own refresh."""
+    shows the API's error, a new mark is picked up by the map's own refresh, and an inverse
+    symbol's map and stress agree with the API too, in coin."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("chromium is not installed (Debian package 'chromium'; make test installs it)")
@@ -173,7 +184,7 @@ async def test_liquidation_map_and_stress_box_in_headless_chromium(
             status, stressed = await api(daemon, f"/api/stress?symbol={SYMBOL}&price=60000")
             assert 200 == status, stressed
             assert stressed["stress"][0]["liquidated"]["count"] > 0
-            await check_stress_shown(tab, stressed["stress"][0])
+            await check_stress_shown(tab, stressed["stress"][0], "USDT")
             headline = await tab.evaluate("document.getElementById('s-headline').textContent")
             assert f"{SYMBOL} at 60,000 (mark 63,000)" == headline
             assert 1 == (await tab.evaluate(MAP))["stressLines"]
@@ -183,7 +194,7 @@ async def test_liquidation_map_and_stress_box_in_headless_chromium(
             await tab.wait_for("document.getElementById('s-headline').dataset.price !== '60000'")
             status, moved = await api(daemon, f"/api/stress?symbol={SYMBOL}&move=-0.075")
             assert 200 == status, moved
-            await check_stress_shown(tab, moved["stress"][0])
+            await check_stress_shown(tab, moved["stress"][0], "USDT")
             headline = await tab.evaluate("document.getElementById('s-headline').textContent")
             assert f"{SYMBOL} at 58,275 (-7.5 % from the mark 63,000)" == headline
 
@@ -212,6 +223,27 @@ async def test_liquidation_map_and_stress_box_in_headless_chromium(
             )
             moved_map = await tab.evaluate(MAP)
             assert Decimal(moved_map["low"]) <= Decimal(54900) < Decimal(moved_map["low"]) + 1000
+
+            # An inverse symbol: its figures in coin, and the last symbol's stress gone.
+            await choose(tab, "m-symbol", "BTCUSD")
+            await tab.wait_for(
+                "document.querySelector('#map-host svg')?.dataset.symbol === 'BTCUSD'"
+            )
+            assert await tab.evaluate("document.getElementById('stress-result').hidden")
+            coin = await tab.evaluate(MAP)
+            status, mapped = await api(
+                daemon,
+                f"/api/liquidation-map?symbol=BTCUSD&low={coin['low']}&high={coin['high']}"
+                f"&step={coin['step']}",
+            )
+            assert 200 == status, mapped
+            assert mapped["buckets"][0]["long_cumulative"] == coin["longs"]
+            assert mapped["buckets"][-1]["short_cumulative"] == coin["shorts"]
+            await stress_with(tab, "price", "58000.5")
+            await tab.wait_for("document.getElementById('s-headline').dataset.price === '58000.5'")
+            status, stressed = await api(daemon, "/api/stress?symbol=BTCUSD&price=58000.5")
+            assert 200 == status and stressed["stress"][0]["liquidated"]["count"] > 0
+            await check_stress_shown(tab, stressed["stress"][0], "BTC")
 
             await tab.evaluate("document.getElementById('risk').scrollIntoView()")
             await asyncio.sleep(
