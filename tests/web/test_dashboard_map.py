@@ -214,6 +214,24 @@ async def test_liquidation_map_and_stress_box_in_headless_chromium(
                 assert await tab.evaluate("document.getElementById('stress-result').hidden")
                 assert 0 == (await tab.evaluate(MAP))["stressLines"]
 
+            # A click on the plot at the mark's line stresses at (about) the mark.
+            await tab.evaluate(
+                "(() => { const svg = document.querySelector('#map-host svg');"
+                " const line = svg.querySelector('line.map-mark');"
+                " const box = svg.getBoundingClientRect();"
+                " const clientX = box.left + Number(line.getAttribute('x1'));"
+                " svg.dispatchEvent(new MouseEvent('click',"
+                " {bubbles: true, clientX, clientY: box.top + 50})); })()"
+            )
+            await tab.wait_for("!document.getElementById('stress-result').hidden")
+            clicked = Decimal(
+                await tab.evaluate("document.getElementById('s-headline').dataset.price")
+            )
+            assert abs(clicked - 63000) <= step
+            status, stressed = await api(daemon, f"/api/stress?symbol={SYMBOL}&price={clicked}")
+            assert 200 == status, stressed
+            await check_stress_shown(tab, stressed["stress"][0], "USDT")
+
             # A new mark: the map's timer draws it around the new mark, with no click.
             await publish(client, f"{prefix}/prices/{SYMBOL}/index", {"price": "61000", "ts": 3})
             await publish(client, f"{prefix}/prices/{SYMBOL}/mark", {"price": "61000", "ts": 3})

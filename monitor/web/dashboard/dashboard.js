@@ -739,6 +739,17 @@
       longs: first.long_cumulative,
       shorts: last.short_cumulative,
     });
+    // A click on the plot stresses at the price under the pointer (typing one does the same).
+    svg.addEventListener("click", (event) => {
+      const px = event.clientX - svg.getBoundingClientRect().left;
+      if (px < left || px > right) return;
+      const price = low + ((px - left) / plotW) * (high - low);
+      document.querySelector("input[name=stress-kind][value=price]").checked = true;
+      onStressKind();
+      $("s-value").value = price.toFixed(stepDecimals(Number(map.step)));
+      $("stress-form").requestSubmit();
+    });
+    svg.appendChild(svgEl("title", {}, "click to stress at that price"));
     const unit = (state.units[map.symbol] || {}).value || "";
     svg.setAttribute(
       "aria-label",
