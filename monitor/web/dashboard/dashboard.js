@@ -194,6 +194,7 @@
       select.appendChild(option);
     }
     select.value = chosen;
+    mapSymbols(state.symbols);
     // The server keeps the last minutes of every chart: a page that opens shows them at once.
     for (const [symbol, points] of Object.entries(hello.history || {})) {
       state.history[symbol] = points.slice(-state.historyPoints);
@@ -205,6 +206,7 @@
     renderPositions(snapshot);
     renderSymbols(snapshot.symbols, snapshot.ts);
     renderTotals(snapshot.totals);
+    mapMarks(snapshot.symbols);
     const updated = $("updated");
     updated.textContent = `updated ${fmtTime(snapshot.ts)}`;
     updated.title = fmtStamp(snapshot.ts);
@@ -599,6 +601,296 @@
     }
   }
 
+  // -- liquidation map and stress --
+  // Asked of /api/liquidation-map and /api/stress (the token rides along) for the
+  // symbol chosen here: the map around the symbol's mark (known from the live
+  // feed), again every MAP_REFRESH_MS while the page is visible. The figures are
+  // the API's exact strings (kept in data-exact); the page only formats them.
+
+  const MAP_REFRESH_MS = 10000;
+  const MAP_BUCKETS = 100;
+  const MAP_HEIGHT = 220;
+  const MAP_PAD = { left: 4, right: 70, top: 10, bottom: 18 };
+  const risk = { symbol: "", marks: {}, request: 0, stressRequest: 0, asked: null, map: null, stress: null };
+
+  // An API answer's document, or an Error carrying the API's own message.
+  async function apiGet(path) {
+    const response = await fetch(`${path}${tokenQuery("&")}`);
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (error) {
+      body = null;
+    }
+    if (!response.ok) throw new Error((body && body.error) || `HTTP ${response.status}`);
+    return body;
+  }
+
+  function fmtCompact(value) {
+    return value.toLocaleString("en-US", { notation: "compact", maximumFractionDigits: 2 });
+  }
+
+  // ±percent around the mark in about MAP_BUCKETS buckets of the round width nearest, as the
+  // decimal strings the API takes (no exponent).
+  function mapRange(mark, percent) {
+    const raw = (mark * percent) / 50 / MAP_BUCKETS;
+    const power = 10 ** Math.floor(Math.log10(raw));
+    const nearest = (a, b) => (Math.abs(Math.log(a / raw)) <= Math.abs(Math.log(b / raw)) ? a : b);
+    const step = [1, 2, 2.5, 5, 10].map((factor) => factor * power).reduce(nearest);
+    const decimals = stepDecimals(step);
+    const low = Math.max(Math.floor((mark * (1 - percent / 100)) / step) * step, step);
+    const high = Math.ceil((mark * (1 + percent / 100)) / step) * step;
+    return { low: low.toFixed(decimals), high: high.toFixed(decimals), step: step.toFixed(decimals) };
+  }
+
+  async function loadMap() {
+    const symbol = risk.symbol;
+    const mark = risk.marks[symbol];
+    if (!symbol) return;
+    if (mark === null || mark === undefined) {
+      $("map-host").replaceChildren();
+      $("map-note").textContent = `no mark for ${symbol} yet: the map is drawn around the mark`;
+      return;
+    }
+    risk.asked = symbol;
+    const range = mapRange(Number(mark), Number($("m-range").value));
+    const request = ++risk.request;
+    const { low, high, step } = range;
+    const query = `symbol=${encodeURIComponent(symbol)}&low=${low}&high=${high}&step=${step}`;
+    try {
+      const map = await apiGet(`/api/liquidation-map?${query}`);
+      if (request !== risk.request) return;
+      risk.map = map;
+      drawMap();
+    } catch (error) {
+      if (request === risk.request) $("map-note").textContent = `map: ${error.message}`;
+    }
+  }
+
+  function drawMap() {
+    const map = risk.map;
+    if (!map || map.symbol !== risk.symbol) return;
+    const host = $("map-host");
+    host.replaceChildren(mapChart(map, Math.max(Math.floor(host.clientWidth), 240)));
+    const unit = (state.units[map.symbol] || {}).value || "";
+    $("map-note").textContent =
+      `${map.symbol}: ${map.buckets.length} buckets of ${fmtPrice(map.step)} from ` +
+      `${fmtPrice(map.low)} to ${fmtPrice(map.high)} · notional in ${unit} at each ` +
+      `liquidation price · ${fmtTime(Date.now())}`;
+  }
+
+  function mapChart(map, width) {
+    const height = MAP_HEIGHT;
+    const viewBox = `0 0 ${width} ${height}`;
+    const svg = svgEl("svg", { class: "chart map", width, height, viewBox, role: "img" });
+    const plotW = width - MAP_PAD.left - MAP_PAD.right;
+    const plotH = height - MAP_PAD.top - MAP_PAD.bottom;
+    const [left, right, top, bottom] = [MAP_PAD.left, MAP_PAD.left + plotW, MAP_PAD.top, MAP_PAD.top + plotH];
+    const low = Number(map.low);
+    const high = Number(map.high);
+    const x = (p) => left + ((p - low) / (high - low)) * plotW;
+    svg.appendChild(svgEl("rect", { class: "plot", x: left, y: top, width: plotW, height: plotH }));
+    // Longs: what liquidates if the price falls to a bucket's low; shorts: if it rises to its high.
+    const longs = map.buckets.map((b) => [Number(b.low), Number(b.long_cumulative)]);
+    const shorts = map.buckets.map((b) => [Number(b.high), Number(b.short_cumulative)]);
+    const most = Math.max(0, ...longs.map((p) => p[1]), ...shorts.map((p) => p[1])) || 1;
+    const yStep = niceStep(most, 4);
+    const yTop = Math.ceil(most / yStep) * yStep;
+    const y = (v) => bottom - (v / yTop) * plotH;
+    for (let n = 0; n * yStep <= yTop + yStep / 2; n += 1) {
+      const py = y(n * yStep);
+      svg.appendChild(svgEl("line", { class: "grid", x1: left, x2: right, y1: py, y2: py }));
+      const label = { class: "y-label", x: width - 4, y: py + 3.5, "text-anchor": "end" };
+      svg.appendChild(svgEl("text", label, fmtCompact(n * yStep)));
+    }
+    const xStep = niceStep(high - low, plotW < 500 ? 4 : 8);
+    for (let v = Math.ceil(low / xStep) * xStep; v < high; v += xStep) {
+      const px = x(v);
+      svg.appendChild(svgEl("line", { class: "grid", x1: px, x2: px, y1: top, y2: bottom }));
+      if (px < left + 20 || px > right - 20) continue;
+      const label = { class: "x-label", x: px, y: height - 4, "text-anchor": "middle" };
+      svg.appendChild(svgEl("text", label, fmtAxis(v, xStep)));
+    }
+    for (const [points, side] of [[longs, "cum-long"], [shorts, "cum-short"]]) {
+      const line = points.map(([p, v]) => `${x(p).toFixed(1)},${y(v).toFixed(1)}`);
+      const base = (p) => `${x(p).toFixed(1)},${y(0).toFixed(1)}`;
+      const area = [base(points[0][0]), ...line, base(points[points.length - 1][0])];
+      svg.appendChild(svgEl("polygon", { class: `${side} area`, points: area.join(" ") }));
+      const curve = svgEl("polyline", { class: `${side} curve`, points: line.join(" ") });
+      curve.dataset.points = String(points.length);
+      svg.appendChild(curve);
+    }
+    const vertical = (price, cls) => {
+      const p = Number(price);
+      if (!(p >= low && p <= high)) return;
+      svg.appendChild(svgEl("line", { class: cls, x1: x(p), x2: x(p), y1: top, y2: bottom }));
+    };
+    vertical(map.mark, "map-mark");
+    if (risk.stress && risk.stress.symbol === map.symbol) vertical(risk.stress.price, "stress-line");
+    const first = map.buckets[0];
+    const last = map.buckets[map.buckets.length - 1];
+    Object.assign(svg.dataset, {
+      symbol: map.symbol,
+      mark: map.mark ?? "",
+      low: map.low,
+      high: map.high,
+      step: map.step,
+      buckets: String(map.buckets.length),
+      longs: first.long_cumulative,
+      shorts: last.short_cumulative,
+    });
+    // A click on the plot stresses at the price under the pointer (typing one does the same).
+    svg.addEventListener("click", (event) => {
+      const px = event.clientX - svg.getBoundingClientRect().left;
+      if (px < left || px > right) return;
+      const price = low + ((px - left) / plotW) * (high - low);
+      document.querySelector("input[name=stress-kind][value=price]").checked = true;
+      onStressKind();
+      $("s-value").value = price.toFixed(stepDecimals(Number(map.step)));
+      $("stress-form").requestSubmit();
+    });
+    svg.appendChild(svgEl("title", {}, "click to stress at that price"));
+    const unit = (state.units[map.symbol] || {}).value || "";
+    svg.setAttribute(
+      "aria-label",
+      `${map.symbol} liquidation map, mark ${fmtPrice(map.mark)}: ` +
+        `${fmtValue(first.long_cumulative)} ${unit} of longs liquidate if the price falls to ` +
+        `${fmtPrice(map.low)}, ${fmtValue(last.short_cumulative)} ${unit} of shorts if it rises to ` +
+        `${fmtPrice(map.high)}`,
+    );
+    return svg;
+  }
+
+  // "-10" (per cent) as "-0.10": the decimal point moved in the text, not through a
+  // float. Anything else goes to the API as typed, whose message then says what is wrong.
+  function fraction(percent) {
+    const m = /^([+-]?)(\d+)(?:\.(\d*))?$/.exec(percent);
+    if (!m) return percent;
+    const digits = m[2].padStart(3, "0");
+    const whole = digits.slice(0, -2).replace(/^0+(?=\d)/, "");
+    return `${m[1] === "-" ? "-" : ""}${whole}.${digits.slice(-2)}${m[3] || ""}`;
+  }
+
+  function stressKind() {
+    return document.querySelector("input[name=stress-kind]:checked").value;
+  }
+
+  function onStressKind() {
+    const move = stressKind() === "move";
+    $("s-value-label").textContent = move ? "move (%)" : "price";
+    $("s-value").placeholder = move ? "e.g. -10" : "e.g. 57600";
+  }
+
+  function showStressError(message) {
+    $("stress-error").textContent = message;
+    $("stress-result").hidden = true;
+    risk.stress = null;
+    drawMap();
+  }
+
+  async function runStress(event) {
+    event.preventDefault();
+    const symbol = risk.symbol;
+    const text = $("s-value").value.trim();
+    if (!symbol) return;
+    const move = stressKind() === "move";
+    if (!text) {
+      showStressError(move ? "type a move in per cent (-10: ten per cent down)" : "type a price");
+      return;
+    }
+    const param = move ? `move=${encodeURIComponent(fraction(text))}` : `price=${encodeURIComponent(text)}`;
+    const request = ++risk.stressRequest;
+    try {
+      const body = await apiGet(`/api/stress?symbol=${encodeURIComponent(symbol)}&${param}`);
+      if (request === risk.stressRequest && symbol === risk.symbol) showStress(body.stress[0]);
+    } catch (error) {
+      if (request === risk.stressRequest) showStressError(error.message);
+    }
+  }
+
+  function showStress(stress) {
+    const unit = (state.units[stress.symbol] || {}).value || "";
+    const figure = (id, exact, text) => {
+      const node = $(id);
+      node.dataset.exact = String(exact);
+      node.title = String(exact);
+      node.replaceChildren(document.createTextNode(text));
+      if (unit && typeof exact === "string") node.appendChild(el("span", "unit", ` ${unit}`));
+    };
+    const { liquidated, margin_call: called } = stress;
+    figure("s-liquidated-count", liquidated.count, fmtInt(liquidated.count));
+    figure("s-liquidated-notional", liquidated.notional, fmtValue(liquidated.notional));
+    figure("s-liquidated-margin", liquidated.margin, fmtValue(liquidated.margin));
+    figure("s-margin-call-count", called.count, fmtInt(called.count));
+    figure("s-margin-call-notional", called.notional, fmtValue(called.notional));
+    figure("s-shortfall", stress.shortfall, fmtValue(stress.shortfall));
+    let headline = `${stress.symbol} at ${fmtPrice(stress.price)}`;
+    if (stress.move !== null) {
+      const percent = Number(stress.move) * 100;
+      const shown = `${percent > 0 ? "+" : ""}${percent.toLocaleString("en-US", { maximumFractionDigits: 4 })}`;
+      headline += ` (${shown} % from the mark ${fmtPrice(stress.mark)})`;
+    } else if (stress.mark !== null) {
+      headline += ` (mark ${fmtPrice(stress.mark)})`;
+    }
+    const head = $("s-headline");
+    head.textContent = headline;
+    head.dataset.price = stress.price;
+    $("stress-error").textContent = "";
+    $("stress-result").hidden = false;
+    risk.stress = stress;
+    drawMap();
+  }
+
+  function chooseMapSymbol(symbol) {
+    if (!symbol || symbol === risk.symbol) return;
+    $("m-symbol").value = symbol;
+    risk.symbol = symbol;
+    risk.map = null;
+    risk.stress = null;
+    $("stress-result").hidden = true;
+    $("stress-error").textContent = "";
+    $("map-host").replaceChildren();
+    loadMap();
+  }
+
+  function mapSymbols(symbols) {
+    const select = $("m-symbol");
+    select.replaceChildren(...symbols.map((symbol) => el("option", null, symbol)));
+    if (symbols.includes(risk.symbol)) select.value = risk.symbol;
+    else risk.symbol = symbols[0] || "";
+  }
+
+  // The marks come with every snapshot: the first one known for the chosen symbol draws its map.
+  function mapMarks(symbols) {
+    for (const s of symbols) risk.marks[s.symbol] = s.mark;
+    if (risk.asked !== risk.symbol) loadMap();
+  }
+
+  function startMap() {
+    $("m-symbol").addEventListener("change", () => chooseMapSymbol($("m-symbol").value));
+    $("f-symbol").addEventListener("change", () => chooseMapSymbol($("f-symbol").value));
+    $("m-range").addEventListener("change", loadMap);
+    $("map-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      loadMap();
+    });
+    $("stress-form").addEventListener("submit", runStress);
+    for (const radio of document.querySelectorAll("input[name=stress-kind]")) {
+      radio.addEventListener("change", onStressKind);
+    }
+    setInterval(() => {
+      if (!document.hidden) loadMap();
+    }, MAP_REFRESH_MS);
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) loadMap();
+    });
+    let resizing = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizing);
+      resizing = setTimeout(drawMap, 200);
+    });
+  }
+
   // -- start --
 
   function start() {
@@ -618,6 +910,7 @@
       event.preventDefault();
       sendFilter();
     });
+    startMap();
     loadRecentEvents();
     connect();
   }
