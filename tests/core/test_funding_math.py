@@ -6,6 +6,7 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
+from example_contracts import BTCUSDT
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,15 +39,6 @@ from monitor.core.status import (
 
 pytestmark = pytest.mark.unit
 
-BTCUSDT = Contract(
-    "BTCUSDT",
-    ContractKind.LINEAR,
-    (
-        Bracket(Decimal(50000), Decimal("0.004"), Decimal(0)),
-        Bracket(Decimal(250000), Decimal("0.005"), Decimal(50)),
-        Bracket(Decimal(1000000), Decimal("0.01"), Decimal(1300)),
-    ),
-)
 BTCUSD = Contract(
     "BTCUSD",
     ContractKind.INVERSE,

@@ -7,6 +7,7 @@ from decimal import Decimal
 from itertools import product
 
 import pytest
+from example_contracts import BTCUSDT
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,9 +20,6 @@ from monitor.core.evaluation import (
     triggers_for,
 )
 from monitor.core.margin import (
-    Bracket,
-    Contract,
-    ContractKind,
     MarginState,
     Side,
     liquidation_price,
@@ -42,16 +40,6 @@ from monitor.core.status import (
 
 pytestmark = pytest.mark.unit
 
-# The worked-example tier table.
-BTCUSDT = Contract(
-    "BTCUSDT",
-    ContractKind.LINEAR,
-    (
-        Bracket(Decimal(50000), Decimal("0.004"), Decimal(0)),
-        Bracket(Decimal(250000), Decimal("0.005"), Decimal(50)),
-        Bracket(Decimal(1000000), Decimal("0.01"), Decimal(1300)),
-    ),
-)
 RISK = RiskLimits()
 NOW_MS = 1_732_400_000_999
 
