@@ -70,7 +70,8 @@ from benchmarks.stats import (
     tick_histogram,
 )
 from monitor.cli.main import default_load_workers
-from monitor.config.settings import Settings, load_settings
+from monitor.config.loading import load_settings
+from monitor.config.model import Settings
 from monitor.core import topics
 from monitor.core.evaluation import triggers_for
 from monitor.core.margin import Position, Side

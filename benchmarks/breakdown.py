@@ -28,7 +28,8 @@ import redis.asyncio as aioredis
 from benchmarks import book
 from benchmarks.generator import generate_positions
 from feeds.tick import PriceKind, PriceTick
-from monitor.config.settings import Limits, load_settings
+from monitor.config.loading import load_settings
+from monitor.config.model import Limits
 from monitor.core.coalescing import Coalescing, Mark
 from monitor.core.guards import PriceGuards
 from monitor.core.wire import price_from_payload

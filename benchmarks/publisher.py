@@ -23,7 +23,7 @@ from typing import Any
 
 from monitor.bus.client import Publisher
 from monitor.bus.tool_client import make_client
-from monitor.config.settings import MqttSettings
+from monitor.config.model import MqttSettings
 from monitor.devtools.embedded import MosquittoServer, which_or_explain
 
 Batch = Sequence[tuple[str, bytes]]

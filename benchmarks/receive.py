@@ -34,7 +34,7 @@ from benchmarks.rawmqtt import Publisher as RawPublisher
 from monitor.bus.client import Subscriber
 from monitor.bus.protocol import SubscribeSession, connect_packet, subscribe_packet
 from monitor.bus.tool_client import make_client
-from monitor.config.settings import MqttSettings
+from monitor.config.model import MqttSettings
 from monitor.devtools.embedded import MosquittoServer
 
 ROOT = Path(__file__).resolve().parents[1]

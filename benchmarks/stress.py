@@ -32,7 +32,7 @@ from typing import Any
 import redis
 
 from benchmarks.generator import write_positions
-from monitor.config.settings import load_settings
+from monitor.config.loading import load_settings
 from monitor.core.margin import Side
 from monitor.core.triggers import TriggerSet
 from monitor.devtools.embedded import RedisServer

@@ -21,13 +21,8 @@ import orjson
 import pytest
 import redis
 
-from monitor.config.settings import (
-    HttpSettings,
-    MqttSettings,
-    RedisSettings,
-    Settings,
-    load_settings,
-)
+from monitor.config.loading import load_settings
+from monitor.config.model import HttpSettings, MqttSettings, RedisSettings, Settings
 from monitor.service.daemon import Daemon, PublisherDaemon, Service
 
 S = TypeVar("S", bound=Service)

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from monitor.bus.tool_client import make_client
-from monitor.config.settings import MqttSettings
+from monitor.config.model import MqttSettings
 from monitor.devtools.embedded import MosquittoServer, RedisServer, free_port, which_or_explain
 from monitor.state.channel import resp_command
 

@@ -12,13 +12,8 @@ from pathlib import Path
 
 from harness import CONFIG
 
-from monitor.config.settings import (
-    HttpSettings,
-    MqttSettings,
-    RedisSettings,
-    Settings,
-    load_settings,
-)
+from monitor.config.loading import load_settings
+from monitor.config.model import HttpSettings, MqttSettings, RedisSettings, Settings
 
 VENUE_SYMBOLS = """
 # Bybit help centre "Liquidation Price (USDT Contract)", Example 1: MMR 0.5 %, no deduction.

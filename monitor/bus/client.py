@@ -101,7 +101,7 @@ from monitor.bus.protocol import (
     subscribe_packet,
     unsubscribe_packet,
 )
-from monitor.config.settings import MqttSettings
+from monitor.config.model import MqttSettings
 
 log = structlog.get_logger("liqmon.mqtt")
 

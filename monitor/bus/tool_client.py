@@ -9,7 +9,7 @@ from __future__ import annotations
 import aiomqtt
 
 from monitor.bus.client import tls_context
-from monitor.config.settings import MqttSettings
+from monitor.config.model import MqttSettings
 
 
 def make_client(settings: MqttSettings, identifier: str, *, persistent: bool) -> aiomqtt.Client:

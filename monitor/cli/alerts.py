@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monitor.cli.main import CommandError, _integer_arg, _run_daemon
-from monitor.config.settings import Settings
+from monitor.config.model import Settings
 
 _port_or_any = _integer_arg(0, "must be a port number (0: any free one, to 65535)", 65535)
 

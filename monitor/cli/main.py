@@ -30,7 +30,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from monitor.config.settings import DEFAULT_PATH, Settings, load_settings
+from monitor.config.loading import DEFAULT_PATH, load_settings
+from monitor.config.model import Settings
 from monitor.core.errors import ConfigError, Rejection, RequestFailed, UsageError, leaves
 from monitor.core.margin import Position, Side
 from monitor.core.models import model_for

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from monitor.config.settings import Settings
+from monitor.config.model import Settings
 from monitor.core.evaluation import Quote
 from monitor.core.margin import Side
 from monitor.service.loading import open_read_model

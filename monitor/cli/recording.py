@@ -14,7 +14,7 @@ from feeds.replay import ReplaySource, TickWriter
 from feeds.source import PriceSource
 from feeds.tick import PriceTick
 from monitor.bus.tool_client import make_client
-from monitor.config.settings import Settings
+from monitor.config.model import Settings
 from monitor.core import topics
 from monitor.core.wire import decimal_str
 

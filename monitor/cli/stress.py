@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from monitor.config.settings import Settings
+from monitor.config.model import Settings
 
 
 def register(command: Callable[..., argparse.ArgumentParser]) -> None:

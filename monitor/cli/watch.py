@@ -8,7 +8,7 @@ import uuid
 import orjson
 
 from monitor.bus.tool_client import make_client
-from monitor.config.settings import Settings
+from monitor.config.model import Settings
 from monitor.core.seen import SeenEvents, format_event
 from monitor.core.topics import events_filter
 

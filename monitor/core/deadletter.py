@@ -21,7 +21,7 @@ TEXT_BYTES = 1000
 REASONS_BYTES = 32_768
 """The rejected objects of one message are listed up to this many bytes; the rest are counted
 in the detail. With the texts, what an entry holds beyond its payload stays under
-:data:`~monitor.config.settings.DEAD_LETTER_OVERHEAD_BYTES`."""
+:data:`~monitor.config.model.DEAD_LETTER_OVERHEAD_BYTES`."""
 
 OBJECT_DETAIL_BYTES = 200
 """Each listed object's detail is kept up to this many bytes."""

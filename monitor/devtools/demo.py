@@ -50,7 +50,8 @@ from feeds.source import Emit, PriceSource, Reject
 from feeds.synthetic import Jump, SyntheticSource
 from feeds.tick import PriceKind, PriceTick
 from monitor.bus.tool_client import make_client
-from monitor.config.settings import DEFAULT_PATH, EXAMPLE_PATH, Settings, load_settings
+from monitor.config.loading import DEFAULT_PATH, EXAMPLE_PATH, load_settings
+from monitor.config.model import Settings
 from monitor.core import topics
 from monitor.core.errors import ConfigError
 from monitor.core.margin import Contract, ContractKind, Position, Side

@@ -43,7 +43,7 @@ import structlog
 
 from monitor.bus.client import Publisher, Subscriber
 from monitor.bus.protocol import ConnectionLost, MqttError, OnMessage
-from monitor.config.settings import MqttSettings
+from monitor.config.model import MqttSettings
 from monitor.core.errors import leaves
 from monitor.service.backoff import Backoff
 from monitor.service.relay import Relay

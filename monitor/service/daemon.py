@@ -30,7 +30,7 @@ from feeds.errors import FeedError
 from feeds.source import PriceSource
 from feeds.tick import PriceTick
 from monitor import __version__
-from monitor.config.settings import Settings
+from monitor.config.model import Settings
 from monitor.core import topics
 from monitor.core.coalescing import HeldBack
 from monitor.core.errors import Rejection, UnsafeServer

@@ -17,7 +17,7 @@ import structlog
 from redis.exceptions import ResponseError
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.config.settings import Limits
+from monitor.config.model import Limits
 from monitor.core import topics
 from monitor.core.deadletter import DeadLetter, ObjectRejection, batch_letter
 from monitor.core.errors import Rejection

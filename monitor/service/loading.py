@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from monitor.config.settings import Settings
+from monitor.config.model import Settings
 from monitor.core.errors import Rejection
 from monitor.core.position import PositionUpdate
 from monitor.service.engine import Engine

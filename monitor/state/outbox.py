@@ -26,7 +26,7 @@ from typing import Any
 
 from redis.exceptions import OutOfMemoryError, ResponseError
 
-from monitor.config.settings import Limits
+from monitor.config.model import Limits
 from monitor.core.deadletter import DeadLetter, entry_of
 from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.channel import REPLY_DEADLINE_S, resp_command

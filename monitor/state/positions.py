@@ -26,7 +26,7 @@ from typing import Any, overload
 
 import orjson
 
-from monitor.config.settings import Limits
+from monitor.config.model import Limits
 from monitor.core.errors import Bug
 from monitor.core.evaluation import Event, Quote, Triggers
 from monitor.core.margin import Side

@@ -50,7 +50,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from monitor.config.settings import RedisSettings
+from monitor.config.model import RedisSettings
 from monitor.state.channel import REPLY_DEADLINE_S, Channel, ClusterChannels
 from monitor.state.keys import Keys
 

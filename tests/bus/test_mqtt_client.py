@@ -33,7 +33,7 @@ from monitor.bus.protocol import (
     connect_packet,
     subscribe_packet,
 )
-from monitor.config.settings import MqttSettings
+from monitor.config.model import MqttSettings
 from monitor.devtools.embedded import MosquittoServer
 
 Broker = Callable[..., MosquittoServer]

@@ -35,7 +35,7 @@ from monitor.bus.protocol import (
     split,
     subscribe_packet,
 )
-from monitor.config.settings import MqttSettings
+from monitor.config.model import MqttSettings
 from monitor.devtools.embedded import MosquittoServer
 
 

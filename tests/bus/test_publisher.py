@@ -38,7 +38,7 @@ from monitor.bus.protocol import (
     connect_packet,
 )
 from monitor.bus.tool_client import make_client
-from monitor.config.settings import MqttSettings
+from monitor.config.model import MqttSettings
 from monitor.devtools.embedded import MosquittoServer, free_port
 
 

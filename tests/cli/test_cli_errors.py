@@ -21,7 +21,7 @@ import redis
 from harness import btc_long
 
 from monitor.cli.main import EXIT_INTERRUPTED, EXIT_UNREACHABLE, explain
-from monitor.config.settings import DEFAULT_PATH, load_settings
+from monitor.config.loading import DEFAULT_PATH, load_settings
 from monitor.devtools.embedded import free_port
 from monitor.service.loading import open_read_model
 from monitor.state.keys import Keys

@@ -10,7 +10,7 @@ import redis
 from harness import position_object
 from test_cli import liqmon
 
-from monitor.config.settings import load_settings
+from monitor.config.loading import load_settings
 from monitor.core.position import PositionRecord
 from monitor.core.stress import liquidation_map, stress
 from monitor.state.keys import Keys

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config.settings import HttpSettings, Limits, load_settings
+from monitor.config.loading import load_settings
+from monitor.config.model import HttpSettings, Limits
 from monitor.core.errors import ConfigError
 from monitor.core.margin import Bracket, Contract, ContractKind
 from monitor.core.status import RiskLimits

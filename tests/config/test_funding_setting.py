@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from monitor.config.settings import parse_settings
+from monitor.config.loading import parse_settings
 from monitor.core.errors import ConfigError
 
 pytestmark = pytest.mark.unit

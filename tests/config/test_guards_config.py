@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from monitor.config.settings import parse_settings
+from monitor.config.loading import parse_settings
 from monitor.core.errors import ConfigError
 from monitor.core.guards import GuardSettings
 

@@ -13,16 +13,9 @@ import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from monitor.config.environment import VARIABLES, Environment
+from monitor.config.loading import EXAMPLE_PATH, load_settings, parse_settings
+from monitor.config.model import HttpSettings, Limits, MqttSettings, RedisSettings
 from monitor.config.problems import config_error, key_of, problem
-from monitor.config.settings import (
-    EXAMPLE_PATH,
-    HttpSettings,
-    Limits,
-    MqttSettings,
-    RedisSettings,
-    load_settings,
-    parse_settings,
-)
 from monitor.core.errors import ConfigError
 from monitor.core.guards import DEFAULT_GUARDS
 from monitor.core.margin import Bracket, Contract, ContractKind

@@ -10,7 +10,7 @@ import pytest
 import structlog
 from harness import mqtt_client, publish, running, settings_for, until
 
-from monitor.config.settings import parse_settings
+from monitor.config.loading import parse_settings
 from monitor.core.errors import ConfigError
 
 SECRET = "s3cret-Pa55"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from venue_symbols import venue_config
 
-from monitor.config.settings import load_settings
+from monitor.config.loading import load_settings
 from monitor.core.errors import ConfigError
 from monitor.core.margin import ContractKind, Position, Side
 from monitor.core.models import model_for

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.config.loading import parse_settings
 from monitor.config.model import SymbolTable
-from monitor.config.settings import parse_settings
 from monitor.config.tiers import (
     ContractTerms,
     TierDocumentError,

@@ -11,7 +11,7 @@ import orjson
 import redis.asyncio as aioredis
 from harness import settings_for
 
-from monitor.config.settings import Limits
+from monitor.config.model import Limits
 from monitor.core.evaluation import Quote
 from monitor.core.margin import Side
 from monitor.core.position import PositionUpdate

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.config.settings import DEAD_LETTER_OVERHEAD_BYTES
+from monitor.config.model import DEAD_LETTER_OVERHEAD_BYTES
 from monitor.core.deadletter import DeadLetter, ObjectRejection, batch_letter, entry_of
 
 pytestmark = pytest.mark.unit

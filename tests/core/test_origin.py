@@ -21,7 +21,8 @@ from harness import running, settings_for
 from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
-from monitor.config.settings import HttpSettings, parse_settings
+from monitor.config.loading import parse_settings
+from monitor.config.model import HttpSettings
 from monitor.core.errors import ConfigError
 from monitor.core.origins import Admission
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.config.settings import load_settings
+from monitor.config.loading import load_settings
 from monitor.core.errors import Rejection
 from monitor.core.evaluation import Quote, apply_update
 from monitor.core.margin import Side

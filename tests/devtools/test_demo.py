@@ -17,7 +17,7 @@ from harness import position_object
 
 from feeds.source import Emit, Reject
 from feeds.tick import PriceKind, PriceTick
-from monitor.config.settings import load_settings
+from monitor.config.loading import load_settings
 from monitor.core.margin import Position, Side, assess, liquidation_price
 from monitor.core.position import PositionUpdate
 from monitor.core.wire import position_from_object

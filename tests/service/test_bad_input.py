@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from harness import Collector, half_btc_long, mqtt_client, publish, running, settings_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config.settings import Limits
+from monitor.config.model import Limits
 from monitor.core.status import Status
 from monitor.service.daemon import Daemon
 

@@ -23,7 +23,7 @@ import pytest
 import redis
 from harness import http_ready, position_object
 
-from monitor.config.settings import load_settings
+from monitor.config.loading import load_settings
 from monitor.core.margin import Position, Side, assess
 from monitor.core.status import RiskLimits, Status, next_status
 from monitor.devtools.embedded import free_port

@@ -10,7 +10,7 @@ import orjson
 import redis.asyncio as aioredis
 from harness import btc_long, mqtt_client, running, settings_for, stored_positions
 
-from monitor.config.settings import DEAD_LETTER_OVERHEAD_BYTES, Limits
+from monitor.config.model import DEAD_LETTER_OVERHEAD_BYTES, Limits
 from monitor.service.daemon import Daemon
 
 PADDING = 4_700

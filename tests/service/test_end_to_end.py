@@ -28,7 +28,7 @@ from harness import (
     stored_positions,
 )
 
-from monitor.config.settings import Settings
+from monitor.config.model import Settings
 from monitor.core.margin import Contract, ContractKind, Position, Side, assess
 from monitor.state.keys import Keys
 

@@ -34,7 +34,8 @@ from harness import (
 )
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.config.settings import Limits, load_settings
+from monitor.config.loading import load_settings
+from monitor.config.model import Limits
 from monitor.core.margin import Position, Side, assess
 from monitor.core.status import Status, event_for, next_status
 from monitor.core.wire import position_from_object

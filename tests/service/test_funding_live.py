@@ -31,7 +31,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from feeds.binance import BinanceSource
 from feeds.ws import WsOptions
-from monitor.config.settings import Limits, Settings
+from monitor.config.model import Limits, Settings
 from monitor.core.funding import FundingRate
 from monitor.service.daemon import Daemon
 from monitor.state.keys import Keys

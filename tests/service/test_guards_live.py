@@ -25,7 +25,7 @@ from harness import (
     until,
 )
 
-from monitor.config.settings import Settings
+from monitor.config.model import Settings
 from monitor.core.guards import DEFAULT_GUARDS, GuardSettings
 from monitor.core.status import Status
 from monitor.service.daemon import Daemon

@@ -15,7 +15,7 @@ import pytest
 from harness import Collector, settings_for
 
 from monitor.bus.client import Publisher
-from monitor.config.settings import Settings
+from monitor.config.model import Settings
 from monitor.service import relay as relay_module
 from monitor.service.relay import Relay
 from monitor.state.keys import Keys

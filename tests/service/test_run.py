@@ -35,7 +35,7 @@ from harness import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.config.settings import RedisSettings
+from monitor.config.model import RedisSettings
 from monitor.devtools.embedded import free_port
 from monitor.state.keys import Keys
 from monitor.state.transport import connect

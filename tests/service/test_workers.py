@@ -13,7 +13,7 @@ import orjson
 from harness import btc_long, settings_for
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.config.settings import Limits
+from monitor.config.model import Limits
 from monitor.core.coalescing import HeldBack
 from monitor.core.wire import position_from_object
 from monitor.service.engine import Engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from monitor.config.settings import Limits, RedisSettings
+from monitor.config.model import Limits, RedisSettings
 from monitor.core.evaluation import Triggers
 from monitor.core.margin import Side
 from monitor.core.position import PositionRecord

@@ -24,7 +24,7 @@ from harness import (
 )
 from redis.crc import key_slot
 
-from monitor.config.settings import Limits, RedisSettings
+from monitor.config.model import Limits, RedisSettings
 from monitor.devtools.embedded import RedisClusterServers
 from monitor.state.keys import Keys
 from monitor.state.positions import PositionStore

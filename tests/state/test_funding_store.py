@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from harness import settings_for
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.config.settings import Limits
+from monitor.config.model import Limits
 from monitor.core.funding import FundingRate
 from monitor.core.margin import Side
 from monitor.core.position import PositionUpdate

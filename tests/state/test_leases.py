@@ -21,7 +21,7 @@ from harness import (
     stored_positions,
 )
 
-from monitor.config.settings import RedisSettings, Settings
+from monitor.config.model import RedisSettings, Settings
 from monitor.state.keys import Keys
 from monitor.state.leases import Leases, fair_share, preference
 from monitor.state.transport import connect

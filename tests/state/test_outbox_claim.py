@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from harness import Collector, redis_url_of, running, settings_for
 
-from monitor.config.settings import Limits
+from monitor.config.model import Limits
 from monitor.service import relay
 from monitor.state.keys import OUTBOX_GROUP, Keys
 from monitor.state.outbox import Outbox

@@ -13,7 +13,7 @@ import redis
 import structlog
 from harness import running, settings_for
 
-from monitor.config.settings import load_settings
+from monitor.config.loading import load_settings
 from monitor.core.errors import UnsafeServer
 from monitor.devtools.embedded import RedisClusterServers
 from monitor.state.prerequisites import check_eviction

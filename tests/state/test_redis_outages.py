@@ -39,7 +39,7 @@ from proxy import BlackHoleProxy
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.config.settings import Settings
+from monitor.config.model import Settings
 from monitor.core.wire import position_from_object
 from monitor.devtools.embedded import RedisServer
 from monitor.service.daemon import Daemon, PublisherDaemon, Service

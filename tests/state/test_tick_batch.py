@@ -8,7 +8,7 @@ import pytest
 from harness import nodes_holding, position_object, redis_url_of, settings_for
 
 from feeds.tick import PriceKind, PriceTick
-from monitor.config.settings import Limits
+from monitor.config.model import Limits
 from monitor.core.wire import position_from_object
 from monitor.service.engine import Engine
 from monitor.service.loading import load_positions

@@ -16,7 +16,7 @@ from harness import (
     stored_positions,
 )
 
-from monitor.config.settings import Limits
+from monitor.config.model import Limits
 from monitor.service.daemon import Daemon
 
 

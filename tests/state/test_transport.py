@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from monitor.config.settings import Limits, RedisSettings
+from monitor.config.model import Limits, RedisSettings
 from monitor.state.keys import Keys
 from monitor.state.outbox import Outbox
 from monitor.state.transport import ClusterNodes, SingleNode, Transport, connect

@@ -31,7 +31,7 @@ from harness import CONFIG, http_get, mqtt_client, publish, running, settings_fo
 from test_http_api import seeded
 from websockets.asyncio.client import ClientConnection
 
-from monitor.config.settings import load_settings
+from monitor.config.loading import load_settings
 from monitor.core.margin import Side
 from monitor.core.status import Status
 from monitor.service.daemon import Daemon

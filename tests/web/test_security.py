@@ -34,7 +34,8 @@ from tls import (
 )
 
 from monitor.bus.tool_client import make_client
-from monitor.config.settings import HttpSettings, load_settings
+from monitor.config.loading import load_settings
+from monitor.config.model import HttpSettings
 
 LIQMON = Path(sys.executable).parent / "liqmon"
 REDIS_ACL = ["~liqmon:*", "+@all", "-@dangerous", "+info"]
