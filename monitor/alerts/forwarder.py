@@ -41,6 +41,7 @@ from monitor.core.errors import ConfigError
 from monitor.core.wire import check_name
 from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.transport import REDIS_DOWN, Transport, connect
+from monitor.telemetry.stopping import report_stuck_tasks
 from monitor.web.http import HttpEndpoint
 
 log = structlog.get_logger("liqmon.alerts")
@@ -152,6 +153,7 @@ class Forwarder:
             routes=[session.worker.route.name for session in self.sessions],
         )
         tasks: list[asyncio.Task[None]] = []
+        watchdog: asyncio.Task[None] | None = None
         try:
             async with asyncio.TaskGroup() as group:
                 tasks.append(group.create_task(self.http.run(), name="http"))
@@ -165,7 +167,10 @@ class Forwarder:
                 log.info("alerts_stopping", name=self.name)
                 for task in tasks:
                     task.cancel()
+                watchdog = asyncio.create_task(report_stuck_tasks(), name="stop-watchdog")
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             for session in self.sessions:
                 await session.worker.sink.aclose()
             await self.transport.client.aclose()

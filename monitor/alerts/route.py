@@ -104,6 +104,14 @@ class RouteWorker:
 
     async def on_message(self, topic: str, payload: bytes) -> None:
         """Settle one bus message (see the module's docstring). Cancelling is safe."""
+        try:
+            await self._settle(topic, payload)
+        finally:
+            # A cancellation Redis swallowed on the way must still stop the subscriber
+            # that called this (it would wait for the next message instead).
+            raise_if_cancelling()
+
+    async def _settle(self, topic: str, payload: bytes) -> None:
         item = item_of(topic, payload)
         if item is None:
             self._filtered.inc()

@@ -64,6 +64,7 @@ from monitor.state.transport import (
     outage,
 )
 from monitor.telemetry.metrics import Metrics
+from monitor.telemetry.stopping import report_stuck_tasks
 from monitor.web.api import Api
 from monitor.web.http import HttpEndpoint
 
@@ -83,39 +84,6 @@ def _shown(symbols: list[str]) -> list[str]:
     if len(symbols) <= SYMBOLS_LOGGED:
         return symbols
     return [*symbols[:SYMBOLS_LOGGED], f"+{len(symbols) - SYMBOLS_LOGGED} more"]
-
-
-STOP_REPORTED_AFTER_S = 5.0
-"""A stop still waiting for tasks this long logs each of them, with where it waits."""
-
-
-async def _report_stuck() -> None:
-    """Log every task that has not ended :data:`STOP_REPORTED_AFTER_S` after the stop.
-
-    Cancelled tasks end within milliseconds; one that does not has lost its
-    cancellation or ignores it, and the await it sits in names the culprit.
-    """
-    await asyncio.sleep(STOP_REPORTED_AFTER_S)
-    me = asyncio.current_task()
-    for task in asyncio.all_tasks():
-        if task is not me and not task.done():
-            log.warning(
-                "stop_waiting_for_task",
-                task=task.get_name(),
-                cancelling=task.cancelling(),
-                awaiting=_awaiting(task.get_coro()),
-            )
-
-
-def _awaiting(coro: object) -> str:
-    """The chain of awaits a coroutine is suspended in, outermost first."""
-    where: list[str] = []
-    while coro is not None and len(where) < 16:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None:
-            where.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}")
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return " > ".join(where)
 
 
 def _address(host: str, port: int) -> str:
@@ -191,7 +159,7 @@ class Service:
                         starting.cancel()
                     for task in tasks:
                         task.cancel()
-                    watchdog = asyncio.create_task(_report_stuck(), name="stop-watchdog")
+                    watchdog = asyncio.create_task(report_stuck_tasks(), name="stop-watchdog")
             except* UnsafeServer as refused:
                 # One line at the command line, not a group of one.
                 raise refused.exceptions[0] from None

@@ -129,6 +129,9 @@ class Intake:
             await self._route(topic, payload)
         except Rejection as rejection:
             await self.reject("mqtt", rejection.reason, rejection.detail, payload, topic)
+        # A cancellation Redis swallowed on the way must still stop the subscriber that
+        # called this (it would wait for the next message instead).
+        raise_if_cancelling()
 
     async def on_tick(self, tick: PriceTick) -> None:
         """Accept a tick from any source (MQTT, a venue feed, a replay), through the guards.

@@ -14,9 +14,9 @@ from harness import Collector, mqtt_client, position_object, publish, running, s
 
 from monitor.core.evaluation import Event
 from monitor.core.status import EventType
-from monitor.service import daemon as daemon_module
 from monitor.service.engine import Outcome
 from monitor.service.workers import EVENT_LOG_LINES, record_events
+from monitor.telemetry import stopping
 from monitor.telemetry.metrics import Metrics
 
 
@@ -93,7 +93,7 @@ async def test_a_task_that_does_not_stop_is_named_with_where_it_waits(
 ) -> None:
     """A stop that waits on a task which lost its cancellation logs the task and the await
     it sits in, so a hang at shutdown names its culprit."""
-    monkeypatch.setattr(daemon_module, "STOP_REPORTED_AFTER_S", 0.01)
+    monkeypatch.setattr(stopping, "STOP_REPORTED_AFTER_S", 0.01)
     released = asyncio.Event()
 
     async def deaf() -> None:
@@ -105,7 +105,7 @@ async def test_a_task_that_does_not_stop_is_named_with_where_it_waits(
     await asyncio.sleep(0)
     task.cancel()
     with structlog.testing.capture_logs() as logs:
-        await daemon_module._report_stuck()
+        await stopping.report_stuck_tasks()
     released.set()
     await task
     [entry] = [e for e in logs if e.get("task") == "deaf-worker"]
