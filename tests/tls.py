@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from monitor.bus.tool_client import make_client
 from monitor.config.model import MqttSettings
-from monitor.devtools.embedded import MosquittoServer, RedisServer, free_port, which_or_explain
+from monitor.devtools.embedded import MosquittoServer, RedisServer, free_ports, which_or_explain
 from monitor.state.channel import resp_command
 
 ACL_FILE = Path(__file__).resolve().parents[1] / "config" / "mosquitto.acl"
@@ -266,7 +266,7 @@ def start_secure_broker(
     for n, (user, password) in enumerate(PASSWORDS.items()):
         create = ["-c"] if n == 0 else []
         subprocess.run([passwd, *create, "-b", str(password_file), user, password], check=True)
-    tls_port, cert_port = free_port(), free_port()
+    tls_port, cert_port = free_ports(2)
     tls = [
         f"cafile {certificates.ca_file}",
         f"certfile {certificates.server_cert}",

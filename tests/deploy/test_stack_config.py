@@ -28,7 +28,7 @@ import pytest
 from harness import http_ready, settings_for
 
 from monitor.alerts.metrics import AlertMetrics
-from monitor.devtools.embedded import free_port
+from monitor.devtools.embedded import free_ports
 from monitor.service.daemon import Daemon
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -317,7 +317,7 @@ async def test_the_walk_through_liquidates_with_the_shipped_broker_users(
             f"acl_file {CONFIG / 'mosquitto.acl'}",
         ],
     )
-    monitor_port, publisher_port = free_port(), free_port()
+    monitor_port, publisher_port = free_ports(2)
     env = {
         "LIQMON_REDIS_URL": redis.url,
         "LIQMON_MQTT_URL": f"mqtt://liqmon:change-me@127.0.0.1:{broker.port}",

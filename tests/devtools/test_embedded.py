@@ -13,7 +13,13 @@ import pytest
 import redis
 
 import monitor.devtools.embedded
-from monitor.devtools.embedded import MosquittoServer, RedisServer, ServerStartError, free_port
+from monitor.devtools.embedded import (
+    MosquittoServer,
+    RedisServer,
+    ServerStartError,
+    free_port,
+    free_ports,
+)
 
 if TYPE_CHECKING:
     from conftest import MosquittoFactory, RedisFactory
@@ -164,3 +170,10 @@ def test_fixed_busy_port_fails_with_log(tmp_path: Path) -> None:
         with pytest.raises(ServerStartError, match=r"(?i)address already in use"):
             server.start()
         assert server.port == busy
+
+
+def test_free_ports_are_distinct() -> None:
+    """Ports chosen together are never the same one twice (two free_port() calls in a row
+    once gave a TLS broker both listeners on one port)."""
+    ports = free_ports(50)
+    assert 50 == len(set(ports))
