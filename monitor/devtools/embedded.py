@@ -101,10 +101,8 @@ def free_port(host: str = HOST) -> int:
     before our server binds; :meth:`EmbeddedServer.start` retries with a new
     port when that happens on a first start.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    [port] = free_ports(1, host)
+    return port
 
 
 def free_ports(count: int, host: str = HOST) -> list[int]:
