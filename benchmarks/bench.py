@@ -254,6 +254,22 @@ class Monitor:
                 stderr=subprocess.STDOUT,
             )
 
+    def committed_at(self) -> dict[str, int]:
+        """event_id -> when the monitor logged the event (epoch ns): its ``event`` line is
+        written once the tick's commit is back, so it marks the end of the monitor's part."""
+        found: dict[str, int] = {}
+        with (self.workdir / f"monitor-{self.starts}.log").open("rb") as lines:
+            for line in lines:
+                if b'"event":"event"' not in line:
+                    continue
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                stamp = datetime.datetime.fromisoformat(entry["timestamp"])
+                found[entry["event_id"]] = int(stamp.timestamp() * 1e6) * 1000
+        return found
+
     def wait_warm(self, timeout: float = 15.0) -> float | None:
         """Seconds until the monitor logs ``heap_frozen`` (None: not within ``timeout``).
 
@@ -869,6 +885,11 @@ class BookRun:
             decided[event["price_ts"]] = max(decided.get(event["price_ts"], 0), event["emitted_at"])
             types[event["type"]] += 1
         first, last, to_decided, to_received, incomplete = [], [], [], [], 0
+        to_committed, committed_to_received = [], []
+        committed_at = self.monitor.committed_at()
+        ids_by_ts: dict[int, list[str]] = collections.defaultdict(list)
+        for _, event in events:
+            ids_by_ts[event["price_ts"]].append(event["event_id"])
         crossing_ticks = [t for t in sent if t.kind in ("down", "up")]
         for tick in crossing_ticks:
             stamps = by_ts.get(tick.ts, [])
@@ -877,6 +898,11 @@ class BookRun:
                 continue
             first.append(min(stamps) - tick.send_ns)
             last.append(max(stamps) - tick.send_ns)
+            logged = [committed_at.get(event_id) for event_id in ids_by_ts[tick.ts]]
+            if logged and None not in logged:
+                committed = max(stamp for stamp in logged if stamp is not None)
+                to_committed.append(committed - tick.send_ns)
+                committed_to_received.append(max(stamps) - committed)
             # emitted_at: the monitor's wall clock (ms) when it decided the transition
             decided_ns = decided[tick.ts] * 1_000_000
             to_decided.append(max(decided_ns - tick.send_ns, 0))
@@ -892,6 +918,14 @@ class BookRun:
             "ticks_with_unexpected_event_count": incomplete,
             "tick_to_first_event": summary_ms(first),
             "tick_to_last_event": summary_ms(last),
+            "split": {
+                # The monitor's part (receive, candidates, decide, commit) and the rest
+                # (outbox read, publish, broker, subscriber); the publisher often has
+                # the event before the monitor writes its log line, so the second
+                # part can be negative.
+                "tick_to_committed": summary_ms(to_committed),
+                "committed_to_received": summary_ms(committed_to_received),
+            },
             "split_ms_resolution": {
                 "tick_to_decided": summary_ms(to_decided),
                 "decided_to_received": summary_ms(to_received),

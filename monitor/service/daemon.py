@@ -417,7 +417,7 @@ class PublisherDaemon(Service):
         # Publishers share the symbols by leases of their own (one reader per
         # outbox keeps each position's events in order).
         self.leases = Leases(
-            self.redis, keys, identity, list(settings.symbols), lease_ttl_s, group=PUBLISHERS
+            self.transport, keys, identity, list(settings.symbols), lease_ttl_s, group=PUBLISHERS
         )
         self.leased = asyncio.Event()
         relay = Relay(self.outbox, list(settings.symbols), identity, self.metrics, self.leases.owns)
@@ -481,7 +481,7 @@ class Daemon(Service):
             retry=self._retry_redis,
         )
         self.leases = Leases(
-            self.redis,
+            self.transport,
             keys,
             settings.mqtt.client_id,
             list(settings.symbols),

@@ -60,6 +60,10 @@ READ_BLOCK_MS = 2000
 LEASE_WAIT_S = 0.1
 """How often a relay holding no lease looks again."""
 
+SYMBOLS_PER_READ_SHARD = 32
+MAX_READ_SHARDS = 16
+"""On one server: outboxes per blocking read, and at most this many reads (connections)."""
+
 SWEEP_EVERY_S = 2.0
 """On a cluster: how often every outbox is read, whatever was announced (the safety net)."""
 
@@ -89,6 +93,7 @@ class Relay:
         self.metrics = metrics
         self.owns = owns
         self.batch_size = batch_size
+        self._publishing = asyncio.Lock()
         self._sending: set[tuple[str, bytes]] = set()
         """Entries being published now (their PUBACKs not all in, so still pending)."""
         self._sent_while_claiming: set[tuple[str, bytes]] | None = None
@@ -124,26 +129,59 @@ class Relay:
         if self.outbox.announced:
             await self._publish_announced(publisher, claimed)
             return
+        # One reader per shard of the symbols, each blocking on its own connection. A
+        # commit's XADD wakes a read blocked on its outbox, and Redis (7.0) pays for
+        # every key that read is blocked on, both when it blocks and when it wakes:
+        # one read over 500 outboxes cost about 0.2 ms of Redis per event batch, in
+        # the way of the next tick. A symbol is always in the same shard, so its
+        # outbox still has one reader in this process and its events keep their order.
+        count = min(MAX_READ_SHARDS, -(-len(self.all_symbols) // SYMBOLS_PER_READ_SHARD))
+        shards = [self.all_symbols[n::count] for n in range(max(count, 1))]
+        try:
+            async with asyncio.TaskGroup() as group:
+                readers = [
+                    group.create_task(
+                        self._publish_shard(publisher, claimed, n, frozenset(shard)),
+                        name=f"outbox-reader-{n}",
+                    )
+                    for n, shard in enumerate(shards)
+                ]
+                # Waited for here, not left to the group's exit: on Python 3.11 a task
+                # failing while the group waits at its exit leaves the caller cancelled
+                # for good, and Relay.run would end instead of waiting for Redis.
+                await asyncio.wait(readers)
+        except ExceptionGroup as failures:
+            # Relay.run retries on the one error (Redis down); an MqttError ends the relay.
+            raise failures.exceptions[0] from failures
+
+    async def _publish_shard(
+        self,
+        publisher: Publisher,
+        claimed: dict[tuple[str, bytes], OutboxEntry],
+        shard: int,
+        members: frozenset[str],
+    ) -> None:
+        """:meth:`_publish` for the held symbols among ``members``."""
         # First what this consumer read but never saw acknowledged (a crash or
         # a lost connection), then new entries as they are committed.
         pending = True
         taken: set[str] = set()
         while True:
             raise_if_cancelling()
-            symbols = self.symbols
+            symbols = [symbol for symbol in self.symbols if symbol in members]
             if not symbols:  # no lease yet (or any more): nothing to read
                 await asyncio.sleep(LEASE_WAIT_S)
                 continue
             await self._take_over(publisher, symbols, taken)
             entries = await self.outbox.read(
-                symbols, self.consumer, self.batch_size, READ_BLOCK_MS, pending
+                symbols, self.consumer, self.batch_size, READ_BLOCK_MS, pending, shard
             )
             if pending and not entries:
                 pending = False
                 continue
             if entries:
                 await self._send(publisher, entries)
-            await self._send_claimed(publisher, claimed)
+            await self._send_claimed(publisher, claimed, members)
 
     async def _publish_announced(
         self, publisher: Publisher, claimed: dict[tuple[str, bytes], OutboxEntry]
@@ -227,10 +265,15 @@ class Relay:
         taken.update(new)
 
     async def _send_claimed(
-        self, publisher: Publisher, claimed: dict[tuple[str, bytes], OutboxEntry]
+        self,
+        publisher: Publisher,
+        claimed: dict[tuple[str, bytes], OutboxEntry],
+        members: frozenset[str] | None = None,
     ) -> None:
-        if claimed:
-            taken = list(claimed.values())
+        """Publish the claimed entries of ``members`` (None: of every symbol), from the
+        loop that reads those symbols, so that they go out before its newer entries."""
+        taken = [e for e in claimed.values() if members is None or e.symbol in members]
+        if taken:
             await self._send(publisher, taken)
             for entry in taken:
                 claimed.pop((entry.symbol, entry.entry_id), None)
@@ -272,7 +315,9 @@ class Relay:
         keys = {(entry.symbol, entry.entry_id) for entry in entries}
         self._sending |= keys
         try:
-            await publisher.publish_batch([(entry.topic, entry.payload) for entry in entries])
+            # One batch at a time on the connection (the shards take turns).
+            async with self._publishing:
+                await publisher.publish_batch([(e.topic, e.payload) for e in entries])
             await self.outbox.ack(entries)
         finally:
             self._sending -= keys

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 
 import structlog
 
+from monitor.state.channel import resp_command
 from monitor.state.keys import Keys
-from monitor.state.transport import PIPELINE_SLICE, Client, evalsha_all, register
+from monitor.state.transport import Transport, register, scripted
 
 log = structlog.get_logger("liqmon.lease")
 
@@ -47,7 +48,7 @@ class Leases:
 
     def __init__(
         self,
-        client: Client,
+        transport: Transport,
         keys: Keys,
         owner: str,
         symbols: Sequence[str],
@@ -56,7 +57,12 @@ class Leases:
     ) -> None:
         """Leases of ``group`` ("": the monitors; :data:`~monitor.state.keys.PUBLISHERS`:
         the publishers, who share the outboxes by leases of their own)."""
-        self.client = client
+        client = self.client = transport.client
+        # Renewals go on a kept connection of their own, packed once per symbol: every
+        # second, a few hundred EVALSHAs through redis.asyncio's pipeline took the
+        # event loop (and the ticks waiting on it) for milliseconds at a time.
+        self._renewals = transport.lane(f"lease renewals{'' if not group else ' of ' + group}")
+        self._renew_commands: dict[str, bytes] = {}
         self.keys = keys
         self.group = group
         self.owner = owner
@@ -67,6 +73,15 @@ class Leases:
         self._release = register(client, "lease_release.lua")
         self._acquire = register(client, "lease_acquire.lua")
         self._heartbeat = register(client, "heartbeat.lua")
+
+    def _renew_command(self, symbol: str) -> bytes:
+        """``lua/lease_renew.lua`` for ``symbol``'s lease, packed (once: it never changes)."""
+        command = self._renew_commands.get(symbol)
+        if command is None:
+            command = self._renew_commands[symbol] = resp_command(
+                "EVALSHA", self._renew.sha, 1, self.key(symbol), self.owner, self.ttl_ms
+            )
+        return command
 
     def key(self, symbol: str) -> str:
         """The lease key of a symbol (hash-tagged like the symbol's other keys)."""
@@ -92,19 +107,18 @@ class Leases:
             keys=[self.heartbeats], args=[now_ms + self.ttl_ms, self.owner, now_ms]
         )
         share = fair_share(len(self.symbols), monitors)
-        # A few round trips renew every lease held (a script per key, so each
+        # One round trip renews every lease held (a script per key, so each
         # stays within its symbol's hash slot on a cluster).
         held = sorted(self.held)
-        renewed_all = []
-        for start in range(0, len(held), PIPELINE_SLICE):
-            renewed_all += await evalsha_all(
-                self.client,
-                self._renew,
-                [
-                    ([self.key(symbol)], [self.owner, self.ttl_ms])
-                    for symbol in held[start : start + PIPELINE_SLICE]
-                ],
+        commands = [self._renew_command(symbol) for symbol in held]
+        routes = [self.key(symbol) for symbol in held]
+        renewed_all = (
+            await scripted(
+                self.client, self._renew, lambda: self._renewals.execute(commands, routes)
             )
+            if held
+            else []
+        )
         for symbol, renewed in zip(held, renewed_all, strict=True):
             if not renewed:
                 self.held.discard(symbol)

@@ -35,6 +35,7 @@ from monitor.state.transport import (
     REDIS_DOWN,
     AnyPipeline,
     Client,
+    Lane,
     Transport,
     evalsha_all,
     pipelined,
@@ -45,8 +46,9 @@ from monitor.state.transport import (
 PUBLISHED_MAXLEN = 10_000
 """About how many published events the ``published`` stream keeps."""
 
-OUTBOX_READS_KEPT = 16
-"""Packed outbox reads kept (one per set of symbols read; the set changes with leases)."""
+OUTBOX_READS_KEPT = 64
+"""Packed outbox reads kept (one per set of symbols read: a reader's shard of them, which
+changes with the leases)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class Outbox:
         self.limits = limits
         client = transport.client
         self._reader = transport.lane("outbox reader")
+        self._shard_readers: dict[int, Lane] = {0: self._reader}
         self._reads: dict[tuple[Any, ...], tuple[bytes, dict[str, str]]] = {}
         self._ack = register(client, "ack.lua")
         self._published = register(client, "published.lua", "fields.lua")
@@ -163,11 +166,20 @@ class Outbox:
         return any(text(group["name"]) == OUTBOX_GROUP for group in groups)
 
     async def read(
-        self, symbols: Sequence[str], consumer: str, count: int, block_ms: int, pending: bool
+        self,
+        symbols: Sequence[str],
+        consumer: str,
+        count: int,
+        block_ms: int,
+        pending: bool,
+        shard: int = 0,
     ) -> list[OutboxEntry]:
         """Entries for ``consumer``: its unacknowledged ones (``pending``) or new ones,
         waiting up to ``block_ms`` for new ones, in one XREADGROUP over every symbol's
-        outbox (on one server: see :attr:`announced`)."""
+        outbox (on one server: see :attr:`announced`).
+
+        Each ``shard`` reads on a connection of its own, so readers of disjoint sets
+        of symbols block at the same time (see :class:`monitor.service.relay.Relay`)."""
         # The command names every symbol's outbox: packed once (redis-py took
         # ~2 ms per call for 500 symbols, each time the publisher came back
         # for more) and sent on the reader's own connection.
@@ -187,7 +199,10 @@ class Outbox:
         # A blocking read may take its block time, then the usual deadline.
         deadline_s = REPLY_DEADLINE_S + (0 if pending else block_ms / 1000)
         route = next(iter(symbol_of), "")  # a single server's lane does not route
-        replies = await self._reader.execute([command], [route], deadline_s)
+        reader = self._shard_readers.get(shard)
+        if reader is None:
+            reader = self._shard_readers[shard] = self.transport.lane(f"outbox reader {shard}")
+        replies = await reader.execute([command], [route], deadline_s)
         return _outbox_entries(await self._readable(replies, symbols), symbol_of)
 
     async def read_each(

@@ -33,7 +33,7 @@ from monitor.core.margin import Side
 from monitor.core.position import PositionRecord
 from monitor.core.triggers import WORSENING_FIRST
 from monitor.core.wire import decimal_str
-from monitor.state.channel import resp_parts
+from monitor.state.channel import resp_command, resp_parts
 from monitor.state.epoch import Epoch
 from monitor.state.keys import Keys
 from monitor.state.transport import (
@@ -261,6 +261,7 @@ class PositionStore:
         self.limits = limits
         client = transport.client
         self._ticks = transport.lane("tick path")
+        self._commits = transport.lane("commit path")
         self._marks: dict[str, tuple[bytes, str]] = {}
         self._candidates = register(client, "candidates.lua")
         self._commit = register(client, "commit.lua", "fields.lua", "tombstone.lua", "reindex.lua")
@@ -449,7 +450,14 @@ class PositionStore:
         if not writes:
             return set()
         keys, args = self._commit_call(symbol, writes, decided_at)
-        return _conflicts(await self._commit(keys=keys, args=args))
+        # Packed and sent on a kept connection of its own, like the marks: redis.asyncio's
+        # layers would add their CPU to every crossing tick's latency (see
+        # monitor.state.channel), and a long burst commit must not hold the marks' lane.
+        command = resp_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
+        replies = await scripted(
+            self.client, self._commit, lambda: self._commits.execute([command], keys[:1])
+        )
+        return _conflicts(replies[0])
 
     async def commit_many(self, calls: Sequence[Commit]) -> list[set[str] | None]:
         """Several :meth:`commit` calls in one round trip, each atomic on its own.

@@ -16,9 +16,10 @@ from typing import Any
 from monitor.core.evaluation import Quote
 from monitor.core.position import PositionRecord
 from monitor.core.triggers import Direction, TriggerSet
+from monitor.state.channel import resp_command
 from monitor.state.keys import Keys
 from monitor.state.positions import QUOTE_FIELDS, decode_quote
-from monitor.state.transport import REDIS_DOWN, AnyPipeline, Transport, pipelined, text
+from monitor.state.transport import REDIS_DOWN, Lane, Transport, pipelined, text
 
 __all__ = ["REDIS_DOWN", "Entry", "ReadModel", "Sizes", "StoredPrices"]
 
@@ -51,6 +52,8 @@ class ReadModel:
         self._transport = transport
         self._client = transport.client
         self._keys = keys
+        self._counting: Lane | None = None
+        self._size_commands: dict[str, list[bytes]] = {}
 
     async def aclose(self) -> None:
         """Close the connections (a command-line tool's, when it is done)."""
@@ -154,16 +157,30 @@ class ReadModel:
 
     async def sizes(self, symbols: Sequence[str]) -> dict[str, Sizes]:
         """Per symbol, its stored positions and the sizes of its trigger sets (no scan)."""
+        # Packed once per symbol and sent on a kept connection of its own: the
+        # dashboard and every metrics scrape count all symbols, and a few thousand
+        # commands through redis.asyncio's pipeline held the event loop (and the
+        # ticks) for milliseconds at a time.
         keys = self._keys
         sets = list(TriggerSet)
-
-        def queue(pipe: AnyPipeline, symbol: str) -> None:
-            pipe.hlen(keys.positions(symbol))
-            for trigger_set in sets:
-                pipe.zcard(keys.triggers(symbol, trigger_set))
-
+        if self._counting is None:
+            self._counting = self._transport.lane("position counts")
+        commands: list[bytes] = []
+        routes: list[str] = []
+        for symbol in symbols:
+            packed = self._size_commands.get(symbol)
+            if packed is None:
+                packed = self._size_commands[symbol] = [
+                    resp_command("HLEN", keys.positions(symbol)),
+                    *(resp_command("ZCARD", keys.triggers(symbol, s)) for s in sets),
+                ]
+            commands += packed
+            routes += [keys.positions(symbol)] * len(packed)
         per = 1 + len(sets)
-        replies = await pipelined(self._client, symbols, queue, per_item=per)
+        replies = await self._counting.execute(commands, routes) if commands else []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         sizes = {}
         for n, symbol in enumerate(symbols):
             total, *counts = replies[per * n : per * n + per]

@@ -60,9 +60,8 @@ async def handover_on(redis_url: str, mqtt_url: str, prefix: str) -> AsyncIterat
     """A hand-over on a real Redis for one monitor, its clocks stopped."""
     settings = settings_for(redis_url, mqtt_url, prefix)
     transport = connect(settings.redis)
-    client = transport.client
     store = PositionStore(transport, Keys(prefix), settings.limits)
-    leases = Leases(client, Keys(prefix), "monitor-1", ["BTCUSDT"], ttl_s=3.0)
+    leases = Leases(transport, Keys(prefix), "monitor-1", ["BTCUSDT"], ttl_s=3.0)
     held, guards, marks = HeldBack(window_s=6.0), PriceGuards(settings.guards), TickPath()
     alerts: list[Alert] = []
 

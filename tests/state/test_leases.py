@@ -24,7 +24,7 @@ from harness import (
 from monitor.config.model import RedisSettings, Settings
 from monitor.state.keys import Keys
 from monitor.state.leases import Leases, fair_share, preference
-from monitor.state.transport import connect
+from monitor.state.transport import Transport, connect
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BTCUSD", "ETHUSD"]
 
@@ -40,8 +40,8 @@ async def test_two_monitors_split_the_symbols_and_rebalance(redis_url: str) -> N
     """A second monitor joining gets its share; every symbol has exactly one holder."""
     client = aioredis.Redis.from_url(redis_url)
     try:
-        first = Leases(client, Keys("t"), "m1", SYMBOLS, ttl_s=3)
-        second = Leases(client, Keys("t"), "m2", SYMBOLS, ttl_s=3)
+        first = Leases(Transport.of(client), Keys("t"), "m1", SYMBOLS, ttl_s=3)
+        second = Leases(Transport.of(client), Keys("t"), "m2", SYMBOLS, ttl_s=3)
         assert len(await first.refresh()) == 5
         assert await second.refresh() == []
         for _ in range(2):
@@ -67,7 +67,7 @@ async def test_leases_are_renewed_after_redis_forgot_the_scripts(
     """
     client = connect(RedisSettings(redis_url_of(request, cluster), cluster=cluster)).client
     try:
-        leases = Leases(client, Keys("t"), "m1", SYMBOLS, ttl_s=3)
+        leases = Leases(Transport.of(client), Keys("t"), "m1", SYMBOLS, ttl_s=3)
         await leases.refresh()
         await client.script_flush()
         assert await leases.refresh() == []
