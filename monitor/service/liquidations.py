@@ -137,6 +137,7 @@ class LiquidationWatcher:
             await self._judge(symbol, quote.mark, within, rule)
         self.metrics.liquidation_positions_read.labels(symbol).set(read)
         self.metrics.liquidation_refresh_seconds.labels(symbol).set(time.perf_counter() - started)
+        self.metrics.liquidation_refreshes.labels(symbol).inc()
         return within
 
     async def _judge(self, symbol: str, mark: Decimal, within: Within, rule: ClusterRule) -> None:

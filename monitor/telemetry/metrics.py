@@ -87,6 +87,12 @@ class Metrics:
             ["symbol"],
             registry=r,
         )
+        self.liquidation_refreshes = Counter(
+            "liqmon_liquidation_refreshes_total",
+            "Liquidation-gauge computations finished (gauges set, cluster alert judged)",
+            ["symbol"],
+            registry=r,
+        )
         self.liquidation_positions_read = Gauge(
             "liqmon_liquidation_positions_read",
             "Positions the symbol's last liquidation-gauge computation read and tested",
