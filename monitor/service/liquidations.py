@@ -117,6 +117,11 @@ class LiquidationWatcher:
                 except REDIS_DOWN as error:
                     # Tried again next round; readiness reports Redis.
                     log.warning("liquidation_watch_failed", symbol=symbol, error=str(error))
+                except Exception:
+                    # A bug (a record the walk cannot read, say): counted and logged;
+                    # an optional report must not stop the monitor.
+                    self.metrics.evaluation_errors.labels("liquidation_watch").inc()
+                    log.exception("liquidation_watch_error", symbol=symbol)
             await asyncio.sleep(max(0.0, started + self.refresh_s - time.monotonic()))
 
     async def refresh(self, symbol: str) -> Within | None:

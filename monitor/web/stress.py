@@ -15,8 +15,10 @@ so
   the shorts scored at or below ``high`` (its cumulative curves count every
   long liquidating at or above ``low`` and every short below ``high``).
 
-Each bound is widened by one ulp of the float score so that rounding a price
-to a double never leaves a position out; the exact tests in the core decide.
+The walk is the read model's (:meth:`~monitor.state.readmodel.ReadModel.reach`,
+which the daemon's liquidation gauges use too): each bound is widened by one ulp
+of the float score so that rounding a price to a double never leaves a position
+out; the exact tests in the core decide.
 The map's liquidation prices come from the API's record cache (keyed by the
 stored bytes), so a map asked for again, as the dashboard would, mostly costs
 the reads. Each set is read from the end where it fires first, by score, a page at a time
