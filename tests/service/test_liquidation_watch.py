@@ -1,5 +1,5 @@
-"""The liquidation-cluster alert in the running daemon: once per raise, once per clear,
-never again after a restart.
+"""The liquidation watch in the running daemon: the cluster alert once per raise, once per
+clear, never again after a restart; a record it cannot read is counted, not fatal.
 
 BTCUSDT's alert watches 5 % against each side with a raise threshold of 100,000
 and a clear threshold of 40,000 (USDT). At a mark of 60,000, each long of 1 BTC
@@ -28,10 +28,12 @@ from harness import (
     settings_for,
     settled,
     stored_positions,
+    task_of,
     until,
 )
 
 from monitor.config.model import ClusterAlertTable, LiquidationWatch, Settings
+from monitor.core.triggers import TriggerSet
 from monitor.service.daemon import Daemon
 from monitor.state.keys import Keys
 
@@ -162,3 +164,30 @@ async def test_cluster_alert_raises_once_clears_once_and_survives_restarts(
         "clear_notional": "40000",
     } == raised["detail"]
     assert ("0", "0") == (cleared["detail"]["notional"], cleared["detail"]["count"])
+
+
+async def test_a_record_the_watch_cannot_read_is_counted_and_the_monitor_goes_on(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """A corrupt stored record in the long trigger set: the computation fails, is counted
+    under ``liqmon_evaluation_errors_total{stage="liquidation_watch"}``, and the monitor
+    keeps running and computing."""
+    settings = watched(redis_url, mqtt_url, prefix)
+    keys = Keys(prefix)
+    async with running(settings) as daemon, mqtt_client(mqtt_url) as client:
+        await publish(client, f"{prefix}/prices/BTCUSDT/index", {"price": "60000", "ts": 1})
+        await publish(client, f"{prefix}/prices/BTCUSDT/mark", {"price": "60000", "ts": 1})
+        await settled(daemon, "BTCUSDT", 1)
+        await daemon.redis.hset(keys.positions("BTCUSDT"), "bad", b"not a record")
+        await daemon.redis.zadd(keys.triggers("BTCUSDT", TriggerSet.LONG_DOWN), {"bad": 59000})
+
+        def errors() -> float:
+            value = daemon.metrics.registry.get_sample_value(
+                "liqmon_evaluation_errors_total", {"stage": "liquidation_watch"}
+            )
+            return value or 0.0
+
+        await until(lambda: errors() >= 2)
+        await daemon.redis.zrem(keys.triggers("BTCUSDT", TriggerSet.LONG_DOWN), "bad")
+        await after_refreshes(daemon, lambda: asyncio.sleep(0))
+        assert not task_of(daemon).done()
