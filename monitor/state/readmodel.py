@@ -4,7 +4,9 @@ Reads only, each answering in plain values (quotes, ids with scores, stored
 records, stream entries), so that :mod:`monitor.web` decides what to read
 and how to present it without speaking Redis: it imports nothing of
 ``redis`` nor of the position store, the outbox or the transport (an
-import-linter contract in ``pyproject.toml`` checks it).
+import-linter contract in ``pyproject.toml`` checks it). The daemon's liquidation
+watch (:mod:`monitor.service.liquidations`) walks the trigger sets through it too
+(:meth:`ReadModel.reach`), so that it and ``/api/stress`` read the same positions.
 """
 
 from __future__ import annotations
