@@ -1,5 +1,6 @@
 """The liquidation watch in the running daemon: the cluster alert once per raise, once per
-clear, never again after a restart; a record it cannot read is counted, not fatal.
+clear, never again after a restart; a record it cannot read is counted, not fatal; with
+two monitors, each symbol reported by its lease holder alone.
 
 BTCUSDT's alert watches 5 % against each side with a raise threshold of 100,000
 and a clear threshold of 40,000 (USDT). At a mark of 60,000, each long of 1 BTC
@@ -191,3 +192,46 @@ async def test_a_record_the_watch_cannot_read_is_counted_and_the_monitor_goes_on
         await daemon.redis.zrem(keys.triggers("BTCUSDT", TriggerSet.LONG_DOWN), "bad")
         await after_refreshes(daemon, lambda: asyncio.sleep(0))
         assert not task_of(daemon).done()
+
+
+async def test_two_monitors_each_report_the_symbols_they_hold(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """Every symbol watched, two monitors sharing the symbols by leases: each symbol's
+    gauges are reported by exactly one monitor, the one holding its lease."""
+    base = replace(
+        settings_for(redis_url, mqtt_url, prefix),
+        liquidation_watch=LiquidationWatch(symbols=("*",), refresh_s=0.05),
+    )
+    symbols = list(base.symbols)
+    async with contextlib.AsyncExitStack() as stack:
+        daemons = [
+            await stack.enter_async_context(
+                running(replace(base, mqtt=replace(base.mqtt, client_id=f"{prefix}-m{n}")))
+            )
+            for n in range(2)
+        ]
+        client = await stack.enter_async_context(mqtt_client(mqtt_url))
+        for symbol in symbols:
+            await publish(client, f"{prefix}/prices/{symbol}/mark", {"price": "100", "ts": 1})
+
+        def reporters(symbol: str) -> list[Daemon]:
+            labels = {"symbol": symbol, "side": "long", "distance": "0.01"}
+            return [
+                daemon
+                for daemon in daemons
+                if daemon.metrics.registry.get_sample_value(
+                    "liqmon_liquidation_notional_within", labels
+                )
+                is not None
+            ]
+
+        def shared_and_one_each() -> bool:
+            shared = all(any(daemon.leases.owns(s) for s in symbols) for daemon in daemons)
+            return shared and all(
+                len(found := reporters(symbol)) == 1 and found[0].leases.owns(symbol)
+                for symbol in symbols
+            )
+
+        # Once the second monitor has its share, the first drops the series it gave up.
+        await until(shared_and_one_each)
