@@ -7,7 +7,10 @@ after, then times, in this process, what the endpoints do (the read model's
 reads and :mod:`monitor.core.stress`): stress at moves of −1 %, −5 %, −10 % and
 −30 %, and a map of ±20 % of the mark in 400 buckets (``first_ms``: the first
 map, which solves every liquidation price; ``ms``: again, from the API's record
-cache). Each figure is the median of ``--repeat`` runs; ``read`` is how many
+cache), and the daemon's liquidation gauges (:mod:`monitor.service.liquidations`:
+one walk to 10 % against each side, each position tested at 1, 5 and 10 %;
+``max_loop_stall_ms``: the longest the event loop went without turning meanwhile,
+what a tick could wait). Each figure is the median of ``--repeat`` runs; ``read`` is how many
 positions the trigger index selected for reading, ``liquidated`` how many of them count.
 
     .venv/bin/python -m benchmarks.stress --positions 10000 100000
@@ -33,9 +36,12 @@ import redis
 
 from benchmarks.generator import write_positions
 from monitor.config.loading import load_settings
-from monitor.core.margin import Side
+from monitor.core.clusters import GAUGE_DISTANCES
+from monitor.core.margin import Contract, Side
+from monitor.core.stress import Within
 from monitor.core.triggers import TriggerSet
 from monitor.devtools.embedded import RedisServer
+from monitor.service.liquidations import walk
 from monitor.service.loading import open_read_model
 from monitor.state.readmodel import ReadModel
 from monitor.web.api import Api
@@ -78,9 +84,41 @@ async def timings(url: str, repeat: int) -> dict[str, Any]:
             "first_ms": round(seconds[0] * 1000, 1),
             "ms": round(statistics.median(seconds[1:]) * 1000, 1),
         }
+        figures["gauges 1/5/10 %"] = await _gauges(reads, settings.symbols["BTCUSDT"], repeat)
     finally:
         await reads.aclose()
     return figures
+
+
+async def _gauges(reads: ReadModel, contract: Contract, repeat: int) -> dict[str, Any]:
+    """The daemon's liquidation-gauge computation of one symbol (both sides, three
+    distances), and the longest the event loop waited meanwhile (what a tick could)."""
+    seconds, stalls = [], []
+    for _ in range(repeat):
+        within = Within(contract, Decimal(MARK), GAUGE_DISTANCES)
+        done = asyncio.Event()
+        stall = 0.0
+
+        async def watch_loop(done: asyncio.Event) -> None:
+            nonlocal stall
+            while not done.is_set():
+                before = time.perf_counter()
+                await asyncio.sleep(0)
+                stall = max(stall, time.perf_counter() - before)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(watch_loop(done))
+            started = time.perf_counter()
+            read = await walk(reads, contract, within)
+            seconds.append(time.perf_counter() - started)
+            done.set()
+        stalls.append(stall)
+    return {
+        "ms": round(statistics.median(seconds) * 1000, 1),
+        "read": read,
+        "us_per_read": round(statistics.median(seconds) * 1e6 / max(read, 1), 1),
+        "max_loop_stall_ms": round(max(stalls) * 1000, 1),
+    }
 
 
 async def _selected(reads: ReadModel, price: Decimal) -> int:

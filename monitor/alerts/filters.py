@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from monitor.alerts.items import SUMMARY, Item
 from monitor.config.model import AlertRoute
 from monitor.core import topics
+from monitor.core.clusters import ClusterAlert
 from monitor.core.guards import AlertType
 from monitor.core.status import EventType
 
@@ -49,7 +50,7 @@ def topic_filters(prefix: str, types: Sequence[str]) -> tuple[list[str], list[st
     configuration: unsubscribing one that is not held is harmless.
     """
     events = [t.value for t in EventType]
-    alerts = [t.value for t in AlertType]
+    alerts = [*(t.value for t in AlertType), *(t.value for t in ClusterAlert)]
     every = [
         topics.all_events(prefix),
         topics.alerts(prefix, topics.ANY, "#"),

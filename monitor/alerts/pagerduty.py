@@ -9,6 +9,9 @@ feed_stale                 trigger                  ``{symbol}:feed_stale``
 feed_resumed               resolve                  ``{symbol}:feed_stale``
 price_deviation            trigger                  ``{symbol}:price_deviation``
 price_deviation_cleared    resolve                  ``{symbol}:price_deviation``
+liquidation_cluster        trigger                  ``{symbol}:liquidation_cluster:{side}``
+liquidation_cluster_       resolve                  ``{symbol}:liquidation_cluster:{side}``
+cleared
 margin_call                trigger                  ``{position_id}:margin_call``
 margin_call_cleared        resolve                  ``{position_id}:margin_call``
 liquidation                trigger                  ``{position_id}:liquidation``
@@ -33,6 +36,7 @@ RESOLVES = {
     "feed_resumed": "feed_stale",
     "price_deviation_cleared": "price_deviation",
     "margin_call_cleared": "margin_call",
+    "liquidation_cluster_cleared": "liquidation_cluster",
 }
 """A type that closes an episode, and the type that opened it."""
 
@@ -41,6 +45,7 @@ SEVERITY = {
     "liquidation": "critical",
     "margin_call": "warning",
     "price_deviation": "warning",
+    "liquidation_cluster": "warning",
     SUMMARY: "warning",
 }
 
@@ -51,7 +56,9 @@ def dedup_key(item: Item) -> str:
         return item.key
     opened = RESOLVES.get(item.type, item.type)
     if item.is_alert:
-        return f"{item.symbol}:{opened}"
+        # The cluster alert has one episode per side; the price guards' have no side.
+        side = item.doc.get("side")
+        return f"{item.symbol}:{opened}" + (f":{side}" if isinstance(side, str) else "")
     return f"{item.doc.get('position_id', item.key)}:{opened}"
 
 

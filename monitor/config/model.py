@@ -26,7 +26,7 @@ turns the first into ``FILE: KEY: PROBLEM``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, localcontext
 from typing import Annotated, Any
@@ -61,6 +61,7 @@ from monitor.config.fields import (
     Text,
 )
 from monitor.config.problems import problem
+from monitor.core.clusters import ClusterAlert, ClusterRule
 from monitor.core.errors import Rejection
 from monitor.core.guards import DEFAULT_GUARDS, AlertType, GuardSettings
 from monitor.core.margin import Bracket, Contract, ContractKind, check_brackets
@@ -207,8 +208,13 @@ class Limits:
 ROUTE_TYPES = ("webhook", "apprise", "pagerduty")
 """How an alert route delivers (``[[alerts.routes]] type``)."""
 
-ALERT_TYPES = (*(t.value for t in EventType), *(t.value for t in AlertType))
-"""What a route's ``types`` may name: the position events and the price guards' alerts."""
+ALERT_TYPES = (
+    *(t.value for t in EventType),
+    *(t.value for t in AlertType),
+    *(t.value for t in ClusterAlert),
+)
+"""What a route's ``types`` may name: the position events, the price guards' alerts and
+the liquidation-cluster alert."""
 
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 """PagerDuty's Events API v2 endpoint."""
@@ -339,6 +345,86 @@ class AlertsSettings:
     def route(self, name: str) -> AlertRoute | None:
         """The route called ``name``, if configured."""
         return next((route for route in self.routes if route.name == name), None)
+
+
+def _distance(value: Any) -> Decimal:
+    number = fields.decimal(value)
+    if not 0 < number < 1:
+        raise problem(f"must lie between 0 and 1 (0.05: 5 % of the mark), got {value!r}")
+    return number
+
+
+@pydantic_dataclass(frozen=True, slots=True, config=_TABLE)
+class ClusterAlertTable:
+    """``[liquidation_watch.alerts.NAME]``: when symbol NAME's liquidation-cluster alert
+    is raised and cleared (:class:`~monitor.core.clusters.ClusterRule`).
+
+    Per symbol, because a notional is in the contract's own unit: quote currency for
+    a linear contract, coin for an inverse one.
+    """
+
+    distance: Annotated[Decimal, PlainValidator(_distance)]
+    """How far against a side the mark moves (a fraction of it: 0.05 is 5 %)."""
+    raise_notional: Dec
+    """Raised when a side's notional liquidating within ``distance`` reaches this."""
+    clear_notional: Dec
+    """Cleared when it falls below this (at most ``raise_notional``: the hysteresis)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ClusterAlertTable:
+        if not 0 < self.clear_notional <= self.raise_notional:
+            raise problem(
+                "need 0 < clear_notional <= raise_notional, got "
+                f"{self.clear_notional} and {self.raise_notional}",
+                at="clear_notional",
+            )
+        return self
+
+    def rule(self) -> ClusterRule:
+        """The thresholds as the core reads them."""
+        return ClusterRule(self.distance, self.raise_notional, self.clear_notional)
+
+
+EVERY_SYMBOL = "*"
+"""``liquidation_watch.symbols = ["*"]``: every configured symbol."""
+
+
+def _watched(values: Any) -> tuple[str, ...]:
+    if isinstance(values, list | tuple) and EVERY_SYMBOL in values:
+        if len(values) != 1:
+            raise problem(f'"{EVERY_SYMBOL}" (every symbol) stands alone, got {values!r}')
+        return (EVERY_SYMBOL,)
+    names: tuple[str, ...] = _names("symbol").func(values)
+    return names
+
+
+@pydantic_dataclass(frozen=True, slots=True, config=_TABLE)
+class LiquidationWatch:
+    """``[liquidation_watch]``: the liquidation gauges and the cluster alert, off by default.
+
+    For each symbol watched, a background task of the monitor computes every
+    ``refresh_s`` what would liquidate if the mark moved 1 %, 5 % and 10 % against
+    each side (``liqmon_liquidation_notional_within``), and judges the symbol's
+    cluster alert if ``alerts`` has a table for it. Opt-in, because the work grows
+    with the positions within the widest distance (README, "Liquidation gauges and
+    the cluster alert"); a symbol with an alert is watched even if not listed.
+    """
+
+    symbols: Annotated[tuple[str, ...], PlainValidator(_watched)] = ()
+    """The symbols whose gauges are computed (``["*"]``: every configured symbol)."""
+    refresh_s: Seconds = 15.0
+    """How often each watched symbol is computed again."""
+    alerts: Mapping[str, ClusterAlertTable] = field(default_factory=dict)
+    """Per symbol, its cluster alert's distance and thresholds (none: no alert)."""
+
+    def watched(self, configured: Iterable[str]) -> list[str]:
+        """The symbols to compute, in the configuration's order."""
+        every = EVERY_SYMBOL in self.symbols
+        return [s for s in configured if every or s in self.symbols or s in self.alerts]
+
+    def rules(self) -> dict[str, ClusterRule]:
+        """Each alerting symbol's thresholds."""
+        return {symbol: table.rule() for symbol, table in self.alerts.items()}
 
 
 class RiskTable(BaseModel):
@@ -753,6 +839,7 @@ class ConfigFile(BaseModel):
     guards: GuardsTable = Field(default_factory=GuardsTable)
     sources: tuple[PriceSource, ...] = ()
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    liquidation_watch: LiquidationWatch = Field(default_factory=LiquidationWatch)
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -805,6 +892,18 @@ class ConfigFile(BaseModel):
                 raise problem(str(error), at=f"[{index}]") from None
         return tuple(built)
 
+    @field_validator("liquidation_watch", mode="after")
+    @classmethod
+    def _watched_configured(cls, watch: LiquidationWatch, info: ValidationInfo) -> Any:
+        symbols = info.data.get("symbols", {})
+        for index, symbol in enumerate(watch.symbols):
+            if symbol not in symbols and symbol != EVERY_SYMBOL:
+                raise problem(f"{symbol!r} is not a configured symbol", at=f"symbols[{index}]")
+        for symbol in watch.alerts:
+            if symbol not in symbols:
+                raise problem(f"{symbol!r} is not a configured symbol", at=f"alerts.{symbol}")
+        return watch
+
     def settings(self, source: str) -> Settings:
         """The validated document as the daemon and the commands read it."""
         default_guards = self.guards.over(DEFAULT_GUARDS)
@@ -822,6 +921,7 @@ class ConfigFile(BaseModel):
             },
             funding=frozenset(s for s, table in self.symbols.items() if table.apply_funding),
             alerts=self.alerts,
+            liquidation_watch=self.liquidation_watch,
         )
 
 
@@ -843,3 +943,5 @@ class Settings:
     """The symbols with ``apply_funding = true``."""
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     """``[alerts]``: the routes of ``liqmon alerts``."""
+    liquidation_watch: LiquidationWatch = field(default_factory=LiquidationWatch)
+    """``[liquidation_watch]``: the liquidation gauges and cluster alerts (off by default)."""

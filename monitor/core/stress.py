@@ -17,6 +17,8 @@ monitor decides with) would do at ``P``:
     ``P`` costs beyond their margin.
 
 :func:`liquidation_map` buckets the open positions by liquidation price.
+:class:`Within` gives, per side, the ``liquidated`` notional of a stress at a
+few distances against that side (the daemon's gauges and cluster alerts).
 
 The algebra, and why every figure is exact
 ------------------------------------------
@@ -148,6 +150,12 @@ class Sums:
             return Fraction(price) * Fraction(self.x)
         return Fraction(self.x) / Fraction(price)
 
+    def add_x(self, x: Decimal) -> None:
+        """Count one position by its exposure alone (what :meth:`notional` needs; call
+        inside :data:`SUMS`)."""
+        self.count += 1
+        self.x += x
+
     def balance(self, kind: ContractKind, sign: int, price: Decimal) -> Fraction:
         """``Σ (M + PnL(P))``: ``ΣM + s·(P·Σx − Σx·E)`` linear,
         ``ΣM + s·(Σx/E − Σx/P)`` inverse."""
@@ -199,6 +207,15 @@ class Stress:
 _SIGN = {Side.LONG: 1, Side.SHORT: -1}
 
 
+def counted(record: PositionRecord, seen: set[str]) -> bool:
+    """Whether ``record`` counts: open, with a size, and its id not ``seen`` before (it is
+    then noted in ``seen``)."""
+    if record.status not in OPEN or record.qty <= 0 or record.id in seen:
+        return False
+    seen.add(record.id)
+    return True
+
+
 def stress(
     contract: Contract, records: Iterable[PositionRecord], price: Decimal, risk: RiskLimits
 ) -> Stress:
@@ -218,9 +235,8 @@ def stress(
     called = {side: Sums() for side in Side}
     seen: set[str] = set()
     for record in records:
-        if record.status not in OPEN or record.qty <= 0 or record.id in seen:
+        if not counted(record, seen):
             continue
-        seen.add(record.id)
         # The models choose their own contexts; the sums below are made in SUMS.
         side = record.side
         if model.liquidatable(record, price):
@@ -251,6 +267,61 @@ def stress(
             (sums.balance(kind, _SIGN[side], price) for side, sums in bankrupt.items()), Fraction()
         ),
     )
+
+
+def against(mark: Decimal, side: Side, distance: Decimal) -> Decimal:
+    """The price ``distance`` (a fraction of the mark) against ``side``: ``mark × (1 − d)``
+    for longs, ``mark × (1 + d)`` for shorts, exactly."""
+    if not 0 < distance < 1:
+        raise ValueError(f"a distance lies in (0, 1), got {distance}")
+    with localcontext(SUMS):
+        return mark * (1 - distance) if side is Side.LONG else mark * (1 + distance)
+
+
+class Within:
+    """Per side and distance, the notional that liquidates if the mark moves that far
+    against the side: the ``liquidated.notional`` of :func:`stress` at
+    :func:`against` ``(mark, side, d)`` over that side's positions alone.
+
+    Fed one position at a time (:meth:`add`), so the caller chooses when to give the
+    loop back; each position is tested once per distance with the model's exact
+    comparison (no assumption that liquidation is monotonic in the price), and the
+    figures come from the sums of :class:`Sums`. A position fed twice counts once.
+    """
+
+    def __init__(self, contract: Contract, mark: Decimal, distances: Iterable[Decimal]) -> None:
+        self.contract = contract
+        self.model = model_for(contract)
+        self.distances = tuple(sorted(set(distances)))
+        self.prices = {(side, d): against(mark, side, d) for side in Side for d in self.distances}
+        self._sums = {key: Sums() for key in self.prices}
+        self._seen: set[str] = set()
+
+    @property
+    def widest(self) -> Decimal:
+        """The largest distance: the positions that may count at it are the ones to feed."""
+        return self.distances[-1]
+
+    def add(self, record: PositionRecord) -> None:
+        """Count ``record`` at every distance at which it liquidates (if it is open)."""
+        if not counted(record, self._seen):
+            return
+        side = record.side
+        x: Decimal | None = None
+        for distance in self.distances:
+            if self.model.liquidatable(record, self.prices[side, distance]):
+                with localcontext(SUMS):
+                    if x is None:
+                        x = exposure(self.contract, self.model, record)
+                    self._sums[side, distance].add_x(x)
+
+    def notional(self, side: Side, distance: Decimal) -> Fraction:
+        """The liquidating notional of ``side`` at ``distance`` (one of the distances)."""
+        return self._sums[side, distance].notional(self.model.kind, self.prices[side, distance])
+
+    def count(self, side: Side, distance: Decimal) -> int:
+        """How many of ``side``'s positions liquidate at ``distance``."""
+        return self._sums[side, distance].count
 
 
 def _bankrupt(
@@ -346,10 +417,7 @@ def map_of(
     # faster than as a Fraction); an inverse one x/P is a rational.
     with localcontext(SUMS):
         for record, liquidation in priced:
-            if record.status not in OPEN or record.qty <= 0 or record.id in seen:
-                continue
-            seen.add(record.id)
-            if liquidation is None:
+            if not counted(record, seen) or liquidation is None:
                 continue
             x = exposure(contract, model, record)
             value = x * liquidation if linear else Fraction(x) / Fraction(liquidation)

@@ -9,7 +9,9 @@ default); ``+`` matches any one level in a filter, ``#`` any rest::
                                                     (symbols with apply_funding)
     {prefix}/events/{account}/{symbol}/{type}  out  margin_call, margin_call_cleared, liquidation,
                                                     funding_applied
-    {prefix}/alerts/{symbol}/{type}            out  the price guards' alerts
+    {prefix}/alerts/{symbol}/{type}            out  the price guards' alerts; liquidation_cluster
+                                                    and liquidation_cluster_cleared, the
+                                                    cluster alert (monitor.core.clusters)
     {prefix}/resync                            out  after Redis lost its data: send every open
                                                     position again
 
@@ -80,7 +82,9 @@ def all_events(prefix: str) -> str:
 
 
 def alerts(prefix: str, symbol: str, alert_type: str) -> str:
-    """Where a price-guard alert on ``symbol`` is published."""
+    """Where an alert on ``symbol`` is published: a price guard's
+    (:class:`~monitor.core.guards.AlertType`) or the liquidation-cluster alert
+    (:class:`~monitor.core.clusters.ClusterAlert`)."""
     return f"{prefix}/alerts/{symbol}/{alert_type}"
 
 

@@ -44,9 +44,11 @@ from monitor.service.engine import Engine
 from monitor.service.funding import FundingDesk
 from monitor.service.handover import Handover
 from monitor.service.intake import Intake
+from monitor.service.liquidations import LiquidationWatcher
 from monitor.service.relay import Relay
 from monitor.service.workers import TickWorkers, record_events
 from monitor.state.cancellation import raise_if_cancelling
+from monitor.state.clusters import ClusterStates
 from monitor.state.epoch import RELOAD_HINT, Epoch, Verdict, check
 from monitor.state.keys import PUBLISHERS, Keys
 from monitor.state.leases import Leases
@@ -551,13 +553,25 @@ class Daemon(Service):
             self.metrics,
         )
         self.leased = asyncio.Event()
+        reads = ReadModel(self.transport, keys)
+        self.liquidations = LiquidationWatcher(
+            settings.liquidation_watch,
+            settings.symbols,
+            reads,
+            self.outbox,
+            ClusterStates(self.transport, keys),
+            self.metrics,
+            prefix,
+            self.leases.owns,
+            self.engine.clock_ms,
+        )
         self.http_address = _address(settings.http.host, settings.http.port)
         self.http = HttpEndpoint(
             settings.http.host,
             settings.http.port,
             self.metrics,
             self.failing,
-            Api(ReadModel(self.transport, keys), settings.symbols, self.guards, risk=settings.risk),
+            Api(reads, settings.symbols, self.guards, risk=settings.risk),
             token=settings.http.token,
             allowed_hosts=settings.http.allowed_hosts,
             allowed_origins=settings.http.allowed_origins,
@@ -620,6 +634,8 @@ class Daemon(Service):
             start(self.tick_workers.run(), f"tick-worker-{n}")
         start(self._sweep_guards(), "guard-sweep")
         start(self._expire_tombstones(), "tombstones")
+        if self.liquidations.symbols:
+            start(self.liquidations.run(), "liquidation-watch")
         if self.settings.funding:
             start(self.funding.run(), "funding")
         for source in self.sources:

@@ -24,6 +24,9 @@ key                                      what
 ``liqmon:{S}:funding``                   hash: position id → the last funding time
                                          (epoch ms) it paid or received
                                          (symbols with ``apply_funding``)
+``liqmon:{S}:clusters``                  hash: side → the liquidation-cluster alert's
+                                         state (``raised:N`` or ``clear:N``, N its
+                                         last episode: :mod:`monitor.core.clusters`)
 ``liqmon:{S}:outbox``                    stream: events not yet acknowledged by the
                                          broker (fields event_id, topic, payload)
 ``liqmon:deadletter``                    stream: rejected input messages (source,
@@ -104,6 +107,10 @@ class Keys:
     def funding(self, symbol: str) -> str:
         """Hash: position id → the last funding time it paid (a funding time pays once)."""
         return f"{self.prefix}:{{{symbol}}}:funding"
+
+    def clusters(self, symbol: str) -> str:
+        """Hash: side → the symbol's liquidation-cluster alert state."""
+        return f"{self.prefix}:{{{symbol}}}:clusters"
 
     def outbox(self, symbol: str) -> str:
         """Stream of events waiting for the broker's acknowledgement."""

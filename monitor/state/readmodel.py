@@ -4,13 +4,17 @@ Reads only, each answering in plain values (quotes, ids with scores, stored
 records, stream entries), so that :mod:`monitor.web` decides what to read
 and how to present it without speaking Redis: it imports nothing of
 ``redis`` nor of the position store, the outbox or the transport (an
-import-linter contract in ``pyproject.toml`` checks it).
+import-linter contract in ``pyproject.toml`` checks it). The daemon's liquidation
+watch (:mod:`monitor.service.liquidations`) walks the trigger sets through it too
+(:meth:`ReadModel.reach`), so that it and ``/api/stress`` read the same positions.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from monitor.core.evaluation import Quote
@@ -141,6 +145,47 @@ class ReadModel:
                 key, bound, "+inf", start=skip, num=count, withscores=True
             )
         return [(text(member), float(score)) for member, score in members]
+
+    async def reach(
+        self, symbol: str, trigger_set: TriggerSet, price: Decimal | None, page: int
+    ) -> AsyncIterator[list[tuple[str, bytes]]]:
+        """The stored ``(id, record)`` of a trigger set's members a mark at ``price`` (None:
+        any price) reaches, from the end where the set fires first, ``page`` ids and then
+        their records a round trip, one list per page.
+
+        A ``down`` set's members scored at or above ``price``, an ``up`` set's at or below,
+        each bound widened by one ulp of the float score so that rounding a price to a
+        double never leaves a position out (an exact test decides what counts). Each
+        page starts after the last score read, ties counted (as ``/api/positions`` walks).
+        The pages are not one snapshot: a position moved meanwhile is read as it stands
+        when its page is read. Cancelling between pages is safe (nothing is written).
+        """
+        down = trigger_set.direction is Direction.DOWN
+        stop = (
+            None if price is None else math.nextafter(float(price), -math.inf if down else math.inf)
+        )
+        bound, skip = (math.inf, 0) if down else (-math.inf, 0)
+        while True:
+            members = await self.trigger_page(symbol, trigger_set, bound, skip, page)
+            kept = [
+                position_id
+                for position_id, score in members
+                if stop is None or (score >= stop if down else score <= stop)
+            ]
+            raws = await self.raw_records(symbol, kept) if kept else []
+            found = [
+                (position_id, raw)
+                for position_id, raw in zip(kept, raws, strict=True)
+                if raw is not None
+            ]
+            if found:
+                yield found
+            if len(members) < page or len(kept) < len(members):
+                return
+            last = members[-1][1]
+            ties = sum(1 for _, score in members if score == last)
+            skip = skip + len(members) if last == bound else ties
+            bound = last
 
     async def trigger_size(self, symbol: str, trigger_set: TriggerSet) -> int:
         """How many positions a trigger set holds."""

@@ -67,7 +67,37 @@ class Metrics:
             "liqmon_position_updates_total", "Position versions by result", ["result"], registry=r
         )
         self.alerts = Counter(
-            "liqmon_alerts_total", "Price-guard alerts raised", ["symbol", "type"], registry=r
+            "liqmon_alerts_total",
+            "Alerts queued: the price guards' and the liquidation-cluster alert's",
+            ["symbol", "type"],
+            registry=r,
+        )
+        self.liquidation_within = Gauge(
+            "liqmon_liquidation_notional_within",
+            "Notional of the side's open positions that would liquidate if the mark moved"
+            " the distance (a fraction of it) against the side, as GET /api/stress counts it"
+            " (quote currency linear, coin inverse); symbols in liquidation_watch, reported"
+            " by their lease holder",
+            ["symbol", "side", "distance"],
+            registry=r,
+        )
+        self.liquidation_refresh_seconds = Gauge(
+            "liqmon_liquidation_refresh_seconds",
+            "Wall time of the symbol's last liquidation-gauge computation (reads included)",
+            ["symbol"],
+            registry=r,
+        )
+        self.liquidation_refreshes = Counter(
+            "liqmon_liquidation_refreshes_total",
+            "Liquidation-gauge computations finished (gauges set, cluster alert judged)",
+            ["symbol"],
+            registry=r,
+        )
+        self.liquidation_positions_read = Gauge(
+            "liqmon_liquidation_positions_read",
+            "Positions the symbol's last liquidation-gauge computation read and tested",
+            ["symbol"],
+            registry=r,
         )
         self.feed_age = Gauge(
             "liqmon_feed_age_seconds",

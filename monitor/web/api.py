@@ -54,6 +54,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from monitor.core.clusters import ClusterAlert
 from monitor.core.errors import RequestFailed
 from monitor.core.evaluation import Quote
 from monitor.core.guards import AlertType, FeedState, PriceGuards
@@ -80,8 +81,12 @@ MAX_ACCOUNT_LENGTH = 64
 INDEXED = frozenset({Status.HEALTHY, Status.MARGIN_CALL})
 """The statuses found through the trigger sets."""
 
-EVENT_TYPES = frozenset(t.value for t in EventType) | frozenset(t.value for t in AlertType)
-"""What ``/api/events?type=`` accepts: position events and price-guard alerts."""
+EVENT_TYPES = (
+    frozenset(t.value for t in EventType)
+    | frozenset(t.value for t in AlertType)
+    | frozenset(t.value for t in ClusterAlert)
+)
+"""What ``/api/events?type=`` accepts: position events, price-guard and cluster alerts."""
 
 
 class ApiError(RequestFailed):
@@ -187,7 +192,7 @@ def parse_status(value: str) -> Status:
 
 
 def check_event_type(kind: str) -> str:
-    """``type``: a position event or a price-guard alert (:data:`EVENT_TYPES`)."""
+    """``type``: a position event or an alert (:data:`EVENT_TYPES`)."""
     if kind not in EVENT_TYPES:
         raise bad_request(f"type must be one of {', '.join(sorted(EVENT_TYPES))}, got {kind!r}")
     return kind

@@ -15,8 +15,10 @@ so
   the shorts scored at or below ``high`` (its cumulative curves count every
   long liquidating at or above ``low`` and every short below ``high``).
 
-Each bound is widened by one ulp of the float score so that rounding a price
-to a double never leaves a position out; the exact tests in the core decide.
+The walk is the read model's (:meth:`~monitor.state.readmodel.ReadModel.reach`,
+which the daemon's liquidation gauges use too): each bound is widened by one ulp
+of the float score so that rounding a price to a double never leaves a position
+out; the exact tests in the core decide.
 The map's liquidation prices come from the API's record cache (keyed by the
 stored bytes), so a map asked for again, as the dashboard would, mostly costs
 the reads. Each set is read from the end where it fires first, by score, a page at a time
@@ -29,7 +31,6 @@ are read counts as it stood when its record was read.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -38,7 +39,7 @@ from typing import Any
 from monitor.core.margin import Contract, Side
 from monitor.core.position import PositionRecord
 from monitor.core.stress import Bucket, bucket_edges, map_of, stress
-from monitor.core.triggers import Direction, TriggerSet
+from monitor.core.triggers import TriggerSet
 from monitor.web.api import Api, ApiError, bad_request
 
 PAGE = 5_000
@@ -148,8 +149,8 @@ async def map_document(
         raise bad_request(str(refused)) from None
     contract = api.contracts[symbol]
     quote = (await api.quotes([symbol]))[symbol]
-    longs = await _read(api, contract, TriggerSet.worsening_of(Side.LONG), _below(low))
-    shorts = await _read(api, contract, TriggerSet.worsening_of(Side.SHORT), _above(high))
+    longs = await _read(api, contract, TriggerSet.worsening_of(Side.LONG), low)
+    shorts = await _read(api, contract, TriggerSet.worsening_of(Side.SHORT), high)
     priced = [api.cache.get(contract, position_id, raw) for position_id, raw in [*longs, *shorts]]
     buckets: list[Bucket] = map_of(contract, priced, low, high, step)
     return {
@@ -166,51 +167,17 @@ async def _stress_records(api: Api, contract: Contract, price: Decimal) -> list[
     """The positions that may count at ``price`` (module doc), both sides."""
     records = []
     for side in (Side.LONG, Side.SHORT):
-        worsening = TriggerSet.worsening_of(side)
-        stop = _below(price) if worsening.direction is Direction.DOWN else _above(price)
-        raws = await _read(api, contract, worsening, stop)
+        raws = await _read(api, contract, TriggerSet.worsening_of(side), price)
         raws += await _read(api, contract, TriggerSet.improving_of(side), None)
         records += [PositionRecord.decode(i, contract.symbol, raw) for i, raw in raws]
     return records
 
 
 async def _read(
-    api: Api, contract: Contract, trigger_set: TriggerSet, stop: float | None
+    api: Api, contract: Contract, trigger_set: TriggerSet, price: Decimal | None
 ) -> list[tuple[str, bytes]]:
-    """The stored ``(id, record)`` of a trigger set's members from the end where it fires
-    first (a ``down`` set's highest scores) to ``stop`` (inclusive; None: all of them), a
-    page at a time, each page after the last score read (ties counted, as the listing's
-    walk)."""
-    symbol = contract.symbol
-    down = trigger_set.direction is Direction.DOWN
-    bound, skip = (math.inf, 0) if down else (-math.inf, 0)
-    found = []
-    while True:
-        page = await api.reads.trigger_page(symbol, trigger_set, bound, skip, PAGE)
-        kept = [
-            position_id
-            for position_id, score in page
-            if stop is None or (score >= stop if down else score <= stop)
-        ]
-        raws = await api.reads.raw_records(symbol, kept) if kept else []
-        found += [
-            (position_id, raw)
-            for position_id, raw in zip(kept, raws, strict=True)
-            if raw is not None
-        ]
-        if len(page) < PAGE or len(kept) < len(page):
-            return found
-        last = page[-1][1]
-        ties = sum(1 for _, score in page if score == last)
-        skip = skip + len(page) if last == bound else ties
-        bound = last
-
-
-def _below(price: Decimal) -> float:
-    """A float at or below ``price``."""
-    return math.nextafter(float(price), -math.inf)
-
-
-def _above(price: Decimal) -> float:
-    """A float at or above ``price``."""
-    return math.nextafter(float(price), math.inf)
+    """The stored ``(id, record)`` of the trigger set's members a mark at ``price`` reaches
+    (None: all of them), :data:`PAGE` a round trip
+    (:meth:`~monitor.state.readmodel.ReadModel.reach`)."""
+    reached = api.reads.reach(contract.symbol, trigger_set, price, PAGE)
+    return [found async for page in reached for found in page]

@@ -61,7 +61,8 @@ def test_the_readme_example_is_a_valid_configuration() -> None:
             {"name": "s", "type": "apprise", "url_env": "X", "types": ["liquidations"]},
             "alerts.routes[0].types[0]: must be one of margin_call, margin_call_cleared, "
             "liquidation, funding_applied, feed_stale, feed_resumed, price_deviation, "
-            "price_deviation_cleared, got 'liquidations'",
+            "price_deviation_cleared, liquidation_cluster, liquidation_cluster_cleared, "
+            "got 'liquidations'",
         ),
         (
             {"name": "s", "type": "apprise", "url_env": "X", "colour": "red"},

@@ -137,6 +137,25 @@ def test_pagerduty_opens_and_closes_an_episode_by_one_dedup_key() -> None:
     assert "pos-4:margin_call" == call["dedup_key"] == cleared["dedup_key"]
 
 
+def test_pagerduty_keeps_one_cluster_incident_per_side() -> None:
+    """liquidation_cluster triggers and its clear resolves '{symbol}:liquidation_cluster:{side}'."""
+    raised = {**alert("liquidation_cluster"), "side": "long"}
+    cleared = {**alert("liquidation_cluster_cleared"), "side": "long"}
+    short = {**alert("liquidation_cluster"), "side": "short"}
+    opened = pagerduty.document("KEY", item(raised), "cluster", "liqmon")
+    closed = pagerduty.document("KEY", item(cleared), "gone", "liqmon")
+    other = pagerduty.document("KEY", item(short), "cluster", "liqmon")
+    assert ("trigger", "BTCUSDT:liquidation_cluster:long") == (
+        opened["event_action"],
+        opened["dedup_key"],
+    )
+    assert ("resolve", "BTCUSDT:liquidation_cluster:long") == (
+        closed["event_action"],
+        closed["dedup_key"],
+    )
+    assert "BTCUSDT:liquidation_cluster:short" == other["dedup_key"]
+
+
 @pytest.mark.parametrize(
     ("status", "expected"),
     [

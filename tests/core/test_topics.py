@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from monitor.core import topics
+from monitor.core.clusters import ClusterAlert
 
 pytestmark = pytest.mark.unit
 
@@ -43,6 +44,9 @@ def test_positions_resync_and_alerts() -> None:
     assert "liqmon/resync" == topics.resync("liqmon")
     assert "liqmon/alerts/BTCUSDT/price_deviation" == topics.alerts(
         "liqmon", "BTCUSDT", "price_deviation"
+    )
+    assert "liqmon/alerts/BTCUSDT/liquidation_cluster" == topics.alerts(
+        "liqmon", "BTCUSDT", ClusterAlert.RAISED
     )
 
 

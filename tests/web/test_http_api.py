@@ -85,13 +85,14 @@ async def seeded(
     count: int,
     cluster: bool = False,
     token: str | None = None,
+    **changes: Any,
 ) -> AsyncIterator[tuple[Daemon, Any]]:
     """A running daemon with marks and ``count`` positions stored; yields it and an MQTT client.
 
     With ``cluster``, ``redis_url`` is a Redis Cluster's, over whose nodes the symbols spread;
-    with ``token``, the HTTP endpoint requires it.
+    with ``token``, the HTTP endpoint requires it; ``changes`` replace settings.
     """
-    settings = settings_for(redis_url, mqtt_url, prefix, cluster)
+    settings = settings_for(redis_url, mqtt_url, prefix, cluster, **changes)
     settings = replace(settings, http=replace(settings.http, token=token))
     if cluster:
         assert len(nodes_holding(redis_url, [Keys(prefix).positions(s) for s in MARKS])) > 1
