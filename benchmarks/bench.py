@@ -35,6 +35,7 @@ Writes ``results.json``, ``report.md`` and ``plot.png`` to
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import contextlib
 import datetime
@@ -58,6 +59,8 @@ from typing import Any
 
 import orjson
 import redis
+import redis.asyncio as aioredis
+import uvloop
 
 from benchmarks import book, report
 from benchmarks.rawmqtt import Publisher
@@ -80,9 +83,10 @@ from monitor.core.position import PositionRecord
 from monitor.core.status import Status, next_status
 from monitor.core.wire import decimal_str
 from monitor.devtools.embedded import MosquittoServer, RedisServer, free_port
+from monitor.state.channel import resp_command
 from monitor.state.keys import Keys
 from monitor.state.positions import candidates_call
-from monitor.state.transport import script_source
+from monitor.state.transport import Transport, script_source
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -868,6 +872,10 @@ class BookRun:
                 return order[(i // every) % len(order)].next()
             return self.quiet_tick(i)
 
+        # The keyspace observer is off here: tick -> event is mosquitto_sub's to time, and a
+        # third process woken by Redis at every mark would compete for the two cores
+        # with the monitor and Redis on exactly the path measured.
+        self.client.config_set("notify-keyspace-events", "")
         start = self.window()
         sent, rate = self.driver.paced(self.profile.background_rate, self.profile.cross_s, make)
         # every symbol ends where it started (up after down) for the next phase
@@ -876,6 +884,7 @@ class BookRun:
                 sent.append(self.driver.tick(*crossing.next()[:3], expected=crossing.k))
         time.sleep(1.0)
         cpu = self.cpu_per_tick(start, len(sent))
+        self.client.config_set("notify-keyspace-events", "Kh")
         events = self.watchers.read_events()
         by_ts: dict[int, list[int]] = collections.defaultdict(list)
         decided: dict[int, int] = {}
@@ -907,9 +916,7 @@ class BookRun:
             decided_ns = decided[tick.ts] * 1_000_000
             to_decided.append(max(decided_ns - tick.send_ns, 0))
             to_received.append(max(max(stamps) - decided_ns, 0))
-        latencies, _ = evaluated_latencies(
-            [t for t in sent if t.kind == "quiet"], self.watchers.read_notes()
-        )
+        self.watchers.read_notes()  # none: the observer was off
         self.result["crossing"] = {
             "rate_per_s": round(rate),
             "crossing_ticks": len(crossing_ticks),
@@ -930,7 +937,6 @@ class BookRun:
                 "tick_to_decided": summary_ms(to_decided),
                 "decided_to_received": summary_ms(to_received),
             },
-            "background_tick_to_evaluated": summary_ms(latencies),
             "cpu_per_tick": cpu,
         }
         s = self.result["crossing"]["tick_to_last_event"]
@@ -1229,6 +1235,7 @@ class BookRun:
                 "p99_ms": float(row[-2]),
             }
         out["redis_evalsha_positions_in_symbol"] = self.client.hlen(KEYS.positions(band.symbol))
+        out["redis_round_trip"] = uvloop.run(round_trips(self.redis_server.url))
         out |= mqtt_ceilings(self.mqtt, self.profile, self.workdir)
         return out
 
@@ -1244,6 +1251,38 @@ class BookRun:
         with contextlib.suppress(Exception):
             self.client.close()
         self.redis_server.stop()
+
+
+async def round_trips(url: str, calls: int = 2000) -> dict[str, Any]:
+    """One EVALSHA round trip on the monitor's own kind of connection (a lane, see
+    monitor.state.channel), back to back and after the client idled 1 ms and 5 ms.
+
+    Back to back, Redis and the client stay on the cores; between ticks both sleep,
+    and each round trip then also pays for waking them: the part of tick -> event
+    that no code of liqmon's decides.
+    """
+    client = aioredis.Redis.from_url(url)
+    lane = Transport.of(client).lane("round trips")
+    sha = await client.script_load("return redis.call('HSET', KEYS[1], 'at', ARGV[1])")
+    command = resp_command("EVALSHA", sha, 1, "bench:round-trip", "1")
+    out: dict[str, Any] = {}
+    try:
+        for name, idle_s in (
+            ("back_to_back", 0.0),
+            ("after_1ms_idle", 0.001),
+            ("after_5ms_idle", 0.005),
+        ):
+            spent = []
+            for _ in range(calls):
+                if idle_s:
+                    await asyncio.sleep(idle_s)
+                started = time.perf_counter_ns()
+                await lane.execute([command], ["bench:round-trip"])
+                spent.append(time.perf_counter_ns() - started)
+            out[name] = summary_ms(spent)
+    finally:
+        await client.aclose()
+    return out
 
 
 def mqtt_ceilings(mqtt: MosquittoServer, profile: Profile, workdir: Path) -> dict[str, Any]:
