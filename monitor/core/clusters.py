@@ -23,6 +23,7 @@ from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
 
+from monitor.core.evaluation import GENERATION_STRIDE
 from monitor.core.margin import Side
 
 GAUGE_DISTANCES = (Decimal("0.01"), Decimal("0.05"), Decimal("0.1"))
@@ -87,7 +88,14 @@ def decide(
     return state, None
 
 
-def alert_id(symbol: str, side: Side, alert: ClusterAlert, episode: int) -> str:
+def alert_id(
+    symbol: str, side: Side, alert: ClusterAlert, episode: int, generation: int = 1
+) -> str:
     """``{symbol}:{type}:{side}:{episode}``: the same for every announcement of one
-    transition."""
+    transition. From Redis's second generation on (its data, the episode counters
+    with it, was lost), the episode is offset as event ids' transitions are
+    (:data:`~monitor.core.evaluation.GENERATION_STRIDE`), so a new episode 1 is not
+    taken for one a subscriber saw before the loss."""
+    if generation > 1:
+        episode += generation * GENERATION_STRIDE
     return f"{symbol}:{alert.value}:{side.value}:{episode}"

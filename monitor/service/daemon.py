@@ -564,6 +564,7 @@ class Daemon(Service):
             prefix,
             self.leases.owns,
             self.engine.clock_ms,
+            lambda: self.engine.generation,
         )
         self.http_address = _address(settings.http.host, settings.http.port)
         self.http = HttpEndpoint(

@@ -86,7 +86,10 @@ class LiquidationWatcher:
         prefix: str,
         owns: Callable[[str], bool],
         wall_clock_ms: Callable[[], int],
+        generation: Callable[[], int] = lambda: 1,
     ) -> None:
+        """``generation``: Redis's, which alert ids carry
+        (:func:`~monitor.core.clusters.alert_id`)."""
         self.refresh_s = watch.refresh_s
         self.symbols = watch.watched(contracts)
         self.rules = watch.rules()
@@ -98,6 +101,7 @@ class LiquidationWatcher:
         self.prefix = prefix
         self.owns = owns
         self.wall_clock_ms = wall_clock_ms
+        self.generation = generation
 
     async def run(self) -> None:
         """Compute every watched symbol every ``refresh_s``, until cancelled.
@@ -155,7 +159,7 @@ class LiquidationWatcher:
             state, alert = decide(states[side], notional, rule)
             if alert is None:
                 continue
-            identifier = alert_id(symbol, side, alert, state.episode)
+            identifier = alert_id(symbol, side, alert, state.episode, self.generation())
             detail = {
                 "side": side.value,
                 "distance": str(rule.distance),

@@ -146,6 +146,14 @@ def test_ids_name_symbol_type_side_and_episode() -> None:
     )
 
 
+def test_after_redis_lost_its_data_episode_one_is_a_new_id() -> None:
+    """Episode counters restart with Redis's data; the generation keeps the ids new."""
+    before = alert_id("BTCUSDT", Side.LONG, ClusterAlert.RAISED, 1)
+    after = alert_id("BTCUSDT", Side.LONG, ClusterAlert.RAISED, 1, generation=2)
+    assert before != after
+    assert after == alert_id("BTCUSDT", Side.LONG, ClusterAlert.RAISED, 1, generation=2)
+
+
 def test_rule_refuses_thresholds_out_of_order() -> None:
     """The clear threshold may not exceed the raise threshold, nor the distance 1."""
     with pytest.raises(ValueError):
