@@ -162,3 +162,44 @@ async def test_a_relay_never_claims_back_what_it_is_still_publishing(
         await acknowledged(store)
         await collector.quiet(0.5)
     assert [0, 1, 2, 3, 4] == [e["n"] for e in received]
+
+
+async def test_outboxes_read_in_shards_each_wake_for_their_own_events(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """With more symbols than one read takes, every shard's blocking read wakes for its
+    own symbols' commits, also after their connections were cut: each message goes out
+    once, each symbol's in commit order."""
+    symbols = [f"S{n:03d}USDT" for n in range(3 * relay_module.SYMBOLS_PER_READ_SHARD + 5)]
+    settings = settings_for(redis_url, mqtt_url, prefix)
+    transport = connect(settings.redis)
+    store = Outbox(transport, Keys(prefix), settings.limits)
+    relay = Relay(store, symbols, "relay-1", Metrics(), lambda symbol: True)
+    try:
+        await store.ensure_groups(symbols)
+        for symbol in symbols:
+            await commit(store, prefix, symbol, 0)
+        async with (
+            Collector(mqtt_url, prefix) as collector,
+            Publisher.connect(settings.mqtt, f"{settings.mqtt.client_id}-out") as publisher,
+            asyncio.TaskGroup() as group,
+        ):
+            task = group.create_task(relay.run(publisher))
+            await collector.wait_for(len(symbols))
+            # Every shard's read connection cut: the relay starts its reads over.
+            for client in await transport.client.client_list():
+                if client.get("cmd") == "xreadgroup":
+                    await transport.client.client_kill_filter(_id=client["id"])
+            # Every shard blocks on its outboxes again: commits wake each of them.
+            for n in (1, 2):
+                for symbol in reversed(symbols):
+                    await commit(store, prefix, symbol, n)
+            received = await collector.wait_for(3 * len(symbols))
+            await collector.quiet(0.3)
+            task.cancel()
+        assert 0 == await store.length(symbols)
+    finally:
+        await transport.aclose()
+    assert 3 * len(symbols) == len(received)
+    for symbol in symbols:
+        assert [0, 1, 2] == [e["n"] for e in received if e["symbol"] == symbol]
