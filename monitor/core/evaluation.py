@@ -45,6 +45,7 @@ from monitor.core.status import (
 )
 from monitor.core.triggers import WORSENS, Direction
 from monitor.core.venues.base import VenueModel, VenueState
+from monitor.core.venues.binance import BinanceModel
 from monitor.core.wire import decimal_str
 
 EVENT_SCHEMA = 1
@@ -151,6 +152,14 @@ def evaluate(
 
     ``generation``: Redis's (see :func:`event_id`)."""
     model = model_for(contract)
+    if (
+        record.status is _HEALTHY
+        and type(model) is BinanceModel
+        and model.short_of(record, quote.mark, risk.margin_call_ratio)
+    ):
+        # Healthy stays healthy (next_status), decided on the same digits
+        # without building the state: what nearly every new version meets.
+        return Decision(record, _triggers(model, record, risk), None)
     state = model.assess(record, quote.mark)
     new_status = next_status(record.status, state, risk, allow_liquidation)
     event_type = event_for(record.status, new_status)

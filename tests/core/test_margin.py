@@ -7,13 +7,14 @@ tables and positions, linear and inverse.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from monitor.core.evaluation import Quote, evaluate
 from monitor.core.margin import (
     Bracket,
     Contract,
@@ -28,8 +29,12 @@ from monitor.core.margin import (
     maintenance_margin,
     notional,
     ratio_price,
+    short_of,
     unrealized_pnl,
 )
+from monitor.core.position import PositionRecord
+from monitor.core.status import RiskLimits, Status
+from monitor.core.venues.binance import BinanceModel
 
 pytestmark = pytest.mark.unit
 
@@ -823,3 +828,57 @@ def test_inverse_notional_and_pnl_match_the_formulas(scenario: Scenario, mark: D
             D("1e-27") * exact_notional
         )
         assert abs(exact_pnl - unrealized_pnl(contract, position, mark)) <= D("1e-27") * scale
+
+
+def _edges(contract: Contract, position: Position, ratio: Decimal) -> list[Decimal]:
+    """Prices where rounding decides: the ratio and liquidation prices, and a hair either side."""
+    edges = []
+    for price in (ratio_price(contract, position, ratio), liquidation_price(contract, position)):
+        if price is not None:
+            edges += [price, worse(position.side, price, D("1e-27")), better(position.side, price)]
+            edges += [worse(position.side, price), better(position.side, price, D("1e-27"))]
+    return edges
+
+
+@PROPERTY_SETTINGS
+@given(scenarios(leverages=ANY_LEVERAGE), st.sampled_from((CALL_RATIO, CLEAR_RATIO, D("0.95"))))
+def test_short_of_is_what_assess_decides(scenario: Scenario, ratio: Decimal) -> None:
+    """short_of answers ``not liquidatable and not ratio_reached`` of assess at every price,
+    the rounding edges at the trigger prices included."""
+    contract, position = scenario.contract, scenario.position
+    for price in [*sample_prices(position), *_edges(contract, position, ratio)]:
+        state = assess(contract, position, price)
+        expected = not state.liquidatable and not state.ratio_reached(ratio)
+        assert expected == short_of(contract, position, price, ratio), price
+
+
+class _AssessingModel(BinanceModel):
+    """Binance's model under another type: evaluate takes its general path (assess)."""
+
+
+@PROPERTY_SETTINGS
+@given(scenarios(leverages=ANY_LEVERAGE), st.sampled_from((Status.HEALTHY, Status.MARGIN_CALL)))
+def test_evaluate_decides_a_healthy_position_as_the_general_path_does(
+    scenario: Scenario, status: Status
+) -> None:
+    """evaluate's shortcut for a healthy position (short_of) makes the decision, event and
+    triggers the assessing path makes, at every sampled price and rounding edge."""
+    contract, position = scenario.contract, scenario.position
+    general = replace(contract, model=_AssessingModel(contract))
+    risk = RiskLimits(margin_call_ratio=CALL_RATIO, margin_call_clear_ratio=CLEAR_RATIO)
+    record = PositionRecord(
+        "p-1",
+        "acct",
+        "TEST",
+        position.side,
+        position.qty,
+        position.entry_price,
+        position.margin,
+        3,
+        status,
+    )
+    for price in [*sample_prices(position), *_edges(contract, position, CALL_RATIO)]:
+        quote = Quote(price, 1_700_000_000_000)
+        for allow in (True, False):
+            expected = evaluate(general, record, quote, risk, 5, allow, 2)
+            assert expected == evaluate(contract, record, quote, risk, 5, allow, 2), price
