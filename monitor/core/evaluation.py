@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from monitor.core.frozen import quick_init
 from monitor.core.margin import Contract, Side
 from monitor.core.models import model_for
 from monitor.core.position import PositionRecord, PositionUpdate
@@ -67,6 +68,7 @@ class Quote:
     """The stored ``mark_ts|mark`` text this quote was read from (for compare-and-set)."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Triggers:
     """Prices at which a position must be looked at again (None: never in that direction)."""
@@ -96,6 +98,7 @@ class Event:
     payload: dict[str, Any]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome for one position: its new record, its triggers, and its event if any."""

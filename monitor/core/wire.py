@@ -126,10 +126,10 @@ def _decimal(field: str, value: object) -> Decimal:
     if type(value) is str:
         # What nearly every line holds: a short plain decimal text, taken at once
         # (anything else goes the long way below, which decides it the same).
-        text = value.strip()
-        if len(text) <= MAX_DIGITS and "e" not in text and "E" not in text:
+        plain = value.strip()
+        if len(plain) <= MAX_DIGITS and "e" not in plain and "E" not in plain:
             try:
-                number = Decimal(text)
+                number = Decimal(plain)
             except InvalidOperation:
                 pass
             else:
