@@ -46,6 +46,7 @@ from monitor.core.wire import (
 )
 
 if TYPE_CHECKING:
+    from monitor.core.position import PositionUpdate
     from monitor.service.loading import LoadSummary
 
 EXIT_OK = 0
@@ -790,10 +791,7 @@ def _jsonl(
             if shares > 1 and _share_of(obj, shares) != share:
                 continue
             try:
-                if isinstance(obj, dict):
-                    # orjson reads numbers as floats; re-read exact decimals from the text.
-                    obj = _exact(line, obj)
-                yield number, line, position_from_object(obj, settings.symbols)
+                yield number, line, _position(line, obj, settings)
             except Rejection as rejection:
                 yield number, line, rejection
 
@@ -806,11 +804,20 @@ def _share_of(obj: Any, shares: int) -> int:
     return zlib.crc32(position_id.encode("utf-8", "surrogatepass")) % shares
 
 
-def _exact(line: bytes, obj: dict[str, Any]) -> dict[str, Any]:
-    if float in map(type, obj.values()):  # orjson makes floats, never a subclass
-        exact: dict[str, Any] = load_json(line, len(line))
-        return exact
-    return obj
+def _position(line: bytes, obj: Any, settings: Settings) -> PositionUpdate:
+    """The position on a decoded line; raises its Rejection.
+
+    orjson reads a JSON number with a fraction or an exponent as a float, and
+    no field takes a float (each refuses one), so a line holding one is always
+    refused at first: it is then judged again read with exact decimals, which
+    is what it is judged on. Lines without one are decoded once.
+    """
+    try:
+        return position_from_object(obj, settings.symbols)
+    except Rejection:
+        if isinstance(obj, dict) and float in map(type, obj.values()):  # never a subclass
+            return position_from_object(load_json(line, len(line)), settings.symbols)
+        raise
 
 
 async def _watch(settings: Settings, args: argparse.Namespace) -> None:
