@@ -780,11 +780,11 @@ def _jsonl(
     """
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as error:
+                if not line.strip():  # blank: asked only when it does not decode
+                    continue
                 if share == 0:
                     yield number, line, Rejection("malformed_json", str(error))
                 continue
