@@ -693,8 +693,8 @@ def _load_in_parallel(settings: Settings, path: Path, batch: int, workers: int) 
 
     started = time.perf_counter()
     # Forked, where the platform can: a worker then starts with this process's
-    # modules and settings (spawning imports them again, about a second of CPU in
-    # all); nothing here holds a thread, a lock or a connection yet.
+    # modules and settings (a spawned one imports everything again); nothing
+    # here holds a thread, a lock or a connection yet.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     applied = context.Array("q", workers, lock=False)

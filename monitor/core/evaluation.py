@@ -155,14 +155,6 @@ def evaluate(
 
     ``generation``: Redis's (see :func:`event_id`)."""
     model = model_for(contract)
-    if (
-        record.status is _HEALTHY
-        and type(model) is BinanceModel
-        and model.short_of(record, quote.mark, risk.margin_call_ratio)
-    ):
-        # Healthy stays healthy (next_status), decided on the same digits
-        # without building the state: what nearly every new version meets.
-        return Decision(record, _triggers(model, record, risk), None)
     state = model.assess(record, quote.mark)
     new_status = next_status(record.status, state, risk, allow_liquidation)
     event_type = event_for(record.status, new_status)
@@ -202,6 +194,17 @@ def apply_update(
         return Decision(record, _NO_TRIGGERS, None)
     if quote is None:
         return Decision(record, triggers_for(contract, record, risk), None)
+    model = model_for(contract)
+    if (
+        status is _HEALTHY
+        and type(model) is BinanceModel
+        and model.short_of(record, quote.mark, risk.margin_call_ratio)
+    ):
+        # What nearly every new version meets: healthy stays healthy (what
+        # evaluate's next_status would say, on the same digits), decided
+        # without building the state. Not on the tick path, whose candidates
+        # have crossed a trigger and mostly move.
+        return Decision(record, _triggers(model, record, risk), None)
     return evaluate(contract, record, quote, risk, now_ms, generation=generation)
 
 

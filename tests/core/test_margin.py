@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from monitor.core.evaluation import Quote, evaluate
+from monitor.core.evaluation import Quote, apply_update
 from monitor.core.margin import (
     Bracket,
     Contract,
@@ -32,7 +32,7 @@ from monitor.core.margin import (
     short_of,
     unrealized_pnl,
 )
-from monitor.core.position import PositionRecord
+from monitor.core.position import PositionRecord, PositionUpdate
 from monitor.core.status import RiskLimits, Status
 from monitor.core.venues.binance import BinanceModel
 
@@ -853,32 +853,24 @@ def test_short_of_is_what_assess_decides(scenario: Scenario, ratio: Decimal) -> 
 
 
 class _AssessingModel(BinanceModel):
-    """Binance's model under another type: evaluate takes its general path (assess)."""
+    """Binance's model under another type: apply_update takes its general path (evaluate)."""
 
 
 @PROPERTY_SETTINGS
-@given(scenarios(leverages=ANY_LEVERAGE), st.sampled_from((Status.HEALTHY, Status.MARGIN_CALL)))
-def test_evaluate_decides_a_healthy_position_as_the_general_path_does(
-    scenario: Scenario, status: Status
+@given(scenarios(leverages=ANY_LEVERAGE), st.sampled_from((None, *Status)))
+def test_a_version_is_decided_as_the_general_path_decides_it(
+    scenario: Scenario, stored: Status | None
 ) -> None:
-    """evaluate's shortcut for a healthy position (short_of) makes the decision, event and
-    triggers the assessing path makes, at every sampled price and rounding edge."""
+    """apply_update's shortcut for a healthy version (short_of) makes the decision, event
+    and triggers evaluate makes, at every sampled price and rounding edge, whatever the
+    stored version's status."""
     contract, position = scenario.contract, scenario.position
     general = replace(contract, model=_AssessingModel(contract))
     risk = RiskLimits(margin_call_ratio=CALL_RATIO, margin_call_clear_ratio=CLEAR_RATIO)
-    record = PositionRecord(
-        "p-1",
-        "acct",
-        "TEST",
-        position.side,
-        position.qty,
-        position.entry_price,
-        position.margin,
-        3,
-        status,
-    )
+    fields = (position.side, position.qty, position.entry_price, position.margin)
+    update = PositionUpdate("p-1", "acct", "TEST", *fields, 3)
+    previous = None if stored is None else PositionRecord("p-1", "acct", "TEST", *fields, 2, stored)
     for price in [*sample_prices(position), *_edges(contract, position, CALL_RATIO)]:
         quote = Quote(price, 1_700_000_000_000)
-        for allow in (True, False):
-            expected = evaluate(general, record, quote, risk, 5, allow, 2)
-            assert expected == evaluate(contract, record, quote, risk, 5, allow, 2), price
+        expected = apply_update(general, previous, update, quote, risk, 5, 2)
+        assert expected == apply_update(contract, previous, update, quote, risk, 5, 2), price
