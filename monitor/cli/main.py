@@ -46,6 +46,7 @@ from monitor.core.wire import (
 )
 
 if TYPE_CHECKING:
+    from monitor.core.position import PositionUpdate
     from monitor.service.loading import LoadSummary
 
 EXIT_OK = 0
@@ -234,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--batch",
         type=_positive_int,
-        default=20_000,
-        help="positions read, decided and committed together, per worker (default: 20000)",
+        default=LOAD_BATCH,
+        help=f"positions read, decided and committed together, per worker (default: {LOAD_BATCH})",
     )
     load.add_argument(
         "--workers",
@@ -662,6 +663,11 @@ def _collect_less() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+LOAD_BATCH = 100_000
+"""Positions a load worker reads, decides and commits together: each symbol's share of a
+batch costs its own two script calls, so a large batch over many symbols costs Redis
+less per position."""
+
 PARALLEL_LOAD_BYTES = 4 << 20
 """Files smaller than this (about 25,000 positions) load in one process: starting
 more costs about as long as loading them."""
@@ -686,7 +692,11 @@ def _load_in_parallel(settings: Settings, path: Path, batch: int, workers: int) 
     from monitor.service.loading import REJECTIONS_SHOWN, LoadSummary
 
     started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
+    # Forked, where the platform can: a worker then starts with this process's
+    # modules and settings (a spawned one imports everything again); nothing
+    # here holds a thread, a lock or a connection yet.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
     applied = context.Array("q", workers, lock=False)
     tty = sys.stderr.isatty()
     with ProcessPoolExecutor(
@@ -770,21 +780,18 @@ def _jsonl(
     """
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as error:
+                if not line.strip():  # blank: asked only when it does not decode
+                    continue
                 if share == 0:
                     yield number, line, Rejection("malformed_json", str(error))
                 continue
             if shares > 1 and _share_of(obj, shares) != share:
                 continue
             try:
-                if isinstance(obj, dict):
-                    # orjson reads numbers as floats; re-read exact decimals from the text.
-                    obj = _exact(line, obj)
-                yield number, line, position_from_object(obj, settings.symbols)
+                yield number, line, _position(line, obj, settings)
             except Rejection as rejection:
                 yield number, line, rejection
 
@@ -797,11 +804,20 @@ def _share_of(obj: Any, shares: int) -> int:
     return zlib.crc32(position_id.encode("utf-8", "surrogatepass")) % shares
 
 
-def _exact(line: bytes, obj: dict[str, Any]) -> dict[str, Any]:
-    if float in map(type, obj.values()):  # orjson makes floats, never a subclass
-        exact: dict[str, Any] = load_json(line, len(line))
-        return exact
-    return obj
+def _position(line: bytes, obj: Any, settings: Settings) -> PositionUpdate:
+    """The position on a decoded line; raises its Rejection.
+
+    orjson reads a JSON number with a fraction or an exponent as a float, and
+    no field takes a float (each refuses one), so a line holding one is always
+    refused at first: it is then judged again read with exact decimals, which
+    is what it is judged on. Lines without one are decoded once.
+    """
+    try:
+        return position_from_object(obj, settings.symbols)
+    except Rejection:
+        if isinstance(obj, dict) and float in map(type, obj.values()):  # never a subclass
+            return position_from_object(load_json(line, len(line)), settings.symbols)
+        raise
 
 
 async def _watch(settings: Settings, args: argparse.Namespace) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from monitor.core.frozen import quick_init
 from monitor.core.margin import Contract, Side
 from monitor.core.models import model_for
 from monitor.core.position import PositionRecord, PositionUpdate
@@ -45,6 +46,7 @@ from monitor.core.status import (
 )
 from monitor.core.triggers import WORSENS, Direction
 from monitor.core.venues.base import VenueModel, VenueState
+from monitor.core.venues.binance import BinanceModel
 from monitor.core.wire import decimal_str
 
 EVENT_SCHEMA = 1
@@ -66,6 +68,7 @@ class Quote:
     """The stored ``mark_ts|mark`` text this quote was read from (for compare-and-set)."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Triggers:
     """Prices at which a position must be looked at again (None: never in that direction)."""
@@ -95,6 +98,7 @@ class Event:
     payload: dict[str, Any]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome for one position: its new record, its triggers, and its event if any."""
@@ -190,6 +194,17 @@ def apply_update(
         return Decision(record, _NO_TRIGGERS, None)
     if quote is None:
         return Decision(record, triggers_for(contract, record, risk), None)
+    model = model_for(contract)
+    if (
+        status is _HEALTHY
+        and type(model) is BinanceModel
+        and model.short_of(record, quote.mark, risk.margin_call_ratio)
+    ):
+        # What nearly every new version meets: healthy stays healthy (what
+        # evaluate's next_status would say, on the same digits), decided
+        # without building the state. Not on the tick path, whose candidates
+        # have crossed a trigger and mostly move.
+        return Decision(record, _triggers(model, record, risk), None)
     return evaluate(contract, record, quote, risk, now_ms, generation=generation)
 
 

@@ -225,6 +225,29 @@ def assess(contract: Contract, position: Holding, mark: Decimal) -> MarginState:
     )
 
 
+def short_of(contract: Contract, position: Holding, mark: Decimal, ratio: Decimal) -> bool:
+    """True when the :func:`assess` state at ``mark`` is neither liquidatable nor at
+    ``ratio`` (``not state.liquidatable and not state.ratio_reached(ratio)``).
+
+    The same operations in the same context as :func:`assess`, so the same
+    answer to the last digit; without the state built around them, a third of
+    the cost. A healthy position judged at a mark far from its triggers (every
+    version a load brings) asks only this.
+    """
+    outer = getcontext()
+    setcontext(_RESULT)
+    try:
+        value = _notional_at(contract, position, mark)
+        pnl = _pnl_at(contract, position, mark)
+        mm = _maintenance_at(contract, value)
+        balance = position.margin + pnl
+        if balance <= mm:
+            return False
+        return balance > 0 and mm / balance < ratio
+    finally:
+        setcontext(outer)
+
+
 def liquidation_price(contract: Contract, position: Holding) -> Decimal | None:
     """The mark price at which MB = MM, or None if no positive price reaches it."""
     return _threshold(contract, position, a=ONE, b=ONE)

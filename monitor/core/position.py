@@ -15,10 +15,12 @@ from decimal import Decimal
 
 import orjson
 
+from monitor.core.frozen import quick_init
 from monitor.core.margin import Position, Side
 from monitor.core.status import Status
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PositionUpdate:
     """One version of a position. ``qty == 0`` closes it (entry and margin are then unused)."""
@@ -38,6 +40,7 @@ class PositionUpdate:
         return self.qty == 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PositionRecord:
     """A monitored position: its latest version, status, and transitions in this version."""

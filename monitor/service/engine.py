@@ -334,6 +334,7 @@ class Engine:
             {symbol: [update.id for update in updates] for symbol, updates in group.items()}
         )
         now = self.clock_ms()
+        risk, generation, write = self.risk, self.generation, self._write
         calls: list[Commit] = []
         for symbol, updates in group.items():
             contract = self.contracts[symbol]
@@ -348,11 +349,9 @@ class Engine:
             writes = []
             for update, pair in zip(updates, found, strict=True):
                 previous, raw = pair if pair is not None else (None, None)
-                decision = apply_update(
-                    contract, previous, update, usable, self.risk, now, self.generation
-                )
+                decision = apply_update(contract, previous, update, usable, risk, now, generation)
                 if decision is not None:
-                    writes.append(self._write(decision, raw))
+                    writes.append(write(decision, raw))
             outcome.ignored += len(updates) - len(writes)
             calls.append((symbol, writes, DecidedAt.quote(quote)))
         retry: dict[str, list[PositionUpdate]] = {}
@@ -363,13 +362,16 @@ class Engine:
                 outcome.ignored -= len(updates) - len(decided)
                 retry[symbol] = list(updates)
                 continue
-            for write in decided:
-                if write.record.id not in conflicts:
+            if not conflicts:
+                outcome.applied += len(decided)
+                outcome.events += [done.event for done in decided if done.event is not None]
+                continue
+            for done in decided:
+                if done.record.id not in conflicts:
                     outcome.applied += 1
-                    if write.event is not None:
-                        outcome.events.append(write.event)
-            if conflicts:
-                retry[symbol] = [update for update in updates if update.id in conflicts]
+                    if done.event is not None:
+                        outcome.events.append(done.event)
+            retry[symbol] = [update for update in updates if update.id in conflicts]
         return retry
 
     async def _reevaluate(
@@ -418,13 +420,8 @@ class Engine:
 
     def _write(self, decision: Decision, expected: bytes | None) -> Write:
         event = decision.event
-        return Write(
-            record=decision.record,
-            expected=expected,
-            triggers=decision.triggers,
-            event=event,
-            topic=self.topic(event) if event else "",
-        )
+        topic = self.topic(event) if event else ""
+        return Write(decision.record, expected, decision.triggers, event, topic)
 
 
 def commit_slices(count: int) -> Iterator[tuple[int, int]]:

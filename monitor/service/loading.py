@@ -7,6 +7,7 @@ a bulk load decides and queues events exactly as the daemon would.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -87,7 +88,9 @@ async def load_positions(
         # Event ids carry Redis's generation; a first load writes the first epoch.
         epoch, _ = await store.create_epoch(Epoch.first(time.time_ns() // 1_000_000))
         engine.generation = epoch.generation
-        for chunk in _chunks(iter(lines), batch_size):
+        items = iter(lines)
+        chunk = await _read(items, batch_size)
+        while chunk:
             updates = []
             for number, raw, item in chunk:
                 if isinstance(item, Rejection):
@@ -102,7 +105,16 @@ async def load_positions(
                     )
                 else:
                     updates.append(item)
-            outcome = await engine.apply_updates(updates)
+            # The next batch is read and parsed while this one's round trips are
+            # in flight: a worker that did one and then the other left Redis idle
+            # while it parsed, and workers started together parse together.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    reading = group.create_task(_read(items, batch_size))
+                    outcome = await engine.apply_updates(updates)
+            except ExceptionGroup as failures:
+                raise failures.exceptions[0] from failures
+            chunk = reading.result()
             applied += outcome.applied
             ignored += outcome.ignored
             failed += outcome.failed
@@ -142,6 +154,19 @@ async def mark_reloaded(settings: Settings) -> tuple[Epoch | None, bool]:
         await store.transport.aclose()
 
 
-def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    while chunk := list(islice(items, size)):
-        yield chunk
+READ_SLICE = 1000
+"""Lines parsed between two turns of the event loop while a batch is being applied."""
+
+
+async def _read(items: Iterator[Any], size: int) -> list[Any]:
+    """The next ``size`` items (fewer at the end), taken :data:`READ_SLICE` at a time with
+    the event loop given back in between, so the batch being applied meanwhile goes on."""
+    chunk: list[Any] = []
+    while len(chunk) < size:
+        wanted = min(READ_SLICE, size - len(chunk))
+        part = list(islice(items, wanted))
+        chunk += part
+        if len(part) < wanted:
+            break
+        await asyncio.sleep(0)
+    return chunk

@@ -29,6 +29,7 @@ import orjson
 from monitor.config.model import Limits
 from monitor.core.errors import Bug
 from monitor.core.evaluation import Event, Quote, Triggers
+from monitor.core.frozen import quick_init
 from monitor.core.margin import Side
 from monitor.core.position import PositionRecord
 from monitor.core.triggers import WORSENING_FIRST
@@ -82,6 +83,7 @@ def candidates_call(keys: Keys, symbol: str) -> tuple[list[str], list[str]]:
     return names, [trigger_set.direction.value for trigger_set in sets]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Write:
     """One decided change: replace ``expected`` (None: absent) by ``record``."""

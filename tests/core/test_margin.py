@@ -7,13 +7,14 @@ tables and positions, linear and inverse.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from monitor.core.evaluation import Quote, apply_update
 from monitor.core.margin import (
     Bracket,
     Contract,
@@ -28,8 +29,12 @@ from monitor.core.margin import (
     maintenance_margin,
     notional,
     ratio_price,
+    short_of,
     unrealized_pnl,
 )
+from monitor.core.position import PositionRecord, PositionUpdate
+from monitor.core.status import RiskLimits, Status
+from monitor.core.venues.binance import BinanceModel
 
 pytestmark = pytest.mark.unit
 
@@ -823,3 +828,49 @@ def test_inverse_notional_and_pnl_match_the_formulas(scenario: Scenario, mark: D
             D("1e-27") * exact_notional
         )
         assert abs(exact_pnl - unrealized_pnl(contract, position, mark)) <= D("1e-27") * scale
+
+
+def _edges(contract: Contract, position: Position, ratio: Decimal) -> list[Decimal]:
+    """Prices where rounding decides: the ratio and liquidation prices, and a hair either side."""
+    edges = []
+    for price in (ratio_price(contract, position, ratio), liquidation_price(contract, position)):
+        if price is not None:
+            edges += [price, worse(position.side, price, D("1e-27")), better(position.side, price)]
+            edges += [worse(position.side, price), better(position.side, price, D("1e-27"))]
+    return edges
+
+
+@PROPERTY_SETTINGS
+@given(scenarios(leverages=ANY_LEVERAGE), st.sampled_from((CALL_RATIO, CLEAR_RATIO, D("0.95"))))
+def test_short_of_is_what_assess_decides(scenario: Scenario, ratio: Decimal) -> None:
+    """short_of answers ``not liquidatable and not ratio_reached`` of assess at every price,
+    the rounding edges at the trigger prices included."""
+    contract, position = scenario.contract, scenario.position
+    for price in [*sample_prices(position), *_edges(contract, position, ratio)]:
+        state = assess(contract, position, price)
+        expected = not state.liquidatable and not state.ratio_reached(ratio)
+        assert expected == short_of(contract, position, price, ratio), price
+
+
+class _AssessingModel(BinanceModel):
+    """Binance's model under another type: apply_update takes its general path (evaluate)."""
+
+
+@PROPERTY_SETTINGS
+@given(scenarios(leverages=ANY_LEVERAGE), st.sampled_from((None, *Status)))
+def test_a_version_is_decided_as_the_general_path_decides_it(
+    scenario: Scenario, stored: Status | None
+) -> None:
+    """apply_update's shortcut for a healthy version (short_of) makes the decision, event
+    and triggers evaluate makes, at every sampled price and rounding edge, whatever the
+    stored version's status."""
+    contract, position = scenario.contract, scenario.position
+    general = replace(contract, model=_AssessingModel(contract))
+    risk = RiskLimits(margin_call_ratio=CALL_RATIO, margin_call_clear_ratio=CLEAR_RATIO)
+    fields = (position.side, position.qty, position.entry_price, position.margin)
+    update = PositionUpdate("p-1", "acct", "TEST", *fields, 3)
+    previous = None if stored is None else PositionRecord("p-1", "acct", "TEST", *fields, 2, stored)
+    for price in [*sample_prices(position), *_edges(contract, position, CALL_RATIO)]:
+        quote = Quote(price, 1_700_000_000_000)
+        expected = apply_update(general, previous, update, quote, risk, 5, 2)
+        assert expected == apply_update(contract, previous, update, quote, risk, 5, 2), price

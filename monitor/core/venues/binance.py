@@ -123,6 +123,11 @@ class BinanceModel:
             liquidatable=state.liquidatable,
         )
 
+    def short_of(self, position: Holding, mark: Decimal, ratio: Decimal) -> bool:
+        """True when :meth:`assess` at ``mark`` is neither liquidatable nor at ``ratio``
+        (margin.short_of: the same digits, without building the state)."""
+        return margin.short_of(self.contract, position, mark, ratio)
+
     def margin_ratio(self, position: Holding, mark: Decimal) -> Decimal:
         """``MM / MB`` at ``mark``."""
         return margin.assess(self.contract, position, mark).margin_ratio

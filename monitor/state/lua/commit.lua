@@ -40,13 +40,22 @@ while more() do
   local id, expected, record, side = field(), field(), field(), field()
   local down_score, up_score = field(), field()
   local event_id, topic, payload = field(), field(), field()
-  local current = redis.call('HGET', KEYS[1], id)
-  if (expected == '' and current) or (expected ~= '' and current ~= expected) then
-    conflicts[#conflicts + 1] = id
+  local current, written = false, false
+  if expected == '' then
+    -- Must be absent: HSETNX compares and writes in one call (what a load meets).
+    written = redis.call('HSETNX', KEYS[1], id, record) == 1
   else
-    redis.call('HSET', KEYS[1], id, record)
+    current = redis.call('HGET', KEYS[1], id)
+    if current == expected then
+      redis.call('HSET', KEYS[1], id, record)
+      written = true
+    end
+  end
+  if written then
     now_ms = reindex(id, side, down_score, up_score, record, current, now_ms)
     queued = queue_event(event_id, topic, payload) or queued
+  else
+    conflicts[#conflicts + 1] = id
   end
 end
 if queued and ARGV[3] then
