@@ -72,7 +72,7 @@ from benchmarks.stats import (
     summary_ms,
     tick_histogram,
 )
-from monitor.cli.main import default_load_workers
+from monitor.cli.main import LOAD_BATCH, default_load_workers
 from monitor.config.loading import load_settings
 from monitor.config.model import Settings
 from monitor.core import topics
@@ -690,7 +690,7 @@ class BookRun:
         self.result["state"] = {
             "load_seconds": round(seconds, 2),
             "load_positions_per_second": round(self.n / seconds),
-            "load_batch": 20_000,
+            "load_batch": LOAD_BATCH,
             "load_workers": default_load_workers(data.stat().st_size),
             "positions_stored": stored,
             "load_gave_up_messages": gave_up,

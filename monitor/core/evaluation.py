@@ -46,7 +46,6 @@ from monitor.core.status import (
 )
 from monitor.core.triggers import WORSENS, Direction
 from monitor.core.venues.base import VenueModel, VenueState
-from monitor.core.venues.binance import BinanceModel
 from monitor.core.wire import decimal_str
 
 EVENT_SCHEMA = 1
@@ -195,11 +194,7 @@ def apply_update(
     if quote is None:
         return Decision(record, triggers_for(contract, record, risk), None)
     model = model_for(contract)
-    if (
-        status is _HEALTHY
-        and type(model) is BinanceModel
-        and model.short_of(record, quote.mark, risk.margin_call_ratio)
-    ):
+    if status is _HEALTHY and model.short_of(record, quote.mark, risk.margin_call_ratio):
         # What nearly every new version meets: healthy stays healthy (what
         # evaluate's next_status would say, on the same digits), decided
         # without building the state. Not on the tick path, whose candidates

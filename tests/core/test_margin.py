@@ -19,6 +19,7 @@ from monitor.core.margin import (
     Bracket,
     Contract,
     ContractKind,
+    Holding,
     MarginState,
     Position,
     Side,
@@ -853,7 +854,11 @@ def test_short_of_is_what_assess_decides(scenario: Scenario, ratio: Decimal) -> 
 
 
 class _AssessingModel(BinanceModel):
-    """Binance's model under another type: apply_update takes its general path (evaluate)."""
+    """Binance's model never short of a trigger: apply_update takes its general path
+    (evaluate) for every version."""
+
+    def short_of(self, position: Holding, mark: Decimal, ratio: Decimal) -> bool:
+        return False
 
 
 @PROPERTY_SETTINGS

@@ -139,6 +139,12 @@ class VenueModel(Protocol):
         """liqmon's ``MM / MB`` at ``mark`` (Infinity when ``MB ≤ 0``)."""
         ...
 
+    def short_of(self, position: Holding, mark: Decimal, ratio: Decimal) -> bool:
+        """True when :meth:`assess` at ``mark`` is neither liquidatable nor at ``ratio``:
+        a healthy position stays healthy there (what nearly every new version meets,
+        so a model may answer it without building the state)."""
+        ...
+
     def venue_ratio(self, position: Holding, mark: Decimal) -> Decimal:
         """The venue's own margin ratio at ``mark``."""
         ...
@@ -275,6 +281,11 @@ class ExactModel(ABC):
     def margin_ratio(self, position: Holding, mark: Decimal) -> Decimal:
         """liqmon's ``MM / MB`` at ``mark``."""
         return self.assess(position, mark).margin_ratio
+
+    def short_of(self, position: Holding, mark: Decimal, ratio: Decimal) -> bool:
+        """Neither liquidatable nor at ``ratio`` at ``mark`` (from :meth:`assess`)."""
+        state = self.assess(position, mark)
+        return not state.liquidatable and not state.ratio_reached(ratio)
 
     def venue_ratio(self, position: Holding, mark: Decimal) -> Decimal:
         """The venue's own ratio at ``mark``."""
