@@ -24,7 +24,7 @@ import structlog
 
 from monitor.state.channel import resp_command
 from monitor.state.keys import Keys
-from monitor.state.transport import Transport, register, scripted
+from monitor.state.transport import Transport, register, scripted, swept
 
 log = structlog.get_logger("liqmon.lease")
 
@@ -59,8 +59,8 @@ class Leases:
         the publishers, who share the outboxes by leases of their own)."""
         client = self.client = transport.client
         # Renewals go on a kept connection of their own, packed once per symbol: every
-        # second, a few hundred EVALSHAs through redis.asyncio's pipeline took the
-        # event loop (and the ticks waiting on it) for milliseconds at a time.
+        # second, a few hundred EVALSHAs packed by redis.asyncio's pipeline took the
+        # event loop (and the ticks waiting on it) for milliseconds.
         self._renewals = transport.lane(f"lease renewals{'' if not group else ' of ' + group}")
         self._renew_commands: dict[str, bytes] = {}
         self.keys = keys
@@ -107,17 +107,13 @@ class Leases:
             keys=[self.heartbeats], args=[now_ms + self.ttl_ms, self.owner, now_ms]
         )
         share = fair_share(len(self.symbols), monitors)
-        # One round trip renews every lease held (a script per key, so each
+        # A few round trips renew every lease held (a script per key, so each
         # stays within its symbol's hash slot on a cluster).
         held = sorted(self.held)
         commands = [self._renew_command(symbol) for symbol in held]
         routes = [self.key(symbol) for symbol in held]
-        renewed_all = (
-            await scripted(
-                self.client, self._renew, lambda: self._renewals.execute(commands, routes)
-            )
-            if held
-            else []
+        renewed_all = await scripted(
+            self.client, self._renew, lambda: swept(self._renewals, commands, routes)
         )
         for symbol, renewed in zip(held, renewed_all, strict=True):
             if not renewed:

@@ -23,7 +23,7 @@ from monitor.core.triggers import Direction, TriggerSet
 from monitor.state.channel import resp_command
 from monitor.state.keys import Keys
 from monitor.state.positions import QUOTE_FIELDS, decode_quote
-from monitor.state.transport import REDIS_DOWN, Lane, Transport, pipelined, text
+from monitor.state.transport import REDIS_DOWN, Lane, Transport, pipelined, swept, text
 
 __all__ = ["REDIS_DOWN", "Entry", "ReadModel", "Sizes", "StoredPrices"]
 
@@ -222,7 +222,7 @@ class ReadModel:
             commands += packed
             routes += [keys.positions(symbol)] * len(packed)
         per = 1 + len(sets)
-        replies = await self._counting.execute(commands, routes) if commands else []
+        replies = await swept(self._counting, commands, routes)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

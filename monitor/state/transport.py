@@ -89,7 +89,7 @@ OUTAGES = ("unreachable", "no_reply", "out_of_memory", DATA_LOST)
 """Every reason ``liqmon_redis_outage`` has: those :func:`outage` gives, and data lost."""
 
 PIPELINE_SLICE = 50
-"""Commands per round trip in the per-symbol sweeps (metrics, leases, claims).
+"""Commands per round trip in the per-symbol sweeps (metrics, leases, claims, counts).
 
 redis-py packs and parses a pipeline synchronously: one of a thousand
 commands holds the event loop for ~15 ms, longer than a tick's whole latency
@@ -127,6 +127,17 @@ async def pipelined(
             if inspect.iscoroutine(queued):
                 await queued
         replies.extend(await pipe.execute())
+    return replies
+
+
+async def swept(lane: Lane, commands: Sequence[bytes], routes: Sequence[str]) -> list[Any]:
+    """The replies of a sweep's packed ``commands`` on ``lane``, in round trips of
+    :data:`PIPELINE_SLICE` (replies are parsed in one go: a few thousand would hold
+    the event loop, and the ticks waiting on it, for milliseconds)."""
+    replies: list[Any] = []
+    for start in range(0, len(commands), PIPELINE_SLICE):
+        end = start + PIPELINE_SLICE
+        replies += await lane.execute(commands[start:end], routes[start:end])
     return replies
 
 
