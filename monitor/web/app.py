@@ -28,7 +28,6 @@ FastAPI's 422), an unknown id or path a 404, a wrong method a 405 with
 same dicts ``liqmon positions`` prints; :mod:`monitor.web.schema` describes them.
 """
 
-import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from importlib import resources
@@ -40,6 +39,7 @@ from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from prometheus_client import CollectorRegistry
 from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -50,6 +50,7 @@ from monitor import __version__
 from monitor.core.origins import Admission
 from monitor.core.status import Status
 from monitor.state.readmodel import REDIS_DOWN
+from monitor.telemetry.metrics import render_in_turns
 from monitor.web import schema
 from monitor.web.api import (
     DEFAULT_EVENTS,
@@ -80,8 +81,9 @@ class Exposition(Protocol):
     """What ``/metrics`` renders: the daemon's :mod:`~monitor.telemetry.metrics`, or
     another process's (``liqmon alerts``)."""
 
-    def render(self) -> bytes:
-        """The Prometheus text exposition format."""
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The metrics, rendered in the Prometheus text exposition format."""
         ...
 
 
@@ -398,9 +400,7 @@ def build(
         if live is not None:
             # liqmon_positions is counted when scraped, not on a timer.
             await live.refresh_counts()
-        # Rendering hundreds of symbols' series takes tens of milliseconds:
-        # in a thread, so the event loop keeps evaluating ticks meanwhile.
-        return MetricsResponse(await asyncio.to_thread(metrics.render))
+        return MetricsResponse(await render_in_turns(metrics.registry))
 
     if api is not None:
         _add_api_routes(app, api)
