@@ -39,6 +39,7 @@ from monitor.state.epoch import Epoch
 from monitor.state.keys import Keys
 from monitor.state.transport import (
     Client,
+    Lane,
     Transport,
     evalsha_all,
     pipelined,
@@ -47,6 +48,10 @@ from monitor.state.transport import (
     scripted,
     text,
 )
+
+TICK_LANES = 4
+"""Most tick-path round trips in flight at once, each on a connection of its own (one
+per tick worker, :data:`monitor.service.daemon` starts four)."""
 
 MARK_ARGS = 4
 """candidates.lua's ARGV after the sets' directions: mark, mark_ts, score, ceiling
@@ -262,7 +267,8 @@ class PositionStore:
         self.keys = keys
         self.limits = limits
         client = transport.client
-        self._ticks = transport.lane("tick path")
+        self._tick_lanes: list[Lane] = []
+        self._idle_ticks: list[Lane] = []
         self._commits = transport.lane("commit path")
         self._marks: dict[str, tuple[bytes, str]] = {}
         self._candidates = register(client, "candidates.lua")
@@ -355,13 +361,36 @@ class PositionStore:
             for (symbol, mark, ts_ms), ceiling in zip(marks, bounds, strict=True)
         ]
         routes = [self._marks[symbol][1] for symbol, _, _ in marks]
-        replies = await scripted(
-            self.client, self._candidates, lambda: self._ticks.execute(commands, routes)
-        )
+        # A connection of the tick path's own per round trip in flight, up to
+        # TICK_LANES: with one, every worker waited for the others' round trips
+        # (ticks of distinct symbols never depend on each other; the coalescer
+        # gives one symbol to one worker at a time), and wake-ups, not Redis,
+        # capped the ticks a second.
+        lane, taken = self._tick_lane()
+        try:
+            replies = await scripted(
+                self.client, self._candidates, lambda: lane.execute(commands, routes)
+            )
+        finally:
+            if taken:
+                self._idle_ticks.append(lane)
         return [
             self._candidates_of(symbol, mark, ts_ms, reply)
             for (symbol, mark, ts_ms), reply in zip(marks, replies, strict=True)
         ]
+
+    def _tick_lane(self) -> tuple[Lane, bool]:
+        """A connection of the tick path, and whether it was taken from the idle ones
+        (a new one while fewer than :data:`TICK_LANES`; give it back when done)."""
+        if self._idle_ticks:
+            return self._idle_ticks.pop(), True
+        if len(self._tick_lanes) < TICK_LANES:
+            lane = self.transport.lane("tick path")
+            self._tick_lanes.append(lane)
+            return lane, True
+        # Every lane busy (more callers than lanes): share one; its turns keep one
+        # write and its replies at a time.
+        return self._tick_lanes[0], False
 
     def _mark_command(self, symbol: str, mark: Decimal, ts_ms: int, ceiling: int | None) -> bytes:
         """EVALSHA of candidates.lua for one mark, packed; a symbol's keys (and the
