@@ -203,8 +203,9 @@ def maintenance_margin(contract: Contract, notional_value: Decimal) -> Decimal:
         return _maintenance_at(contract, notional_value)
 
 
-def assess(contract: Contract, position: Holding, mark: Decimal) -> MarginState:
-    """Everything about a position's margin at one mark price."""
+def _at(contract: Contract, position: Holding, mark: Decimal) -> tuple[Decimal, ...]:
+    """Notional, PnL, MM, MB and ``MM / MB`` (Infinity when ``MB ≤ 0``) at ``mark``, in
+    the context every margin decision is made in."""
     outer = getcontext()
     setcontext(_RESULT)
     try:
@@ -212,9 +213,14 @@ def assess(contract: Contract, position: Holding, mark: Decimal) -> MarginState:
         pnl = _pnl_at(contract, position, mark)
         mm = _maintenance_at(contract, value)
         balance = position.margin + pnl
-        ratio = mm / balance if balance > 0 else INFINITY
+        return value, pnl, mm, balance, mm / balance if balance > 0 else INFINITY
     finally:
         setcontext(outer)
+
+
+def assess(contract: Contract, position: Holding, mark: Decimal) -> MarginState:
+    """Everything about a position's margin at one mark price."""
+    value, pnl, mm, balance, ratio = _at(contract, position, mark)
     return MarginState(
         mark_price=mark,
         notional=value,
@@ -227,25 +233,11 @@ def assess(contract: Contract, position: Holding, mark: Decimal) -> MarginState:
 
 def short_of(contract: Contract, position: Holding, mark: Decimal, ratio: Decimal) -> bool:
     """True when the :func:`assess` state at ``mark`` is neither liquidatable nor at
-    ``ratio`` (``not state.liquidatable and not state.ratio_reached(ratio)``).
-
-    The same operations in the same context as :func:`assess`, so the same
-    answer to the last digit; without the state built around them, a third of
-    the cost. A healthy position judged at a mark far from its triggers (every
-    version a load brings) asks only this.
-    """
-    outer = getcontext()
-    setcontext(_RESULT)
-    try:
-        value = _notional_at(contract, position, mark)
-        pnl = _pnl_at(contract, position, mark)
-        mm = _maintenance_at(contract, value)
-        balance = position.margin + pnl
-        if balance <= mm:
-            return False
-        return balance > 0 and mm / balance < ratio
-    finally:
-        setcontext(outer)
+    ``ratio`` (``not state.liquidatable and not state.ratio_reached(ratio)``), from the
+    same figures, without the state built around them (a healthy position judged at a
+    mark far from its triggers, as every version a load brings, asks only this)."""
+    _, _, mm, balance, margin_ratio = _at(contract, position, mark)
+    return balance > mm and margin_ratio < ratio
 
 
 def liquidation_price(contract: Contract, position: Holding) -> Decimal | None:
