@@ -123,22 +123,13 @@ def load_json(raw: bytes, max_bytes: int) -> Any:
 
 
 def _decimal(field: str, value: object) -> Decimal:
-    if type(value) is str:
-        # What nearly every line holds: a short plain decimal text, taken at once
-        # (anything else goes the long way below, which decides it the same).
-        plain = value.strip()
-        if len(plain) <= MAX_DIGITS and "e" not in plain and "E" not in plain:
-            try:
-                number = Decimal(plain)
-            except InvalidOperation:
-                pass
-            else:
-                if number.is_finite():
-                    return number
-    # A tuple, not ``str | int | Decimal``: the union is built anew on every call.
-    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+    # A text first: what nearly every line holds.
+    text: str | None = None
+    if isinstance(value, str):
+        text = value.strip()
+    # A tuple, not ``int | Decimal``: the union is built anew on every call.
+    elif isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise Rejection("bad_type", f"{field} must be a decimal string or a number")
-    text = value.strip() if isinstance(value, str) else None
     try:
         number = Decimal(value if text is None else text)
     except InvalidOperation:

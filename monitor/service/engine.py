@@ -362,16 +362,13 @@ class Engine:
                 outcome.ignored -= len(updates) - len(decided)
                 retry[symbol] = list(updates)
                 continue
-            if not conflicts:
-                outcome.applied += len(decided)
-                outcome.events += [done.event for done in decided if done.event is not None]
-                continue
             for done in decided:
                 if done.record.id not in conflicts:
                     outcome.applied += 1
                     if done.event is not None:
                         outcome.events.append(done.event)
-            retry[symbol] = [update for update in updates if update.id in conflicts]
+            if conflicts:
+                retry[symbol] = [update for update in updates if update.id in conflicts]
         return retry
 
     async def _reevaluate(

@@ -51,7 +51,7 @@ from monitor.state.transport import (
 
 TICK_LANES = 4
 """Most tick-path round trips in flight at once, each on a connection of its own (one
-per tick worker, :data:`monitor.service.daemon` starts four)."""
+per tick worker the daemon starts)."""
 
 MARK_ARGS = 4
 """candidates.lua's ARGV after the sets' directions: mark, mark_ts, score, ceiling

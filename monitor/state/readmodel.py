@@ -23,7 +23,7 @@ from monitor.core.triggers import Direction, TriggerSet
 from monitor.state.channel import resp_command
 from monitor.state.keys import Keys
 from monitor.state.positions import QUOTE_FIELDS, decode_quote
-from monitor.state.transport import REDIS_DOWN, Lane, Transport, pipelined, swept, text
+from monitor.state.transport import REDIS_DOWN, Transport, pipelined, swept, text
 
 __all__ = ["REDIS_DOWN", "Entry", "ReadModel", "Sizes", "StoredPrices"]
 
@@ -56,7 +56,7 @@ class ReadModel:
         self._transport = transport
         self._client = transport.client
         self._keys = keys
-        self._counting: Lane | None = None
+        self._counting = transport.lane("position counts")
         self._size_commands: dict[str, list[bytes]] = {}
 
     async def aclose(self) -> None:
@@ -208,8 +208,6 @@ class ReadModel:
         # ticks) for milliseconds at a time.
         keys = self._keys
         sets = list(TriggerSet)
-        if self._counting is None:
-            self._counting = self._transport.lane("position counts")
         commands: list[bytes] = []
         routes: list[str] = []
         for symbol in symbols:

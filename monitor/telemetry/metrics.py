@@ -174,9 +174,8 @@ async def render_in_turns(registry: CollectorRegistry) -> bytes:
 
     Hundreds of symbols' series take tens of milliseconds to render. In a
     thread that time holds the GIL against the event loop, which then waits up
-    to a switch interval each time it wakes: ticks stalled for hundreds of
-    milliseconds at 10,000 a second. In turns, a tick waits for one family at
-    most.
+    to a switch interval each time it wakes; in turns, a tick waits for one
+    family at most.
     """
     parts = []
     for family in registry.collect():
