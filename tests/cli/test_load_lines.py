@@ -97,3 +97,56 @@ def test_a_number_in_a_decimal_field_is_read_exactly() -> None:
     assert isinstance(update, PositionUpdate)
     assert "0.1" == str(update.qty)
     assert "60000.5" == str(update.entry_price)
+
+
+# Ids, and lines around them, that a reading of the raw bytes could get wrong: escapes,
+# an "id" nested or repeated or as a value, whitespace, non-ASCII, an id that is no string.
+IDS = st.sampled_from(['"p-1"', '"p-2"', '"p\\u002d1"', '"é-3"', '"a\\"b"', "7", '""', '"id"'])
+AROUND = st.sampled_from(
+    [
+        "{{{id_}}}",
+        "{{{id_}, {rest}}}",
+        "{{{rest}, {id_}}}",
+        '{{"meta": {{"id": "z"}}, {id_}}}',
+        '{{{id_}, "account": "id"}}',
+        '{{"account": "id", {rest}}}',
+        '{{{id_}, "id": "p-9"}}',
+        "{{{id_}, {rest}",
+        '{{"note": "\\"id\\": \\"q\\"", {id_}}}',
+    ]
+)
+REST = '"account": "a", "symbol": "BTCUSDT", "side": "long", "qty": "1", "seq": 1'
+
+
+@st.composite
+def id_lines(draw: st.DrawFn) -> bytes:
+    """A line around an id, with the key spaced as JSON allows."""
+    key = draw(st.sampled_from(['"id": ', '"id":', '"id" :\t', '"id"\r\n:']))
+    id_ = key + draw(IDS)
+    return draw(AROUND).format(id_=id_, rest=REST).encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(id_lines(), min_size=1, max_size=12), st.integers(2, 4))
+def test_the_workers_of_a_load_share_its_lines(
+    tmp_path_factory: pytest.TempPathFactory, batch: list[bytes], shares: int
+) -> None:
+    """Split among workers, every line is judged by exactly one, as one process judges it,
+    and every line of one position id by the same one (its versions keep their order)."""
+    config = load_settings(CONFIG)
+    path = tmp_path_factory.mktemp("shares") / "positions.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in batch))
+    alone = {number: _verdict(item) for number, _, item in _jsonl(path, config)}
+    judged: dict[int, Any] = {}
+    share_of_id: dict[Any, int] = {}
+    for share in range(shares):
+        for number, line, item in _jsonl(path, config, share, shares):
+            assert number not in judged
+            judged[number] = _verdict(item)
+            try:
+                position_id = orjson.loads(line).get("id")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(position_id, str):
+                assert share_of_id.setdefault(position_id, share) == share
+    assert alone == judged
