@@ -8,9 +8,10 @@ reads and :mod:`monitor.core.stress`): stress at moves of −1 %, −5 %, −10 
 −30 %, and a map of ±20 % of the mark in 400 buckets (``first_ms``: the first
 map, which solves every liquidation price; ``ms``: again, from the API's record
 cache), and the daemon's liquidation gauges (:mod:`monitor.service.liquidations`:
-one walk to 10 % against each side, each position tested at 1, 5 and 10 %;
-``max_loop_stall_ms``: the longest the event loop went without turning meanwhile,
-what a tick could wait). Each figure is the median of ``--repeat`` runs; ``read`` is how many
+one walk to 10 % against each side, each position tested at 1, 5 and 10 %).
+``max_loop_stall_ms``: the longest the event loop went without turning during any
+run of a query, what a tick would wait in the daemon, which computes all three in
+its event loop. Each figure is the median of ``--repeat`` runs; ``read`` is how many
 positions the trigger index selected for reading, ``liquidated`` how many of them count.
 
     .venv/bin/python -m benchmarks.stress --positions 10000 100000
@@ -27,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -41,11 +41,12 @@ from monitor.core.margin import Contract, Side
 from monitor.core.stress import Within
 from monitor.core.triggers import TriggerSet
 from monitor.devtools.embedded import RedisServer
+from monitor.devtools.stalls import timed
 from monitor.service.liquidations import walk
 from monitor.service.loading import open_read_model
-from monitor.state.readmodel import ReadModel
+from monitor.state.readmodel import WALK_PAGE, ReadModel
 from monitor.web.api import Api
-from monitor.web.stress import PAGE, map_document, stress_documents, stress_query
+from monitor.web.stress import map_document, stress_documents, stress_query
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "liqmon.toml"
 MARK = 64000
@@ -53,7 +54,8 @@ MOVES = ("-0.01", "-0.05", "-0.1", "-0.3")
 
 
 async def timings(url: str, repeat: int) -> dict[str, Any]:
-    """Median wall time of each query, with what it read and counted."""
+    """Median wall time of each query, with what it read and counted, and the longest the
+    event loop went without a turn during any run of it."""
     settings = load_settings(CONFIG, environ={"LIQMON_REDIS_URL": url})
     reads = open_read_model(settings)
     api = Api(reads, settings.symbols, risk=settings.risk)
@@ -61,64 +63,45 @@ async def timings(url: str, repeat: int) -> dict[str, Any]:
     try:
         for move in MOVES:
             query = stress_query(api.symbols, "BTCUSDT", None, move)
-            seconds = []
-            for _ in range(repeat):
-                started = time.perf_counter()
-                (document,) = await stress_documents(api, query)
-                seconds.append(time.perf_counter() - started)
+            runs = [await timed(stress_documents(api, query)) for _ in range(repeat)]
+            (document,) = runs[-1][2]
             price = Decimal(MARK) * (1 + Decimal(move))
             figures[f"stress {move}"] = {
-                "ms": round(statistics.median(seconds) * 1000, 1),
+                **_summary(runs),
                 "read": await _selected(reads, price),
                 "liquidated": document["liquidated"]["count"],
                 "margin_call": document["margin_call"]["count"],
             }
         low, high = Decimal(MARK) * Decimal("0.8"), Decimal(MARK) * Decimal("1.2")
         step = (high - low) / 400
-        seconds = []
-        for _ in range(repeat + 1):
-            started = time.perf_counter()
-            await map_document(api, "BTCUSDT", low, high, step)
-            seconds.append(time.perf_counter() - started)
-        figures["map ±20 % / 400"] = {
-            "first_ms": round(seconds[0] * 1000, 1),
-            "ms": round(statistics.median(seconds[1:]) * 1000, 1),
-        }
+        maps = [
+            await timed(map_document(api, "BTCUSDT", low, high, step)) for _ in range(repeat + 1)
+        ]
+        figures["map ±20 % / 400"] = {"first_ms": round(maps[0][0] * 1000, 1), **_summary(maps[1:])}
         figures["gauges 1/5/10 %"] = await _gauges(reads, settings.symbols["BTCUSDT"], repeat)
     finally:
         await reads.aclose()
     return figures
 
 
+def _summary(runs: list[tuple[float, float, Any]]) -> dict[str, float]:
+    """The median wall time and the longest loop stall of some runs, in ms."""
+    return {
+        "ms": round(statistics.median(seconds for seconds, _, _ in runs) * 1000, 1),
+        "max_loop_stall_ms": round(max(stall for _, stall, _ in runs) * 1000, 1),
+    }
+
+
 async def _gauges(reads: ReadModel, contract: Contract, repeat: int) -> dict[str, Any]:
     """The daemon's liquidation-gauge computation of one symbol (both sides, three
     distances), and the longest the event loop waited meanwhile (what a tick could)."""
-    seconds, stalls = [], []
-    for _ in range(repeat):
-        within = Within(contract, Decimal(MARK), GAUGE_DISTANCES)
-        done = asyncio.Event()
-        stall = 0.0
-
-        async def watch_loop(done: asyncio.Event) -> None:
-            nonlocal stall
-            while not done.is_set():
-                before = time.perf_counter()
-                await asyncio.sleep(0)
-                stall = max(stall, time.perf_counter() - before)
-
-        async with asyncio.TaskGroup() as group:
-            group.create_task(watch_loop(done))
-            started = time.perf_counter()
-            read = await walk(reads, contract, within)
-            seconds.append(time.perf_counter() - started)
-            done.set()
-        stalls.append(stall)
-    return {
-        "ms": round(statistics.median(seconds) * 1000, 1),
-        "read": read,
-        "us_per_read": round(statistics.median(seconds) * 1e6 / max(read, 1), 1),
-        "max_loop_stall_ms": round(max(stalls) * 1000, 1),
-    }
+    runs = [
+        await timed(walk(reads, contract, Within(contract, Decimal(MARK), GAUGE_DISTANCES)))
+        for _ in range(repeat)
+    ]
+    read = runs[-1][2]
+    figures = _summary(runs)
+    return {**figures, "read": read, "us_per_read": round(figures["ms"] * 1000 / max(read, 1), 1)}
 
 
 async def _selected(reads: ReadModel, price: Decimal) -> int:
@@ -152,7 +135,7 @@ def measure(count: int, repeat: int) -> dict[str, Any]:
         return {
             "positions": count,
             "redis_bytes_per_position": round((after - before - outbox) / count, 1),
-            "page": PAGE,
+            "page": WALK_PAGE,
             **asyncio.run(timings(server.url, repeat)),
         }
 

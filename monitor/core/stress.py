@@ -62,8 +62,8 @@ superset of every position that counts at ``P``; the exact tests here decide.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
 from fractions import Fraction
@@ -220,53 +220,81 @@ def stress(
     contract: Contract, records: Iterable[PositionRecord], price: Decimal, risk: RiskLimits
 ) -> Stress:
     """The figures at ``price`` over ``records`` (any that are not open are skipped, and
-    each id counts once), decided by the contract's venue model.
+    each id counts once), decided by the contract's venue model (:class:`StressTally`)."""
+    tally = StressTally(contract, price, risk)
+    for record in records:
+        tally.add(record)
+    return tally.result()
+
+
+class StressTally:
+    """:func:`stress` fed one position at a time (:meth:`add`), so that the caller chooses
+    when to give the loop back; :meth:`result` gives the figures.
 
     Each position is only sorted into its sets (liquidated, of those past
     bankruptcy, margin call), per side; the figures come from each set's sums
     by the module doc's algebra.
     """
-    if not price > 0:
-        raise ValueError(f"a stress price must be positive, got {price}")
-    model = model_for(contract)
-    kind = model.kind
-    liquidated = {side: Sums() for side in Side}
-    bankrupt = {side: Sums() for side in Side}
-    called = {side: Sums() for side in Side}
-    seen: set[str] = set()
-    for record in records:
-        if not counted(record, seen):
-            continue
+
+    def __init__(self, contract: Contract, price: Decimal, risk: RiskLimits) -> None:
+        if not price > 0:
+            raise ValueError(f"a stress price must be positive, got {price}")
+        self.contract = contract
+        self.price = price
+        self.risk = risk
+        self.model = model_for(contract)
+        self._liquidated = {side: Sums() for side in Side}
+        self._bankrupt = {side: Sums() for side in Side}
+        self._called = {side: Sums() for side in Side}
+        self._seen: set[str] = set()
+
+    def add(self, record: PositionRecord) -> None:
+        """Sort ``record`` into its sets at the price (if it is open and not seen before)."""
+        if not counted(record, self._seen):
+            return
+        model, price, kind = self.model, self.price, self.model.kind
         # The models choose their own contexts; the sums below are made in SUMS.
         side = record.side
         if model.liquidatable(record, price):
-            chosen = liquidated[side]
-        elif model.assess(record, price).ratio_reached(risk.margin_call_ratio):
-            chosen = called[side]
+            chosen = self._liquidated[side]
+        elif model.assess(record, price).ratio_reached(self.risk.margin_call_ratio):
+            chosen = self._called[side]
         else:
-            continue
+            return
         with localcontext(SUMS):
-            x, entry, margin = exposure(contract, model, record), record.entry_price, record.margin
+            x, entry, margin = (
+                exposure(self.contract, model, record),
+                record.entry_price,
+                record.margin,
+            )
             chosen.add(kind, x, entry, margin)
-            if chosen is liquidated[side] and _bankrupt(kind, _SIGN[side], x, entry, margin, price):
-                bankrupt[side].add(kind, x, entry, margin)
-    return Stress(
-        contract.symbol,
-        price,
-        Tally(
-            sum(sums.count for sums in liquidated.values()),
-            sum((sums.notional(kind, price) for sums in liquidated.values()), Fraction()),
-            sum((Fraction(sums.margin) for sums in liquidated.values()), Fraction()),
-        ),
-        Tally(
-            sum(sums.count for sums in called.values()),
-            sum((sums.notional(kind, price) for sums in called.values()), Fraction()),
-            Fraction(),
-        ),
-        -sum(
-            (sums.balance(kind, _SIGN[side], price) for side, sums in bankrupt.items()), Fraction()
-        ),
-    )
+            if chosen is self._liquidated[side] and _bankrupt(
+                kind, _SIGN[side], x, entry, margin, price
+            ):
+                self._bankrupt[side].add(kind, x, entry, margin)
+
+    def result(self) -> Stress:
+        """The figures over the positions added so far."""
+        kind, price = self.model.kind, self.price
+        liquidated, called = self._liquidated.values(), self._called.values()
+        return Stress(
+            self.contract.symbol,
+            price,
+            Tally(
+                sum(sums.count for sums in liquidated),
+                sum((sums.notional(kind, price) for sums in liquidated), Fraction()),
+                sum((Fraction(sums.margin) for sums in liquidated), Fraction()),
+            ),
+            Tally(
+                sum(sums.count for sums in called),
+                sum((sums.notional(kind, price) for sums in called), Fraction()),
+                Fraction(),
+            ),
+            -sum(
+                (sums.balance(kind, _SIGN[side], price) for side, sums in self._bankrupt.items()),
+                Fraction(),
+            ),
+        )
 
 
 def against(mark: Decimal, side: Side, distance: Decimal) -> Decimal:
@@ -407,56 +435,81 @@ def map_of(
 ) -> list[Bucket]:
     """:func:`liquidation_map` over records whose liquidation prices (the model's, None
     when no price liquidates) are known already: the API keeps them in a cache."""
-    edges = bucket_edges(low, high, step)
-    model = model_for(contract)
-    linear = model.kind is ContractKind.LINEAR
-    longs: list[tuple[Decimal, Decimal | Fraction]] = []
-    shorts: list[tuple[Decimal, Decimal | Fraction]] = []
-    seen: set[str] = set()
-    # A linear notional x·P is a finite decimal, summed exactly in SUMS (and much
-    # faster than as a Fraction); an inverse one x/P is a rational.
-    with localcontext(SUMS):
-        for record, liquidation in priced:
-            if not counted(record, seen) or liquidation is None:
-                continue
-            x = exposure(contract, model, record)
-            value = x * liquidation if linear else Fraction(x) / Fraction(liquidation)
-            (longs if record.side is Side.LONG else shorts).append((liquidation, value))
-        return _buckets(edges, longs, shorts, ZERO if linear else Fraction())
+    tally = MapTally(contract, low, high, step)
+    for record, liquidation in priced:
+        tally.add(record, liquidation)
+    return tally.buckets()
 
 
-def _buckets(
-    edges: Sequence[Decimal],
-    longs: list[tuple[Decimal, Decimal | Fraction]],
-    shorts: list[tuple[Decimal, Decimal | Fraction]],
-    zero: Decimal | Fraction,
-) -> list[Bucket]:
-    """The buckets from notionals of one type (call inside :data:`SUMS`)."""
-    longs.sort(key=lambda item: item[0])
-    shorts.sort(key=lambda item: item[0])
-    long_prices = [price for price, _ in longs]
-    short_prices = [price for price, _ in shorts]
-    # Suffix sums of the longs (at or above a price), prefix sums of the shorts (below).
-    long_above: list[Any] = [zero] * (len(longs) + 1)
-    for n in range(len(longs) - 1, -1, -1):
-        long_above[n] = long_above[n + 1] + longs[n][1]
-    short_below: list[Any] = [zero] * (len(shorts) + 1)
-    for n, (_, value) in enumerate(shorts):
-        short_below[n + 1] = short_below[n] + value
-    buckets = []
-    for low, high in pairwise(edges):
-        l0, l1 = bisect_left(long_prices, low), bisect_left(long_prices, high)
-        s0, s1 = bisect_left(short_prices, low), bisect_left(short_prices, high)
-        buckets.append(
-            Bucket(
-                low,
-                high,
-                l1 - l0,
-                Fraction(long_above[l0] - long_above[l1]),
-                s1 - s0,
-                Fraction(short_below[s1] - short_below[s0]),
-                Fraction(long_above[l0]),
-                Fraction(short_below[s1]),
-            )
-        )
-    return buckets
+class MapTally:
+    """:func:`liquidation_map` fed one position at a time (:meth:`add`, with its
+    liquidation price), so that the caller chooses when to give the loop back;
+    :meth:`buckets` gives the buckets.
+
+    Each position adds its notional to its bucket's sum (found by bisection of
+    the edges), or to the longs at or above ``high`` or the shorts below
+    ``low``, which every cumulative curve counts; nothing is sorted or kept
+    per position. A linear notional ``x·P`` is a finite decimal, summed exactly
+    in :data:`SUMS` (and much faster than as a Fraction); an inverse one ``x/P``
+    is a rational.
+    """
+
+    def __init__(self, contract: Contract, low: Decimal, high: Decimal, step: Decimal) -> None:
+        self.contract = contract
+        self.model = model_for(contract)
+        self.edges = bucket_edges(low, high, step)
+        self._linear = self.model.kind is ContractKind.LINEAR
+        zero: Decimal | Fraction = ZERO if self._linear else Fraction()
+        count = len(self.edges) - 1
+        self._counts = {side: [0] * count for side in Side}
+        self._notionals: dict[Side, list[Any]] = {side: [zero] * count for side in Side}
+        self._longs_above: Any = zero
+        self._shorts_below: Any = zero
+        self._seen: set[str] = set()
+
+    def add(self, record: PositionRecord, liquidation: Decimal | None) -> None:
+        """Count ``record`` at its liquidation price (None: no price liquidates it; it is
+        then left out, as are positions not open and ids seen before)."""
+        if not counted(record, self._seen) or liquidation is None:
+            return
+        side, edges = record.side, self.edges
+        with localcontext(SUMS):
+            x = exposure(self.contract, self.model, record)
+            value = x * liquidation if self._linear else Fraction(x) / Fraction(liquidation)
+            if liquidation >= edges[-1]:
+                if side is Side.LONG:
+                    self._longs_above += value
+            elif liquidation < edges[0]:
+                if side is Side.SHORT:
+                    self._shorts_below += value
+            else:
+                n = bisect_right(edges, liquidation) - 1
+                self._counts[side][n] += 1
+                self._notionals[side][n] += value
+
+    def buckets(self) -> list[Bucket]:
+        """The buckets over the positions added so far, with their cumulative curves: the
+        longs at or above each bucket's ``low``, the shorts below its ``high``."""
+        counts, notionals = self._counts, self._notionals
+        size = len(self.edges) - 1
+        with localcontext(SUMS):
+            long_cumulative: list[Any] = [self._longs_above] * (size + 1)
+            for n in range(size - 1, -1, -1):
+                long_cumulative[n] = long_cumulative[n + 1] + notionals[Side.LONG][n]
+            short_cumulative = self._shorts_below
+            buckets = []
+            for n, (low, high) in enumerate(pairwise(self.edges)):
+                short_cumulative += notionals[Side.SHORT][n]
+                buckets.append(
+                    Bucket(
+                        low,
+                        high,
+                        counts[Side.LONG][n],
+                        Fraction(notionals[Side.LONG][n]),
+                        counts[Side.SHORT][n],
+                        Fraction(notionals[Side.SHORT][n]),
+                        Fraction(long_cumulative[n]),
+                        Fraction(short_cumulative),
+                    )
+                )
+        return buckets

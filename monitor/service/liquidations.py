@@ -10,9 +10,10 @@ tests each position at every distance. So one walk serves the three gauge
 distances, the alert's, and both sides.
 
 The work is off the tick path: each Redis call has the client's reply
-deadline, the loop is given back every :data:`YIELD_EVERY` positions so that
-ticks are not held behind a large book, and symbols are computed one after the
-other. A symbol another monitor holds has no series here (its holder reports it).
+deadline, the loop is given back every few positions
+(:meth:`~monitor.state.readmodel.ReadModel.reach_in_turns`) so that ticks are
+not held behind a large book, and symbols are computed one after the other. A
+symbol another monitor holds has no series here (its holder reports it).
 
 The alert (:mod:`monitor.core.clusters`) keeps its state in Redis
 (:mod:`monitor.state.clusters`), read before each decision: an alert is queued in
@@ -48,27 +49,17 @@ from monitor.telemetry.metrics import Metrics
 
 log = structlog.get_logger("liqmon.liquidations")
 
-PAGE = 250
-"""Ids, then records, read per round trip: small, because a page's reply is decoded in one
-go, and the garbage of larger ones made Python's collector hold the loop for longer."""
-
-YIELD_EVERY = 100
-"""Positions tested between two yields of the event loop (about 1.5 ms of work, each
-position decoded and tested at every distance)."""
-
 
 async def walk(reads: ReadModel, contract: Contract, within: Within) -> int:
     """Feed ``within`` every position that may liquidate at its widest distance, both
-    sides; how many were read. Gives the loop back every :data:`YIELD_EVERY`."""
+    sides; how many were read. Gives the loop back as it goes."""
     symbol, read = contract.symbol, 0
     for side in Side:
         price = within.prices[side, within.widest]
-        async for page in reads.reach(symbol, TriggerSet.worsening_of(side), price, PAGE):
-            for position_id, raw in page:
-                within.add(PositionRecord.decode(position_id, symbol, raw))
-                read += 1
-                if read % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+        reached = reads.reach_in_turns(symbol, TriggerSet.worsening_of(side), price)
+        async for position_id, raw in reached:
+            within.add(PositionRecord.decode(position_id, symbol, raw))
+            read += 1
     return read
 
 

@@ -11,6 +11,7 @@ watch (:mod:`monitor.service.liquidations`) walks the trigger sets through it to
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,18 @@ from monitor.state.keys import Keys
 from monitor.state.positions import QUOTE_FIELDS, decode_quote
 from monitor.state.transport import REDIS_DOWN, Transport, pipelined, swept, text
 
-__all__ = ["REDIS_DOWN", "Entry", "ReadModel", "Sizes", "StoredPrices"]
+__all__ = ["REDIS_DOWN", "TURN", "WALK_PAGE", "Entry", "ReadModel", "Sizes", "StoredPrices"]
+
+TURN = 100
+"""Positions :meth:`ReadModel.reach_in_turns` hands over between two turns of the event
+loop: a position decoded and tested by the caller costs 10-20 µs, so a turn comes every
+1-2 ms."""
+
+WALK_PAGE = 250
+"""Ids, then records, read per round trip by :meth:`ReadModel.reach_in_turns`: small,
+because a page's reply is decoded in one go, and the records of larger ones lived long
+enough to bring on more of Python's full collections, each holding the loop for tens of
+milliseconds."""
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 """A stream entry: its id and its fields."""
@@ -186,6 +198,21 @@ class ReadModel:
             ties = sum(1 for _, score in members if score == last)
             skip = skip + len(members) if last == bound else ties
             bound = last
+
+    async def reach_in_turns(
+        self, symbol: str, trigger_set: TriggerSet, price: Decimal | None
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """:meth:`reach`, :data:`WALK_PAGE` a round trip, one ``(id, record)`` at a time, with
+        the event loop given back every :data:`TURN` of them: what the caller does with each
+        runs in between, so a walk over a large book in the daemon's loop (a stress, a map,
+        the liquidation gauges) does not hold its ticks up."""
+        handed = 0
+        async for found in self.reach(symbol, trigger_set, price, WALK_PAGE):
+            for item in found:
+                yield item
+                handed += 1
+                if handed % TURN == 0:
+                    await asyncio.sleep(0)
 
     async def trigger_size(self, symbol: str, trigger_set: TriggerSet) -> int:
         """How many positions a trigger set holds."""

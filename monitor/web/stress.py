@@ -22,28 +22,30 @@ out; the exact tests in the core decide.
 The map's liquidation prices come from the API's record cache (keyed by the
 stored bytes), so a map asked for again, as the dashboard would, mostly costs
 the reads. Each set is read from the end where it fires first, by score, a page at a time
-(as ``/api/positions`` walks it). The cost is two reads per :data:`PAGE` members, growing with the
+(as ``/api/positions`` walks it). The cost is two reads per page of members, growing with the
 positions between the mark's side of the book and ``P`` (the ones that count,
 plus the healthy ones whose margin-call price lies beyond ``P``), not with the
 book. The pages are not one snapshot: a position the monitor moves while they
-are read counts as it stood when its record was read.
+are read counts as it stood when its record was read. Both are computed in the
+daemon's event loop, beside its ticks, so each position is fed to the core's
+tallies (:class:`~monitor.core.stress.StressTally`,
+:class:`~monitor.core.stress.MapTally`) as it is read, with the loop given back
+every few: a whole-book stress of a large symbol once held the ticks up for
+the whole computation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from monitor.core.margin import Contract, Side
 from monitor.core.position import PositionRecord
-from monitor.core.stress import Bucket, bucket_edges, map_of, stress
+from monitor.core.stress import Bucket, MapTally, StressTally, bucket_edges
 from monitor.core.triggers import TriggerSet
 from monitor.web.api import Api, ApiError, bad_request
-
-PAGE = 5_000
-"""Ids, then records, read per round trip."""
 
 MAX_MOVE = Decimal(10)
 """The largest relative move accepted (``move`` lies in ``(-1, MAX_MOVE]``)."""
@@ -130,8 +132,15 @@ async def stress_documents(api: Api, query: StressQuery) -> list[dict[str, Any]]
                 raise ApiError(409, f"no mark stored for {symbol} yet: give a price")
             price = mark * (1 + query.move)
         contract = api.contracts[symbol]
-        records = await _stress_records(api, contract, price)
-        document = stress(contract, records, price, api.risk).document(mark)
+        tally = StressTally(contract, price, api.risk)
+        for side in (Side.LONG, Side.SHORT):
+            for trigger_set, reach in (
+                (TriggerSet.worsening_of(side), price),
+                (TriggerSet.improving_of(side), None),
+            ):
+                async for position_id, raw in _read(api, contract, trigger_set, reach):
+                    tally.add(PositionRecord.decode(position_id, symbol, raw))
+        document = tally.result().document(mark)
         document["move"] = None if query.move is None else str(query.move)
         documents.append(document)
     return documents
@@ -149,10 +158,11 @@ async def map_document(
         raise bad_request(str(refused)) from None
     contract = api.contracts[symbol]
     quote = (await api.quotes([symbol]))[symbol]
-    longs = await _read(api, contract, TriggerSet.worsening_of(Side.LONG), low)
-    shorts = await _read(api, contract, TriggerSet.worsening_of(Side.SHORT), high)
-    priced = [api.cache.get(contract, position_id, raw) for position_id, raw in [*longs, *shorts]]
-    buckets: list[Bucket] = map_of(contract, priced, low, high, step)
+    tally = MapTally(contract, low, high, step)
+    for side, reach in ((Side.LONG, low), (Side.SHORT, high)):
+        async for position_id, raw in _read(api, contract, TriggerSet.worsening_of(side), reach):
+            tally.add(*api.cache.get(contract, position_id, raw))
+    buckets: list[Bucket] = tally.buckets()
     return {
         "symbol": symbol,
         "mark": None if quote is None else str(quote.mark),
@@ -163,21 +173,11 @@ async def map_document(
     }
 
 
-async def _stress_records(api: Api, contract: Contract, price: Decimal) -> list[PositionRecord]:
-    """The positions that may count at ``price`` (module doc), both sides."""
-    records = []
-    for side in (Side.LONG, Side.SHORT):
-        raws = await _read(api, contract, TriggerSet.worsening_of(side), price)
-        raws += await _read(api, contract, TriggerSet.improving_of(side), None)
-        records += [PositionRecord.decode(i, contract.symbol, raw) for i, raw in raws]
-    return records
-
-
-async def _read(
+def _read(
     api: Api, contract: Contract, trigger_set: TriggerSet, price: Decimal | None
-) -> list[tuple[str, bytes]]:
+) -> AsyncIterator[tuple[str, bytes]]:
     """The stored ``(id, record)`` of the trigger set's members a mark at ``price`` reaches
-    (None: all of them), :data:`PAGE` a round trip
-    (:meth:`~monitor.state.readmodel.ReadModel.reach`)."""
-    reached = api.reads.reach(contract.symbol, trigger_set, price, PAGE)
-    return [found async for page in reached for found in page]
+    (None: all of them), a page a round trip, with the loop given back as the caller
+    goes (:meth:`~monitor.state.readmodel.ReadModel.reach_in_turns`): a stress or a map
+    is computed in the daemon's loop, beside its ticks."""
+    return api.reads.reach_in_turns(contract.symbol, trigger_set, price)

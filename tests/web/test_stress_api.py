@@ -10,15 +10,18 @@ new versions and closes.
 
 from __future__ import annotations
 
+import gc
 from decimal import Context, Decimal
 from typing import Any
 
 from harness import http_get, position_object, publish, settled, until
-from test_http_api import MARKS, seeded
+from test_http_api import MARKS, make_positions, seeded
 
 from monitor.core.models import model_for
 from monitor.core.status import Status
 from monitor.core.stress import liquidation_map, stress
+from monitor.core.wire import position_from_object
+from monitor.devtools.stalls import timed
 from monitor.service.daemon import Daemon
 
 MOVES = ["-0.5", "-0.2", "-0.1", "-0.05", "-0.02", "-0.01", "0", "0.01", "0.03", "0.1", "0.3"]
@@ -199,3 +202,48 @@ async def test_several_symbols_with_one_move_and_the_refusals(
         "199998 buckets: at most 2000 (widen the step)",
     ]
     assert "unknown symbol 'NOPE'" in messages[5]
+
+
+async def test_a_whole_book_stress_or_map_does_not_hold_up_the_ticks(
+    redis_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """A stress or a map over nearly every position of a 60,000-position symbol, computed
+    in the daemon's own event loop, gives the loop back as it goes: ticks are not held up
+    for the whole computation (which takes a good part of a second here)."""
+    async with seeded(redis_url, mqtt_url, prefix, 0) as (daemon, _):
+        contract = daemon.settings.symbols["BTCUSDT"]
+        positions = make_positions(180_000)
+        updates = [
+            position_from_object(p, daemon.settings.symbols)
+            for p in positions
+            if p["symbol"] == "BTCUSDT"
+        ]
+        for start in range(0, len(updates), 5000):
+            await daemon.engine.apply_updates(updates[start : start + 5000])
+        assert len(await daemon.store.all_records("BTCUSDT")) == len(updates) == 60_000
+        del positions, updates
+        gc.collect()  # not during the measurement: this process holds the test's data too
+        low, high = ((MARKS["BTCUSDT"] * Decimal(f)).quantize(Decimal(1)) for f in ("0.5", "1.5"))
+        queries = {
+            "stress": "/api/stress?symbol=BTCUSDT&move=-0.3",
+            "map": f"/api/liquidation-map?symbol=BTCUSDT&low={low}&high={high}&step=100",
+        }
+        # The collector off: its own passes over this test process's heap (tens of ms, at
+        # moments of its choosing) are not what is measured here.
+        gc.disable()
+        try:
+            for name, path in queries.items():
+                _, stall, (status, document, _) = await timed(http_get(daemon, path))
+                assert 200 == status, document
+                assert stall < 0.03, f"{name}: the event loop stood still {stall * 1000:.0f} ms"
+        finally:
+            gc.enable()
+        expected = stress(
+            contract,
+            await daemon.store.all_records("BTCUSDT"),
+            MARKS["BTCUSDT"] * Decimal("0.7"),
+            daemon.settings.risk,
+        ).document(MARKS["BTCUSDT"])
+        status, document, _ = await http_get(daemon, queries["stress"])
+        assert {**expected, "move": "-0.3"} == document["stress"][0]
+        assert expected["liquidated"]["count"] > 10_000  # type: ignore[index]
