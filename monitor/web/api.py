@@ -42,6 +42,7 @@ once-a-second listing mostly costs the Redis reads.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import math
 import time
@@ -64,7 +65,7 @@ from monitor.core.position import PositionRecord
 from monitor.core.status import EventType, RiskLimits, Status
 from monitor.core.triggers import Direction, TriggerSet
 from monitor.core.view import describe
-from monitor.state.readmodel import ReadModel
+from monitor.state.readmodel import TURN, ReadModel
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -583,7 +584,9 @@ class Api:
         """The stored records of ``ids`` (the missing skipped), with their distances."""
         raws = await self.reads.raw_records(contract.symbol, ids)
         items = []
-        for position_id, raw in zip(ids, raws, strict=True):
+        for n, (position_id, raw) in enumerate(zip(ids, raws, strict=True), 1):
+            if n % TURN == 0:
+                await asyncio.sleep(0)  # a page is up to MAX_PAGE records: the ticks go on
             if raw is not None:
                 record, liquidation = self.cache.get(contract, position_id, raw)
                 exact = (
@@ -607,6 +610,8 @@ class Api:
             read += 1
             if read >= READ_CAP:
                 return found, False
+            if read % TURN == 0:
+                await asyncio.sleep(0)
         return found, True
 
     async def position(self, position_id: str) -> dict[str, Any]:
