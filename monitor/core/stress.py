@@ -207,12 +207,18 @@ class Stress:
 _SIGN = {Side.LONG: 1, Side.SHORT: -1}
 
 
-def counted(record: PositionRecord, seen: set[str]) -> bool:
+Seen = dict[str, None]
+"""The ids counted so far by one computation. A dict, not a set: a dict holding only
+strings is not tracked by Python's garbage collector, where a set of the hundreds of
+thousands of ids a large walk counts was traversed by each of its passes."""
+
+
+def counted(record: PositionRecord, seen: Seen) -> bool:
     """Whether ``record`` counts: open, with a size, and its id not ``seen`` before (it is
     then noted in ``seen``)."""
     if record.status not in OPEN or record.qty <= 0 or record.id in seen:
         return False
-    seen.add(record.id)
+    seen[record.id] = None
     return True
 
 
@@ -246,7 +252,7 @@ class StressTally:
         self._liquidated = {side: Sums() for side in Side}
         self._bankrupt = {side: Sums() for side in Side}
         self._called = {side: Sums() for side in Side}
-        self._seen: set[str] = set()
+        self._seen: Seen = {}
 
     def add(self, record: PositionRecord) -> None:
         """Sort ``record`` into its sets at the price (if it is open and not seen before)."""
@@ -323,7 +329,7 @@ class Within:
         self.distances = tuple(sorted(set(distances)))
         self.prices = {(side, d): against(mark, side, d) for side in Side for d in self.distances}
         self._sums = {key: Sums() for key in self.prices}
-        self._seen: set[str] = set()
+        self._seen: Seen = {}
 
     @property
     def widest(self) -> Decimal:
@@ -465,7 +471,7 @@ class MapTally:
         self._notionals: dict[Side, list[Any]] = {side: [zero] * count for side in Side}
         self._longs_above: Any = zero
         self._shorts_below: Any = zero
-        self._seen: set[str] = set()
+        self._seen: Seen = {}
 
     def add(self, record: PositionRecord, liquidation: Decimal | None) -> None:
         """Count ``record`` at its liquidation price (None: no price liquidates it; it is
