@@ -417,6 +417,10 @@ class Api:
         """The margin-call thresholds ``/api/stress`` counts margin calls with."""
         self.clock = clock
         self.cache = RecordCache(CACHE_SIZE)
+        self.walking = asyncio.Lock()
+        """Held by the stress or map being computed (:mod:`monitor.web.stress`): one at a
+        time, so that dashboards asking for maps of a large book cannot pile walks up
+        beside the ticks."""
 
     @property
     def symbols(self) -> list[str]:

@@ -346,7 +346,10 @@ DESCRIPTION = (
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": schema.Error, "description": "A query parameter is unknown or invalid"},
     403: {"model": schema.Error, "description": "Host or Origin not allowed"},
-    503: {"model": schema.Error, "description": "Redis unavailable"},
+    503: {
+        "model": schema.Error,
+        "description": "Redis unavailable (or, for a stress or a map, another one being computed)",
+    },
 }
 
 

@@ -36,6 +36,8 @@ the whole computation.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -46,6 +48,9 @@ from monitor.core.position import PositionRecord
 from monitor.core.stress import Bucket, MapTally, StressTally, bucket_edges
 from monitor.core.triggers import TriggerSet
 from monitor.web.api import Api, ApiError, bad_request
+
+WALK_WAIT_S = 5.0
+"""How long a stress or map waits for the one being computed before it is refused (503)."""
 
 MAX_MOVE = Decimal(10)
 """The largest relative move accepted (``move`` lies in ``(-1, MAX_MOVE]``)."""
@@ -117,6 +122,11 @@ def stress_query(
 async def stress_documents(api: Api, query: StressQuery) -> list[dict[str, Any]]:
     """Per symbol, the stress figures at the query's price, or at its move from the mark
     (a 409 for a symbol named with no mark stored yet)."""
+    async with _alone(api):
+        return await _stress_documents(api, query)
+
+
+async def _stress_documents(api: Api, query: StressQuery) -> list[dict[str, Any]]:
     quotes = await api.quotes(query.symbols)
     documents = []
     for symbol in query.symbols:
@@ -159,9 +169,11 @@ async def map_document(
     contract = api.contracts[symbol]
     quote = (await api.quotes([symbol]))[symbol]
     tally = MapTally(contract, low, high, step)
-    for side, reach in ((Side.LONG, low), (Side.SHORT, high)):
-        async for position_id, raw in _read(api, contract, TriggerSet.worsening_of(side), reach):
-            tally.add(*api.cache.get(contract, position_id, raw))
+    async with _alone(api):
+        for side, reach in ((Side.LONG, low), (Side.SHORT, high)):
+            trigger_set = TriggerSet.worsening_of(side)
+            async for position_id, raw in _read(api, contract, trigger_set, reach):
+                tally.add(*api.cache.get(contract, position_id, raw))
     buckets: list[Bucket] = tally.buckets()
     return {
         "symbol": symbol,
@@ -181,3 +193,22 @@ def _read(
     goes (:meth:`~monitor.state.readmodel.ReadModel.reach_in_turns`): a stress or a map
     is computed in the daemon's loop, beside its ticks."""
     return api.reads.reach_in_turns(contract.symbol, trigger_set, price)
+
+
+@contextlib.asynccontextmanager
+async def _alone(api: Api) -> AsyncIterator[None]:
+    """The only stress or map being computed: waits :data:`WALK_WAIT_S` for the one
+    before it, then refuses (503). Each gives the loop back as it goes, but several
+    at once would each take a turn before a tick's, and a map of a book of a million
+    positions is seconds of the daemon's CPU."""
+    try:
+        async with asyncio.timeout(WALK_WAIT_S):
+            await api.walking.acquire()
+    except TimeoutError:
+        raise ApiError(
+            503, "another stress or liquidation map is being computed: try again in a few seconds"
+        ) from None
+    try:
+        yield
+    finally:
+        api.walking.release()

@@ -10,10 +10,13 @@ new versions and closes.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from decimal import Context, Decimal
 from typing import Any
 
+import orjson
+import pytest
 from harness import http_get, position_object, publish, settled, until
 from test_http_api import MARKS, make_positions, seeded
 
@@ -23,6 +26,7 @@ from monitor.core.stress import liquidation_map, stress
 from monitor.core.wire import position_from_object
 from monitor.devtools.stalls import timed
 from monitor.service.daemon import Daemon
+from monitor.web import stress as web_stress
 
 MOVES = ["-0.5", "-0.2", "-0.1", "-0.05", "-0.02", "-0.01", "0", "0.01", "0.03", "0.1", "0.3"]
 
@@ -205,12 +209,12 @@ async def test_several_symbols_with_one_move_and_the_refusals(
 
 
 async def test_a_whole_book_stress_map_or_listing_does_not_hold_up_the_ticks(
-    redis_url: str, mqtt_url: str, prefix: str
+    redis_url: str, mqtt_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stress or a map over nearly every position of a 60,000-position symbol, computed
     in the daemon's own event loop, gives the loop back as it goes: ticks are not held up
     for the whole computation (which takes a good part of a second here). So do listings,
-    which read up to thousands of records a page."""
+    which read up to thousands of records a page. Stresses and maps go one at a time."""
     async with seeded(redis_url, mqtt_url, prefix, 0) as (daemon, _):
         contract = daemon.settings.symbols["BTCUSDT"]
         positions = make_positions(180_000)
@@ -242,6 +246,18 @@ async def test_a_whole_book_stress_map_or_listing_does_not_hold_up_the_ticks(
                 assert stall < 0.05, f"{name}: the event loop stood still {stall * 1000:.0f} ms"
         finally:
             gc.enable()
+        # Several maps at once: one is computed, the others wait WALK_WAIT_S for it and are
+        # refused, saying why.
+        monkeypatch.setattr(web_stress, "WALK_WAIT_S", 0.05)
+        answers = await asyncio.gather(*(http_get(daemon, queries["map"]) for _ in range(4)))
+        statuses = sorted(status for status, _, _ in answers)
+        assert 200 == statuses[0] and 503 == statuses[-1], statuses
+        assert {
+            "another stress or liquidation map is being computed: try again in a few seconds"
+        } == {document["error"] for status, document, _ in answers if status == 503}
+        assert 1 == len(
+            {orjson.dumps(document) for status, document, _ in answers if status == 200}
+        )
         expected = stress(
             contract,
             await daemon.store.all_records("BTCUSDT"),
