@@ -45,6 +45,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -693,6 +694,10 @@ class BookRun:
         pipe.execute()
         before = int(self.client.info("memory")["used_memory"])
         env = dict(os.environ, LIQMON_REDIS_URL=self.redis_server.url, LIQMON_LOG_FORMAT="json")
+        redis_cpu = self._redis_cpu()
+        # The load's own CPU: the liqmon process and its workers (waited for by it, so
+        # counted in ours once it is waited for too).
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run(
             [str(LIQMON), "--config", str(self.config), "positions", "load", str(data)],
@@ -701,6 +706,9 @@ class BookRun:
             check=True,
         )
         seconds = time.perf_counter() - started
+        spent = resource.getrusage(resource.RUSAGE_CHILDREN)
+        loader_cpu = spent.ru_utime + spent.ru_stime - children.ru_utime - children.ru_stime
+        redis_cpu = self._redis_cpu() - redis_cpu
         after = int(self.client.info("memory")["used_memory"])
         stored = sum(self.client.hlen(KEYS.positions(s)) for s in self.symbols)
         outbox = sum(self.client.xlen(KEYS.outbox(s)) for s in self.symbols)
@@ -710,6 +718,12 @@ class BookRun:
             "load_positions_per_second": round(self.n / seconds),
             "load_batch": LOAD_BATCH,
             "load_workers": default_load_workers(data.stat().st_size),
+            "load_cpu_seconds": {
+                "loader": round(loader_cpu, 2),
+                "redis": round(redis_cpu, 2),
+                "cores_busy": round((loader_cpu + redis_cpu) / seconds, 2),
+                "cores": os.cpu_count(),
+            },
             "positions_stored": stored,
             "load_gave_up_messages": gave_up,
             "events_at_load": outbox,
@@ -726,6 +740,11 @@ class BookRun:
                 f"only {stored:,} of {self.n:,} positions stored:\n{done.stderr[-2000:]!r}"
             )
         data.unlink()
+
+    def _redis_cpu(self) -> float:
+        """Redis's CPU seconds so far (user and system)."""
+        cpu = self.client.info("cpu")
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
     def fresh_marks(self) -> None:
         """Stamp every stored mark with the time now, as live feeds would keep it: a monitor

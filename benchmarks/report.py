@@ -151,7 +151,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | str | N
             "1,000,000 positions loaded in ≤ 15 s (#17)",
             f"{label} in {_fmt(state['load_seconds'], ' s')} ({_fmt(per_s)}/s)",
             f"1M at this rate: {_fmt(1_000_000 / per_s, ' s', 1)} (liqmon positions load, "
-            f"batch {state['load_batch']}, {state.get('load_workers', 1)} worker(s))",
+            f"batch {state['load_batch']}, {state.get('load_workers', 1)} worker(s))"
+            + _load_cpu(state.get("load_cpu_seconds")),
             1_000_000 / per_s <= 15,
         )
     )
@@ -445,3 +446,13 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return True
+
+
+def _load_cpu(cpu: dict[str, Any] | None) -> str:
+    """What bounds a load: the CPU its processes and Redis spent, against the cores."""
+    if not cpu:
+        return ""
+    return (
+        f"; CPU spent: loader {cpu['loader']} s, Redis {cpu['redis']} s, "
+        f"{cpu['cores_busy']} of {cpu['cores']} cores busy throughout"
+    )
