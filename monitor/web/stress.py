@@ -30,8 +30,8 @@ are read counts as it stood when its record was read. Both are computed in the
 daemon's event loop, beside its ticks, so each position is fed to the core's
 tallies (:class:`~monitor.core.stress.StressTally`,
 :class:`~monitor.core.stress.MapTally`) as it is read, with the loop given back
-every few: a whole-book stress of a large symbol once held the ticks up for
-the whole computation.
+every few, so that a whole-book stress of a large symbol does not hold the
+ticks up for the whole computation; and one is computed at a time.
 """
 
 from __future__ import annotations
