@@ -76,7 +76,8 @@ READ_CAP = 50_000
 """Records one walk (or scan) reads at most, per symbol and side (or per symbol)."""
 MAX_PAGE = 2_000
 CACHE_SIZE = 100_000
-"""Decoded records (with their liquidation prices) kept between listings."""
+"""Liquidation prices (with the stored bytes they were solved from) kept between listings
+and maps."""
 MAX_ACCOUNT_LENGTH = 64
 
 INDEXED = frozenset({Status.HEALTHY, Status.MARGIN_CALL})
