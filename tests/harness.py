@@ -181,6 +181,35 @@ def mqtt_client(url: str, name: str = "test") -> aiomqtt.Client:
     return aiomqtt.Client(host, int(port), identifier=f"{name}-{uuid.uuid4().hex[:8]}")
 
 
+@contextlib.asynccontextmanager
+async def heard(
+    url: str,
+    topic_filter: str,
+    name: str,
+    kept: Callable[[str, Any], Any] = lambda topic, document: document,
+) -> AsyncIterator[list[Any]]:
+    """Every message on ``topic_filter`` (QoS 1) while inside, in order of arrival: its
+    decoded JSON passed through ``kept(topic, document)`` (None: left out)."""
+    received: list[Any] = []
+    async with mqtt_client(url, name) as client:
+        await client.subscribe(topic_filter, qos=1)
+
+        async def read() -> None:
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                item = kept(message.topic.value, orjson.loads(message.payload))
+                if item is not None:
+                    received.append(item)
+
+        task = asyncio.create_task(read())
+        try:
+            yield received
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 class Collector:
     """Subscribes to events and keeps every payload received, duplicates included."""
 

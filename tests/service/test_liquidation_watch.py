@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-import orjson
 from harness import (
     crash,
+    heard,
     mqtt_client,
     position_object,
     publish,
@@ -55,27 +56,16 @@ def watched(redis_url: str, mqtt_url: str, prefix: str) -> Settings:
     return replace(settings_for(redis_url, mqtt_url, prefix), liquidation_watch=watch)
 
 
-@contextlib.asynccontextmanager
-async def alerts_heard(mqtt_url: str, prefix: str) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every liquidation-cluster alert published while inside, in order of arrival."""
-    heard: list[dict[str, Any]] = []
-    async with mqtt_client(mqtt_url, "alerts") as client:
-        await client.subscribe(f"{prefix}/alerts/#", qos=1)
+def alerts_heard(mqtt_url: str, prefix: str) -> AbstractAsyncContextManager[list[Any]]:
+    """Every liquidation-cluster alert published while inside, in order of arrival, with
+    its topic."""
 
-        async def listen() -> None:
-            async for message in client.messages:
-                assert isinstance(message.payload, bytes)
-                if "/liquidation_cluster" not in message.topic.value:
-                    continue  # a feed going stale in a slow run is not this test's business
-                heard.append({"topic": message.topic.value, **orjson.loads(message.payload)})
+    def cluster_alert(topic: str, document: dict[str, Any]) -> dict[str, Any] | None:
+        if "/liquidation_cluster" not in topic:
+            return None  # a feed going stale in a slow run is not this test's business
+        return {"topic": topic, **document}
 
-        task = asyncio.create_task(listen())
-        try:
-            yield heard
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    return heard(mqtt_url, f"{prefix}/alerts/#", "alerts", cluster_alert)
 
 
 def refreshes(daemon: Daemon) -> float:

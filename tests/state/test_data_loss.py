@@ -8,22 +8,21 @@ epoch key (``{prefix}:epoch``, :mod:`monitor.state.epoch`) being gone tells the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 import structlog
 from harness import (
     Collector,
     btc_long,
+    heard,
     mqtt_client,
     publish,
     publishing,
@@ -66,25 +65,9 @@ def liqmon(*args: str, redis_url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@contextlib.asynccontextmanager
-async def resync_requests(url: str, prefix: str) -> AsyncIterator[list[dict[str, Any]]]:
+def resync_requests(url: str, prefix: str) -> AbstractAsyncContextManager[list[Any]]:
     """Every message on ``{prefix}/resync``, as it arrives."""
-    received: list[dict[str, Any]] = []
-    async with mqtt_client(url, "resync") as client:
-        await client.subscribe(f"{prefix}/resync", qos=1)
-
-        async def read() -> None:
-            async for message in client.messages:
-                assert isinstance(message.payload, bytes)
-                received.append(orjson.loads(message.payload))
-
-        task = asyncio.create_task(read())
-        try:
-            yield received
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    return heard(url, f"{prefix}/resync", "resync")
 
 
 def test_event_ids_of_a_later_generation_differ_and_still_split_from_the_right() -> None:
