@@ -204,7 +204,7 @@ class Stress:
         }
 
 
-_SIGN = {Side.LONG: 1, Side.SHORT: -1}
+SIGN = {Side.LONG: 1, Side.SHORT: -1}
 
 
 Seen = dict[str, None]
@@ -274,33 +274,52 @@ class StressTally:
                 record.margin,
             )
             chosen.add(kind, x, entry, margin)
-            if chosen is self._liquidated[side] and _bankrupt(
-                kind, _SIGN[side], x, entry, margin, price
+            if chosen is self._liquidated[side] and bankrupt_at(
+                kind, SIGN[side], x, entry, margin, price
             ):
                 self._bankrupt[side].add(kind, x, entry, margin)
 
     def result(self) -> Stress:
         """The figures over the positions added so far."""
-        kind, price = self.model.kind, self.price
-        liquidated, called = self._liquidated.values(), self._called.values()
-        return Stress(
+        return figures(
             self.contract.symbol,
-            price,
-            Tally(
-                sum(sums.count for sums in liquidated),
-                sum((sums.notional(kind, price) for sums in liquidated), Fraction()),
-                sum((Fraction(sums.margin) for sums in liquidated), Fraction()),
-            ),
-            Tally(
-                sum(sums.count for sums in called),
-                sum((sums.notional(kind, price) for sums in called), Fraction()),
-                Fraction(),
-            ),
-            -sum(
-                (sums.balance(kind, _SIGN[side], price) for side, sums in self._bankrupt.items()),
-                Fraction(),
-            ),
+            self.model.kind,
+            self.price,
+            self._liquidated,
+            self._bankrupt,
+            self._called,
         )
+
+
+def figures(
+    symbol: str,
+    kind: ContractKind,
+    price: Decimal,
+    liquidated: dict[Side, Sums],
+    bankrupt: dict[Side, Sums],
+    called: dict[Side, Sums],
+) -> Stress:
+    """The stress figures at ``price`` from each side's sums of its liquidated positions,
+    of those of them past bankruptcy, and of those in margin call (the module doc's
+    algebra)."""
+    return Stress(
+        symbol,
+        price,
+        Tally(
+            sum(sums.count for sums in liquidated.values()),
+            sum((sums.notional(kind, price) for sums in liquidated.values()), Fraction()),
+            sum((Fraction(sums.margin) for sums in liquidated.values()), Fraction()),
+        ),
+        Tally(
+            sum(sums.count for sums in called.values()),
+            sum((sums.notional(kind, price) for sums in called.values()), Fraction()),
+            Fraction(),
+        ),
+        -sum(
+            (sums.balance(kind, SIGN[side], price) for side, sums in bankrupt.items()),
+            Fraction(),
+        ),
+    )
 
 
 def against(mark: Decimal, side: Side, distance: Decimal) -> Decimal:
@@ -349,6 +368,11 @@ class Within:
                         x = exposure(self.contract, self.model, record)
                     self._sums[side, distance].add_x(x)
 
+    def take(self, side: Side, distance: Decimal, sums: Sums) -> None:
+        """Take ``sums`` as what liquidates of ``side`` at ``distance``: counted elsewhere
+        (:meth:`~monitor.core.book.LiquidationBook.within`) instead of by :meth:`add`."""
+        self._sums[side, distance] = sums
+
     def notional(self, side: Side, distance: Decimal) -> Fraction:
         """The liquidating notional of ``side`` at ``distance`` (one of the distances)."""
         return self._sums[side, distance].notional(self.model.kind, self.prices[side, distance])
@@ -358,7 +382,7 @@ class Within:
         return self._sums[side, distance].count
 
 
-def _bankrupt(
+def bankrupt_at(
     kind: ContractKind, sign: int, x: Decimal, entry: Decimal, margin: Decimal, price: Decimal
 ) -> bool:
     """``M + PnL(P) < 0``, exactly: the inverse form multiplied through by ``E·P > 0``
@@ -492,6 +516,23 @@ class MapTally:
                 n = bisect_right(edges, liquidation) - 1
                 self._counts[side][n] += 1
                 self._notionals[side][n] += value
+
+    def add_cell(self, side: Side, bucket: int, count: int, notional: Decimal | Fraction) -> None:
+        """Count ``count`` positions of ``side`` with their ``notional`` (each at its own
+        liquidation price) in bucket number ``bucket``: a cell of
+        :class:`~monitor.core.book.LiquidationBook` that lies inside it."""
+        with localcontext(SUMS):
+            self._counts[side][bucket] += count
+            self._notionals[side][bucket] += notional
+
+    def add_outside(self, side: Side, notional: Decimal | Fraction) -> None:
+        """Count the notional of longs liquidating at or above ``high`` (``side`` long), or
+        of shorts below ``low`` (short): the cells beyond the map's range."""
+        with localcontext(SUMS):
+            if side is Side.LONG:
+                self._longs_above += notional
+            else:
+                self._shorts_below += notional
 
     def buckets(self) -> list[Bucket]:
         """The buckets over the positions added so far, with their cumulative curves: the
