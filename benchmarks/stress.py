@@ -1,20 +1,21 @@
-"""Measure ``/api/stress`` and ``/api/liquidation-map``'s work against the book's size.
+"""Measure ``/api/stress``, ``/api/liquidation-map`` and the gauges against the book's size.
 
 Starts its own redis-server (monitor.devtools.embedded), loads N positions of one
 symbol (BTCUSDT at a mark of 64,000, entries within 5 %, leverage 2-50x, a third
 short) with the real ``liqmon positions load``, reads ``INFO memory`` before and
-after, then times, in this process, what the endpoints do (the read model's
-reads and :mod:`monitor.core.stress`): stress at moves of −1 %, −5 %, −10 % and
-−30 %, and a map of ±20 % of the mark in 400 buckets (``first_ms``: the first
-map, which solves every liquidation price; ``ms``: again, from the API's record
-cache), and the daemon's liquidation gauges (:mod:`monitor.service.liquidations`:
-one walk to 10 % against each side, each position tested at 1, 5 and 10 %).
-``max_loop_stall_ms``: the longest the event loop went without turning during any
-run of a query, what a tick would wait in the daemon, which computes all three in
-its event loop. Each figure is the median of ``--repeat`` runs; ``read`` is how many
-positions the trigger index selected for reading, ``liquidated`` how many of them count.
+after, then, in this process, as the daemon does: files the symbol's liquidation
+book (:mod:`monitor.state.books`; ``filing``: its wall time, the longest the event
+loop went without a turn meanwhile, and the growth of this process's resident
+memory per position), and times the endpoints' work from it: stress at moves of
+−1 %, −5 %, −10 % and −30 %, a map of ±20 % of the mark in 400 buckets (step 64,
+which cuts the book's blocks, so cells are summed) and in 256 buckets of 100 (a
+block each), and the liquidation gauges (three distances, both sides). Then it
+loads ``--changes`` more positions and times the stress that catches the book up
+with them. ``max_loop_stall_ms``: the longest the event loop went without turning
+during any run of a query, what a tick would wait in the daemon. Each figure is
+the median of ``--repeat`` runs.
 
-    .venv/bin/python -m benchmarks.stress --positions 10000 100000
+    .venv/bin/python -m benchmarks.stress --positions 10000 100000 1000000
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import argparse
 import asyncio
 import gc
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -35,114 +35,133 @@ from typing import Any
 
 import redis
 
-from benchmarks.generator import write_positions
+from benchmarks.generator import generate_positions
 from monitor.config.loading import load_settings
 from monitor.core.clusters import GAUGE_DISTANCES
-from monitor.core.margin import Contract, Side
 from monitor.core.stress import Within
-from monitor.core.triggers import TriggerSet
 from monitor.devtools.embedded import RedisServer
 from monitor.devtools.stalls import timed
-from monitor.service.liquidations import walk
 from monitor.service.loading import open_read_model
-from monitor.state.readmodel import WALK_PAGE, ReadModel
+from monitor.state.books import Books
 from monitor.web.api import Api
 from monitor.web.stress import map_document, stress_documents, stress_query
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "liqmon.toml"
 MARK = 64000
 MOVES = ("-0.01", "-0.05", "-0.1", "-0.3")
+SYMBOL = "BTCUSDT"
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
-async def timings(url: str, repeat: int) -> dict[str, Any]:
-    """Median wall time of each query, with what it read and counted, and the longest the
-    event loop went without a turn during any run of it."""
+def resident_bytes() -> int:
+    """This process's resident memory."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE_BYTES
+
+
+async def timings(url: str, count: int, repeat: int, changes: int) -> dict[str, Any]:
+    """File the book, then the median wall time of each query and the longest the event
+    loop went without a turn during any run of it."""
     settings = load_settings(CONFIG, environ={"LIQMON_REDIS_URL": url})
     reads = open_read_model(settings)
-    api = Api(reads, settings.symbols, risk=settings.risk)
-    # As the daemon does once it runs: what exists now is left out of the garbage
-    # collector's passes (else each full pass over this process's modules is 40-60 ms
-    # of loop stall the daemon does not have).
-    gc.collect()
-    gc.freeze()
+    books = Books(reads, settings.symbols, settings.risk)
+    api = Api(reads, settings.symbols, risk=settings.risk, books=books)
     figures: dict[str, Any] = {}
-    try:
-        for move in MOVES:
-            query = stress_query(api.symbols, "BTCUSDT", None, move)
-            runs = [await timed(stress_documents(api, query)) for _ in range(repeat)]
-            (document,) = runs[-1][2]
-            price = Decimal(MARK) * (1 + Decimal(move))
-            figures[f"stress {move}"] = {
-                **_summary(runs),
-                "read": await _selected(reads, price),
-                "liquidated": document["liquidated"]["count"],
-                "margin_call": document["margin_call"]["count"],
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(books.run())
+        try:
+            gc.collect()
+            before = resident_bytes()
+            seconds, stall, book = await timed(books.book(SYMBOL, 3600))
+            gc.collect()
+            figures["filing"] = {
+                "s": round(seconds, 2),
+                "max_loop_stall_ms": round(stall * 1000, 1),
+                "filed": len(book),
+                "python_bytes_per_position": round((resident_bytes() - before) / count, 1),
             }
-        low, high = Decimal(MARK) * Decimal("0.8"), Decimal(MARK) * Decimal("1.2")
-        step = (high - low) / 400
-        maps = [
-            await timed(map_document(api, "BTCUSDT", low, high, step)) for _ in range(repeat + 1)
-        ]
-        figures["map ±20 % / 400"] = {"first_ms": round(maps[0][0] * 1000, 1), **_summary(maps[1:])}
-        figures["gauges 1/5/10 %"] = await _gauges(reads, settings.symbols["BTCUSDT"], repeat)
-    finally:
-        await reads.aclose()
+            # As the daemon does once it runs: what exists now is left out of the garbage
+            # collector's passes.
+            gc.freeze()
+            for move in MOVES:
+                query = stress_query(api.symbols, SYMBOL, None, move)
+                runs = [await timed(stress_documents(api, query)) for _ in range(repeat)]
+                (document,) = runs[-1][2]
+                figures[f"stress {move}"] = {
+                    **_summary(runs),
+                    "liquidated": document["liquidated"]["count"],
+                    "margin_call": document["margin_call"]["count"],
+                }
+            for name, low_f, high_f, step in (
+                ("map ±20 % / 400", "0.8", "1.2", Decimal(64)),
+                ("map ±20 % / 256 of 100", "0.8", "1.2", Decimal(100)),
+            ):
+                low, high = Decimal(MARK) * Decimal(low_f), Decimal(MARK) * Decimal(high_f)
+                maps = [
+                    await timed(map_document(api, SYMBOL, low, high, step)) for _ in range(repeat)
+                ]
+                figures[name] = _summary(maps)
+            figures["gauges 1/5/10 %"] = _summary(
+                [await timed(_gauges(books, Decimal(MARK))) for _ in range(repeat)]
+            )
+            await asyncio.to_thread(load, url, changes, "more")
+            query = stress_query(api.symbols, SYMBOL, None, "-0.1")
+            figures[f"stress -0.1 after {changes:,} more positions"] = _summary(
+                [await timed(stress_documents(api, query))]
+            )
+        finally:
+            running.cancel()
+            await reads.aclose()
     return figures
+
+
+async def _gauges(books: Books, mark: Decimal) -> Within:
+    """The liquidation gauges' computation (both sides, three distances)."""
+    return (await books.book(SYMBOL, 60)).within(mark, GAUGE_DISTANCES)
 
 
 def _summary(runs: list[tuple[float, float, Any]]) -> dict[str, float]:
     """The median wall time and the longest loop stall of some runs, in ms."""
     return {
-        "ms": round(statistics.median(seconds for seconds, _, _ in runs) * 1000, 1),
+        "ms": round(statistics.median(seconds for seconds, _, _ in runs) * 1000, 2),
         "max_loop_stall_ms": round(max(stall for _, stall, _ in runs) * 1000, 1),
     }
 
 
-async def _gauges(reads: ReadModel, contract: Contract, repeat: int) -> dict[str, Any]:
-    """The daemon's liquidation-gauge computation of one symbol (both sides, three
-    distances), and the longest the event loop waited meanwhile (what a tick could)."""
-    runs = [
-        await timed(walk(reads, contract, Within(contract, Decimal(MARK), GAUGE_DISTANCES)))
-        for _ in range(repeat)
-    ]
-    read = runs[-1][2]
-    figures = _summary(runs)
-    return {**figures, "read": read, "us_per_read": round(figures["ms"] * 1000 / max(read, 1), 1)}
-
-
-async def _selected(reads: ReadModel, price: Decimal) -> int:
-    """Positions a stress at ``price`` reads: longs scored at or above it, shorts at or
-    below, and every position in margin call."""
-    longs = await reads.trigger_page("BTCUSDT", TriggerSet.worsening_of(Side.LONG), math.inf, 0, -1)
-    shorts = await reads.trigger_page(
-        "BTCUSDT", TriggerSet.worsening_of(Side.SHORT), -math.inf, 0, -1
-    )
-    called = sum(
-        [await reads.trigger_size("BTCUSDT", TriggerSet.improving_of(side)) for side in Side]
-    )
-    at = float(price)
-    return sum(score >= at for _, score in longs) + sum(score <= at for _, score in shorts) + called
-
-
-def measure(count: int, repeat: int) -> dict[str, Any]:
-    """Load ``count`` positions into a fresh Redis and time the queries."""
-    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as server:
+def load(url: str, count: int, prefix: str) -> None:
+    """Load ``count`` positions of the symbol, ids ``{prefix}-N``, with ``liqmon positions
+    load``."""
+    with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "positions.jsonl"
-        write_positions(data, count, 1, symbols={"BTCUSDT": MARK}, inverse={})
+        with data.open("w") as out:
+            for position in generate_positions(
+                count, len(prefix), symbols={SYMBOL: MARK}, inverse={}
+            ):
+                position["id"] = f"{prefix}-{position['id']}"
+                out.write(json.dumps(position) + "\n")
+        command = [str(Path(sys.executable).parent / "liqmon"), "positions", "load", str(data)]
+        env = dict(os.environ, LIQMON_REDIS_URL=url)
+        subprocess.run(command, env=env, check=True, capture_output=True)
+
+
+def measure(count: int, repeat: int, changes: int) -> dict[str, Any]:
+    """Load ``count`` positions into a fresh Redis and time the book and the queries."""
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as server:
         client = redis.Redis.from_url(server.url)
         client.hset("liqmon:{BTCUSDT}:price", mapping={"mark": str(MARK), "mark_ts": 1})
         before = int(client.info("memory")["used_memory"])
-        command = [str(Path(sys.executable).parent / "liqmon"), "positions", "load", str(data)]
-        env = dict(os.environ, LIQMON_REDIS_URL=server.url)
-        subprocess.run(command, env=env, check=True, capture_output=True)
-        outbox = int(client.memory_usage("liqmon:{BTCUSDT}:outbox", samples=0) or 0)
+        load(server.url, count, "p")
+        kept = sum(
+            int(client.memory_usage(f"liqmon:{{{SYMBOL}}}:{key}", samples=0) or 0)
+            for key in ("outbox", "changes")
+        )
         after = int(client.info("memory")["used_memory"])
         client.close()
         return {
             "positions": count,
-            "redis_bytes_per_position": round((after - before - outbox) / count, 1),
-            "page": WALK_PAGE,
-            **asyncio.run(timings(server.url, repeat)),
+            "redis_bytes_per_position": round((after - before - kept) / count, 1),
+            "redis_change_log_and_outbox_bytes": kept,
+            **asyncio.run(timings(server.url, count, repeat, changes)),
         }
 
 
@@ -150,9 +169,11 @@ def main() -> None:
     """Measure each ``--positions`` count and print the figures as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--positions", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--changes", type=int, default=10_000)
     args = parser.parse_args()
-    print(json.dumps([measure(count, args.repeat) for count in args.positions], indent=2))
+    figures = [measure(count, args.repeat, args.changes) for count in args.positions]
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

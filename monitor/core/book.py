@@ -42,9 +42,9 @@ ratio below 1 there (``ratio·MB ≤ MB ≤ MM``), so the second set lies in the
 first and its sums subtract exactly.
 
 The map asks for the positions whose ``L`` falls in each ``[low, high)`` bucket:
-a cell inside one bucket adds its sums; a cell an edge cuts adds its members
-one by one (the edges of a map whose ``low`` and ``step`` have at most the cells'
-digits fall on cell edges, and no cell is cut).
+a block inside one bucket adds its sums, and so does a cell; a cell an edge cuts
+adds its members one by one (the edges of a map whose ``low`` and ``step`` have
+at most the blocks' digits fall on block edges, and the map costs the blocks).
 
 Exactness. ``Σx``, ``Σx·E``, ``ΣM`` and ``Σx·L`` are Decimal sums in
 :data:`~monitor.core.stress.SUMS`: exact, and a position taken out subtracts what
@@ -128,6 +128,19 @@ def block_of(cell: int) -> int:
     """The block a cell belongs to: its first :data:`BLOCK_DIGITS` digits."""
     exponent, digits = divmod(cell, _CELL_SPAN)
     return exponent * _CELL_SPAN + digits // _PER_BLOCK
+
+
+def block_cells(block: int) -> tuple[int, int]:
+    """The first and the last cell of a block."""
+    exponent, digits = divmod(block, _CELL_SPAN)
+    first = exponent * _CELL_SPAN + digits * _PER_BLOCK
+    return first, first + _PER_BLOCK - 1
+
+
+def block_bounds(block: int) -> tuple[Decimal, Decimal]:
+    """The block's ``[low, high)``, exact."""
+    first, last = block_cells(block)
+    return cell_bounds(first)[0], cell_bounds(last)[1]
 
 
 def _floor(value: Fraction) -> Decimal:
@@ -259,6 +272,12 @@ class Shelf:
         for key in keys[bisect_left(keys, low) : bisect_right(keys, high)]:
             yield key, self.cells[key]
 
+    def blocks_between(self, low: int, high: int) -> Iterator[tuple[int, CellSums]]:
+        """The blocks holding the cells from ``low`` to ``high``, in order."""
+        keys = self.block_keys
+        for key in keys[bisect_left(keys, block_of(low)) : bisect_right(keys, block_of(high))]:
+            yield key, self.blocks[key]
+
 
 @dataclass(frozen=True, slots=True)
 class Filed:
@@ -289,7 +308,11 @@ class LiquidationBook:
 
     def apply(self, position_id: str, raw: bytes | None) -> None:
         """Make ``position_id``'s filing that of its stored ``raw`` record (None: it is
-        gone): the old version's sums out, the new one's in (if it is open)."""
+        gone): the old version's sums out, the new one's in (if it is open).
+
+        A record that cannot be read raises (ValueError or ArithmeticError) with the
+        position left out of the book.
+        """
         old = self.records.pop(position_id, None)
         if old is not None:
             self._file(position_id, self.filed(self._decode(position_id, old)), -1)
@@ -421,17 +444,31 @@ class LiquidationBook:
                 else shelf.beyond(first, upwards=False)
             )
             tally.add_outside(side, outside.notional_at_liquidation(kind))
-            for key, cell in shelf.between(first, last):
-                low_edge, high_edge = cell_bounds(key)
-                n = bisect_right(edges, low_edge) - 1
-                if 0 <= n < len(edges) - 1 and high_edge <= edges[n + 1]:
-                    sums = cell.sums
-                    tally.add_cell(side, n, sums.count, sums.notional_at_liquidation(kind))
+            for block_key, block in shelf.blocks_between(first, last):
+                n = _bucket_holding(edges, *block_bounds(block_key))
+                if n is not None:
+                    tally.add_cell(side, n, block.count, block.notional_at_liquidation(kind))
                     continue
-                for position_id in cell.members:
-                    record = self._decode(position_id, self.records[position_id])
-                    tally.add(record, self.model.liquidation_price(record))
+                block_first, block_last = block_cells(block_key)
+                for key, cell in shelf.between(max(first, block_first), min(last, block_last)):
+                    n = _bucket_holding(edges, *cell_bounds(key))
+                    if n is not None:
+                        sums = cell.sums
+                        tally.add_cell(side, n, sums.count, sums.notional_at_liquidation(kind))
+                        continue
+                    for position_id in cell.members:
+                        record = self._decode(position_id, self.records[position_id])
+                        tally.add(record, self.model.liquidation_price(record))
         return tally
+
+
+def _bucket_holding(edges: list[Decimal], low: Decimal, high: Decimal) -> int | None:
+    """The number of the bucket ``[edges[n], edges[n + 1])`` that holds all of ``[low,
+    high)``, or None when an edge cuts it or it is not inside the map."""
+    n = bisect_right(edges, low) - 1
+    if 0 <= n < len(edges) - 1 and high <= edges[n + 1]:
+        return n
+    return None
 
 
 def _bankruptcy(

@@ -47,6 +47,7 @@ from monitor.service.intake import Intake
 from monitor.service.liquidations import LiquidationWatcher
 from monitor.service.relay import Relay
 from monitor.service.workers import TickWorkers, record_events
+from monitor.state.books import Books
 from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.clusters import ClusterStates
 from monitor.state.epoch import RELOAD_HINT, Epoch, Verdict, check
@@ -554,10 +555,17 @@ class Daemon(Service):
         )
         self.leased = asyncio.Event()
         reads = ReadModel(self.transport, keys)
+        self.books = Books(
+            reads,
+            settings.symbols,
+            settings.risk,
+            self.metrics.evaluation_errors.labels("liquidation_book").inc,
+        )
         self.liquidations = LiquidationWatcher(
             settings.liquidation_watch,
             settings.symbols,
             reads,
+            self.books,
             self.outbox,
             ClusterStates(self.transport, keys),
             self.metrics,
@@ -572,7 +580,7 @@ class Daemon(Service):
             settings.http.port,
             self.metrics,
             self.failing,
-            Api(reads, settings.symbols, self.guards, risk=settings.risk),
+            Api(reads, settings.symbols, self.guards, risk=settings.risk, books=self.books),
             token=settings.http.token,
             allowed_hosts=settings.http.allowed_hosts,
             allowed_origins=settings.http.allowed_origins,
@@ -620,6 +628,7 @@ class Daemon(Service):
         return [f"{s} (no fresh mark for {silent[s]:.0f} s)" for s in open_symbols]
 
     async def _start(self, start: Callable[[Awaitable[None], str], None]) -> None:
+        start(self.books.run(), "liquidation-books")
         start(self.http.run(), "http")
         start(self._watch_redis(), "redis-watch")
         await self._check_redis()

@@ -1,19 +1,17 @@
 """The liquidation gauges and the cluster alert: a background task of the monitor, opt-in.
 
 Every ``liquidation_watch.refresh_s``, for each watched symbol this monitor
-holds the lease of, it reads the mark and, per side, the positions a move of
-the widest distance against that side may liquidate (the side's worsening
-trigger set from where it fires first down to that price,
-:meth:`~monitor.state.readmodel.ReadModel.reach`, the walk ``GET /api/stress``
-reads with), and feeds them to :class:`~monitor.core.stress.Within`, which
-tests each position at every distance. So one walk serves the three gauge
-distances, the alert's, and both sides.
+holds the lease of, it reads the mark and asks the symbol's liquidation book
+(:mod:`monitor.state.books`, the one ``GET /api/stress`` answers from) what
+liquidates at each distance against each side
+(:meth:`~monitor.core.book.LiquidationBook.within`): the sums of the cells beyond
+each price and the members of its cell, whatever the book's size.
 
 The work is off the tick path: each Redis call has the client's reply
-deadline, the loop is given back every few positions
-(:meth:`~monitor.state.readmodel.ReadModel.reach_in_turns`) so that ticks are
-not held behind a large book, and symbols are computed one after the other. A
-symbol another monitor holds has no series here (its holder reports it).
+deadline, the book is filed and caught up with the loop given back every few
+positions, and symbols are computed one after the other. While a large book is
+first filed, a round finds it pending and skips the symbol. A symbol another
+monitor holds has no series here (its holder reports it).
 
 The alert (:mod:`monitor.core.clusters`) keeps its state in Redis
 (:mod:`monitor.state.clusters`), read before each decision: an alert is queued in
@@ -37,9 +35,8 @@ from monitor.config.model import LiquidationWatch
 from monitor.core import topics
 from monitor.core.clusters import GAUGE_DISTANCES, ClusterAlert, ClusterRule, alert_id, decide
 from monitor.core.margin import Contract, Side
-from monitor.core.position import PositionRecord
 from monitor.core.stress import Within, decimal_text
-from monitor.core.triggers import TriggerSet
+from monitor.state.books import BookPending, Books
 from monitor.state.cancellation import raise_if_cancelling
 from monitor.state.clusters import ClusterStates
 from monitor.state.outbox import Outbox
@@ -50,19 +47,6 @@ from monitor.telemetry.metrics import Metrics
 log = structlog.get_logger("liqmon.liquidations")
 
 
-async def walk(reads: ReadModel, contract: Contract, within: Within) -> int:
-    """Feed ``within`` every position that may liquidate at its widest distance, both
-    sides; how many were read. Gives the loop back as it goes."""
-    symbol, read = contract.symbol, 0
-    for side in Side:
-        price = within.prices[side, within.widest]
-        reached = reads.reach_in_turns(symbol, TriggerSet.worsening_of(side), price)
-        async for position_id, raw in reached:
-            within.add(PositionRecord.decode(position_id, symbol, raw))
-            read += 1
-    return read
-
-
 class LiquidationWatcher:
     """Computes the watched symbols' gauges and judges their cluster alerts."""
 
@@ -71,6 +55,7 @@ class LiquidationWatcher:
         watch: LiquidationWatch,
         contracts: Mapping[str, Contract],
         reads: ReadModel,
+        books: Books,
         outbox: Outbox,
         states: ClusterStates,
         metrics: Metrics,
@@ -86,6 +71,7 @@ class LiquidationWatcher:
         self.rules = watch.rules()
         self.contracts = contracts
         self.reads = reads
+        self.books = books
         self.outbox = outbox
         self.states = states
         self.metrics = metrics
@@ -128,8 +114,13 @@ class LiquidationWatcher:
             return None
         rule = self.rules.get(symbol)
         distances = {*GAUGE_DISTANCES, *([rule.distance] if rule is not None else [])}
-        within = Within(self.contracts[symbol], quote.mark, distances)
-        read = await walk(self.reads, self.contracts[symbol], within)
+        try:
+            book = await self.books.book(symbol, self.refresh_s)
+        except BookPending as pending:
+            # Filed on: the next round finds it further on, or done.
+            log.info("liquidation_watch_pending", symbol=symbol, filed=pending.filed)
+            return None
+        within = book.within(quote.mark, distances)
         for side in Side:
             for distance in GAUGE_DISTANCES:
                 self.metrics.liquidation_within.labels(symbol, side.value, str(distance)).set(
@@ -137,7 +128,7 @@ class LiquidationWatcher:
                 )
         if rule is not None:
             await self._judge(symbol, quote.mark, within, rule)
-        self.metrics.liquidation_positions_read.labels(symbol).set(read)
+        self.metrics.liquidation_book_positions.labels(symbol).set(len(book))
         self.metrics.liquidation_refresh_seconds.labels(symbol).set(time.perf_counter() - started)
         self.metrics.liquidation_refreshes.labels(symbol).inc()
         return within
@@ -184,4 +175,4 @@ class LiquidationWatcher:
             for distance in GAUGE_DISTANCES:
                 self.metrics.liquidation_within.remove(symbol, side.value, str(distance))
         self.metrics.liquidation_refresh_seconds.remove(symbol)
-        self.metrics.liquidation_positions_read.remove(symbol)
+        self.metrics.liquidation_book_positions.remove(symbol)

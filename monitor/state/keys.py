@@ -27,6 +27,11 @@ key                                      what
 ``liqmon:{S}:clusters``                  hash: side → the liquidation-cluster alert's
                                          state (``raised:N`` or ``clear:N``, N its
                                          last episode: :mod:`monitor.core.clusters`)
+``liqmon:{S}:changes``                   stream: the change log, one entry (field
+                                         ``ids``, NUL-separated) per call of
+                                         commit.lua or funding.lua that wrote
+                                         records, about the last thousand kept
+                                         (read by :mod:`monitor.state.books`)
 ``liqmon:{S}:outbox``                    stream: events not yet acknowledged by the
                                          broker (fields event_id, topic, payload)
 ``liqmon:deadletter``                    stream: rejected input messages (source,
@@ -111,6 +116,10 @@ class Keys:
     def clusters(self, symbol: str) -> str:
         """Hash: side → the symbol's liquidation-cluster alert state."""
         return f"{self.prefix}:{{{symbol}}}:clusters"
+
+    def changes(self, symbol: str) -> str:
+        """Stream: the ids each write of the symbol's records wrote (the change log)."""
+        return f"{self.prefix}:{{{symbol}}}:changes"
 
     def outbox(self, symbol: str) -> str:
         """Stream of events waiting for the broker's acknowledgement."""

@@ -532,6 +532,7 @@ class PositionStore:
         args += self.transport.announcement(self.keys, symbol)
         keys = [self.keys.positions(symbol), *self.keys.all_triggers(symbol)]
         keys += [self.keys.outbox(symbol), self.keys.price(symbol), self.keys.tombstones(symbol)]
+        keys.append(self.keys.changes(symbol))
         return keys, args
 
     async def expire_tombstones(self, symbols: Sequence[str], retention_s: int) -> int:
@@ -580,7 +581,7 @@ class PositionStore:
         """
         keys = [self.keys.positions(symbol), *self.keys.all_triggers(symbol)]
         keys += [self.keys.outbox(symbol), self.keys.price(symbol), self.keys.tombstones(symbol)]
-        keys.append(self.keys.funding(symbol))
+        keys += [self.keys.funding(symbol), self.keys.changes(symbol)]
         announce = self.transport.announcement(self.keys, symbol)
         calls: list[tuple[list[str], Sequence[str | int | bytes]]] = [
             (keys, [decided_at.stamp, funding_ts_ms, _funding_fields(batch), *announce])

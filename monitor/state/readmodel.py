@@ -24,9 +24,18 @@ from monitor.core.triggers import Direction, TriggerSet
 from monitor.state.channel import resp_command
 from monitor.state.keys import Keys
 from monitor.state.positions import QUOTE_FIELDS, decode_quote
-from monitor.state.transport import REDIS_DOWN, Transport, pipelined, swept, text
+from monitor.state.transport import REDIS_DOWN, Transport, pipelined, register, swept, text
 
-__all__ = ["REDIS_DOWN", "TURN", "WALK_PAGE", "Entry", "ReadModel", "Sizes", "StoredPrices"]
+__all__ = [
+    "REDIS_DOWN",
+    "TURN",
+    "WALK_PAGE",
+    "Changes",
+    "Entry",
+    "ReadModel",
+    "Sizes",
+    "StoredPrices",
+]
 
 TURN = 100
 """Positions :meth:`ReadModel.reach_in_turns` hands over between two turns of the event
@@ -61,6 +70,21 @@ class Sizes:
     sets: dict[TriggerSet, int]
 
 
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """A page of a symbol's change log (``lua/changes.lua``), and the counts that say
+    whether a reader missed entries."""
+
+    added: int
+    """Entries ever added to the log (0: there is no log)."""
+    kept: int
+    """Entries the log holds now (the oldest are trimmed)."""
+    last: str
+    """The id of the newest entry ("0-0": none)."""
+    entries: list[tuple[str, list[str]]]
+    """Entries after the cursor asked for: each id, and the position ids it names."""
+
+
 class ReadModel:
     """Reads of one key prefix's positions, trigger sets, prices and published events."""
 
@@ -70,6 +94,7 @@ class ReadModel:
         self._keys = keys
         self._counting = transport.lane("position counts")
         self._size_commands: dict[str, list[bytes]] = {}
+        self._changes = register(self._client, "changes.lua")
 
     async def aclose(self) -> None:
         """Close the connections (a command-line tool's, when it is done)."""
@@ -139,6 +164,22 @@ class ReadModel:
         key = self._keys.positions(symbol)
         async for raw_id, stored in self._client.hscan_iter(key, count=1000):
             yield text(raw_id), stored
+
+    async def changes_after(self, symbol: str, cursor: str, count: int) -> Changes:
+        """Up to ``count`` entries of the symbol's change log after entry ``cursor`` (0: only
+        the counts), with the log's counts, read at one moment."""
+        reply: Any = await self._changes(keys=[self._keys.changes(symbol)], args=[cursor, count])
+        added, kept, last, entries = reply
+        return Changes(
+            int(added),
+            int(kept),
+            text(last),
+            [
+                # An entry has one field, ids: [b"ids", value].
+                (text(entry_id), text(fields[1]).split("\0"))
+                for entry_id, fields in entries
+            ],
+        )
 
     async def trigger_page(
         self, symbol: str, trigger_set: TriggerSet, bound: float, skip: int, count: int

@@ -94,9 +94,9 @@ class Metrics:
             ["symbol"],
             registry=r,
         )
-        self.liquidation_positions_read = Gauge(
-            "liqmon_liquidation_positions_read",
-            "Positions the symbol's last liquidation-gauge computation read and tested",
+        self.liquidation_book_positions = Gauge(
+            "liqmon_liquidation_book_positions",
+            "Open positions in the symbol's liquidation book at its last gauge computation",
             ["symbol"],
             registry=r,
         )

@@ -65,6 +65,7 @@ from monitor.core.position import PositionRecord
 from monitor.core.status import EventType, RiskLimits, Status
 from monitor.core.triggers import Direction, TriggerSet
 from monitor.core.view import describe
+from monitor.state.books import Books
 from monitor.state.readmodel import TURN, ReadModel
 
 DEFAULT_LIMIT = 50
@@ -410,18 +411,17 @@ class Api:
         guards: PriceGuards | None = None,
         clock: Callable[[], float] = time.monotonic,
         risk: RiskLimits | None = None,
+        books: Books | None = None,
     ) -> None:
         self.reads = reads
+        self.books = books
+        """The daemon's liquidation books (None: a one-off command, which walks instead)."""
         self.contracts = dict(contracts)
         self.guards = guards
         self.risk = risk if risk is not None else RiskLimits()
         """The margin-call thresholds ``/api/stress`` counts margin calls with."""
         self.clock = clock
         self.cache = RecordCache(CACHE_SIZE)
-        self.walking = asyncio.Lock()
-        """Held by the stress or map being computed (:mod:`monitor.web.stress`): one at a
-        time, so that dashboards asking for maps of a large book cannot pile walks up
-        beside the ticks."""
 
     @property
     def symbols(self) -> list[str]:

@@ -36,21 +36,22 @@ ticks up for the whole computation; and one is computed at a time.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from monitor.core.book import LiquidationBook
 from monitor.core.margin import Contract, Side
 from monitor.core.position import PositionRecord
-from monitor.core.stress import Bucket, MapTally, StressTally, bucket_edges
+from monitor.core.stress import Bucket, MapTally, Stress, StressTally, bucket_edges
 from monitor.core.triggers import TriggerSet
+from monitor.state.books import BookPending
 from monitor.web.api import Api, ApiError, bad_request
 
-WALK_WAIT_S = 5.0
-"""How long a stress or map waits for the one being computed before it is refused (503)."""
+BOOK_WAIT_S = 5.0
+"""How long a stress or map waits for its symbol's book to be filed or brought up to date
+before it is refused (503, saying how far the filing is)."""
 
 MAX_MOVE = Decimal(10)
 """The largest relative move accepted (``move`` lies in ``(-1, MAX_MOVE]``)."""
@@ -122,11 +123,6 @@ def stress_query(
 async def stress_documents(api: Api, query: StressQuery) -> list[dict[str, Any]]:
     """Per symbol, the stress figures at the query's price, or at its move from the mark
     (a 409 for a symbol named with no mark stored yet)."""
-    async with _alone(api):
-        return await _stress_documents(api, query)
-
-
-async def _stress_documents(api: Api, query: StressQuery) -> list[dict[str, Any]]:
     quotes = await api.quotes(query.symbols)
     documents = []
     for symbol in query.symbols:
@@ -141,16 +137,11 @@ async def _stress_documents(api: Api, query: StressQuery) -> list[dict[str, Any]
             if mark is None:
                 raise ApiError(409, f"no mark stored for {symbol} yet: give a price")
             price = mark * (1 + query.move)
-        contract = api.contracts[symbol]
-        tally = StressTally(contract, price, api.risk)
-        for side in (Side.LONG, Side.SHORT):
-            for trigger_set, reach in (
-                (TriggerSet.worsening_of(side), price),
-                (TriggerSet.improving_of(side), None),
-            ):
-                async for position_id, raw in _read(api, contract, trigger_set, reach):
-                    tally.add(PositionRecord.decode(position_id, symbol, raw))
-        document = tally.result().document(mark)
+        if api.books is not None:
+            result = (await _book(api, symbol)).stress(price)
+        else:
+            result = await _walked_stress(api, api.contracts[symbol], price)
+        document = result.document(mark)
         document["move"] = None if query.move is None else str(query.move)
         documents.append(document)
     return documents
@@ -168,8 +159,10 @@ async def map_document(
         raise bad_request(str(refused)) from None
     contract = api.contracts[symbol]
     quote = (await api.quotes([symbol]))[symbol]
-    tally = MapTally(contract, low, high, step)
-    async with _alone(api):
+    if api.books is not None:
+        tally = (await _book(api, symbol)).liquidation_map(low, high, step)
+    else:
+        tally = MapTally(contract, low, high, step)
         for side, reach in ((Side.LONG, low), (Side.SHORT, high)):
             trigger_set = TriggerSet.worsening_of(side)
             async for position_id, raw in _read(api, contract, trigger_set, reach):
@@ -185,6 +178,28 @@ async def map_document(
     }
 
 
+async def _walked_stress(api: Api, contract: Contract, price: Decimal) -> Stress:
+    """The stress at ``price``, from the positions it may reach (a one-off command's)."""
+    tally = StressTally(contract, price, api.risk)
+    for side in (Side.LONG, Side.SHORT):
+        for trigger_set, reach in (
+            (TriggerSet.worsening_of(side), price),
+            (TriggerSet.improving_of(side), None),
+        ):
+            async for position_id, raw in _read(api, contract, trigger_set, reach):
+                tally.add(PositionRecord.decode(position_id, contract.symbol, raw))
+    return tally.result()
+
+
+async def _book(api: Api, symbol: str) -> LiquidationBook:
+    """The daemon's book of ``symbol``, up to date (a 503 while it is being filed)."""
+    assert api.books is not None
+    try:
+        return await api.books.book(symbol, BOOK_WAIT_S)
+    except BookPending as pending:
+        raise ApiError(503, str(pending)) from None
+
+
 def _read(
     api: Api, contract: Contract, trigger_set: TriggerSet, price: Decimal | None
 ) -> AsyncIterator[tuple[str, bytes]]:
@@ -193,22 +208,3 @@ def _read(
     goes (:meth:`~monitor.state.readmodel.ReadModel.reach_in_turns`): a stress or a map
     is computed in the daemon's loop, beside its ticks."""
     return api.reads.reach_in_turns(contract.symbol, trigger_set, price)
-
-
-@contextlib.asynccontextmanager
-async def _alone(api: Api) -> AsyncIterator[None]:
-    """The only stress or map being computed: waits :data:`WALK_WAIT_S` for the one
-    before it, then refuses (503). Each gives the loop back as it goes, but several
-    at once would each take a turn before a tick's, and a map of a book of a million
-    positions is seconds of the daemon's CPU."""
-    try:
-        async with asyncio.timeout(WALK_WAIT_S):
-            await api.walking.acquire()
-    except TimeoutError:
-        raise ApiError(
-            503, "another stress or liquidation map is being computed: try again in a few seconds"
-        ) from None
-    try:
-        yield
-    finally:
-        api.walking.release()

@@ -36,6 +36,7 @@ from monitor.core.errors import (
 )
 from monitor.core.status import IllegalTransition
 from monitor.devtools.embedded import EmbeddedServerError, ServerNotFoundError, ServerStartError
+from monitor.state.books import BookPending
 from monitor.web.api import ApiError
 from monitor.web.live import PageClosed
 
@@ -56,6 +57,7 @@ BRANCH_OF: list[tuple[type[Exception], type[LiqmonError]]] = [
     (PageClosed, Unavailable),
     (TierDocumentError, RequestFailed),
     (SinkUnavailable, Unavailable),
+    (BookPending, Unavailable),
     (SinkRefused, RequestFailed),
 ]
 MQTT_BRANCH_OF: list[tuple[type[Exception], type[LiqmonError]]] = [

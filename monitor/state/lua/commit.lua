@@ -1,5 +1,6 @@
 -- Apply decided transitions atomically: record, trigger sets and outbox event together.
--- KEYS: positions, long:down, long:up, short:down, short:up, outbox, price, tombstones
+-- KEYS: positions, long:down, long:up, short:down, short:up, outbox, price, tombstones,
+--       changes (the symbol's change log: the ids each call wrote, see reindex.lua)
 --       (the trigger sets in the order of TriggerSet, monitor/core/triggers.py: each
 --       write names its side and gives its down and up scores, and a side's two sets
 --       are the pair after KEYS[1] for long, the next pair for short; the order is
@@ -34,7 +35,7 @@ if ARGV[1] ~= '' then
 end
 local field, more = nul_fields(ARGV[2])
 local now_ms
-local conflicts = {}
+local conflicts, written_ids = {}, {}
 local queued = false
 while more() do
   local id, expected, record, side = field(), field(), field(), field()
@@ -53,11 +54,13 @@ while more() do
   end
   if written then
     now_ms = reindex(id, side, down_score, up_score, record, current, now_ms)
+    written_ids[#written_ids + 1] = id
     queued = queue_event(event_id, topic, payload) or queued
   else
     conflicts[#conflicts + 1] = id
   end
 end
+note_changes(KEYS[9], written_ids)
 if queued and ARGV[3] then
   redis.call('PUBLISH', ARGV[3], ARGV[4])
 end

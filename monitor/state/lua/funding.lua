@@ -1,7 +1,8 @@
 -- Apply one funding time to positions of one symbol, atomically per batch: margin
 -- (the new record), trigger sets, the funding mark and the outbox events together.
 -- KEYS: positions, long:down, long:up, short:down, short:up, outbox, price, tombstones,
---       funding (hash: position id -> the last funding time it paid, epoch ms)
+--       funding (hash: position id -> the last funding time it paid, epoch ms), changes
+--       (the change log, as commit.lua's KEYS[9])
 --       (the trigger sets in the order of commit.lua's KEYS[2..5])
 -- ARGV[1]: "mark_ts|mark" the payments were decided at ("" = do not check),
 -- ARGV[2]: the funding time (epoch ms),
@@ -25,7 +26,7 @@ end
 local funding_ts = tonumber(ARGV[2])
 local field, more = nul_fields(ARGV[3])
 local now_ms
-local conflicts, paid = {}, {}
+local conflicts, paid, written_ids = {}, {}, {}
 local queued = false
 while more() do
   local id, expected, record, side = field(), field(), field(), field()
@@ -44,11 +45,13 @@ while more() do
     redis.call('HSET', KEYS[1], id, record)
     redis.call('HSET', KEYS[9], id, ARGV[2])
     now_ms = reindex(id, side, down_score, up_score, record, current, now_ms)
+    written_ids[#written_ids + 1] = id
     for n = 1, 2 do
       queued = queue_event(events[n][1], events[n][2], events[n][3]) or queued
     end
   end
 end
+note_changes(KEYS[10], written_ids)
 if queued and ARGV[4] then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end

@@ -1,6 +1,6 @@
 -- Prelude: what every write of a position record does after its HSET, in the key layout
 -- commit.lua and funding.lua share (KEYS[2..5] the trigger sets, KEYS[6] the outbox,
--- KEYS[8] the tombstones). Uses is_tombstone from the prelude tombstone.lua.
+-- KEYS[8] the tombstones; each passes its change log to note_changes). Uses is_tombstone from the prelude tombstone.lua.
 
 -- Re-index position `id` (its new `record`, replacing `current`, false if none): leave
 -- every trigger set, join its side's with the given scores ("" = none), and keep the
@@ -26,6 +26,18 @@ local function reindex(id, side, down_score, up_score, record, current, now_ms)
     redis.call('ZREM', KEYS[8], id)
   end
   return now_ms
+end
+
+-- How many calls the change log keeps (about: trimmed a node at a time). A reader
+-- further behind than that files its copy of the book afresh.
+local CHANGES_KEPT = 1000
+
+-- Note in the symbol's change log (a stream) the ids one call wrote, in one entry, so
+-- that a reader keeping a copy of the book (monitor/state/books.py) re-reads only them.
+local function note_changes(key, ids)
+  if #ids > 0 then
+    redis.call('XADD', key, 'MAXLEN', '~', CHANGES_KEPT, '*', 'ids', table.concat(ids, '\0'))
+  end
 end
 
 -- Queue an event in the outbox; true if there was one ("" event_id = none).
