@@ -59,8 +59,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from decimal import ROUND_FLOOR, Context, Decimal, localcontext
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 from enum import Enum
 from fractions import Fraction
 
@@ -89,6 +89,8 @@ BLOCK_DIGITS = 3
 
 _Test = Callable[[PositionRecord], bool]
 
+ZERO = Decimal(0)
+
 INVERSE_PLACES = 60
 """Decimal places kept of each ``x/E`` and ``x/L`` of an inverse contract."""
 
@@ -97,6 +99,7 @@ _PER_BLOCK: int = 10 ** (CELL_DIGITS - BLOCK_DIGITS)
 _EXPONENT_OFFSET = 1_000
 _INVERSE_UNIT: int = 10**INVERSE_PLACES
 _FLOOR = Context(prec=40, rounding=ROUND_FLOOR)
+_CEILING = Context(prec=40, rounding=ROUND_CEILING)
 _STEP = Context(prec=28)
 """A threshold is a 28-digit price within one step of where its condition changes."""
 
@@ -153,83 +156,115 @@ def _inverse_units(x: Decimal, price: Decimal) -> int:
     return round(Fraction(x) * _INVERSE_UNIT / Fraction(price))
 
 
-@dataclass(slots=True)
 class CellSums:
-    """The sums of :class:`~monitor.core.stress.Sums` over some positions, kept so that
-    a position can be taken out again exactly (``x/E`` and ``x·L`` of an inverse
-    contract in units of ``10^-INVERSE_PLACES``)."""
+    """The sums of :class:`~monitor.core.stress.Sums` over some positions (a cell's, with
+    its ``members``, or a block's), kept so that a position can be taken out again
+    exactly: ``count``, ``Σx``, ``ΣM``, ``Σx·E`` (an inverse contract's ``Σx/E`` in units
+    of ``10^-INVERSE_PLACES``) and ``Σ N(L)`` (``Σx·L``; inverse: ``Σx/L`` in units).
 
-    count: int = 0
-    x: Decimal = Decimal(0)
-    x_entry: Decimal = Decimal(0)
-    margin: Decimal = Decimal(0)
-    x_over_entry: int = 0
-    at_liquidation: Decimal = Decimal(0)
-    at_liquidation_units: int = 0
+    A cell holds only the sums its filing needs (:data:`_NEEDS`): most hold one to a
+    few positions, and a million-position book has hundreds of thousands of them.
+    """
 
-    def change(self, other: CellSums, sign: int) -> None:
-        """Add (``sign`` 1) or take out (-1) ``other``'s sums (call inside ``SUMS``)."""
-        self.count += sign * other.count
-        self.x += sign * other.x
-        self.x_entry += sign * other.x_entry
-        self.margin += sign * other.margin
-        self.x_over_entry += sign * other.x_over_entry
-        self.at_liquidation += sign * other.at_liquidation
-        self.at_liquidation_units += sign * other.at_liquidation_units
+    __slots__ = ("at_liquidation", "count", "margin", "members", "x", "x_entry")
 
-    def sums(self) -> Sums:
+    def __init__(self, members: dict[str, None] | None = None) -> None:
+        self.count = 0
+        self.x: Decimal = ZERO
+        self.margin: Decimal = ZERO
+        self.x_entry: Decimal | int = ZERO
+        self.at_liquidation: Decimal | int = ZERO
+        self.members = members
+        """The ids filed in a cell (None: a block, or a position's own sums)."""
+
+    def add(self, other: CellSums) -> None:
+        """Add ``other``'s sums (call inside ``SUMS``)."""
+        self.count += other.count
+        self.x += other.x
+        self.margin += other.margin
+        self.x_entry += other.x_entry
+        self.at_liquidation += other.at_liquidation
+
+    def sums(self, kind: ContractKind) -> Sums:
         """As the stress module's :class:`~monitor.core.stress.Sums`."""
+        if kind is ContractKind.LINEAR:
+            return Sums(self.count, self.x, Decimal(self.x_entry), self.margin)
         return Sums(
-            self.count,
-            self.x,
-            self.x_entry,
-            self.margin,
-            Fraction(self.x_over_entry, _INVERSE_UNIT),
+            self.count, self.x, ZERO, self.margin, Fraction(int(self.x_entry), _INVERSE_UNIT)
         )
 
     def notional_at_liquidation(self, kind: ContractKind) -> Decimal | Fraction:
         """``Σ N(L)``: each position's notional at its own liquidation price."""
         if kind is ContractKind.LINEAR:
-            return self.at_liquidation
-        return Fraction(self.at_liquidation_units, _INVERSE_UNIT)
+            return Decimal(self.at_liquidation)
+        return Fraction(int(self.at_liquidation), _INVERSE_UNIT)
 
 
-@dataclass(slots=True)
-class Cell:
-    """One cell: its members' ids and their sums."""
+def _change_liquidation(into: CellSums, sums: CellSums, sign: int) -> None:
+    into.count += sign
+    into.x += sign * sums.x
+    into.margin += sign * sums.margin
+    into.at_liquidation += sign * sums.at_liquidation
 
-    sums: CellSums = field(default_factory=CellSums)
-    members: dict[str, None] = field(default_factory=dict)
+
+def _change_bankruptcy(into: CellSums, sums: CellSums, sign: int) -> None:
+    into.count += sign
+    into.x += sign * sums.x
+    into.margin += sign * sums.margin
+    into.x_entry += sign * sums.x_entry
 
 
-@dataclass(slots=True)
+def _change_margin_call(into: CellSums, sums: CellSums, sign: int) -> None:
+    into.count += sign
+    into.x += sign * sums.x
+
+
+_Change = Callable[[CellSums, CellSums, int], None]
+_CHANGES: dict[Filing, _Change] = {
+    Filing.LIQUIDATION: _change_liquidation,
+    Filing.BANKRUPTCY: _change_bankruptcy,
+    Filing.MARGIN_CALL: _change_margin_call,
+}
+
+
 class Shelf:
-    """One side's filings by one price: cells and blocks, with their keys in order."""
+    """One side's filings by one price: cells and blocks, with their keys in order.
 
-    cells: dict[int, Cell] = field(default_factory=dict)
-    cell_keys: list[int] = field(default_factory=list)
-    blocks: dict[int, CellSums] = field(default_factory=dict)
-    block_keys: list[int] = field(default_factory=list)
+    ``change`` adds or takes out the sums this filing's questions need
+    (:class:`CellSums`): the liquidated set's count, ``Σx``, ``ΣM`` and ``Σ N(L)``;
+    the bankrupt set's ``Σx``, ``ΣM`` and ``Σx·E``; the called set's count and ``Σx``.
+    """
+
+    __slots__ = ("_change", "block_keys", "blocks", "cell_keys", "cells")
+
+    def __init__(self, filing: Filing) -> None:
+        self.cells: dict[int, CellSums] = {}
+        self.cell_keys: list[int] = []
+        self.blocks: dict[int, CellSums] = {}
+        self.block_keys: list[int] = []
+        self._change: _Change = _CHANGES[filing]
 
     def change(self, position_id: str, key: int, sums: CellSums, sign: int) -> None:
-        """File (``sign`` 1) or take out (-1) one position's sums in cell ``key``."""
+        """File (``sign`` 1) or take out (-1) one position's sums in cell ``key`` (call
+        inside ``SUMS``)."""
         cell = self.cells.get(key)
         if cell is None:
-            cell = self.cells[key] = Cell()
+            cell = self.cells[key] = CellSums({})
             insort(self.cell_keys, key)
         block_key = block_of(key)
         block = self.blocks.get(block_key)
         if block is None:
             block = self.blocks[block_key] = CellSums()
             insort(self.block_keys, block_key)
-        with localcontext(SUMS):
-            cell.sums.change(sums, sign)
-            block.change(sums, sign)
+        self._change(cell, sums, sign)
+        self._change(block, sums, sign)
+        members = cell.members
+        assert members is not None
         if sign > 0:
-            cell.members[position_id] = None
+            members[position_id] = None
         else:
-            del cell.members[position_id]
-        if not cell.members:
+            del members[position_id]
+        if not members:
             del self.cells[key]
             del self.cell_keys[bisect_left(self.cell_keys, key)]
         if block.count == 0:
@@ -256,17 +291,17 @@ class Shelf:
             near = (k for k in cells[max(0, at - _PER_BLOCK) : at] if block_of(k) == block_key)
         with localcontext(SUMS):
             for k in blocks:
-                total.change(self.blocks[k], 1)
+                total.add(self.blocks[k])
             for k in near:
-                total.change(self.cells[k].sums, 1)
+                total.add(self.cells[k])
         return total
 
     def members(self, key: int) -> Iterable[str]:
         """The ids filed in cell ``key``."""
         cell = self.cells.get(key)
-        return () if cell is None else cell.members
+        return () if cell is None or cell.members is None else cell.members
 
-    def between(self, low: int, high: int) -> Iterator[tuple[int, Cell]]:
+    def between(self, low: int, high: int) -> Iterator[tuple[int, CellSums]]:
         """The cells from ``low`` to ``high`` (both included), in order."""
         keys = self.cell_keys
         for key in keys[bisect_left(keys, low) : bisect_right(keys, high)]:
@@ -301,7 +336,7 @@ class LiquidationBook:
         self.risk = risk
         self.model = model_for(contract)
         self.records: dict[str, bytes] = {}
-        self._shelves = {(filing, side): Shelf() for filing in Filing for side in Side}
+        self._shelves = {(filing, side): Shelf(filing) for filing in Filing for side in Side}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -329,14 +364,13 @@ class LiquidationBook:
         liquidation = model.liquidation_price(record)
         call = model.margin_call_price(record, self.risk.margin_call_ratio)
         sums = self.sums(record, liquidation)
-        with localcontext(SUMS):
-            bankruptcy = _bankruptcy(
-                model.kind, SIGN[record.side], sums.x, record.entry_price, record.margin
-            )
+        bankruptcy = _bankruptcy_cell(
+            model.kind, SIGN[record.side], sums.x, record.entry_price, record.margin
+        )
         cells = {
             Filing.LIQUIDATION: None if liquidation is None else cell_of(liquidation),
             Filing.MARGIN_CALL: None if call is None else cell_of(call),
-            Filing.BANKRUPTCY: None if bankruptcy is None else cell_of(_floor(bankruptcy)),
+            Filing.BANKRUPTCY: bankruptcy,
         }
         return Filed(record.side, cells, sums)
 
@@ -344,24 +378,26 @@ class LiquidationBook:
         """What ``record`` adds to the sums of a cell it is filed in (``liquidation``, its
         liquidation price, gives its notional there)."""
         model = self.model
+        sums = CellSums()
+        sums.count = 1
         with localcontext(SUMS):
-            x = exposure(self.contract, model, record)
-            entry, margin = record.entry_price, record.margin
-            sums = CellSums(1, x, Decimal(0), margin)
+            x = sums.x = exposure(self.contract, model, record)
+            sums.margin = record.margin
             if model.kind is ContractKind.LINEAR:
-                sums.x_entry = x * entry
+                sums.x_entry = x * record.entry_price
                 if liquidation is not None:
                     sums.at_liquidation = x * liquidation
             else:
-                sums.x_over_entry = _inverse_units(x, entry)
+                sums.x_entry = _inverse_units(x, record.entry_price)
                 if liquidation is not None:
-                    sums.at_liquidation_units = _inverse_units(x, liquidation)
+                    sums.at_liquidation = _inverse_units(x, liquidation)
         return sums
 
     def _file(self, position_id: str, filed: Filed, sign: int) -> None:
-        for filing, key in filed.cells.items():
-            if key is not None:
-                self._shelves[filing, filed.side].change(position_id, key, filed.sums, sign)
+        with localcontext(SUMS):
+            for filing, key in filed.cells.items():
+                if key is not None:
+                    self._shelves[filing, filed.side].change(position_id, key, filed.sums, sign)
 
     def _decode(self, position_id: str, raw: bytes) -> PositionRecord:
         return PositionRecord.decode(position_id, self.contract.symbol, raw)
@@ -385,7 +421,7 @@ class LiquidationBook:
                 for position_id in shelf.members(key):
                     record = self._decode(position_id, self.records[position_id])
                     if test(record):
-                        total.change(self.sums(record, None), 1)
+                        total.add(self.sums(record, None))
         return total
 
     def _test(self, filing: Filing, price: Decimal) -> _Test:
@@ -412,13 +448,13 @@ class LiquidationBook:
             raise ValueError(f"a stress price must be positive, got {price}")
         liquidated, bankrupt, called = {}, {}, {}
         for side in Side:
+            kind = self.model.kind
             gone = self.selected(Filing.LIQUIDATION, side, price)
             reached = self.selected(Filing.MARGIN_CALL, side, price)
+            liquidated[side] = gone.sums(kind)
             with localcontext(SUMS):
-                reached.change(gone, -1)
-            liquidated[side] = gone.sums()
-            called[side] = reached.sums()
-            bankrupt[side] = self.selected(Filing.BANKRUPTCY, side, price).sums()
+                called[side] = Sums(reached.count - gone.count, reached.x - gone.x)
+            bankrupt[side] = self.selected(Filing.BANKRUPTCY, side, price).sums(kind)
         return figures(self.contract.symbol, self.model.kind, price, liquidated, bankrupt, called)
 
     def within(self, mark: Decimal, distances: Iterable[Decimal]) -> Within:
@@ -426,15 +462,22 @@ class LiquidationBook:
         :class:`~monitor.core.stress.Within` counts position by position)."""
         within = Within(self.contract, mark, distances)
         for (side, distance), price in within.prices.items():
-            within.take(side, distance, self.selected(Filing.LIQUIDATION, side, price).sums())
+            selected = self.selected(Filing.LIQUIDATION, side, price)
+            within.take(side, distance, selected.sums(self.model.kind))
         return within
 
     def liquidation_map(self, low: Decimal, high: Decimal, step: Decimal) -> MapTally:
         """The map of :func:`~monitor.core.stress.liquidation_map` over the book, as a
-        filled :class:`~monitor.core.stress.MapTally` (its ``buckets()`` are the answer)."""
+        filled :class:`~monitor.core.stress.MapTally` (its ``buckets()`` are the answer).
+
+        One sweep over the blocks, then the cells, from ``low``'s cell to ``high``'s,
+        comparing cell numbers with the edges' (integers); only the members of a cell
+        an edge cuts are read one by one.
+        """
         tally = MapTally(self.contract, low, high, step)
         edges, kind = tally.edges, self.model.kind
-        first, last = cell_of(edges[0]), cell_of(edges[-1])
+        fence = _Fence(edges)
+        first, last = fence.cells[0], fence.cells[-1]
         for side in Side:
             shelf = self._shelves[Filing.LIQUIDATION, side]
             # Longs at or above high, shorts below low: every cumulative curve counts them.
@@ -444,46 +487,75 @@ class LiquidationBook:
                 else shelf.beyond(first, upwards=False)
             )
             tally.add_outside(side, outside.notional_at_liquidation(kind))
-            for block_key, block in shelf.blocks_between(first, last):
-                n = _bucket_holding(edges, *block_bounds(block_key))
-                if n is not None:
-                    tally.add_cell(side, n, block.count, block.notional_at_liquidation(kind))
-                    continue
-                block_first, block_last = block_cells(block_key)
-                for key, cell in shelf.between(max(first, block_first), min(last, block_last)):
-                    n = _bucket_holding(edges, *cell_bounds(key))
+            counts = [0] * fence.buckets
+            values: list[Decimal | int] = [ZERO if kind is ContractKind.LINEAR else 0] * len(counts)
+            with localcontext(SUMS):
+                for block_key, block in shelf.blocks_between(first, last):
+                    block_first, block_last = block_cells(block_key)
+                    n = fence.holding(block_first, block_last)
                     if n is not None:
-                        sums = cell.sums
-                        tally.add_cell(side, n, sums.count, sums.notional_at_liquidation(kind))
+                        counts[n] += block.count
+                        values[n] += block.at_liquidation
                         continue
-                    for position_id in cell.members:
-                        record = self._decode(position_id, self.records[position_id])
-                        tally.add(record, self.model.liquidation_price(record))
+                    cells = shelf.between(max(first, block_first), min(last, block_last))
+                    for key, cell in cells:
+                        n = fence.holding(key, key)
+                        if n is not None:
+                            counts[n] += cell.count
+                            values[n] += cell.at_liquidation
+                            continue
+                        for position_id in shelf.members(key):
+                            record = self._decode(position_id, self.records[position_id])
+                            tally.add(record, self.model.liquidation_price(record))
+            for n, count in enumerate(counts):
+                if count:
+                    total = CellSums()
+                    total.at_liquidation = values[n]
+                    tally.add_cell(side, n, count, total.notional_at_liquidation(kind))
         return tally
 
 
-def _bucket_holding(edges: list[Decimal], low: Decimal, high: Decimal) -> int | None:
-    """The number of the bucket ``[edges[n], edges[n + 1])`` that holds all of ``[low,
-    high)``, or None when an edge cuts it or it is not inside the map."""
-    n = bisect_right(edges, low) - 1
-    if 0 <= n < len(edges) - 1 and high <= edges[n + 1]:
-        return n
-    return None
+class _Fence:
+    """A map's edges as cell numbers: which bucket holds a run of cells."""
+
+    def __init__(self, edges: list[Decimal]) -> None:
+        self.cells = [cell_of(edge) for edge in edges]
+        self.clean = [
+            cell_bounds(cell)[0] == edge for cell, edge in zip(self.cells, edges, strict=True)
+        ]
+        self.buckets = len(edges) - 1
+
+    def holding(self, first: int, last: int) -> int | None:
+        """The bucket ``[edges[n], edges[n + 1])`` that holds every cell from ``first`` to
+        ``last``, or None when an edge cuts one of them or they are not in the map."""
+        n = bisect_right(self.cells, first) - 1
+        if not 0 <= n < self.buckets:
+            return None
+        if self.cells[n] == first and not self.clean[n]:
+            return None  # the edge lies inside the first cell
+        # A cell before the next edge's cell ends at or before that edge.
+        return n if last < self.cells[n + 1] else None
 
 
-def _bankruptcy(
+def _bankruptcy_cell(
     kind: ContractKind, sign: int, x: Decimal, entry: Decimal, margin: Decimal
-) -> Fraction | None:
-    """The price past which ``M + PnL < 0`` (:func:`~monitor.core.stress.bankrupt_at`),
-    exactly, or None when no positive price is: ``E − s·M/x`` linear,
-    ``s·x·E / (M·E + s·x)`` inverse (a long below it, a short above)."""
+) -> int | None:
+    """The cell of the price past which ``M + PnL < 0``
+    (:func:`~monitor.core.stress.bankrupt_at`), or None when no positive price is:
+    ``(x·E − s·M) / x`` linear, ``s·x·E / (M·E + s·x)`` inverse (a long below it, a
+    short above). Numerator and denominator are exact; the quotient is taken rounded
+    down and rounded up, and when the two fall in one cell, so does the exact price
+    between them (else it is found with rationals)."""
     if x <= 0:
         return None
-    if kind is ContractKind.LINEAR:
-        price = Fraction(entry) - sign * Fraction(margin) / Fraction(x)
-    else:
-        denominator = Fraction(margin) * Fraction(entry) + sign * Fraction(x)
-        if denominator == 0:
-            return None
-        price = sign * Fraction(x) * Fraction(entry) / denominator
-    return price if price > 0 else None
+    with localcontext(SUMS):
+        if kind is ContractKind.LINEAR:
+            numerator, denominator = x * entry - sign * margin, x
+        else:
+            numerator, denominator = sign * x * entry, margin * entry + sign * x
+    if denominator == 0 or (numerator > 0) != (denominator > 0) or numerator == 0:
+        return None
+    below = cell_of(_FLOOR.divide(numerator, denominator))
+    if below == cell_of(_CEILING.divide(numerator, denominator)):
+        return below
+    return cell_of(_floor(Fraction(numerator) / Fraction(denominator)))

@@ -100,14 +100,17 @@ class Books:
         self.on_unreadable = on_unreadable
         self._followed: dict[str, _Followed] = {}
         self._group: asyncio.TaskGroup | None = None
+        self._running = asyncio.Event()
 
     async def run(self) -> None:
         """Hold the task group the books are filed and caught up in, until cancelled."""
         async with asyncio.TaskGroup() as group:
             self._group = group
+            self._running.set()
             try:
                 await asyncio.Event().wait()
             finally:
+                self._running.clear()
                 self._group = None
 
     async def book(self, symbol: str, wait_s: float) -> LiquidationBook:
@@ -122,6 +125,7 @@ class Books:
         ticket = followed.asked
         try:
             async with asyncio.timeout(wait_s):
+                await self._running.wait()
                 while followed.served < ticket:
                     task = followed.task
                     if task is None or task.done():
@@ -139,9 +143,7 @@ class Books:
     def _start(
         self, work: Coroutine[object, object, BaseException | None]
     ) -> asyncio.Task[BaseException | None]:
-        if self._group is None:
-            work.close()
-            raise RuntimeError("Books.run is not running")
+        assert self._group is not None  # run() is running
         return self._group.create_task(work)
 
     async def _update(self, symbol: str, followed: _Followed) -> BaseException | None:

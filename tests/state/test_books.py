@@ -49,7 +49,6 @@ async def following(
     try:
         async with asyncio.TaskGroup() as group:
             running = group.create_task(books.run())
-            await asyncio.sleep(0)
             try:
                 yield books, stores
             finally:

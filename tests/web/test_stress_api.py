@@ -26,7 +26,6 @@ from monitor.core.stress import liquidation_map, stress
 from monitor.core.wire import position_from_object
 from monitor.devtools.stalls import timed
 from monitor.service.daemon import Daemon
-from monitor.web import stress as web_stress
 
 MOVES = ["-0.5", "-0.2", "-0.1", "-0.05", "-0.02", "-0.01", "0", "0.01", "0.03", "0.1", "0.3"]
 
