@@ -156,70 +156,86 @@ def _inverse_units(x: Decimal, price: Decimal) -> int:
     return round(Fraction(x) * _INVERSE_UNIT / Fraction(price))
 
 
+Part = tuple[int, Decimal, Decimal, Decimal | int, Decimal | int]
+"""Sums over some positions (one position's, a cell's or a block's): ``count``, ``Σx``,
+``ΣM``, ``Σx·E`` (an inverse contract's ``Σx/E`` in units of ``10^-INVERSE_PLACES``)
+and ``Σ N(L)`` (``Σx·L``; inverse: ``Σx/L`` in units). A tuple of numbers: Python's
+garbage collector stops tracking it, where a book of a million positions has hundreds
+of thousands of cells that its passes would otherwise go through."""
+
+
 class CellSums:
-    """The sums of :class:`~monitor.core.stress.Sums` over some positions (a cell's, with
-    its ``members``, or a block's), kept so that a position can be taken out again
-    exactly: ``count``, ``Σx``, ``ΣM``, ``Σx·E`` (an inverse contract's ``Σx/E`` in units
-    of ``10^-INVERSE_PLACES``) and ``Σ N(L)`` (``Σx·L``; inverse: ``Σx/L`` in units).
+    """A :data:`Part` being added up (a question's answer)."""
 
-    A cell holds only the sums its filing needs (:data:`_NEEDS`): most hold one to a
-    few positions, and a million-position book has hundreds of thousands of them.
-    """
+    __slots__ = ("at_liquidation", "count", "margin", "x", "x_entry")
 
-    __slots__ = ("at_liquidation", "count", "margin", "members", "x", "x_entry")
-
-    def __init__(self, members: dict[str, None] | None = None) -> None:
+    def __init__(self) -> None:
         self.count = 0
         self.x: Decimal = ZERO
         self.margin: Decimal = ZERO
-        self.x_entry: Decimal | int = ZERO
-        self.at_liquidation: Decimal | int = ZERO
-        self.members = members
-        """The ids filed in a cell (None: a block, or a position's own sums)."""
+        self.x_entry: Decimal | int = 0
+        self.at_liquidation: Decimal | int = 0
 
-    def add(self, other: CellSums) -> None:
-        """Add ``other``'s sums (call inside ``SUMS``)."""
-        self.count += other.count
-        self.x += other.x
-        self.margin += other.margin
-        self.x_entry += other.x_entry
-        self.at_liquidation += other.at_liquidation
+    def add(self, part: Part) -> None:
+        """Add ``part`` (call inside ``SUMS``)."""
+        count, x, margin, x_entry, at_liquidation = part
+        self.count += count
+        self.x += x
+        self.margin += margin
+        self.x_entry += x_entry
+        self.at_liquidation += at_liquidation
 
     def sums(self, kind: ContractKind) -> Sums:
         """As the stress module's :class:`~monitor.core.stress.Sums`."""
         if kind is ContractKind.LINEAR:
             return Sums(self.count, self.x, Decimal(self.x_entry), self.margin)
-        return Sums(
-            self.count, self.x, ZERO, self.margin, Fraction(int(self.x_entry), _INVERSE_UNIT)
-        )
+        over_entry = Fraction(int(self.x_entry), _INVERSE_UNIT)
+        return Sums(self.count, self.x, ZERO, self.margin, over_entry)
 
     def notional_at_liquidation(self, kind: ContractKind) -> Decimal | Fraction:
         """``Σ N(L)``: each position's notional at its own liquidation price."""
-        if kind is ContractKind.LINEAR:
-            return Decimal(self.at_liquidation)
-        return Fraction(int(self.at_liquidation), _INVERSE_UNIT)
+        return _notional(kind, self.at_liquidation)
 
 
-def _change_liquidation(into: CellSums, sums: CellSums, sign: int) -> None:
-    into.count += sign
-    into.x += sign * sums.x
-    into.margin += sign * sums.margin
-    into.at_liquidation += sign * sums.at_liquidation
+def _notional(kind: ContractKind, at_liquidation: Decimal | int) -> Decimal | Fraction:
+    if kind is ContractKind.LINEAR:
+        return Decimal(at_liquidation)
+    return Fraction(int(at_liquidation), _INVERSE_UNIT)
 
 
-def _change_bankruptcy(into: CellSums, sums: CellSums, sign: int) -> None:
-    into.count += sign
-    into.x += sign * sums.x
-    into.margin += sign * sums.margin
-    into.x_entry += sign * sums.x_entry
+# What each filing's questions need, changed by one position (call inside SUMS): the
+# liquidated set's count, Σx, ΣM and Σ N(L); the bankrupt set's Σx, ΣM and Σx·E; the
+# called set's count and Σx. The rest of a cell's part stays as it was created.
 
 
-def _change_margin_call(into: CellSums, sums: CellSums, sign: int) -> None:
-    into.count += sign
-    into.x += sign * sums.x
+def _change_liquidation(into: Part, part: Part, sign: int) -> Part:
+    count, x, margin, x_entry, at_liquidation = into
+    return (
+        count + sign,
+        x + sign * part[1],
+        margin + sign * part[2],
+        x_entry,
+        at_liquidation + sign * part[4],
+    )
 
 
-_Change = Callable[[CellSums, CellSums, int], None]
+def _change_bankruptcy(into: Part, part: Part, sign: int) -> Part:
+    count, x, margin, x_entry, at_liquidation = into
+    return (
+        count + sign,
+        x + sign * part[1],
+        margin + sign * part[2],
+        x_entry + sign * part[3],
+        at_liquidation,
+    )
+
+
+def _change_margin_call(into: Part, part: Part, sign: int) -> Part:
+    count, x, margin, x_entry, at_liquidation = into
+    return (count + sign, x + sign * part[1], margin, x_entry, at_liquidation)
+
+
+_Change = Callable[[Part, Part, int], Part]
 _CHANGES: dict[Filing, _Change] = {
     Filing.LIQUIDATION: _change_liquidation,
     Filing.BANKRUPTCY: _change_bankruptcy,
@@ -228,47 +244,46 @@ _CHANGES: dict[Filing, _Change] = {
 
 
 class Shelf:
-    """One side's filings by one price: cells and blocks, with their keys in order.
+    """One side's filings by one price: each cell's :data:`Part` and member ids, each
+    block's part, with the cell and block numbers in order."""
 
-    ``change`` adds or takes out the sums this filing's questions need
-    (:class:`CellSums`): the liquidated set's count, ``Σx``, ``ΣM`` and ``Σ N(L)``;
-    the bankrupt set's ``Σx``, ``ΣM`` and ``Σx·E``; the called set's count and ``Σx``.
-    """
+    __slots__ = ("_change", "_zero", "block_keys", "blocks", "cell_keys", "cells", "ids")
 
-    __slots__ = ("_change", "block_keys", "blocks", "cell_keys", "cells")
-
-    def __init__(self, filing: Filing) -> None:
-        self.cells: dict[int, CellSums] = {}
+    def __init__(self, filing: Filing, zero: Part) -> None:
+        self.cells: dict[int, Part] = {}
+        self.ids: dict[int, dict[str, None]] = {}
         self.cell_keys: list[int] = []
-        self.blocks: dict[int, CellSums] = {}
+        self.blocks: dict[int, Part] = {}
         self.block_keys: list[int] = []
         self._change: _Change = _CHANGES[filing]
+        self._zero = zero
 
-    def change(self, position_id: str, key: int, sums: CellSums, sign: int) -> None:
-        """File (``sign`` 1) or take out (-1) one position's sums in cell ``key`` (call
+    def change(self, position_id: str, key: int, part: Part, sign: int) -> None:
+        """File (``sign`` 1) or take out (-1) one position's part in cell ``key`` (call
         inside ``SUMS``)."""
-        cell = self.cells.get(key)
+        cells, blocks = self.cells, self.blocks
+        cell = cells.get(key)
         if cell is None:
-            cell = self.cells[key] = CellSums({})
+            cell = self._zero
+            self.ids[key] = {}
             insort(self.cell_keys, key)
         block_key = block_of(key)
-        block = self.blocks.get(block_key)
+        block = blocks.get(block_key)
         if block is None:
-            block = self.blocks[block_key] = CellSums()
+            block = self._zero
             insort(self.block_keys, block_key)
-        self._change(cell, sums, sign)
-        self._change(block, sums, sign)
-        members = cell.members
-        assert members is not None
+        cell = cells[key] = self._change(cell, part, sign)
+        block = blocks[block_key] = self._change(block, part, sign)
+        members = self.ids[key]
         if sign > 0:
             members[position_id] = None
         else:
             del members[position_id]
         if not members:
-            del self.cells[key]
+            del cells[key], self.ids[key]
             del self.cell_keys[bisect_left(self.cell_keys, key)]
-        if block.count == 0:
-            del self.blocks[block_key]
+        if block[0] == 0:
+            del blocks[block_key]
             del self.block_keys[bisect_left(self.block_keys, block_key)]
 
     def beyond(self, key: int, upwards: bool) -> CellSums:
@@ -298,16 +313,15 @@ class Shelf:
 
     def members(self, key: int) -> Iterable[str]:
         """The ids filed in cell ``key``."""
-        cell = self.cells.get(key)
-        return () if cell is None or cell.members is None else cell.members
+        return self.ids.get(key, ())
 
-    def between(self, low: int, high: int) -> Iterator[tuple[int, CellSums]]:
+    def between(self, low: int, high: int) -> Iterator[tuple[int, Part]]:
         """The cells from ``low`` to ``high`` (both included), in order."""
         keys = self.cell_keys
         for key in keys[bisect_left(keys, low) : bisect_right(keys, high)]:
             yield key, self.cells[key]
 
-    def blocks_between(self, low: int, high: int) -> Iterator[tuple[int, CellSums]]:
+    def blocks_between(self, low: int, high: int) -> Iterator[tuple[int, Part]]:
         """The blocks holding the cells from ``low`` to ``high``, in order."""
         keys = self.block_keys
         for key in keys[bisect_left(keys, block_of(low)) : bisect_right(keys, block_of(high))]:
@@ -321,7 +335,7 @@ class Filed:
 
     side: Side
     cells: dict[Filing, int | None]
-    sums: CellSums
+    part: Part
 
 
 class LiquidationBook:
@@ -336,7 +350,10 @@ class LiquidationBook:
         self.risk = risk
         self.model = model_for(contract)
         self.records: dict[str, bytes] = {}
-        self._shelves = {(filing, side): Shelf(filing) for filing in Filing for side in Side}
+        zero: Part = (0, ZERO, ZERO, ZERO, ZERO)
+        if self.model.kind is ContractKind.INVERSE:
+            zero = (0, ZERO, ZERO, 0, 0)
+        self._shelves = {(filing, side): Shelf(filing, zero) for filing in Filing for side in Side}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -363,41 +380,34 @@ class LiquidationBook:
         model = self.model
         liquidation = model.liquidation_price(record)
         call = model.margin_call_price(record, self.risk.margin_call_ratio)
-        sums = self.sums(record, liquidation)
+        part = self.part(record, liquidation)
         bankruptcy = _bankruptcy_cell(
-            model.kind, SIGN[record.side], sums.x, record.entry_price, record.margin
+            model.kind, SIGN[record.side], part[1], record.entry_price, record.margin
         )
         cells = {
             Filing.LIQUIDATION: None if liquidation is None else cell_of(liquidation),
             Filing.MARGIN_CALL: None if call is None else cell_of(call),
             Filing.BANKRUPTCY: bankruptcy,
         }
-        return Filed(record.side, cells, sums)
+        return Filed(record.side, cells, part)
 
-    def sums(self, record: PositionRecord, liquidation: Decimal | None) -> CellSums:
-        """What ``record`` adds to the sums of a cell it is filed in (``liquidation``, its
-        liquidation price, gives its notional there)."""
+    def part(self, record: PositionRecord, liquidation: Decimal | None) -> Part:
+        """What ``record`` adds to a cell it is filed in (``liquidation``, its liquidation
+        price, gives its notional there)."""
         model = self.model
-        sums = CellSums()
-        sums.count = 1
         with localcontext(SUMS):
-            x = sums.x = exposure(self.contract, model, record)
-            sums.margin = record.margin
+            x = exposure(self.contract, model, record)
             if model.kind is ContractKind.LINEAR:
-                sums.x_entry = x * record.entry_price
-                if liquidation is not None:
-                    sums.at_liquidation = x * liquidation
-            else:
-                sums.x_entry = _inverse_units(x, record.entry_price)
-                if liquidation is not None:
-                    sums.at_liquidation = _inverse_units(x, liquidation)
-        return sums
+                at = ZERO if liquidation is None else x * liquidation
+                return (1, x, record.margin, x * record.entry_price, at)
+            units = 0 if liquidation is None else _inverse_units(x, liquidation)
+            return (1, x, record.margin, _inverse_units(x, record.entry_price), units)
 
     def _file(self, position_id: str, filed: Filed, sign: int) -> None:
         with localcontext(SUMS):
             for filing, key in filed.cells.items():
                 if key is not None:
-                    self._shelves[filing, filed.side].change(position_id, key, filed.sums, sign)
+                    self._shelves[filing, filed.side].change(position_id, key, filed.part, sign)
 
     def _decode(self, position_id: str, raw: bytes) -> PositionRecord:
         return PositionRecord.decode(position_id, self.contract.symbol, raw)
@@ -421,7 +431,7 @@ class LiquidationBook:
                 for position_id in shelf.members(key):
                     record = self._decode(position_id, self.records[position_id])
                     if test(record):
-                        total.add(self.sums(record, None))
+                        total.add(self.part(record, None))
         return total
 
     def _test(self, filing: Filing, price: Decimal) -> _Test:
@@ -494,24 +504,22 @@ class LiquidationBook:
                     block_first, block_last = block_cells(block_key)
                     n = fence.holding(block_first, block_last)
                     if n is not None:
-                        counts[n] += block.count
-                        values[n] += block.at_liquidation
+                        counts[n] += block[0]
+                        values[n] += block[4]
                         continue
                     cells = shelf.between(max(first, block_first), min(last, block_last))
                     for key, cell in cells:
                         n = fence.holding(key, key)
                         if n is not None:
-                            counts[n] += cell.count
-                            values[n] += cell.at_liquidation
+                            counts[n] += cell[0]
+                            values[n] += cell[4]
                             continue
                         for position_id in shelf.members(key):
                             record = self._decode(position_id, self.records[position_id])
                             tally.add(record, self.model.liquidation_price(record))
             for n, count in enumerate(counts):
                 if count:
-                    total = CellSums()
-                    total.at_liquidation = values[n]
-                    tally.add_cell(side, n, count, total.notional_at_liquidation(kind))
+                    tally.add_cell(side, n, count, _notional(kind, values[n]))
         return tally
 
 

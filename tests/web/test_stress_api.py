@@ -1,7 +1,7 @@
 """``/api/stress`` and ``/api/liquidation-map`` against a real daemon, Redis and Mosquitto.
 
-The endpoints read only the positions the trigger index says may count; here
-every stored record is read and the figures are computed position by position
+The endpoints answer from the daemon's liquidation book (:mod:`monitor.state.books`);
+here every stored record is read and the figures are computed position by position
 (:mod:`monitor.core.stress`, itself checked against an independent reference in
 tests/core/test_stress.py). They must agree to the last digit at many prices,
 both sides, linear and inverse, before and after a crash that liquidates,
@@ -16,7 +16,6 @@ from decimal import Context, Decimal
 from typing import Any
 
 import orjson
-import pytest
 from harness import http_get, position_object, publish, settled, until
 from test_http_api import MARKS, make_positions, seeded
 
@@ -208,12 +207,13 @@ async def test_several_symbols_with_one_move_and_the_refusals(
 
 
 async def test_a_whole_book_stress_map_or_listing_does_not_hold_up_the_ticks(
-    redis_url: str, mqtt_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, mqtt_url: str, prefix: str
 ) -> None:
     """A stress or a map over nearly every position of a 60,000-position symbol, computed
-    in the daemon's own event loop, gives the loop back as it goes: ticks are not held up
-    for the whole computation (which takes a good part of a second here). So do listings,
-    which read up to thousands of records a page. Stresses and maps go one at a time."""
+    in the daemon's own event loop, does not hold up its ticks: the book is filed with the
+    loop given back as it goes, and answers from it cost its cells. So do listings, which
+    read up to thousands of records a page, give the loop back. Several maps at once are
+    answered alike."""
     async with seeded(redis_url, mqtt_url, prefix, 0) as (daemon, _):
         contract = daemon.settings.symbols["BTCUSDT"]
         positions = make_positions(180_000)
