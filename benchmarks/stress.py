@@ -45,6 +45,7 @@ from monitor.devtools.embedded import RedisServer
 from monitor.devtools.stalls import timed
 from monitor.service.loading import open_read_model
 from monitor.state.books import Books
+from monitor.telemetry.log import configure
 from monitor.web.api import Api
 from monitor.web.stress import map_document, stress_documents, stress_query
 
@@ -174,6 +175,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--changes", type=int, default=10_000)
     args = parser.parse_args()
+    configure("warning")  # the books' log lines to stderr, the figures alone to stdout
     figures = [measure(count, args.repeat, args.changes) for count in args.positions]
     print(json.dumps(figures, indent=2))
 

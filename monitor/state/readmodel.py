@@ -5,8 +5,9 @@ records, stream entries), so that :mod:`monitor.web` decides what to read
 and how to present it without speaking Redis: it imports nothing of
 ``redis`` nor of the position store, the outbox or the transport (an
 import-linter contract in ``pyproject.toml`` checks it). The daemon's liquidation
-watch (:mod:`monitor.service.liquidations`) walks the trigger sets through it too
-(:meth:`ReadModel.reach`), so that it and ``/api/stress`` read the same positions.
+books (:mod:`monitor.state.books`, which ``/api/stress``, the map and the gauges
+answer from) read the stored records and each symbol's change log through it
+(:meth:`ReadModel.changes_after`).
 """
 
 from __future__ import annotations

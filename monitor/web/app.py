@@ -348,7 +348,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": schema.Error, "description": "Host or Origin not allowed"},
     503: {
         "model": schema.Error,
-        "description": "Redis unavailable (or, for a stress or a map, another one being computed)",
+        "description": (
+            "Redis unavailable (or, for a stress or a map, the symbol's liquidation book "
+            "still being filed)"
+        ),
     },
 }
 

@@ -1,11 +1,19 @@
-"""``/api/stress`` and ``/api/liquidation-map``: which positions to read, then the pure math.
+"""``/api/stress`` and ``/api/liquidation-map``: where the positions come from, then the
+pure math.
 
-The figures are :mod:`monitor.core.stress`'s, over the positions this module
-reads through the read model. Which ones (the module doc of
-:mod:`monitor.core.stress` gives the reason): every open position sits in its
-side's worsening trigger set at a score never on the far side of its
-liquidation price (a long's score is at or above it, a short's at or below),
-so
+In the daemon (an :class:`~monitor.web.api.Api` with ``books``), both answer from
+the symbol's liquidation book (:mod:`monitor.state.books`,
+:class:`~monitor.core.book.LiquidationBook`), brought up to date with every write
+made before the request: the cost is the book's cells, not its size, and nothing
+is walked in the daemon's loop beside its ticks. A book still being filed after
+:data:`BOOK_WAIT_S` is a 503 saying how far it is.
+
+A one-off command (``liqmon stress``, ``liqmon map``: no book to keep) reads
+instead the positions the trigger index says may count, feeding each to the
+core's tallies (:class:`~monitor.core.stress.StressTally`,
+:class:`~monitor.core.stress.MapTally`) as it is read. Every open position sits in
+its side's worsening trigger set at a score never on the far side of its
+liquidation price (a long's score is at or above it, a short's at or below), so
 
 * stress at ``P`` reads a long side's worsening set from ``P`` up (a short
   side's from ``P`` down) and the side's improving set (positions in margin
@@ -15,23 +23,12 @@ so
   the shorts scored at or below ``high`` (its cumulative curves count every
   long liquidating at or above ``low`` and every short below ``high``).
 
-The walk is the read model's (:meth:`~monitor.state.readmodel.ReadModel.reach`,
-which the daemon's liquidation gauges use too): each bound is widened by one ulp
-of the float score so that rounding a price to a double never leaves a position
-out; the exact tests in the core decide.
-The map's liquidation prices come from the API's record cache (keyed by the
-stored bytes), so a map asked for again, as the dashboard would, mostly costs
-the reads. Each set is read from the end where it fires first, by score, a page at a time
-(as ``/api/positions`` walks it). The cost is two reads per page of members, growing with the
-positions between the mark's side of the book and ``P`` (the ones that count,
-plus the healthy ones whose margin-call price lies beyond ``P``), not with the
-book. The pages are not one snapshot: a position the monitor moves while they
-are read counts as it stood when its record was read. Both are computed in the
-daemon's event loop, beside its ticks, so each position is fed to the core's
-tallies (:class:`~monitor.core.stress.StressTally`,
-:class:`~monitor.core.stress.MapTally`) as it is read, with the loop given back
-every few, so that a whole-book stress of a large symbol does not hold the
-ticks up for the whole computation; and one is computed at a time.
+That walk is the read model's (:meth:`~monitor.state.readmodel.ReadModel.reach_in_turns`):
+each bound is widened by one ulp of the float score so that rounding a price to a
+double never leaves a position out, and the exact tests in the core decide. Its
+pages are not one snapshot: a position moved while they are read counts as it
+stood when its record was read. The map's liquidation prices come from the API's
+record cache (keyed by the stored bytes).
 """
 
 from __future__ import annotations
