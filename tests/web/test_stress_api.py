@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from dataclasses import replace
 from decimal import Context, Decimal
 from typing import Any
 
 import orjson
-from harness import http_get, position_object, publish, settled, until
+from harness import http_get, position_object, publish, running, settled, until
 from test_http_api import MARKS, make_positions, seeded
 
 from monitor.core.models import model_for
@@ -126,6 +127,39 @@ async def test_stress_and_map_match_a_position_by_position_computation_through_a
         ]
         assert len(gone) > 20
         await check_everything(daemon)
+
+
+async def test_two_monitors_and_a_redis_cluster_answer_alike(
+    cluster_url: str, mqtt_url: str, prefix: str
+) -> None:
+    """Two monitors share the symbols by leases over a Redis Cluster: each writes the
+    symbols it holds, and each answers every symbol from its own book, kept current by
+    the change logs the other writes. Through a crash that liquidates, both give the
+    figures every stored record gives."""
+    async with (
+        seeded(cluster_url, mqtt_url, prefix, 600, cluster=True) as (first, client),
+        running(
+            replace(first.settings, mqtt=replace(first.settings.mqtt, client_id=f"{prefix}-2"))
+        ) as second,
+    ):
+        daemons = (first, second)
+        symbols = list(MARKS)
+        await until(lambda: all(any(d.leases.owns(s) for s in symbols) for d in daemons))
+        for daemon in daemons:
+            assert await check_everything(daemon) > 0
+        for symbol, mark in MARKS.items():
+            crashed = {"price": str((mark * Decimal("0.95")).quantize(Decimal("0.1"))), "ts": 2}
+            await publish(client, f"{prefix}/prices/{symbol}/index", crashed)
+            await publish(client, f"{prefix}/prices/{symbol}/mark", crashed)
+
+        async def crashed_everywhere() -> bool:
+            quotes = [await first.store.quote(symbol) for symbol in symbols]
+            marked = all(q is not None and q.mark_ts_ms >= 2 for q in quotes)
+            return marked and all(daemon.idle() for daemon in daemons)
+
+        await until(crashed_everywhere)
+        for daemon in daemons:
+            assert await check_everything(daemon) > 0
 
 
 async def test_stress_exactly_at_stored_positions_thresholds(
