@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 from fractions import Fraction
+from itertools import pairwise
 
 from monitor.core.margin import Bracket, Contract, ContractKind, Side
 from monitor.core.models import model_for
@@ -193,3 +194,30 @@ def random_book(contract: Contract, count: int, seed: int, center: Decimal) -> l
             PositionRecord(f"p{n}", "acct", contract.symbol, side, qty, entry, margin, 1, status)
         )
     return book
+
+
+def reference_map(
+    contract: Contract, records: list[PositionRecord], edges: list[Decimal]
+) -> list[tuple[object, ...]]:
+    """Bucket by bucket, position by position."""
+    model = model_for(contract)
+    rows = []
+    for low, high in pairwise(edges):
+        row = [0, Fraction(0), 0, Fraction(0), Fraction(0), Fraction(0)]
+        for record in records:
+            if record.status not in (Status.HEALTHY, Status.MARGIN_CALL):
+                continue
+            price = model.liquidation_price(record)
+            if price is None:
+                continue
+            value = notional(contract, record, price)
+            long = record.side is Side.LONG
+            if low <= price < high:
+                row[0 if long else 2] += 1
+                row[1 if long else 3] += value
+            if long and price >= low:
+                row[4] += value
+            if not long and price < high:
+                row[5] += value
+        rows.append((low, high, *row))
+    return rows

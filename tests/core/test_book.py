@@ -20,12 +20,11 @@ from __future__ import annotations
 import random
 from decimal import Context, Decimal
 from fractions import Fraction
-from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stress_book import CONTRACTS, notional, random_book, reference
+from stress_book import CONTRACTS, random_book, reference, reference_map
 
 from monitor.core.book import INVERSE_PLACES, LiquidationBook, cell_bounds, cell_of
 from monitor.core.margin import Contract, ContractKind, Side
@@ -163,33 +162,6 @@ def test_a_crash_liquidates_longs_with_a_shortfall_past_bankruptcy() -> None:
         contract, [long, short], D(80), RISK
     ).document(D(100))
     assert book.stress(D(80)).document(D(100))["shortfall"] == "20"
-
-
-def reference_map(
-    contract: Contract, records: list[PositionRecord], edges: list[Decimal]
-) -> list[tuple[object, ...]]:
-    """Bucket by bucket, position by position."""
-    model = model_for(contract)
-    rows = []
-    for low, high in pairwise(edges):
-        row = [0, Fraction(0), 0, Fraction(0), Fraction(0), Fraction(0)]
-        for record in records:
-            if record.status not in (Status.HEALTHY, Status.MARGIN_CALL):
-                continue
-            price = model.liquidation_price(record)
-            if price is None:
-                continue
-            value = notional(contract, record, price)
-            long = record.side is Side.LONG
-            if low <= price < high:
-                row[0 if long else 2] += 1
-                row[1 if long else 3] += value
-            if long and price >= low:
-                row[4] += value
-            if not long and price < high:
-                row[5] += value
-        rows.append((low, high, *row))
-    return rows
 
 
 @PROPERTY

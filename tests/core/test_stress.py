@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from decimal import Context, Decimal
 from fractions import Fraction
-from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stress_book import CONTRACTS, notional, random_book, reference
+from stress_book import CONTRACTS, random_book, reference, reference_map
 
 from monitor.core.margin import Contract, ContractKind, Side
 from monitor.core.models import model_for
@@ -137,32 +136,6 @@ def test_an_inverse_sum_is_printed_once_to_28_digits() -> None:
     assert decimal_text(Fraction(0)) == "0"
 
 
-def reference_map(name: str, book: list[PositionRecord], edges: list[Decimal]) -> list[tuple]:
-    """Bucket by bucket, position by position."""
-    contract = CONTRACTS[name]
-    model = model_for(contract)
-    rows = []
-    for low, high in pairwise(edges):
-        row = [0, Fraction(0), 0, Fraction(0), Fraction(0), Fraction(0)]
-        for record in book:
-            if record.status not in (Status.HEALTHY, Status.MARGIN_CALL):
-                continue
-            price = model.liquidation_price(record)
-            if price is None:
-                continue
-            value = notional(contract, record, price)
-            long = record.side is Side.LONG
-            if low <= price < high:
-                row[0 if long else 2] += 1
-                row[1 if long else 3] += value
-            if long and price >= low:
-                row[4] += value
-            if not long and price < high:
-                row[5] += value
-        rows.append((low, high, *row))
-    return rows
-
-
 @PROPERTY
 @given(
     name=st.sampled_from(sorted(CONTRACTS)),
@@ -195,7 +168,7 @@ def test_the_map_matches_the_reference_for_ragged_ranges(
         )
         for b in buckets
     ]
-    assert actual == reference_map(name, book, bucket_edges(lo, hi, st_))
+    assert actual == reference_map(CONTRACTS[name], book, bucket_edges(lo, hi, st_))
     assert buckets[0].low == lo and buckets[-1].high == hi
 
 
