@@ -17,6 +17,7 @@ from decimal import Context, Decimal
 from typing import Any
 
 import orjson
+import pytest
 from harness import http_get, position_object, publish, running, settled, until
 from test_http_api import MARKS, make_positions, seeded
 
@@ -26,6 +27,7 @@ from monitor.core.stress import liquidation_map, stress
 from monitor.core.wire import position_from_object
 from monitor.devtools.stalls import timed
 from monitor.service.daemon import Daemon
+from monitor.web import stress as web_stress
 
 MOVES = ["-0.5", "-0.2", "-0.1", "-0.05", "-0.02", "-0.01", "0", "0.01", "0.03", "0.1", "0.3"]
 
@@ -160,6 +162,25 @@ async def test_two_monitors_and_a_redis_cluster_answer_alike(
         await until(crashed_everywhere)
         for daemon in daemons:
             assert await check_everything(daemon) > 0
+
+
+async def test_a_book_still_being_filed_is_a_503_that_says_how_far(
+    redis_url: str, mqtt_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stress or a map that cannot wait for its symbol's book to be filed is refused with
+    a 503 saying so; the filing goes on, and once it is done the same query answers."""
+    async with seeded(redis_url, mqtt_url, prefix, 300) as (daemon, _):
+        monkeypatch.setattr(web_stress, "BOOK_WAIT_S", 0)
+        path = "/api/stress?symbol=BTCUSDT&move=-0.1"
+        status, document, _ = await http_get(daemon, path)
+        assert 503 == status
+        assert document["error"].startswith("the liquidation book of BTCUSDT is being filed (")
+        assert document["error"].endswith("positions so far): try again in a few seconds")
+        monkeypatch.setattr(web_stress, "BOOK_WAIT_S", 5.0)
+        status, document, _ = await http_get(daemon, path)
+        assert 200 == status
+        expected = await expected_stress(daemon, "BTCUSDT", MARKS["BTCUSDT"] * Decimal("0.9"))
+        assert {**expected, "move": "-0.1"} == document["stress"][0]
 
 
 async def test_stress_exactly_at_stored_positions_thresholds(
