@@ -5,9 +5,11 @@ reference they are compared with (written from the trigger prices, not from
 from __future__ import annotations
 
 import random
-from decimal import Decimal
+from decimal import Context, Decimal
 from fractions import Fraction
 from itertools import pairwise
+
+from hypothesis import strategies as st
 
 from monitor.core.margin import Bracket, Contract, ContractKind, Side
 from monitor.core.models import model_for
@@ -221,3 +223,54 @@ def reference_map(
                 row[5] += value
         rows.append((low, high, *row))
     return rows
+
+
+CENTER = {"binance": D(60000), "binance-inverse": D(60000), "bybit": D(60000)}
+"""Where each contract's random books lie (3,000 for the others)."""
+
+STEP = Context(prec=28)
+"""Prices' 28 significant digits: a threshold's neighbours are one step of it away."""
+
+
+def center_of(name: str) -> Decimal:
+    """The centre of contract ``name``'s random books."""
+    return CENTER.get(name, D(3000))
+
+
+def threshold_prices(contract: Contract, record: PositionRecord, risk: RiskLimits) -> list[Decimal]:
+    """The record's liquidation, margin-call and bankruptcy prices (those it has)."""
+    model = model_for(contract)
+    prices = (
+        model.liquidation_price(record),
+        model.margin_call_price(record, risk.margin_call_ratio),
+        model.bankruptcy_price(record),
+    )
+    return [price for price in prices if price is not None]
+
+
+def beside(prices: list[Decimal]) -> list[Decimal]:
+    """Each price and its two 28-digit neighbours: where an off-by-one would show."""
+    return [
+        near for price in prices for near in (price, STEP.next_plus(price), STEP.next_minus(price))
+    ]
+
+
+RAGGED_MAPS = {
+    "name": st.sampled_from(sorted(CONTRACTS)),
+    "seed": st.integers(0, 10_000),
+    "low": st.integers(300, 1000),
+    "width": st.integers(1, 1200),
+    "step": st.sampled_from(["0.7", "1", "13", "33.3", "100", "250", "999"]),
+}
+"""Maps of any range and step, the last bucket cut short when the step does not divide
+it (``given(**RAGGED_MAPS)``; :func:`map_range` scales them to the contract)."""
+
+
+def map_range(
+    name: str, low: int, width: int, step: str
+) -> tuple[Decimal, Decimal, Decimal] | None:
+    """``(low, high, step)`` of a ragged map around contract ``name``'s books, or None
+    when it would have more buckets than a map may."""
+    scale = center_of(name) / 1000
+    lo, hi, st_ = D(low) * scale, D(low + width) * scale, D(step) * scale
+    return None if (hi - lo) / st_ > 2000 else (lo, hi, st_)

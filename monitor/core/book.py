@@ -140,12 +140,6 @@ def block_cells(block: int) -> tuple[int, int]:
     return first, first + _PER_BLOCK - 1
 
 
-def block_bounds(block: int) -> tuple[Decimal, Decimal]:
-    """The block's ``[low, high)``, exact."""
-    first, last = block_cells(block)
-    return cell_bounds(first)[0], cell_bounds(last)[1]
-
-
 def _floor(value: Fraction) -> Decimal:
     """The 40-digit decimal at or below a positive rational: its cell is the rational's."""
     return _FLOOR.divide(Decimal(value.numerator), Decimal(value.denominator))

@@ -350,11 +350,6 @@ class Within:
         self._sums = {key: Sums() for key in self.prices}
         self._seen: Seen = {}
 
-    @property
-    def widest(self) -> Decimal:
-        """The largest distance: the positions that may count at it are the ones to feed."""
-        return self.distances[-1]
-
     def add(self, record: PositionRecord) -> None:
         """Count ``record`` at every distance at which it liquidates (if it is open)."""
         if not counted(record, self._seen):

@@ -18,17 +18,26 @@ and to every digit printed.
 from __future__ import annotations
 
 import random
-from decimal import Context, Decimal
+from decimal import Decimal
 from fractions import Fraction
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stress_book import CONTRACTS, random_book, reference, reference_map
+from stress_book import (
+    CONTRACTS,
+    RAGGED_MAPS,
+    beside,
+    center_of,
+    map_range,
+    random_book,
+    reference,
+    reference_map,
+    threshold_prices,
+)
 
 from monitor.core.book import INVERSE_PLACES, LiquidationBook, cell_bounds, cell_of
 from monitor.core.margin import Contract, ContractKind, Side
-from monitor.core.models import model_for
 from monitor.core.position import PositionRecord
 from monitor.core.status import RiskLimits, Status
 from monitor.core.stress import Within, bucket_edges, decimal_text, stress
@@ -37,9 +46,7 @@ pytestmark = pytest.mark.unit
 
 D = Decimal
 RISK = RiskLimits()
-DIGITS = Context(prec=28)
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-CENTER = {"binance": D(60000), "binance-inverse": D(60000), "bybit": D(60000)}
 
 
 def book_of(contract: Contract, records: list[PositionRecord]) -> LiquidationBook:
@@ -73,19 +80,14 @@ def agrees(contract: Contract, records: list[PositionRecord], price: Decimal) ->
 def thresholds(contract: Contract, records: list[PositionRecord]) -> list[Decimal]:
     """Every position's liquidation, margin-call and bankruptcy price and its cell's edges,
     with their 28-digit neighbours."""
-    model = model_for(contract)
-    prices = []
-    for record in records:
-        for price in (
-            model.liquidation_price(record),
-            model.margin_call_price(record, RISK.margin_call_ratio),
-            model.bankruptcy_price(record),
-        ):
-            if price is not None:
-                low, high = cell_bounds(cell_of(price))
-                for near in (price, low, high):
-                    prices += [near, DIGITS.next_plus(near), DIGITS.next_minus(near)]
-    return prices
+    return beside(
+        [
+            near
+            for record in records
+            for price in threshold_prices(contract, record, RISK)
+            for near in (price, *cell_bounds(cell_of(price)))
+        ]
+    )
 
 
 @PROPERTY
@@ -96,7 +98,7 @@ def thresholds(contract: Contract, records: list[PositionRecord]) -> list[Decima
 )
 def test_a_stress_anywhere_matches_the_reference(name: str, seed: int, factor: Decimal) -> None:
     """At a price from −50 % to +50 % of the book's centre, every figure matches."""
-    center = CENTER.get(name, D(3000))
+    center = center_of(name)
     agrees(CONTRACTS[name], random_book(CONTRACTS[name], 40, seed, center), center * factor)
 
 
@@ -108,7 +110,7 @@ def test_a_stress_at_a_threshold_or_a_cell_edge_matches_the_reference(
     """On a position's own threshold, on the edges of its cell, and one step beside each:
     where a cell read as a whole instead of member by member would show."""
     contract = CONTRACTS[name]
-    records = random_book(contract, 15, seed, CENTER.get(name, D(3000)))
+    records = random_book(contract, 15, seed, center_of(name))
     prices = thresholds(contract, records)
     agrees(contract, records, prices[pick % len(prices)])
 
@@ -119,7 +121,7 @@ def test_the_sums_follow_new_versions_closes_and_liquidations(name: str, seed: i
     """Records replaced many times (new sizes, sides and margins, closes, liquidations,
     reopened, deleted) leave the book as if it were filed afresh from the last ones."""
     contract = CONTRACTS[name]
-    center = CENTER.get(name, D(3000))
+    center = center_of(name)
     rng = random.Random(seed)
     book = LiquidationBook(contract, RISK)
     current: dict[str, PositionRecord] = {}
@@ -165,25 +167,18 @@ def test_a_crash_liquidates_longs_with_a_shortfall_past_bankruptcy() -> None:
 
 
 @PROPERTY
-@given(
-    name=st.sampled_from(sorted(CONTRACTS)),
-    seed=st.integers(0, 10_000),
-    low=st.integers(300, 1000),
-    width=st.integers(1, 1200),
-    step=st.sampled_from(["0.7", "1", "13", "33.3", "100", "250", "999"]),
-)
+@given(**RAGGED_MAPS)
 def test_the_map_matches_the_reference_for_ragged_ranges(
     name: str, seed: int, low: int, width: int, step: str
 ) -> None:
     """Any range and step: cells inside a bucket by their sums, cells an edge cuts member
     by member."""
     contract = CONTRACTS[name]
-    center = CENTER.get(name, D(3000))
-    scale = center / 1000
-    records = random_book(contract, 40, seed, center)
-    lo, hi, st_ = D(low) * scale, D(low + width) * scale, D(step) * scale
-    if (hi - lo) / st_ > 2000:
+    records = random_book(contract, 40, seed, center_of(name))
+    edges = map_range(name, low, width, step)
+    if edges is None:
         return
+    lo, hi, st_ = edges
     buckets = book_of(contract, records).liquidation_map(lo, hi, st_).buckets()
     expected = reference_map(contract, records, bucket_edges(lo, hi, st_))
     assert len(buckets) == len(expected)
@@ -210,7 +205,7 @@ def test_the_map_matches_the_reference_for_ragged_ranges(
 def test_the_gauges_notional_within_a_move_matches_a_walk(name: str, seed: int) -> None:
     """What the liquidation gauges report: the same as :class:`Within` fed every position."""
     contract = CONTRACTS[name]
-    center = CENTER.get(name, D(3000))
+    center = center_of(name)
     records = random_book(contract, 40, seed, center)
     distances = [D("0.01"), D("0.05"), D("0.1"), D("0.25")]
     walked = Within(contract, center, distances)

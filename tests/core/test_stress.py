@@ -10,13 +10,24 @@ position's thresholds and one 28-digit step beside them.
 
 from __future__ import annotations
 
-from decimal import Context, Decimal
+from decimal import Decimal
 from fractions import Fraction
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stress_book import CONTRACTS, random_book, reference, reference_map
+from stress_book import (
+    CONTRACTS,
+    RAGGED_MAPS,
+    STEP,
+    beside,
+    center_of,
+    map_range,
+    random_book,
+    reference,
+    reference_map,
+    threshold_prices,
+)
 
 from monitor.core.margin import Contract, ContractKind, Side
 from monitor.core.models import model_for
@@ -28,9 +39,7 @@ pytestmark = pytest.mark.unit
 
 D = Decimal
 RISK = RiskLimits()
-DIGITS = Context(prec=28)
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-CENTER = {"binance": D(60000), "binance-inverse": D(60000), "bybit": D(60000)}
 
 
 def figures(contract_name: str, book: list[PositionRecord], price: Decimal) -> dict[str, object]:
@@ -55,9 +64,9 @@ def tier_edges(contract: Contract, record: PositionRecord) -> list[Decimal]:
         if bracket.notional_cap is None:
             continue
         if contract.kind is ContractKind.LINEAR:
-            edges.append(DIGITS.divide(bracket.notional_cap, record.qty))
+            edges.append(STEP.divide(bracket.notional_cap, record.qty))
         else:
-            edges.append(DIGITS.divide(record.qty * contract.contract_size, bracket.notional_cap))
+            edges.append(STEP.divide(record.qty * contract.contract_size, bracket.notional_cap))
     return edges
 
 
@@ -66,18 +75,13 @@ def thresholds(contract_name: str, book: list[PositionRecord]) -> list[Decimal]:
     where a position's notional meets a tier's cap, with both 28-digit neighbours: the
     prices where an off-by-one would show."""
     contract = CONTRACTS[contract_name]
-    model = model_for(contract)
-    prices = []
-    for record in book:
-        for price in (
-            model.liquidation_price(record),
-            model.margin_call_price(record, RISK.margin_call_ratio),
-            model.bankruptcy_price(record),
-            *tier_edges(contract, record),
-        ):
-            if price is not None:
-                prices += [price, DIGITS.next_plus(price), DIGITS.next_minus(price)]
-    return prices
+    return beside(
+        [
+            price
+            for record in book
+            for price in (*threshold_prices(contract, record, RISK), *tier_edges(contract, record))
+        ]
+    )
 
 
 @PROPERTY
@@ -88,7 +92,7 @@ def thresholds(contract_name: str, book: list[PositionRecord]) -> list[Decimal]:
 )
 def test_stress_at_any_price_matches_the_reference(name: str, seed: int, factor: Decimal) -> None:
     """At a price anywhere from −50 % to +50 % of the book's centre, every figure matches."""
-    center = CENTER.get(name, D(3000))
+    center = center_of(name)
     book = random_book(CONTRACTS[name], 30, seed, center)
     price = center * factor
     assert figures(name, book, price) == reference(CONTRACTS[name], book, price, RISK)
@@ -102,7 +106,7 @@ def test_stress_exactly_at_a_threshold_matches_the_reference(
     """At a position's own liquidation, margin-call or bankruptcy price, or where its
     notional meets a tier's cap (and one step beside each), every position is counted
     exactly as its trigger prices say."""
-    book = random_book(CONTRACTS[name], 12, seed, CENTER.get(name, D(3000)))
+    book = random_book(CONTRACTS[name], 12, seed, center_of(name))
     prices = thresholds(name, book)
     price = prices[pick % len(prices)]
     assert figures(name, book, price) == reference(CONTRACTS[name], book, price, RISK)
@@ -137,23 +141,16 @@ def test_an_inverse_sum_is_printed_once_to_28_digits() -> None:
 
 
 @PROPERTY
-@given(
-    name=st.sampled_from(sorted(CONTRACTS)),
-    seed=st.integers(0, 10_000),
-    low=st.integers(300, 1000),
-    width=st.integers(1, 1200),
-    step=st.sampled_from(["0.7", "1", "13", "33.3", "100", "250", "999"]),
-)
+@given(**RAGGED_MAPS)
 def test_the_map_matches_the_reference_for_ragged_ranges(
     name: str, seed: int, low: int, width: int, step: str
 ) -> None:
     """Any range and step, the last bucket cut short when the step does not divide it."""
-    center = CENTER.get(name, D(3000))
-    scale = center / 1000
-    book = random_book(CONTRACTS[name], 25, seed, center)
-    lo, hi, st_ = D(low) * scale, D(low + width) * scale, D(step) * scale
-    if (hi - lo) / st_ > 2000:
+    book = random_book(CONTRACTS[name], 25, seed, center_of(name))
+    edges = map_range(name, low, width, step)
+    if edges is None:
         return
+    lo, hi, st_ = edges
     buckets = liquidation_map(CONTRACTS[name], book, lo, hi, st_)
     actual = [
         (
