@@ -360,14 +360,24 @@ class LiquidationBook:
         position left out of the book.
         """
         old = self.records.pop(position_id, None)
-        if old is not None:
-            self._file(position_id, self.filed(self._decode(position_id, old)), -1)
-        if raw is None:
+        before = None if old is None else self._decode(position_id, old)
+        try:
+            record = None if raw is None else self._decode(position_id, raw)
+        except (ValueError, ArithmeticError):
+            if before is not None:
+                self._file(position_id, self.filed(before), -1)
+            raise
+        if raw is None or record is None or record.status not in OPEN or record.qty <= 0:
+            if before is not None:
+                self._file(position_id, self.filed(before), -1)
             return
-        record = self._decode(position_id, raw)
-        if record.status in OPEN and record.qty > 0:
+        # A status change alone (healthy to margin call and back) leaves the position
+        # where it was filed, with the same sums: no price is solved again.
+        if before is None or before.position != record.position:
+            if before is not None:
+                self._file(position_id, self.filed(before), -1)
             self._file(position_id, self.filed(record), 1)
-            self.records[position_id] = raw
+        self.records[position_id] = raw
 
     def filed(self, record: PositionRecord) -> Filed:
         """Where ``record`` (open) is filed, and its sums."""

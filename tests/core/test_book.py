@@ -119,7 +119,8 @@ def test_a_stress_at_a_threshold_or_a_cell_edge_matches_the_reference(
 @given(name=st.sampled_from(sorted(CONTRACTS)), seed=st.integers(0, 10_000))
 def test_the_sums_follow_new_versions_closes_and_liquidations(name: str, seed: int) -> None:
     """Records replaced many times (new sizes, sides and margins, closes, liquidations,
-    reopened, deleted) leave the book as if it were filed afresh from the last ones."""
+    reopened, deleted, and status changes alone: healthy to margin call and back) leave
+    the book as if it were filed afresh from the last ones."""
     contract = CONTRACTS[name]
     center = center_of(name)
     rng = random.Random(seed)
@@ -135,6 +136,13 @@ def test_the_sums_follow_new_versions_closes_and_liquidations(name: str, seed: i
                 continue
             book.apply(record.id, record.encode())
             current[record.id] = record
+        for record in list(current.values())[::3]:
+            if record.status in (Status.HEALTHY, Status.MARGIN_CALL):
+                flipped = record.moved_to(
+                    Status.MARGIN_CALL if record.status is Status.HEALTHY else Status.HEALTHY
+                )
+                book.apply(flipped.id, flipped.encode())
+                current[flipped.id] = flipped
     records = list(current.values())
     fresh = book_of(contract, records)
     assert book.records == fresh.records
